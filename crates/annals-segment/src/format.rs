@@ -1,0 +1,567 @@
+//! The on-disk format of a segment file. `docs/FORMAT.md` is the spec; the
+//! tables below repeat it and every offset is a `const`.
+//!
+//! Segment header (64 bytes, at offset 0):
+//!
+//! | off | size | field |
+//! |----:|-----:|-------|
+//! |   0 |    8 | magic `ANNALSEG` |
+//! |   8 |    4 | format version (u32) |
+//! |  12 |    4 | reserved, zero |
+//! |  16 |    8 | position_first: global position of the first event (u64) |
+//! |  24 |    8 | salt: random per segment (u64) |
+//! |  32 |    8 | segment_bytes: preallocated size (u64) |
+//! |  40 |   20 | reserved, zero |
+//! |  60 |    4 | header_crc: CRC-32/IEEE of bytes 0..60 |
+//!
+//! Batch frame (starts 8-byte aligned, padded with zeros to 8 bytes):
+//!
+//! | off | size | field |
+//! |----:|-----:|-------|
+//! |   0 |    4 | header_crc: CRC-32/IEEE of (frame offset in segment, u64 LE) ‖ bytes 4..48 |
+//! |   4 |    4 | frame_bytes: header + events, without padding (u32) |
+//! |   8 |    8 | salt: must equal the segment's salt |
+//! |  16 |    8 | position_first (u64) |
+//! |  24 |    4 | event_count (u32, ≥ 1) |
+//! |  28 |    4 | flags, zero |
+//! |  32 |    8 | synced_before: segment offset the writer knew durable when writing this frame |
+//! |  40 |    8 | reserved, zero |
+//! |  48 |    … | events, packed |
+//!
+//! Event record:
+//!
+//! | off | size | field |
+//! |----:|-----:|-------|
+//! |   0 |    4 | event_crc: CRC-32/IEEE of (salt u64 LE) ‖ (position u64 LE) ‖ bytes 4..event_bytes |
+//! |   4 |    4 | event_bytes: whole record (u32) |
+//! |   8 |    8 | stream_version (u64) |
+//! |  16 |   16 | event id |
+//! |  32 |    8 | timestamp, microseconds since the Unix epoch (u64) |
+//! |  40 |    2 | flags (u16) |
+//! |  42 |    2 | stream_bytes (u16) |
+//! |  44 |    2 | type_bytes (u16) |
+//! |  46 |    2 | reserved, zero |
+//! |  48 |    4 | metadata_bytes (u32) |
+//! |  52 |    4 | data_bytes (u32) |
+//! |  56 |    … | stream (UTF-8), type (UTF-8), metadata, data |
+
+use crate::error::{Error, Result};
+
+/// Magic at the start of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"ANNALSEG";
+/// The segment format version this build writes and reads.
+pub const SEGMENT_FORMAT_VERSION: u32 = 1;
+/// Size of the segment header.
+pub const SEGMENT_HEADER_BYTES: u64 = 64;
+/// Size of a frame header.
+pub const FRAME_HEADER_BYTES: usize = 48;
+/// Frames start at multiples of this.
+pub const FRAME_ALIGN: u64 = 8;
+/// Size of an event record's fixed part.
+pub const EVENT_HEADER_BYTES: usize = 56;
+
+/// Longest stream name, in bytes.
+pub const STREAM_BYTES_MAX: usize = 1024;
+/// Longest event type, in bytes.
+pub const EVENT_TYPE_BYTES_MAX: usize = 256;
+/// Largest event record (header, names, metadata and data).
+pub const EVENT_BYTES_MAX: usize = 4 << 20;
+/// Largest frame (one atomic append).
+pub const FRAME_BYTES_MAX: usize = 16 << 20;
+/// Most events in one frame.
+pub const FRAME_EVENTS_MAX: u32 = 1 << 20;
+/// Smallest allowed segment size.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+/// Largest allowed segment size.
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 32;
+
+const _: () = assert!((FRAME_HEADER_BYTES as u64).is_multiple_of(FRAME_ALIGN));
+const _: () = assert!(SEGMENT_HEADER_BYTES.is_multiple_of(FRAME_ALIGN));
+const _: () = assert!(EVENT_BYTES_MAX + FRAME_HEADER_BYTES <= FRAME_BYTES_MAX);
+const _: () = assert!(FRAME_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(STREAM_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(EVENT_TYPE_BYTES_MAX <= u16::MAX as usize);
+
+// Segment header offsets.
+const SH_MAGIC: usize = 0;
+const SH_VERSION: usize = 8;
+const SH_POSITION_FIRST: usize = 16;
+const SH_SALT: usize = 24;
+const SH_SEGMENT_BYTES: usize = 32;
+const SH_CRC: usize = 60;
+
+// Frame header offsets.
+const FH_CRC: usize = 0;
+const FH_FRAME_BYTES: usize = 4;
+const FH_SALT: usize = 8;
+const FH_POSITION_FIRST: usize = 16;
+const FH_EVENT_COUNT: usize = 24;
+const FH_SYNCED_BEFORE: usize = 32;
+
+// Event record offsets.
+const EV_CRC: usize = 0;
+const EV_BYTES: usize = 4;
+const EV_VERSION: usize = 8;
+const EV_ID: usize = 16;
+const EV_TIMESTAMP: usize = 32;
+const EV_FLAGS: usize = 40;
+const EV_STREAM_BYTES: usize = 42;
+const EV_TYPE_BYTES: usize = 44;
+const EV_METADATA_BYTES: usize = 48;
+const EV_DATA_BYTES: usize = 52;
+
+const _: () = assert!(EV_DATA_BYTES + 4 == EVENT_HEADER_BYTES);
+const _: () = assert!(FH_SYNCED_BEFORE + 16 == FRAME_HEADER_BYTES);
+const _: () = assert!(SH_CRC + 4 == SEGMENT_HEADER_BYTES as usize);
+
+/// Reads a little-endian integer of `N` bytes at `at`; `None` if out of bounds.
+fn le<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
+    bytes.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+fn get_u16(bytes: &[u8], at: usize) -> Option<u16> {
+    le::<2>(bytes, at).map(u16::from_le_bytes)
+}
+fn get_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    le::<4>(bytes, at).map(u32::from_le_bytes)
+}
+fn get_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    le::<8>(bytes, at).map(u64::from_le_bytes)
+}
+fn put(buf: &mut [u8], at: usize, value: &[u8]) {
+    if let Some(dst) = buf.get_mut(at..at + value.len()) {
+        dst.copy_from_slice(value);
+    }
+}
+
+/// Rounds `n` up to the frame alignment.
+pub const fn align_up(n: u64) -> u64 {
+    n.div_ceil(FRAME_ALIGN) * FRAME_ALIGN
+}
+
+/// The header of a segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Global position of the first event in the segment.
+    pub position_first: u64,
+    /// Random value that every frame of the segment repeats.
+    pub salt: u64,
+    /// Preallocated size of the segment file.
+    pub segment_bytes: u64,
+}
+
+/// Why a segment header did not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Every byte is zero: a file whose creation did not complete.
+    Zeroed,
+    /// Wrong magic or checksum.
+    Invalid(&'static str),
+    /// A format version this build does not know.
+    UnsupportedVersion(u32),
+}
+
+impl SegmentHeader {
+    /// Encodes the 64-byte header.
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+        let mut buf = [0u8; SEGMENT_HEADER_BYTES as usize];
+        put(&mut buf, SH_MAGIC, &SEGMENT_MAGIC);
+        put(&mut buf, SH_VERSION, &SEGMENT_FORMAT_VERSION.to_le_bytes());
+        put(
+            &mut buf,
+            SH_POSITION_FIRST,
+            &self.position_first.to_le_bytes(),
+        );
+        put(&mut buf, SH_SALT, &self.salt.to_le_bytes());
+        put(
+            &mut buf,
+            SH_SEGMENT_BYTES,
+            &self.segment_bytes.to_le_bytes(),
+        );
+        let crc = crc32fast::hash(buf.get(..SH_CRC).unwrap_or_default());
+        put(&mut buf, SH_CRC, &crc.to_le_bytes());
+        buf
+    }
+
+    /// Decodes and verifies a header: checksum first, then the fields.
+    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        let Some(head) = bytes.get(..SEGMENT_HEADER_BYTES as usize) else {
+            return Err(if bytes.iter().all(|b| *b == 0) {
+                HeaderError::Zeroed
+            } else {
+                HeaderError::Invalid("file shorter than a segment header")
+            });
+        };
+        if head.iter().all(|b| *b == 0) {
+            return Err(HeaderError::Zeroed);
+        }
+        let crc_stored = get_u32(head, SH_CRC).ok_or(HeaderError::Invalid("short header"))?;
+        if crc32fast::hash(head.get(..SH_CRC).unwrap_or_default()) != crc_stored {
+            return Err(HeaderError::Invalid("segment header checksum mismatch"));
+        }
+        if head.get(..8) != Some(&SEGMENT_MAGIC[..]) {
+            return Err(HeaderError::Invalid("bad segment magic"));
+        }
+        let version = get_u32(head, SH_VERSION).unwrap_or(0);
+        if version != SEGMENT_FORMAT_VERSION {
+            return Err(HeaderError::UnsupportedVersion(version));
+        }
+        let header = SegmentHeader {
+            position_first: get_u64(head, SH_POSITION_FIRST).unwrap_or(0),
+            salt: get_u64(head, SH_SALT).unwrap_or(0),
+            segment_bytes: get_u64(head, SH_SEGMENT_BYTES).unwrap_or(0),
+        };
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&header.segment_bytes) {
+            return Err(HeaderError::Invalid("segment size out of range"));
+        }
+        Ok(header)
+    }
+}
+
+/// One event as stored: borrowed on both the write and the read side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Stream name (UTF-8, 1..=[`STREAM_BYTES_MAX`] bytes).
+    pub stream: &'a str,
+    /// Version of the event in its stream.
+    pub stream_version: u64,
+    /// 16-byte event id.
+    pub id: [u8; 16],
+    /// Microseconds since the Unix epoch.
+    pub timestamp_us: u64,
+    /// Flags, opaque to the segment log.
+    pub flags: u16,
+    /// Event type (UTF-8, 1..=[`EVENT_TYPE_BYTES_MAX`] bytes).
+    pub event_type: &'a str,
+    /// Metadata bytes.
+    pub metadata: &'a [u8],
+    /// Data bytes.
+    pub data: &'a [u8],
+}
+
+impl Record<'_> {
+    /// Size of the encoded record, checked against every limit.
+    pub fn encoded_bytes(&self) -> Result<usize> {
+        if self.stream.is_empty() || self.stream.len() > STREAM_BYTES_MAX {
+            return Err(Error::Invalid(format!(
+                "stream name must be 1..={STREAM_BYTES_MAX} bytes, got {}",
+                self.stream.len()
+            )));
+        }
+        if self.event_type.is_empty() || self.event_type.len() > EVENT_TYPE_BYTES_MAX {
+            return Err(Error::Invalid(format!(
+                "event type must be 1..={EVENT_TYPE_BYTES_MAX} bytes, got {}",
+                self.event_type.len()
+            )));
+        }
+        let total = EVENT_HEADER_BYTES
+            .saturating_add(self.stream.len())
+            .saturating_add(self.event_type.len())
+            .saturating_add(self.metadata.len())
+            .saturating_add(self.data.len());
+        if total > EVENT_BYTES_MAX {
+            return Err(Error::Invalid(format!(
+                "event of {total} bytes exceeds the limit of {EVENT_BYTES_MAX}"
+            )));
+        }
+        Ok(total)
+    }
+
+    /// Appends the encoded record to `out`. The caller has checked
+    /// [`Record::encoded_bytes`].
+    fn encode_into(&self, out: &mut Vec<u8>, salt: u64, position: u64, total: usize) {
+        let start = out.len();
+        out.resize(start + EVENT_HEADER_BYTES, 0);
+        let head = out.get_mut(start..).unwrap_or_default();
+        put(head, EV_BYTES, &(total as u32).to_le_bytes());
+        put(head, EV_VERSION, &self.stream_version.to_le_bytes());
+        put(head, EV_ID, &self.id);
+        put(head, EV_TIMESTAMP, &self.timestamp_us.to_le_bytes());
+        put(head, EV_FLAGS, &self.flags.to_le_bytes());
+        put(
+            head,
+            EV_STREAM_BYTES,
+            &(self.stream.len() as u16).to_le_bytes(),
+        );
+        put(
+            head,
+            EV_TYPE_BYTES,
+            &(self.event_type.len() as u16).to_le_bytes(),
+        );
+        put(
+            head,
+            EV_METADATA_BYTES,
+            &(self.metadata.len() as u32).to_le_bytes(),
+        );
+        put(head, EV_DATA_BYTES, &(self.data.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.stream.as_bytes());
+        out.extend_from_slice(self.event_type.as_bytes());
+        out.extend_from_slice(self.metadata);
+        out.extend_from_slice(self.data);
+        let crc = event_crc(salt, position, out.get(start + 4..).unwrap_or_default());
+        put(
+            out.get_mut(start..).unwrap_or_default(),
+            EV_CRC,
+            &crc.to_le_bytes(),
+        );
+    }
+}
+
+fn event_crc(salt: u64, position: u64, body: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&salt.to_le_bytes());
+    hasher.update(&position.to_le_bytes());
+    hasher.update(body);
+    hasher.finalize()
+}
+
+fn frame_header_crc(offset: u64, header_tail: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&offset.to_le_bytes());
+    hasher.update(header_tail);
+    hasher.finalize()
+}
+
+/// Size of the frame holding `records`, checked against every limit.
+pub fn frame_bytes(records: &[Record<'_>]) -> Result<usize> {
+    if records.is_empty() {
+        return Err(Error::Invalid("a frame needs at least one event".into()));
+    }
+    if records.len() > FRAME_EVENTS_MAX as usize {
+        return Err(Error::Invalid(format!(
+            "{} events exceed the limit of {FRAME_EVENTS_MAX} per append",
+            records.len()
+        )));
+    }
+    let mut total = FRAME_HEADER_BYTES;
+    for record in records {
+        total = total.saturating_add(record.encoded_bytes()?);
+    }
+    if total > FRAME_BYTES_MAX {
+        return Err(Error::Invalid(format!(
+            "append of {total} bytes exceeds the limit of {FRAME_BYTES_MAX}"
+        )));
+    }
+    Ok(total)
+}
+
+/// Where a frame goes: what binds it to its place.
+#[derive(Debug, Clone, Copy)]
+pub struct FramePlace {
+    /// The segment's salt.
+    pub salt: u64,
+    /// Offset of the frame in its segment.
+    pub offset: u64,
+    /// Global position of the first event.
+    pub position_first: u64,
+    /// Segment offset known durable when the frame is written.
+    pub synced_before: u64,
+}
+
+/// Appends one frame, padded to [`FRAME_ALIGN`], to `out`. Returns the
+/// unpadded frame size. Fails, leaving `out` unchanged, if a limit is broken.
+pub fn encode_frame(out: &mut Vec<u8>, place: FramePlace, records: &[Record<'_>]) -> Result<usize> {
+    let total = frame_bytes(records)?;
+    let start = out.len();
+    out.reserve(align_up(total as u64) as usize);
+    out.resize(start + FRAME_HEADER_BYTES, 0);
+    {
+        let head = out.get_mut(start..).unwrap_or_default();
+        put(head, FH_FRAME_BYTES, &(total as u32).to_le_bytes());
+        put(head, FH_SALT, &place.salt.to_le_bytes());
+        put(head, FH_POSITION_FIRST, &place.position_first.to_le_bytes());
+        put(head, FH_EVENT_COUNT, &(records.len() as u32).to_le_bytes());
+        put(head, FH_SYNCED_BEFORE, &place.synced_before.to_le_bytes());
+        let crc = frame_header_crc(
+            place.offset,
+            head.get(4..FRAME_HEADER_BYTES).unwrap_or_default(),
+        );
+        put(head, FH_CRC, &crc.to_le_bytes());
+    }
+    for (i, record) in records.iter().enumerate() {
+        let bytes = record.encoded_bytes()?;
+        record.encode_into(out, place.salt, place.position_first + i as u64, bytes);
+    }
+    debug_assert_eq!(out.len() - start, total);
+    out.resize(start + align_up(total as u64) as usize, 0);
+    Ok(total)
+}
+
+/// A frame header that passed its checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Frame size without padding.
+    pub frame_bytes: u32,
+    /// Global position of the first event.
+    pub position_first: u64,
+    /// Number of events.
+    pub event_count: u32,
+    /// Segment offset the writer knew durable when it wrote this frame.
+    pub synced_before: u64,
+}
+
+impl FrameHeader {
+    /// One past the last position in the frame.
+    pub fn position_end(&self) -> u64 {
+        self.position_first + u64::from(self.event_count)
+    }
+
+    /// Size including alignment padding.
+    pub fn padded_bytes(&self) -> u64 {
+        align_up(u64::from(self.frame_bytes))
+    }
+}
+
+/// Why bytes at an offset are not a valid frame.
+pub type FrameFault = &'static str;
+
+/// Decodes the frame header at the start of `bytes`, which sit at `offset` in
+/// a segment salted with `salt`. The checksum is verified before any field
+/// is used; then every field is bounded.
+pub fn decode_frame_header(
+    bytes: &[u8],
+    offset: u64,
+    salt: u64,
+) -> Result<FrameHeader, FrameFault> {
+    let head = bytes
+        .get(..FRAME_HEADER_BYTES)
+        .ok_or("truncated frame header")?;
+    let stored = get_u32(head, FH_CRC).ok_or("truncated frame header")?;
+    if frame_header_crc(offset, head.get(4..).unwrap_or_default()) != stored {
+        return Err("frame header checksum mismatch");
+    }
+    if get_u64(head, FH_SALT) != Some(salt) {
+        return Err("frame salt does not match its segment");
+    }
+    let header = FrameHeader {
+        frame_bytes: get_u32(head, FH_FRAME_BYTES).unwrap_or(0),
+        position_first: get_u64(head, FH_POSITION_FIRST).unwrap_or(0),
+        event_count: get_u32(head, FH_EVENT_COUNT).unwrap_or(0),
+        synced_before: get_u64(head, FH_SYNCED_BEFORE).unwrap_or(0),
+    };
+    let size = header.frame_bytes as usize;
+    if !(FRAME_HEADER_BYTES + EVENT_HEADER_BYTES..=FRAME_BYTES_MAX).contains(&size) {
+        return Err("frame length out of range");
+    }
+    if header.event_count == 0 || header.event_count > FRAME_EVENTS_MAX {
+        return Err("frame event count out of range");
+    }
+    if header
+        .position_first
+        .checked_add(u64::from(header.event_count))
+        .is_none()
+    {
+        return Err("frame position overflows");
+    }
+    if bytes.len() < size {
+        return Err("frame runs past the end of the segment");
+    }
+    Ok(header)
+}
+
+/// Decodes the event record at the start of `bytes` (the rest of the frame),
+/// verifying its checksum first. Returns the record and its size.
+pub fn decode_record(
+    bytes: &[u8],
+    salt: u64,
+    position: u64,
+) -> Result<(Record<'_>, usize), FrameFault> {
+    let size = get_u32(bytes, EV_BYTES).ok_or("truncated event header")? as usize;
+    if !(EVENT_HEADER_BYTES..=EVENT_BYTES_MAX).contains(&size) {
+        return Err("event length out of range");
+    }
+    let record = bytes
+        .get(..size)
+        .ok_or("event runs past the end of its frame")?;
+    let stored = get_u32(record, EV_CRC).ok_or("truncated event header")?;
+    if event_crc(salt, position, record.get(4..).unwrap_or_default()) != stored {
+        return Err("event checksum mismatch");
+    }
+    let stream_len = usize::from(get_u16(record, EV_STREAM_BYTES).unwrap_or(0));
+    let type_len = usize::from(get_u16(record, EV_TYPE_BYTES).unwrap_or(0));
+    let metadata_len = get_u32(record, EV_METADATA_BYTES).unwrap_or(0) as usize;
+    let data_len = get_u32(record, EV_DATA_BYTES).unwrap_or(0) as usize;
+    let stream_end = EVENT_HEADER_BYTES + stream_len;
+    let type_end = stream_end + type_len;
+    let metadata_end = type_end.saturating_add(metadata_len);
+    let data_end = metadata_end.saturating_add(data_len);
+    if data_end != size {
+        return Err("event field lengths do not add up");
+    }
+    let stream = std::str::from_utf8(
+        record
+            .get(EVENT_HEADER_BYTES..stream_end)
+            .unwrap_or_default(),
+    )
+    .map_err(|_| "stream name is not UTF-8")?;
+    let event_type = std::str::from_utf8(record.get(stream_end..type_end).unwrap_or_default())
+        .map_err(|_| "event type is not UTF-8")?;
+    let record = Record {
+        stream,
+        stream_version: get_u64(record, EV_VERSION).unwrap_or(0),
+        id: le::<16>(record, EV_ID).unwrap_or_default(),
+        timestamp_us: get_u64(record, EV_TIMESTAMP).unwrap_or(0),
+        flags: get_u16(record, EV_FLAGS).unwrap_or(0),
+        event_type,
+        metadata: record.get(type_end..metadata_end).unwrap_or_default(),
+        data: record.get(metadata_end..data_end).unwrap_or_default(),
+    };
+    Ok((record, size))
+}
+
+/// Decodes and verifies a whole frame: the header, then every event.
+pub fn decode_frame<'a>(
+    bytes: &'a [u8],
+    offset: u64,
+    salt: u64,
+) -> Result<(FrameHeader, Vec<Record<'a>>), FrameFault> {
+    let header = decode_frame_header(bytes, offset, salt)?;
+    let body = bytes
+        .get(FRAME_HEADER_BYTES..header.frame_bytes as usize)
+        .ok_or("truncated frame")?;
+    let mut records = Vec::with_capacity(header.event_count.min(1024) as usize);
+    let mut at = 0usize;
+    for i in 0..u64::from(header.event_count) {
+        let rest = body
+            .get(at..)
+            .ok_or("event runs past the end of its frame")?;
+        let (record, size) = decode_record(rest, salt, header.position_first + i)?;
+        records.push(record);
+        at += size;
+    }
+    if at != body.len() {
+        return Err("frame length does not match its events");
+    }
+    Ok((header, records))
+}
+
+/// Finds and verifies the event at `position` inside the frame at the start
+/// of `bytes`, verifying the frame header and the target event's checksum.
+/// Events before it are skipped by their length fields; a damaged length
+/// lands on bytes whose checksum (bound to `position`) cannot match.
+pub fn decode_event_in_frame<'a>(
+    bytes: &'a [u8],
+    offset: u64,
+    salt: u64,
+    position: u64,
+) -> Result<Record<'a>, FrameFault> {
+    let header = decode_frame_header(bytes, offset, salt)?;
+    if position < header.position_first || position >= header.position_end() {
+        return Err("position not in this frame");
+    }
+    let body = bytes
+        .get(FRAME_HEADER_BYTES..header.frame_bytes as usize)
+        .ok_or("truncated frame")?;
+    let mut at = 0usize;
+    for _ in header.position_first..position {
+        let size = get_u32(body.get(at..).unwrap_or_default(), EV_BYTES)
+            .ok_or("event runs past the end of its frame")? as usize;
+        if size < EVENT_HEADER_BYTES {
+            return Err("event length out of range");
+        }
+        at = at.checked_add(size).ok_or("event length out of range")?;
+    }
+    let rest = body
+        .get(at..)
+        .ok_or("event runs past the end of its frame")?;
+    decode_record(rest, salt, position).map(|(record, _)| record)
+}

@@ -1,0 +1,232 @@
+//! Where each frame of a segment starts: a sorted list of
+//! (first position, offset) pairs, so locating a position is a binary search
+//! and never a scan from the start of the log. Kept in memory for the active
+//! segment and persisted beside each sealed segment (`.fidx`, mapped on open).
+//!
+//! Frame index file:
+//!
+//! | off | size | field |
+//! |----:|-----:|-------|
+//! |   0 |    8 | magic `ANNALFIX` |
+//! |   8 |    4 | format version (u32) |
+//! |  12 |    4 | reserved, zero |
+//! |  16 |    8 | position_first of the segment |
+//! |  24 |    8 | salt of the segment |
+//! |  32 |    8 | frame_count |
+//! |  40 |    8 | position_end: one past the segment's last position |
+//! |  48 |    8 | data_end: segment offset after the last frame (padded) |
+//! |  56 |    4 | reserved, zero |
+//! |  60 |    4 | crc: CRC-32/IEEE of bytes 0..60 ‖ entries |
+//! |  64 |  16n | entries: (position_first u64, offset u64) per frame |
+
+use crate::error::{Error, Result};
+use crate::format::SegmentHeader;
+use crate::storage::Mapping;
+
+/// Magic at the start of a frame index file.
+pub const FRAME_INDEX_MAGIC: [u8; 8] = *b"ANNALFIX";
+/// Frame index format version.
+pub const FRAME_INDEX_FORMAT_VERSION: u32 = 1;
+const HEADER_BYTES: usize = 64;
+const ENTRY_BYTES: usize = 16;
+
+/// One frame's first position and segment offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameEntry {
+    /// Global position of the frame's first event.
+    pub position_first: u64,
+    /// Offset of the frame in its segment.
+    pub offset: u64,
+}
+
+/// Summary of a sealed segment, stored in its frame index file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedSummary {
+    /// One past the last position.
+    pub position_end: u64,
+    /// Segment offset after the last frame.
+    pub data_end: u64,
+}
+
+/// The frame locations of one segment.
+#[derive(Debug)]
+pub enum FrameIndex {
+    /// Entries on the heap (the active segment).
+    Memory(Vec<FrameEntry>),
+    /// Entries read from a mapped, verified frame index file.
+    Mapped {
+        /// The mapped file.
+        map: Mapping,
+        /// Number of entries.
+        count: usize,
+    },
+}
+
+impl FrameIndex {
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        match self {
+            FrameIndex::Memory(entries) => entries.len(),
+            FrameIndex::Mapped { count, .. } => *count,
+        }
+    }
+
+    /// Whether there are no frames.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `i`-th frame.
+    pub fn get(&self, i: usize) -> Option<FrameEntry> {
+        match self {
+            FrameIndex::Memory(entries) => entries.get(i).copied(),
+            FrameIndex::Mapped { map, count } => {
+                if i >= *count {
+                    return None;
+                }
+                let at = HEADER_BYTES + i * ENTRY_BYTES;
+                let bytes = map.bytes();
+                Some(FrameEntry {
+                    position_first: read_u64(bytes, at)?,
+                    offset: read_u64(bytes, at + 8)?,
+                })
+            }
+        }
+    }
+
+    /// Index of the frame that holds `position`: the last frame whose first
+    /// position is ≤ `position`.
+    pub fn find(&self, position: u64) -> Option<usize> {
+        let (mut lo, mut hi) = (0usize, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.get(mid)?.position_first <= position {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1)
+    }
+
+    /// Appends an entry (active segment only).
+    pub fn push(&mut self, entry: FrameEntry) {
+        if let FrameIndex::Memory(entries) = self {
+            entries.push(entry);
+        }
+    }
+
+    /// Encodes the index of a sealed segment as a frame index file.
+    pub fn encode(&self, header: &SegmentHeader, summary: SealedSummary) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_BYTES + self.len() * ENTRY_BYTES);
+        out.extend_from_slice(&FRAME_INDEX_MAGIC);
+        out.extend_from_slice(&FRAME_INDEX_FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&header.position_first.to_le_bytes());
+        out.extend_from_slice(&header.salt.to_le_bytes());
+        out.extend_from_slice(&(self.len() as u64).to_le_bytes());
+        out.extend_from_slice(&summary.position_end.to_le_bytes());
+        out.extend_from_slice(&summary.data_end.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes()); // crc placeholder
+        for entry in (0..self.len()).filter_map(|i| self.get(i)) {
+            out.extend_from_slice(&entry.position_first.to_le_bytes());
+            out.extend_from_slice(&entry.offset.to_le_bytes());
+        }
+        let crc = index_crc(&out);
+        if let Some(slot) = out.get_mut(60..64) {
+            slot.copy_from_slice(&crc.to_le_bytes());
+        }
+        out
+    }
+
+    /// Verifies a mapped frame index file against its segment's header:
+    /// checksum first, then every field, then that entries are ordered and
+    /// inside the segment.
+    pub fn decode(
+        map: Mapping,
+        file: &str,
+        header: &SegmentHeader,
+    ) -> Result<(FrameIndex, SealedSummary)> {
+        let bytes = map.bytes();
+        let corrupt = |offset: u64, reason: &str| Error::corrupt(file, offset, reason);
+        if bytes.len() < HEADER_BYTES {
+            return Err(corrupt(0, "frame index shorter than its header"));
+        }
+        let stored = read_u32(bytes, 60).unwrap_or(0);
+        if index_crc(bytes) != stored {
+            return Err(corrupt(0, "frame index checksum mismatch"));
+        }
+        if bytes.get(..8) != Some(&FRAME_INDEX_MAGIC[..]) {
+            return Err(corrupt(0, "bad frame index magic"));
+        }
+        let version = read_u32(bytes, 8).unwrap_or(0);
+        if version != FRAME_INDEX_FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                file: file.to_owned(),
+                version,
+            });
+        }
+        if read_u64(bytes, 16) != Some(header.position_first)
+            || read_u64(bytes, 24) != Some(header.salt)
+        {
+            return Err(corrupt(16, "frame index belongs to another segment"));
+        }
+        let count = read_u64(bytes, 32).unwrap_or(u64::MAX);
+        let summary = SealedSummary {
+            position_end: read_u64(bytes, 40).unwrap_or(0),
+            data_end: read_u64(bytes, 48).unwrap_or(0),
+        };
+        let expected_len = (count as u128) * ENTRY_BYTES as u128 + HEADER_BYTES as u128;
+        if expected_len != bytes.len() as u128 || count == 0 {
+            return Err(corrupt(
+                32,
+                "frame index entry count does not match its length",
+            ));
+        }
+        if summary.data_end > header.segment_bytes || summary.position_end <= header.position_first
+        {
+            return Err(corrupt(40, "frame index summary out of range"));
+        }
+        let index = FrameIndex::Mapped {
+            map: map.clone(),
+            count: count as usize,
+        };
+        let mut previous: Option<FrameEntry> = None;
+        for i in 0..index.len() {
+            let entry = index.get(i).ok_or_else(|| corrupt(64, "short entry"))?;
+            let ordered = match previous {
+                None => entry.position_first == header.position_first,
+                Some(prev) => {
+                    entry.position_first > prev.position_first && entry.offset > prev.offset
+                }
+            };
+            if !ordered
+                || entry.offset >= summary.data_end
+                || entry.position_first >= summary.position_end
+            {
+                return Err(corrupt(
+                    (HEADER_BYTES + i * ENTRY_BYTES) as u64,
+                    "frame index entry out of order",
+                ));
+            }
+            previous = Some(entry);
+        }
+        Ok((index, summary))
+    }
+}
+
+fn index_crc(bytes: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(bytes.get(..60).unwrap_or_default());
+    hasher.update(bytes.get(HEADER_BYTES..).unwrap_or_default());
+    hasher.finalize()
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}

@@ -1,0 +1,84 @@
+//! The Annals segment log: the global, append-only sequence of events, split
+//! into preallocated segment files of checksummed batch frames.
+//!
+//! - [`format`]: every byte on disk (the spec is `docs/FORMAT.md`).
+//! - [`LogWriter`]: the one writer; appends frames, `fdatasync`s, rolls segments.
+//! - [`LogReader`]: cloneable readers over `mmap`, up to the durable end.
+//! - recovery on [`open`]: torn tails are truncated, corruption is refused.
+//! - [`storage`]: all file I/O, with a real and a crash-simulating backend.
+//!
+//! This crate knows nothing of streams or versions: it frames records and
+//! gives them dense global positions.
+
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+mod error;
+pub mod format;
+pub mod frame_index;
+mod reader;
+mod recovery;
+mod segment;
+pub mod storage;
+mod writer;
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use error::{Error, Result};
+pub use format::Record;
+pub use reader::{LogReader, SegmentInfo};
+pub use recovery::RecoveryReport;
+pub use segment::{frame_index_file_name, parse_segment_file_name, segment_file_name};
+pub use writer::{open, LogWriter};
+
+/// Default size of a segment file: 64 MiB.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+
+/// How the log is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Size every segment file is preallocated to.
+    pub segment_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl LogOptions {
+    fn validate(&self) -> Result<()> {
+        let range = format::SEGMENT_BYTES_MIN..=format::SEGMENT_BYTES_MAX;
+        if !range.contains(&self.segment_bytes)
+            || !self.segment_bytes.is_multiple_of(format::FRAME_ALIGN)
+        {
+            return Err(Error::Invalid(format!(
+                "segment size must be a multiple of {} in {range:?}, got {}",
+                format::FRAME_ALIGN,
+                self.segment_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A random 64-bit value (for segment salts and generated ids), from the
+/// standard library's randomly keyed SipHash over a counter and the clock.
+pub fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}

@@ -1,0 +1,213 @@
+//! Reading the log: one event at a position, or every event from a position
+//! forward. Readers see only what the writer has made durable.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::format::{self, Record};
+use crate::segment::{frame_bytes_at, Segment};
+
+/// State shared by the writer and every reader.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Segments ordered by first position; the last one is active.
+    pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
+    /// One past the last durable position: readers never look beyond it.
+    pub(crate) durable_end: AtomicU64,
+}
+
+impl Shared {
+    /// The segment that holds `position`.
+    fn segment_for(&self, position: u64) -> Option<Arc<Segment>> {
+        let segments = self.segments.read();
+        let i = segments.partition_point(|s| s.header.position_first <= position);
+        segments.get(i.checked_sub(1)?).cloned()
+    }
+}
+
+/// Facts about one segment, for `stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// File name.
+    pub name: String,
+    /// First global position.
+    pub position_first: u64,
+    /// Number of frames.
+    pub frame_count: usize,
+    /// Preallocated size in bytes.
+    pub segment_bytes: u64,
+}
+
+/// A cheap, cloneable handle for reading the log from any thread.
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl LogReader {
+    /// One past the last durable position (the number of events in the log).
+    pub fn position_end(&self) -> u64 {
+        self.shared.durable_end.load(Ordering::Acquire)
+    }
+
+    /// Calls `visit` with the event at `position`, after verifying its
+    /// checksum. `Ok(None)` if the position is not (yet) durable.
+    pub fn with_event<R>(
+        &self,
+        position: u64,
+        visit: impl FnOnce(Record<'_>) -> R,
+    ) -> Result<Option<R>> {
+        if position >= self.position_end() {
+            return Ok(None);
+        }
+        let segment = self.shared.segment_for(position).ok_or_else(|| {
+            Error::corrupt("", 0, format!("no segment holds position {position}"))
+        })?;
+        segment.with_event(position, visit).map(Some)
+    }
+
+    /// Calls `visit(position, record)` for every durable event from `from`
+    /// on, in position order, until it returns `Break`. Every frame is fully
+    /// verified before any of its events is visited.
+    pub fn scan(
+        &self,
+        from: u64,
+        mut visit: impl FnMut(u64, Record<'_>) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let end = self.position_end();
+        let mut position = from;
+        while position < end {
+            let Some(segment) = self.shared.segment_for(position) else {
+                return Err(Error::corrupt(
+                    "",
+                    0,
+                    format!("no segment holds position {position}"),
+                ));
+            };
+            let start = segment.frames.read().find(position);
+            let Some(mut i) = start else {
+                return Err(Error::corrupt(
+                    &segment.name,
+                    0,
+                    format!("no frame holds position {position}"),
+                ));
+            };
+            let map = segment.mapping(segment.header.segment_bytes)?;
+            while let Some(entry) = segment.frame(i) {
+                if entry.position_first >= end {
+                    return Ok(());
+                }
+                let bytes = frame_bytes_at(&map, entry.offset);
+                let (header, records) =
+                    format::decode_frame(bytes, entry.offset, segment.header.salt)
+                        .map_err(|reason| Error::corrupt(&segment.name, entry.offset, reason))?;
+                if header.position_first != entry.position_first {
+                    return Err(Error::corrupt(
+                        &segment.name,
+                        entry.offset,
+                        "frame position differs from its index entry",
+                    ));
+                }
+                for (k, record) in records.into_iter().enumerate() {
+                    let p = header.position_first + k as u64;
+                    if p >= position {
+                        if visit(p, record).is_break() {
+                            return Ok(());
+                        }
+                        position = p + 1;
+                    }
+                }
+                i += 1;
+            }
+            // The segment is exhausted: the next one starts at `position`.
+            let next_first = {
+                let segments = self.shared.segments.read();
+                segments
+                    .iter()
+                    .find(|s| s.header.position_first > segment.header.position_first)
+                    .map(|s| s.header.position_first)
+            };
+            match next_first {
+                Some(first) if first == position => {}
+                Some(first) => {
+                    return Err(Error::corrupt(
+                        &segment.name,
+                        0,
+                        format!(
+                            "segment ends at position {position} but the next starts at {first}"
+                        ),
+                    ))
+                }
+                None if position < end => {
+                    return Err(Error::corrupt(
+                        &segment.name,
+                        0,
+                        format!("log ends at {position}, durable end is {end}"),
+                    ))
+                }
+                None => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Segments, oldest first.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.shared
+            .segments
+            .read()
+            .iter()
+            .map(|s| SegmentInfo {
+                name: s.name.clone(),
+                position_first: s.header.position_first,
+                frame_count: s.frames.read().len(),
+                segment_bytes: s.header.segment_bytes,
+            })
+            .collect()
+    }
+
+    /// Reads every frame of every segment from disk and verifies every
+    /// checksum and the density of positions. Returns the number of events.
+    pub fn verify(&self) -> Result<u64> {
+        let segments: Vec<Arc<Segment>> = self.shared.segments.read().clone();
+        let end = self.position_end();
+        let mut position = segments.first().map_or(0, |s| s.header.position_first);
+        for segment in &segments {
+            segment.remap()?;
+            let frame_count = segment.frames.read().len();
+            let map = segment.mapping(segment.header.segment_bytes)?;
+            for i in 0..frame_count {
+                let Some(entry) = segment.frame(i) else { break };
+                if entry.position_first >= end {
+                    break;
+                }
+                let bytes = frame_bytes_at(&map, entry.offset);
+                let (header, _) = format::decode_frame(bytes, entry.offset, segment.header.salt)
+                    .map_err(|reason| Error::corrupt(&segment.name, entry.offset, reason))?;
+                if header.position_first != position {
+                    return Err(Error::corrupt(
+                        &segment.name,
+                        entry.offset,
+                        format!(
+                            "frame starts at position {} where {position} was expected",
+                            header.position_first
+                        ),
+                    ));
+                }
+                position = header.position_end();
+            }
+        }
+        if position != end {
+            return Err(Error::corrupt(
+                "",
+                0,
+                format!("log holds {position} events, durable end is {end}"),
+            ));
+        }
+        Ok(position)
+    }
+}

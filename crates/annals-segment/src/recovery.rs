@@ -1,0 +1,340 @@
+//! Opening a log: find the segments, trust the sealed ones through their
+//! verified frame indexes (rebuilding any that is missing or damaged by a
+//! strict scan), and scan the active segment to its end.
+//!
+//! The policy (RELIABILITY.md): the first invalid frame of the active segment
+//! ends the log and is truncated, unless a valid frame follows it that was
+//! written *after* the writer knew the invalid frame's bytes to be durable
+//! (its `synced_before` is past the invalid offset). Then the damage is in
+//! acknowledged data and the open fails with `Corrupt`. Damage in a sealed
+//! segment, a gap between segments and a missing segment are `Corrupt` too.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::{
+    self, HeaderError, SegmentHeader, FRAME_ALIGN, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+};
+use crate::frame_index::{FrameEntry, FrameIndex, SealedSummary};
+use crate::segment::{frame_bytes_at, frame_index_file_name, parse_segment_file_name, Segment};
+use crate::storage::{Storage, StorageFile};
+
+/// What recovery did on open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// A torn tail that was cut: (segment file, offset where the log now ends).
+    pub truncated: Option<(String, u64)>,
+    /// Frame index files rebuilt by scanning their sealed segment.
+    pub frame_indexes_rebuilt: usize,
+    /// Files removed: leftovers of interrupted operations.
+    pub removed: Vec<String>,
+}
+
+pub(crate) struct Recovered {
+    pub(crate) segments: Vec<Arc<Segment>>,
+    pub(crate) write_offset: u64,
+    pub(crate) position_end: u64,
+    pub(crate) report: RecoveryReport,
+}
+
+struct Scan {
+    frames: Vec<FrameEntry>,
+    data_end: u64,
+    position_end: u64,
+    fault: Option<(u64, &'static str)>,
+}
+
+/// Scans frames from the start of a segment until the first invalid one, or
+/// until `position_limit` is reached.
+fn scan_frames(bytes: &[u8], header: &SegmentHeader, position_limit: Option<u64>) -> Scan {
+    let mut scan = Scan {
+        frames: Vec::new(),
+        data_end: SEGMENT_HEADER_BYTES,
+        position_end: header.position_first,
+        fault: None,
+    };
+    loop {
+        if position_limit.is_some_and(|limit| scan.position_end >= limit) {
+            return scan;
+        }
+        let offset = scan.data_end;
+        let rest = frame_bytes_at_slice(bytes, offset);
+        let fault = match format::decode_frame(rest, offset, header.salt) {
+            Ok((frame, _)) if frame.position_first != scan.position_end => {
+                "frame position out of sequence"
+            }
+            Ok((frame, _)) if position_limit.is_some_and(|limit| frame.position_end() > limit) => {
+                "frame runs past the next segment's first position"
+            }
+            Ok((frame, _)) => {
+                scan.frames.push(FrameEntry {
+                    position_first: frame.position_first,
+                    offset,
+                });
+                scan.data_end = offset + frame.padded_bytes();
+                scan.position_end = frame.position_end();
+                continue;
+            }
+            Err(reason) => reason,
+        };
+        scan.fault = Some((offset, fault));
+        return scan;
+    }
+}
+
+fn frame_bytes_at_slice(bytes: &[u8], offset: u64) -> &[u8] {
+    usize::try_from(offset)
+        .ok()
+        .and_then(|at| bytes.get(at..))
+        .unwrap_or_default()
+}
+
+/// Whether a valid frame written after `fault_offset` was known durable
+/// follows it. Candidates are only frame-aligned offsets whose salt matches;
+/// a candidate counts only if its header checksum (bound to its offset)
+/// verifies. This never accepts bytes as data: it only refuses to truncate.
+fn durable_frame_after(bytes: &[u8], header: &SegmentHeader, fault_offset: u64) -> Option<u64> {
+    let salt = header.salt.to_le_bytes();
+    let mut offset = fault_offset + FRAME_ALIGN;
+    while (offset as usize).saturating_add(FRAME_HEADER_BYTES) <= bytes.len() {
+        let at = offset as usize;
+        if bytes.get(at + 8..at + 16) == Some(&salt[..]) {
+            if let Ok(frame) = format::decode_frame_header(
+                frame_bytes_at_slice(bytes, offset),
+                offset,
+                header.salt,
+            ) {
+                if frame.synced_before > fault_offset {
+                    return Some(offset);
+                }
+            }
+        }
+        offset += FRAME_ALIGN;
+    }
+    None
+}
+
+fn read_header(file: &dyn StorageFile, name: &str) -> Result<Result<SegmentHeader, HeaderError>> {
+    let len = file.len().map_err(|e| Error::io("stat", name, e))?;
+    let mut buf = vec![0u8; len.min(SEGMENT_HEADER_BYTES) as usize];
+    file.read_exact_at(&mut buf, 0)
+        .map_err(|e| Error::io("read", name, e))?;
+    Ok(SegmentHeader::decode(&buf))
+}
+
+fn header_error(name: &str, error: HeaderError) -> Error {
+    match error {
+        HeaderError::UnsupportedVersion(version) => Error::UnsupportedVersion {
+            file: name.to_owned(),
+            version,
+        },
+        HeaderError::Zeroed => Error::corrupt(name, 0, "segment header is all zeros"),
+        HeaderError::Invalid(reason) => Error::corrupt(name, 0, reason),
+    }
+}
+
+/// Opens every segment of the log. Returns `None` when there is none.
+pub(crate) fn recover(storage: &dyn Storage) -> Result<Option<Recovered>> {
+    let mut report = RecoveryReport::default();
+    let names = storage
+        .list()
+        .map_err(|e| Error::io("list", storage.describe(), e))?;
+    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+        storage
+            .remove(name)
+            .map_err(|e| Error::io("remove", name.clone(), e))?;
+        report.removed.push(name.clone());
+    }
+    let mut firsts: Vec<u64> = names
+        .iter()
+        .filter_map(|n| parse_segment_file_name(n))
+        .collect();
+    firsts.sort_unstable();
+
+    // Open and check every header. A last segment whose header is all zeros
+    // is a creation that did not complete; nothing in it was acknowledged.
+    let mut opened = Vec::with_capacity(firsts.len());
+    for (i, &first) in firsts.iter().enumerate() {
+        let name = crate::segment::segment_file_name(first);
+        let file = storage
+            .open(&name)
+            .map_err(|e| Error::io("open", name.clone(), e))?;
+        match read_header(file.as_ref(), &name)? {
+            Ok(header) if header.position_first == first => opened.push((name, header, file)),
+            Ok(_) => {
+                return Err(Error::corrupt(
+                    &name,
+                    16,
+                    "header position differs from the file name",
+                ))
+            }
+            Err(HeaderError::Zeroed) if i + 1 == firsts.len() => {
+                drop(file);
+                storage
+                    .remove(&name)
+                    .map_err(|e| Error::io("remove", name.clone(), e))?;
+                storage
+                    .sync_dir()
+                    .map_err(|e| Error::io("fsync dir", storage.describe(), e))?;
+                report.removed.push(name);
+            }
+            Err(error) => return Err(header_error(&name, error)),
+        }
+    }
+    if let Some((name, header, _)) = opened.first() {
+        if header.position_first != 0 {
+            return Err(Error::corrupt(
+                name,
+                16,
+                "segments before this one are missing",
+            ));
+        }
+    }
+    let Some((active_name, active_header, active_file)) = opened.pop() else {
+        return Ok(None);
+    };
+
+    let mut segments = Vec::with_capacity(opened.len() + 1);
+    let next_firsts: Vec<u64> = opened
+        .iter()
+        .skip(1)
+        .map(|(_, h, _)| h.position_first)
+        .chain(std::iter::once(active_header.position_first))
+        .collect();
+    for ((name, header, file), next_first) in opened.into_iter().zip(next_firsts) {
+        segments.push(Arc::new(open_sealed(
+            storage,
+            name,
+            header,
+            file,
+            next_first,
+            &mut report,
+        )?));
+    }
+    let (active, write_offset, position_end) =
+        open_active(active_name, active_header, active_file, &mut report)?;
+    segments.push(Arc::new(active));
+    Ok(Some(Recovered {
+        segments,
+        write_offset,
+        position_end,
+        report,
+    }))
+}
+
+/// A sealed segment: its frame index file if it verifies, else a strict scan
+/// that must reach exactly the next segment's first position.
+fn open_sealed(
+    storage: &dyn Storage,
+    name: String,
+    header: SegmentHeader,
+    file: Arc<dyn StorageFile>,
+    next_first: u64,
+    report: &mut RecoveryReport,
+) -> Result<Segment> {
+    let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
+    let index_name = frame_index_file_name(header.position_first);
+    if let Ok(index_file) = storage.open(&index_name) {
+        let loaded = index_file
+            .map()
+            .map_err(|e| Error::io("mmap", index_name.clone(), e))
+            .and_then(|index_map| FrameIndex::decode(index_map, &index_name, &header));
+        if let Ok((frames, summary)) = loaded {
+            if summary.position_end == next_first && summary.data_end <= map.bytes().len() as u64 {
+                return Ok(Segment::new(header, file, map, frames));
+            }
+        }
+    }
+    let scan = scan_frames(map.bytes(), &header, Some(next_first));
+    if scan.position_end != next_first {
+        let (offset, reason) = scan.fault.unwrap_or((scan.data_end, "segment ends early"));
+        return Err(Error::corrupt(
+            &name,
+            offset,
+            format!("sealed segment ends at position {} before the next segment's {next_first}: {reason}", scan.position_end),
+        ));
+    }
+    let summary = SealedSummary {
+        position_end: scan.position_end,
+        data_end: scan.data_end,
+    };
+    let frames = write_frame_index(storage, &header, FrameIndex::Memory(scan.frames), summary)?;
+    report.frame_indexes_rebuilt += 1;
+    Ok(Segment::new(header, file, map, frames))
+}
+
+/// The active segment: scan to the first invalid frame and decide between a
+/// torn tail (truncate) and corruption (refuse).
+fn open_active(
+    name: String,
+    header: SegmentHeader,
+    file: Arc<dyn StorageFile>,
+    report: &mut RecoveryReport,
+) -> Result<(Segment, u64, u64)> {
+    let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
+    let scan = scan_frames(map.bytes(), &header, None);
+    let mut needs_truncate = false;
+    if let Some((offset, reason)) = scan.fault {
+        let rest = frame_bytes_at(&map, offset);
+        if !rest.iter().all(|b| *b == 0) {
+            if let Some(later) = durable_frame_after(map.bytes(), &header, offset) {
+                return Err(Error::corrupt(
+                    &name,
+                    offset,
+                    format!("{reason}, followed by a valid frame at offset {later} written after this one was durable"),
+                ));
+            }
+            needs_truncate = true;
+        }
+    }
+    // No mapping may live across a truncation.
+    drop(map);
+    if needs_truncate {
+        file.set_len(scan.data_end)
+            .map_err(|e| Error::io("truncate", name.clone(), e))?;
+        report.truncated = Some((name.clone(), scan.data_end));
+    }
+    let len = file.len().map_err(|e| Error::io("stat", name.clone(), e))?;
+    if len < header.segment_bytes {
+        file.set_len(header.segment_bytes)
+            .map_err(|e| Error::io("preallocate", name.clone(), e))?;
+    }
+    // What recovery accepted may sit only in the page cache (the process was
+    // killed before its fsync): make it durable before anything builds on it.
+    file.sync_all()
+        .map_err(|e| Error::io("fsync", name.clone(), e))?;
+    let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
+    let segment = Segment::new(header, file, map, FrameIndex::Memory(scan.frames));
+    Ok((segment, scan.data_end, scan.position_end))
+}
+
+/// Writes a sealed segment's frame index file (temp file, fsync, rename) and
+/// returns the mapped, verified index. The file is derived data: if the
+/// rename is lost in a crash, the next open rebuilds it.
+pub(crate) fn write_frame_index(
+    storage: &dyn Storage,
+    header: &SegmentHeader,
+    frames: FrameIndex,
+    summary: SealedSummary,
+) -> Result<FrameIndex> {
+    let name = frame_index_file_name(header.position_first);
+    let tmp = format!("{name}.tmp");
+    let bytes = frames.encode(header, summary);
+    let _ = storage.remove(&tmp);
+    let file = storage
+        .create(&tmp)
+        .map_err(|e| Error::io("create", tmp.clone(), e))?;
+    file.write_all_at(&bytes, 0)
+        .map_err(|e| Error::io("write", tmp.clone(), e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("fsync", tmp.clone(), e))?;
+    drop(file);
+    storage
+        .rename(&tmp, &name)
+        .map_err(|e| Error::io("rename", tmp.clone(), e))?;
+    let file = storage
+        .open(&name)
+        .map_err(|e| Error::io("open", name.clone(), e))?;
+    let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
+    FrameIndex::decode(map, &name, header).map(|(index, _)| index)
+}

@@ -1,0 +1,117 @@
+//! One segment file as the readers and the writer share it.
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::format::{self, Record, SegmentHeader};
+use crate::frame_index::{FrameEntry, FrameIndex};
+use crate::storage::{Mapping, StorageFile};
+
+/// File name of the segment whose first position is `position_first`.
+pub fn segment_file_name(position_first: u64) -> String {
+    format!("{position_first:020}.seg")
+}
+
+/// File name of the frame index of the segment starting at `position_first`.
+pub fn frame_index_file_name(position_first: u64) -> String {
+    format!("{position_first:020}.fidx")
+}
+
+/// Parses a segment file name back into its first position.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A segment: its header, its file, its mapping and where its frames are.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) name: String,
+    pub(crate) header: SegmentHeader,
+    pub(crate) file: Arc<dyn StorageFile>,
+    mapping: RwLock<Mapping>,
+    pub(crate) frames: RwLock<FrameIndex>,
+}
+
+impl Segment {
+    pub(crate) fn new(
+        header: SegmentHeader,
+        file: Arc<dyn StorageFile>,
+        mapping: Mapping,
+        frames: FrameIndex,
+    ) -> Self {
+        Segment {
+            name: segment_file_name(header.position_first),
+            header,
+            file,
+            mapping: RwLock::new(mapping),
+            frames: RwLock::new(frames),
+        }
+    }
+
+    /// A mapping that shows at least the first `needed` bytes as written.
+    /// Live mappings are shared as they are; snapshot mappings (test
+    /// backends) are refreshed when they are too short.
+    pub(crate) fn mapping(&self, needed: u64) -> Result<Mapping> {
+        {
+            let map = self.mapping.read();
+            if map.is_live() || map.bytes().len() as u64 >= needed {
+                return Ok(map.clone());
+            }
+        }
+        let fresh = self
+            .file
+            .map()
+            .map_err(|e| Error::io("mmap", self.name.clone(), e))?;
+        *self.mapping.write() = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// Forces a fresh mapping (after the file changed under a snapshot).
+    pub(crate) fn remap(&self) -> Result<()> {
+        let fresh = self
+            .file
+            .map()
+            .map_err(|e| Error::io("mmap", self.name.clone(), e))?;
+        *self.mapping.write() = fresh;
+        Ok(())
+    }
+
+    pub(crate) fn frame(&self, i: usize) -> Option<FrameEntry> {
+        self.frames.read().get(i)
+    }
+
+    /// Decodes the event at `position`, which the caller knows is durable
+    /// and inside this segment.
+    pub(crate) fn with_event<R>(
+        &self,
+        position: u64,
+        visit: impl FnOnce(Record<'_>) -> R,
+    ) -> Result<R> {
+        let entry = {
+            let frames = self.frames.read();
+            frames.find(position).and_then(|i| frames.get(i))
+        };
+        let entry = entry.ok_or_else(|| {
+            Error::corrupt(&self.name, 0, format!("no frame holds position {position}"))
+        })?;
+        let map = self.mapping(self.header.segment_bytes)?;
+        let bytes = frame_bytes_at(&map, entry.offset);
+        let record = format::decode_event_in_frame(bytes, entry.offset, self.header.salt, position)
+            .map_err(|reason| Error::corrupt(&self.name, entry.offset, reason))?;
+        Ok(visit(record))
+    }
+}
+
+/// The bytes of a mapping from `offset` on (empty when out of range).
+pub(crate) fn frame_bytes_at(map: &Mapping, offset: u64) -> &[u8] {
+    usize::try_from(offset)
+        .ok()
+        .and_then(|at| map.bytes().get(at..))
+        .unwrap_or_default()
+}

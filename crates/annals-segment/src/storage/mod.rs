@@ -1,0 +1,99 @@
+//! All file I/O of Annals goes through [`Storage`]: one flat directory of
+//! named files. The real implementation is [`FsStorage`]; [`MemStorage`]
+//! keeps files in memory and can simulate a crash by dropping or tearing
+//! everything that was written but not synced. Scenarios are written once
+//! against the trait and run on every backend.
+
+mod fs;
+mod mem;
+
+use std::fmt::Debug;
+use std::io;
+use std::sync::Arc;
+
+pub use fs::FsStorage;
+pub use mem::{CrashMode, MemStorage};
+
+/// A flat directory of files.
+///
+/// Names are plain file names (no separators). Creating, renaming or removing
+/// a name is durable only after [`Storage::sync_dir`].
+pub trait Storage: Send + Sync + Debug {
+    /// Names of all files in the directory, in no particular order.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// Creates a new, empty file; fails if it exists.
+    fn create(&self, name: &str) -> io::Result<Arc<dyn StorageFile>>;
+    /// Opens an existing file for reading and writing.
+    fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>>;
+    /// Removes a file.
+    fn remove(&self, name: &str) -> io::Result<()>;
+    /// Atomically replaces `to` with `from`.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Makes creations, renames and removals durable (fsync of the directory).
+    fn sync_dir(&self) -> io::Result<()>;
+    /// Takes the exclusive lock on the directory for the life of this
+    /// storage object. Fails with [`io::ErrorKind::WouldBlock`] when another
+    /// handle, in this process or another, holds it.
+    fn try_lock(&self) -> io::Result<()>;
+    /// A human-readable description of the location, for error messages.
+    fn describe(&self) -> String;
+}
+
+/// One open file.
+pub trait StorageFile: Send + Sync + Debug {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset` (one `pwrite` where the OS allows).
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Truncates or extends (with zeros) to `len`.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// `fdatasync`: makes written data (and the length) durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// `fsync`: makes data and all metadata durable.
+    fn sync_all(&self) -> io::Result<()>;
+    /// Maps the file read-only as it is now.
+    fn map(&self) -> io::Result<Mapping>;
+}
+
+/// Read-only bytes of a mapped file.
+///
+/// A *live* mapping (a real `mmap`) shows later writes to the mapped range;
+/// a snapshot mapping (test backends) shows the file as it was when mapped,
+/// and readers must map again to see bytes written since.
+#[derive(Clone)]
+pub struct Mapping {
+    bytes: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    live: bool,
+}
+
+impl Mapping {
+    /// Wraps mapped bytes.
+    pub fn new(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>, live: bool) -> Self {
+        Mapping { bytes, live }
+    }
+
+    /// The mapped bytes.
+    pub fn bytes(&self) -> &[u8] {
+        (*self.bytes).as_ref()
+    }
+
+    /// Whether later writes are visible through this mapping.
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+}
+
+impl Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping")
+            .field("len", &self.bytes().len())
+            .field("live", &self.live)
+            .finish()
+    }
+}

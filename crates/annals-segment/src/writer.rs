@@ -1,0 +1,304 @@
+//! The single writer of the log: encodes frames, writes a whole batch of
+//! them with one `write`, makes them durable with one `fdatasync`, rolls to
+//! a new preallocated segment when the active one is full, and refuses all
+//! further writes once a write or fsync has failed.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::{self, align_up, FramePlace, Record, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::frame_index::{FrameEntry, FrameIndex, SealedSummary};
+use crate::reader::{LogReader, Shared};
+use crate::recovery::{self, RecoveryReport};
+use crate::segment::{segment_file_name, Segment};
+use crate::storage::Storage;
+use crate::LogOptions;
+
+/// The one writer of a log. Not `Clone`: there is exactly one.
+#[derive(Debug)]
+pub struct LogWriter {
+    storage: Arc<dyn Storage>,
+    shared: Arc<Shared>,
+    options: LogOptions,
+    active: Arc<Segment>,
+    /// Next free offset in the active segment.
+    write_offset: u64,
+    /// Offset up to which the active segment is known durable.
+    synced_offset: u64,
+    /// Position of the next event to be written.
+    position_next: u64,
+    poisoned: bool,
+    buf: Vec<u8>,
+    pending: Vec<FrameEntry>,
+}
+
+/// Opens (creating if needed) the log in `storage`, recovering from
+/// whatever a crash left. The caller must hold the directory lock.
+pub fn open(
+    storage: Arc<dyn Storage>,
+    options: LogOptions,
+) -> Result<(LogWriter, LogReader, RecoveryReport)> {
+    options.validate()?;
+    let recovered = recovery::recover(storage.as_ref())?;
+    let (segments, write_offset, position_next, report) = match recovered {
+        Some(r) => (r.segments, r.write_offset, r.position_end, r.report),
+        None => {
+            let first = create_segment(storage.as_ref(), 0, options.segment_bytes)?;
+            (
+                vec![first],
+                SEGMENT_HEADER_BYTES,
+                0,
+                RecoveryReport::default(),
+            )
+        }
+    };
+    let active = segments
+        .last()
+        .cloned()
+        .ok_or_else(|| Error::corrupt(storage.describe(), 0, "no active segment"))?;
+    let shared = Arc::new(Shared {
+        segments: parking_lot::RwLock::new(segments),
+        durable_end: position_next.into(),
+    });
+    let writer = LogWriter {
+        storage,
+        shared: Arc::clone(&shared),
+        options,
+        active,
+        write_offset,
+        synced_offset: write_offset,
+        position_next,
+        poisoned: false,
+        buf: Vec::new(),
+        pending: Vec::new(),
+    };
+    Ok((writer, LogReader { shared }, report))
+}
+
+/// Creates a segment durably: create → preallocate → header → fsync file →
+/// fsync directory. Only then may anything in it be acknowledged.
+fn create_segment(
+    storage: &dyn Storage,
+    position_first: u64,
+    segment_bytes: u64,
+) -> Result<Arc<Segment>> {
+    let name = segment_file_name(position_first);
+    let header = SegmentHeader {
+        position_first,
+        salt: crate::random_u64(),
+        segment_bytes,
+    };
+    let file = storage
+        .create(&name)
+        .map_err(|e| Error::io("create", name.clone(), e))?;
+    file.set_len(segment_bytes)
+        .map_err(|e| Error::io("preallocate", name.clone(), e))?;
+    file.write_all_at(&header.encode(), 0)
+        .map_err(|e| Error::io("write", name.clone(), e))?;
+    file.sync_all()
+        .map_err(|e| Error::io("fsync", name.clone(), e))?;
+    storage
+        .sync_dir()
+        .map_err(|e| Error::io("fsync dir", storage.describe(), e))?;
+    let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
+    Ok(Arc::new(Segment::new(
+        header,
+        file,
+        map,
+        FrameIndex::Memory(Vec::new()),
+    )))
+}
+
+impl LogWriter {
+    /// A reader on the same log.
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Position the next appended event will get (written, maybe not durable).
+    pub fn position_next(&self) -> u64 {
+        self.position_next
+    }
+
+    /// Whether an earlier failure poisoned the writer.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Largest frame this log accepts: the format limit, or what fits in an
+    /// empty segment if that is smaller.
+    pub fn frame_bytes_max(&self) -> usize {
+        let room = self.options.segment_bytes - SEGMENT_HEADER_BYTES;
+        format::FRAME_BYTES_MAX.min(room as usize)
+    }
+
+    /// Checks that `records` would make a valid frame; returns its size.
+    pub fn check_batch(&self, records: &[Record<'_>]) -> Result<usize> {
+        let bytes = format::frame_bytes(records)?;
+        if bytes > self.frame_bytes_max() {
+            return Err(Error::Invalid(format!(
+                "append of {bytes} bytes does not fit in a segment of {} bytes",
+                self.options.segment_bytes
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Appends the batches, in order, as few frames as the limits allow
+    /// (usually one: a group commit is one frame, so one `write` holds one
+    /// frame and a torn write can only ever tear the last frame). A batch is
+    /// never split across frames, so each batch is atomic. Returns each
+    /// batch's first position. Nothing is durable or visible to readers
+    /// until [`sync`].
+    ///
+    /// Every batch is checked before anything is written: an invalid batch
+    /// fails the call and writes nothing.
+    ///
+    /// [`sync`]: LogWriter::sync
+    pub fn append(&mut self, batches: &[&[Record<'_>]]) -> Result<Vec<u64>> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let mut sizes = Vec::with_capacity(batches.len());
+        for batch in batches {
+            sizes.push(self.check_batch(batch)? - format::FRAME_HEADER_BYTES);
+        }
+        let result = self.append_checked(batches, &sizes);
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn append_checked(&mut self, batches: &[&[Record<'_>]], sizes: &[usize]) -> Result<Vec<u64>> {
+        let mut firsts = Vec::with_capacity(batches.len());
+        let mut frame: Vec<Record<'_>> = Vec::new();
+        let mut frame_bytes = format::FRAME_HEADER_BYTES;
+        let mut cursor = self.position_next;
+        self.buf.clear();
+        self.pending.clear();
+        for (batch, &size) in batches.iter().zip(sizes) {
+            let too_many = frame.len() + batch.len() > format::FRAME_EVENTS_MAX as usize;
+            if !frame.is_empty() && (frame_bytes + size > self.frame_bytes_max() || too_many) {
+                self.emit_frame(&frame)?;
+                frame.clear();
+                frame_bytes = format::FRAME_HEADER_BYTES;
+            }
+            frame.extend_from_slice(batch);
+            frame_bytes += size;
+            firsts.push(cursor);
+            cursor += batch.len() as u64;
+        }
+        if !frame.is_empty() {
+            self.emit_frame(&frame)?;
+        }
+        self.flush_buf()?;
+        debug_assert_eq!(cursor, self.position_next);
+        Ok(firsts)
+    }
+
+    /// Encodes one frame into the write buffer, rolling first if it does not
+    /// fit in the active segment.
+    fn emit_frame(&mut self, records: &[Record<'_>]) -> Result<()> {
+        let padded = align_up(format::frame_bytes(records)? as u64);
+        if self.write_offset + self.buf.len() as u64 + padded > self.options.segment_bytes {
+            self.flush_buf()?;
+            self.roll()?;
+        }
+        let place = FramePlace {
+            salt: self.active.header.salt,
+            offset: self.write_offset + self.buf.len() as u64,
+            position_first: self.position_next,
+            synced_before: self.synced_offset,
+        };
+        format::encode_frame(&mut self.buf, place, records)?;
+        self.pending.push(FrameEntry {
+            position_first: self.position_next,
+            offset: place.offset,
+        });
+        self.position_next += records.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the buffered frames to the active segment with one `write`.
+    fn flush_buf(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.active
+            .file
+            .write_all_at(&self.buf, self.write_offset)
+            .map_err(|e| Error::io("write", self.active.name.clone(), e))?;
+        self.write_offset += self.buf.len() as u64;
+        self.buf.clear();
+        let mut frames = self.active.frames.write();
+        for entry in self.pending.drain(..) {
+            frames.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (fsync, frame index file) and starts a new one.
+    fn roll(&mut self) -> Result<()> {
+        self.sync_active()?;
+        let summary = SealedSummary {
+            position_end: self.position_next,
+            data_end: self.write_offset,
+        };
+        let frames = std::mem::replace(
+            &mut *self.active.frames.write(),
+            FrameIndex::Memory(Vec::new()),
+        );
+        let mapped = recovery::write_frame_index(
+            self.storage.as_ref(),
+            &self.active.header,
+            frames,
+            summary,
+        )?;
+        *self.active.frames.write() = mapped;
+        let next = create_segment(
+            self.storage.as_ref(),
+            self.position_next,
+            self.options.segment_bytes,
+        )?;
+        self.shared.segments.write().push(Arc::clone(&next));
+        self.active = next;
+        self.write_offset = SEGMENT_HEADER_BYTES;
+        self.synced_offset = SEGMENT_HEADER_BYTES;
+        Ok(())
+    }
+
+    fn sync_active(&mut self) -> Result<()> {
+        self.active
+            .file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", self.active.name.clone(), e))?;
+        self.synced_offset = self.write_offset;
+        self.shared
+            .durable_end
+            .store(self.position_next, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable with one `fdatasync`, then
+    /// lets readers see it. A failure poisons the writer: fsync is never
+    /// retried, because a failed fsync may have dropped the dirty pages.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        if self.synced_offset == self.write_offset
+            && self.shared.durable_end.load(Ordering::Acquire) == self.position_next
+        {
+            return Ok(());
+        }
+        let result = self.sync_active();
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+}

@@ -1,0 +1,115 @@
+//! Property: any batch of records round-trips through a frame byte-for-byte,
+//! and no byte string makes a decoder panic. Method: proptest.
+
+use annals_segment::format::{self, FramePlace, Record};
+use proptest::prelude::*;
+
+fn arb_owned() -> impl Strategy<Value = (String, u64, [u8; 16], u64, u16, String, Vec<u8>, Vec<u8>)>
+{
+    (
+        "[a-zA-Z0-9_\\-é]{1,40}",
+        any::<u64>(),
+        any::<[u8; 16]>(),
+        any::<u64>(),
+        any::<u16>(),
+        "[A-Za-z]{1,20}",
+        proptest::collection::vec(any::<u8>(), 0..64),
+        proptest::collection::vec(any::<u8>(), 0..512),
+    )
+}
+
+proptest! {
+    #[test]
+    fn any_batch_round_trips(
+        events in proptest::collection::vec(arb_owned(), 1..20),
+        salt in any::<u64>(),
+        offset in (8u64..1 << 30).prop_map(|o| o / 8 * 8),
+        position_first in 0u64..1 << 50,
+    ) {
+        let records: Vec<Record<'_>> = events.iter().map(|e| Record {
+            stream: &e.0, stream_version: e.1, id: e.2, timestamp_us: e.3, flags: e.4,
+            event_type: &e.5, metadata: &e.6, data: &e.7,
+        }).collect();
+        let mut buf = Vec::new();
+        let place = FramePlace { salt, offset, position_first, synced_before: 64 };
+        let size = format::encode_frame(&mut buf, place, &records).unwrap();
+        prop_assert_eq!(buf.len() as u64, format::align_up(size as u64));
+        let (header, decoded) = format::decode_frame(&buf, offset, salt).unwrap();
+        prop_assert_eq!(header.position_first, position_first);
+        prop_assert_eq!(header.event_count as usize, records.len());
+        prop_assert_eq!(&decoded, &records);
+        for (i, record) in records.iter().enumerate() {
+            let one = format::decode_event_in_frame(&buf, offset, salt, position_first + i as u64).unwrap();
+            prop_assert_eq!(&one, record);
+        }
+        // The frame is bound to its place: another offset or salt rejects it.
+        prop_assert!(format::decode_frame(&buf, offset + 8, salt).is_err());
+        prop_assert!(format::decode_frame(&buf, offset, salt ^ 1).is_err());
+    }
+
+    #[test]
+    fn any_bytes_decode_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048), offset in any::<u64>(), salt in any::<u64>(), position in any::<u64>()) {
+        let _ = format::decode_frame(&bytes, offset, salt);
+        let _ = format::decode_frame_header(&bytes, offset, salt);
+        let _ = format::decode_event_in_frame(&bytes, offset, salt, position);
+        let _ = format::decode_record(&bytes, salt, position);
+        let _ = format::SegmentHeader::decode(&bytes);
+    }
+
+    #[test]
+    fn a_flipped_bit_is_always_detected(
+        events in proptest::collection::vec(arb_owned(), 1..5),
+        bit in any::<prop::sample::Index>(),
+    ) {
+        let records: Vec<Record<'_>> = events.iter().map(|e| Record {
+            stream: &e.0, stream_version: e.1, id: e.2, timestamp_us: e.3, flags: e.4,
+            event_type: &e.5, metadata: &e.6, data: &e.7,
+        }).collect();
+        let mut buf = Vec::new();
+        let place = FramePlace { salt: 7, offset: 64, position_first: 0, synced_before: 64 };
+        let size = format::encode_frame(&mut buf, place, &records).unwrap();
+        let bit = bit.index(size * 8);
+        buf[bit / 8] ^= 1 << (bit % 8);
+        prop_assert!(format::decode_frame(&buf, 64, 7).is_err());
+    }
+}
+
+#[test]
+fn limits_are_checked_before_encoding() {
+    let long_stream = "s".repeat(format::STREAM_BYTES_MAX + 1);
+    let big = vec![0u8; format::EVENT_BYTES_MAX];
+    let base = Record {
+        stream: "s",
+        stream_version: 0,
+        id: [0; 16],
+        timestamp_us: 0,
+        flags: 0,
+        event_type: "T",
+        metadata: &[],
+        data: &[],
+    };
+    let cases = [
+        Record { stream: "", ..base },
+        Record {
+            stream: &long_stream,
+            ..base
+        },
+        Record {
+            event_type: "",
+            ..base
+        },
+        Record { data: &big, ..base },
+    ];
+    for case in cases {
+        let mut buf = Vec::new();
+        let place = FramePlace {
+            salt: 1,
+            offset: 64,
+            position_first: 0,
+            synced_before: 64,
+        };
+        assert!(format::encode_frame(&mut buf, place, &[case]).is_err());
+        assert!(buf.is_empty(), "a rejected frame writes nothing");
+    }
+    assert!(format::frame_bytes(&[]).is_err());
+}
