@@ -4,8 +4,10 @@
 use annals_segment::format::{self, FramePlace, Record};
 use proptest::prelude::*;
 
-fn arb_owned() -> impl Strategy<Value = (String, u64, [u8; 16], u64, u16, String, Vec<u8>, Vec<u8>)>
-{
+/// (stream, version, id, timestamp, flags, type, metadata, data)
+type Fields = (String, u64, [u8; 16], u64, u16, String, Vec<u8>, Vec<u8>);
+
+fn arb_owned() -> impl Strategy<Value = Fields> {
     (
         "[a-zA-Z0-9_\\-é]{1,40}",
         any::<u64>(),
