@@ -1,0 +1,29 @@
+//! Hashing stream names. The hash only spreads names over buckets; equality
+//! is always decided by the full name, so a weak hash costs speed, never
+//! correctness.
+
+use std::fmt::Debug;
+
+/// Maps a stream name to a 64-bit hash.
+pub trait StreamHasher: Send + Sync + Debug {
+    /// The hash of `stream`.
+    fn hash(&self, stream: &str) -> u64;
+}
+
+/// FNV-1a over the bytes, then the SplitMix64 finalizer for avalanche.
+/// Stable across builds and platforms, so it can be persisted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fnv1aMix;
+
+impl StreamHasher for Fnv1aMix {
+    fn hash(&self, stream: &str) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in stream.bytes() {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
+    }
+}

@@ -1,0 +1,176 @@
+//! Events going in and coming out.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+
+/// A 16-byte event id, shown as a UUID. Ids make retries idempotent.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct EventId(pub [u8; 16]);
+
+impl EventId {
+    /// A new random id (UUID version 4 layout).
+    pub fn random() -> Self {
+        let hi = annals_segment::random_u64().to_le_bytes();
+        let lo = annals_segment::random_u64().to_le_bytes();
+        let mut bytes = [0u8; 16];
+        for (dst, src) in bytes.iter_mut().zip(hi.iter().chain(lo.iter())) {
+            *dst = *src;
+        }
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        EventId(bytes)
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventId({self})")
+    }
+}
+
+/// The text was not a UUID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a UUID: {0:?}")]
+pub struct ParseEventIdError(pub String);
+
+impl FromStr for EventId {
+    type Err = ParseEventIdError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let hex: Vec<u8> = text.bytes().filter(|b| *b != b'-').collect();
+        let dashes_ok = text.len() == 32
+            || (text.len() == 36
+                && [8, 13, 18, 23]
+                    .iter()
+                    .all(|&i| text.as_bytes().get(i) == Some(&b'-')));
+        if hex.len() != 32 || !dashes_ok {
+            return Err(ParseEventIdError(text.to_owned()));
+        }
+        let mut bytes = [0u8; 16];
+        for (dst, pair) in bytes.iter_mut().zip(hex.chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| ParseEventIdError(text.to_owned()))?;
+            *dst = u8::from_str_radix(pair, 16).map_err(|_| ParseEventIdError(text.to_owned()))?;
+        }
+        Ok(EventId(bytes))
+    }
+}
+
+/// An event to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventData {
+    /// Its id; retrying an append with the same ids is idempotent.
+    pub id: EventId,
+    /// Its type, e.g. `OrderPlaced`. Types starting with `$` are reserved.
+    pub event_type: String,
+    /// The payload.
+    pub data: Bytes,
+    /// Free-form metadata.
+    pub metadata: Bytes,
+}
+
+impl EventData {
+    /// An event with a fresh random id and no metadata.
+    pub fn new(event_type: impl Into<String>, data: impl Into<Bytes>) -> Self {
+        EventData {
+            id: EventId::random(),
+            event_type: event_type.into(),
+            data: data.into(),
+            metadata: Bytes::new(),
+        }
+    }
+
+    /// Sets the id.
+    pub fn with_id(mut self, id: EventId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sets the metadata.
+    pub fn with_metadata(mut self, metadata: impl Into<Bytes>) -> Self {
+        self.metadata = metadata.into();
+        self
+    }
+}
+
+/// An event read back from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// The stream it belongs to.
+    pub stream: String,
+    /// Its version in that stream, from 0.
+    pub version: u64,
+    /// Its position in the global feed, from 0.
+    pub position: u64,
+    /// Its id.
+    pub id: EventId,
+    /// Its type. `$stream-deleted` marks a deleted stream's tombstone.
+    pub event_type: String,
+    /// The payload.
+    pub data: Bytes,
+    /// The metadata.
+    pub metadata: Bytes,
+    /// Commit time, microseconds since the Unix epoch.
+    pub timestamp_us: u64,
+}
+
+impl RecordedEvent {
+    /// Whether this is the tombstone written by a stream delete.
+    pub fn is_tombstone(&self) -> bool {
+        self.event_type == crate::TOMBSTONE_TYPE
+    }
+
+    pub(crate) fn from_record(position: u64, record: annals_segment::Record<'_>) -> Self {
+        RecordedEvent {
+            stream: record.stream.to_owned(),
+            version: record.stream_version,
+            position,
+            id: EventId(record.id),
+            event_type: record.event_type.to_owned(),
+            data: Bytes::copy_from_slice(record.data),
+            metadata: Bytes::copy_from_slice(record.metadata),
+            timestamp_us: record.timestamp_us,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_print_and_parse_as_uuids() {
+        let id = EventId::random();
+        let text = id.to_string();
+        assert_eq!(text.len(), 36);
+        assert_eq!(text.parse::<EventId>().unwrap(), id);
+        assert_eq!(text.replace('-', "").parse::<EventId>().unwrap(), id);
+        assert_ne!(EventId::random(), id);
+        for bad in [
+            "",
+            "xyz",
+            "0123456789abcdef0123456789abcdeg",
+            "0123456789-abcdef0123456789abcdef0",
+        ] {
+            assert!(bad.parse::<EventId>().is_err(), "{bad}");
+        }
+    }
+}

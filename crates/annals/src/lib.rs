@@ -1,0 +1,65 @@
+//! # Annals
+//!
+//! An embedded, append-only event store. Open a directory, append events to
+//! fine-grained streams with an expected version, load one aggregate by
+//! reading only its stream, and follow the global, gap-free feed.
+//!
+//! ```
+//! use annals::{Direction, EventData, ExpectedVersion, Store};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path())?;
+//! let placed = EventData::new("OrderPlaced", r#"{"total":42}"#);
+//! let written = store.append("order-1", ExpectedVersion::NoStream, vec![placed])??;
+//! assert_eq!(written.first_version, 0);
+//!
+//! // A second writer that also saw "no stream" loses, and nothing is written.
+//! let late = EventData::new("OrderPlaced", "{}");
+//! let conflict = store.append("order-1", ExpectedVersion::NoStream, vec![late])?.unwrap_err();
+//! assert_eq!(conflict.actual, annals::CurrentVersion::Version(0));
+//!
+//! let events = store.read_stream("order-1", 0, Direction::Forward, 100)?;
+//! assert_eq!(events.len(), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! Guarantees: an append that returned `Ok` is durable (fsync'd) and atomic;
+//! stream versions and global positions are dense; a stale expectation
+//! writes nothing; every byte read is checksummed; a second open of the same
+//! directory fails with [`Error::Locked`]. See `docs/GUARANTEES.md`.
+
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+mod error;
+mod event;
+mod expected;
+mod options;
+mod store;
+mod writer;
+
+pub use annals_index::Direction;
+pub use annals_segment::storage;
+pub use error::{Error, Result};
+pub use event::{EventData, EventId, ParseEventIdError, RecordedEvent};
+pub use expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
+pub use options::Options;
+pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport};
+
+/// Event type of the tombstone a stream delete writes.
+pub const TOMBSTONE_TYPE: &str = "$stream-deleted";
+
+/// Record flag marking a tombstone.
+pub(crate) const TOMBSTONE_FLAG: u16 = 1;
+
+/// Longest stream name, in bytes.
+pub const STREAM_BYTES_MAX: usize = annals_segment::format::STREAM_BYTES_MAX;
+/// Longest event type, in bytes.
+pub const EVENT_TYPE_BYTES_MAX: usize = annals_segment::format::EVENT_TYPE_BYTES_MAX;
+/// Largest single event, in bytes (names, metadata and data included).
+pub const EVENT_BYTES_MAX: usize = annals_segment::format::EVENT_BYTES_MAX;
