@@ -1,0 +1,206 @@
+//! The store commands.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use annals::{Direction, EventData, ExpectedVersion, Store};
+use serde_json::json;
+
+use crate::json::{event_from_line, event_line, to_bytes};
+use crate::Failure;
+
+/// How long a command waits for a store locked by another process.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens the store, waiting up to [`LOCK_WAIT`] while another process holds
+/// it. Commands that only read refuse a directory that does not exist.
+pub fn open(dir: &Path, create: bool) -> Result<Store, Failure> {
+    if !create && !dir.is_dir() {
+        return Err(Failure::error(format!("no store at {}", dir.display())));
+    }
+    let started = Instant::now();
+    loop {
+        match Store::open(dir) {
+            Ok(store) => return Ok(store),
+            Err(annals::Error::Locked(_)) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(annals::Error::Locked(_)) => {
+                return Err(Failure::error(format!(
+                    "store at {} is locked by another process (waited {}s)",
+                    dir.display(),
+                    LOCK_WAIT.as_secs()
+                )))
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Parses `any | no-stream | exists | N`.
+pub fn parse_expected(text: &str) -> Result<ExpectedVersion, Failure> {
+    match text {
+        "any" => Ok(ExpectedVersion::Any),
+        "no-stream" => Ok(ExpectedVersion::NoStream),
+        "exists" => Ok(ExpectedVersion::StreamExists),
+        n => n.parse().map(ExpectedVersion::Exact).map_err(|_| {
+            Failure::usage(format!(
+                "--expected must be any, no-stream, exists or a version number, not {n:?}"
+            ))
+        }),
+    }
+}
+
+fn print_line(line: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").map_err(|e| Failure::error(format!("stdout: {e}")))
+}
+
+/// `annals append`.
+pub fn append(
+    dir: &Path,
+    stream: &str,
+    expected: &str,
+    one: Option<(String, String)>,
+) -> Result<(), Failure> {
+    let expected = parse_expected(expected)?;
+    let events = match one {
+        Some((event_type, data)) => {
+            let value: serde_json::Value = serde_json::from_str(&data)
+                .map_err(|e| Failure::usage(format!("--data is not JSON: {e}")))?;
+            vec![EventData::new(event_type, to_bytes(&value))]
+        }
+        None => read_stdin_events()?,
+    };
+    if events.is_empty() {
+        return Err(Failure::usage(
+            "no events: give --type and --data, or JSON lines on stdin",
+        ));
+    }
+    let store = open(dir, true)?;
+    match store.append(stream, expected, events)? {
+        Ok(result) => print_line(
+            &json!({
+                "stream": result.stream,
+                "first_version": result.first_version,
+                "last_version": result.last_version,
+                "first_position": result.first_position,
+                "last_position": result.last_position,
+            })
+            .to_string(),
+        ),
+        Err(conflict) => Err(Failure::conflict(conflict.to_string())),
+    }
+}
+
+fn read_stdin_events() -> Result<Vec<EventData>, Failure> {
+    let mut events = Vec::new();
+    for (i, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.map_err(|e| Failure::usage(format!("stdin: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        events.push(event_from_line(&line, i + 1)?);
+    }
+    Ok(events)
+}
+
+/// `annals read`.
+pub fn read(
+    dir: &Path,
+    stream: &str,
+    from: Option<u64>,
+    max: Option<usize>,
+    backward: bool,
+) -> Result<(), Failure> {
+    let store = open(dir, false)?;
+    let (direction, default_from) = if backward {
+        (Direction::Backward, u64::MAX)
+    } else {
+        (Direction::Forward, 0)
+    };
+    let mut from = from.unwrap_or(default_from);
+    let mut left = max.unwrap_or(usize::MAX);
+    while left > 0 {
+        let page = store.read_stream(stream, from, direction, left.min(1024))?;
+        let Some(last) = page.last() else { break };
+        let next = match direction {
+            Direction::Forward => last.version.checked_add(1),
+            Direction::Backward => last.version.checked_sub(1),
+        };
+        for event in &page {
+            print_line(&event_line(event))?;
+        }
+        left -= page.len();
+        match next {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+/// `annals all`.
+pub fn all(dir: &Path, from: u64, max: Option<usize>) -> Result<(), Failure> {
+    let store = open(dir, false)?;
+    let mut from = from;
+    let mut left = max.unwrap_or(usize::MAX);
+    while left > 0 {
+        let page = store.read_all(from, left.min(1024))?;
+        let Some(last) = page.last() else { break };
+        from = last.position + 1;
+        for event in &page {
+            print_line(&event_line(event))?;
+        }
+        left -= page.len();
+    }
+    Ok(())
+}
+
+/// `annals delete`.
+pub fn delete(dir: &Path, stream: &str, expected: &str) -> Result<(), Failure> {
+    let expected = parse_expected(expected)?;
+    let store = open(dir, true)?;
+    match store.delete_stream(stream, expected)? {
+        Ok(result) => print_line(
+            &json!({"stream": result.stream, "tombstone_version": result.first_version, "position": result.first_position})
+                .to_string(),
+        ),
+        Err(conflict) => Err(Failure::conflict(conflict.to_string())),
+    }
+}
+
+/// `annals stats`.
+pub fn stats(dir: &Path, as_json: bool) -> Result<(), Failure> {
+    let store = open(dir, false)?;
+    let stats = store.stats();
+    if as_json {
+        print_line(
+            &json!({
+                "streams": stats.streams,
+                "events": stats.events,
+                "segments": stats.segments,
+                "bytes": stats.segment_bytes,
+            })
+            .to_string(),
+        )
+    } else {
+        print_line(&format!(
+            "streams   {}\nevents    {}\nsegments  {}\nbytes     {}",
+            stats.streams, stats.events, stats.segments, stats.segment_bytes
+        ))
+    }
+}
+
+/// `annals verify`.
+pub fn verify(dir: &Path) -> Result<(), Failure> {
+    let store = open(dir, false)?;
+    let report = store
+        .verify()
+        .map_err(|e| Failure::error(format!("verify failed: {e}")))?;
+    print_line(&format!(
+        "ok: {} events checksummed, index of {} streams matches a full rescan",
+        report.events, report.streams
+    ))
+}

@@ -1,0 +1,204 @@
+//! `annals`: the command-line tool over the Annals public API.
+//!
+//! Output and exit codes are a contract scripts rely on:
+//! 0 success · 1 other errors · 2 bad usage or bad input ·
+//! 3 wrong expected version (message naming expected and actual on stderr).
+
+#![forbid(unsafe_code)]
+
+mod commands;
+mod demo;
+mod json;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for errors that are neither usage nor conflicts.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code for bad usage or bad input.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for a wrong expected version.
+pub const EXIT_CONFLICT: u8 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "annals",
+    version,
+    about = "Annals: an embedded, append-only event store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Append events to a stream, atomically. Without --data, reads JSON
+    /// lines from stdin: {"type": ..., "data": ..., "metadata": ..., "id": ...}.
+    Append {
+        /// Store directory (created if missing).
+        dir: PathBuf,
+        /// Stream name.
+        stream: String,
+        /// any | no-stream | exists | N
+        #[arg(long, default_value = "any")]
+        expected: String,
+        /// Event type (with --data).
+        #[arg(long = "type", requires = "data")]
+        event_type: Option<String>,
+        /// Event data as JSON (with --type).
+        #[arg(long, requires = "event_type")]
+        data: Option<String>,
+    },
+    /// Print a stream's events as JSON lines.
+    Read {
+        /// Store directory.
+        dir: PathBuf,
+        /// Stream name.
+        stream: String,
+        /// First version to read (default: 0, or the newest with --backward).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Most events to print.
+        #[arg(long)]
+        max: Option<usize>,
+        /// Newest first.
+        #[arg(long)]
+        backward: bool,
+    },
+    /// Print the global feed as JSON lines.
+    All {
+        /// Store directory.
+        dir: PathBuf,
+        /// First position to read.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Most events to print.
+        #[arg(long)]
+        max: Option<usize>,
+    },
+    /// Delete a stream (writes a tombstone).
+    Delete {
+        /// Store directory.
+        dir: PathBuf,
+        /// Stream name.
+        stream: String,
+        /// any | no-stream | exists | N
+        #[arg(long, default_value = "any")]
+        expected: String,
+    },
+    /// Print streams, events, segments and bytes.
+    Stats {
+        /// Store directory.
+        dir: PathBuf,
+        /// Print as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify every checksum and the index against a full rescan.
+    Verify {
+        /// Store directory.
+        dir: PathBuf,
+    },
+    /// Run the demo: concurrent writers with expected versions, conflicts,
+    /// aggregates read back.
+    Demo {
+        /// Store directory (default: a temporary directory).
+        dir: Option<PathBuf>,
+        /// Writer threads.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        /// Commands each writer handles.
+        #[arg(long, default_value_t = 500)]
+        commands: usize,
+        /// Number of account streams.
+        #[arg(long, default_value_t = 200)]
+        accounts: usize,
+    },
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// Bad usage or input (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_USAGE,
+            message: message.into(),
+        }
+    }
+
+    /// Other failure (exit 1).
+    pub fn error(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_ERROR,
+            message: message.into(),
+        }
+    }
+
+    /// Wrong expected version (exit 3).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_CONFLICT,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<annals::Error> for Failure {
+    fn from(error: annals::Error) -> Self {
+        match error {
+            annals::Error::InvalidInput(_) => Failure::usage(error.to_string()),
+            annals::Error::WrongExpectedVersion(_) => Failure::conflict(error.to_string()),
+            other => Failure::error(other.to_string()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Append {
+            dir,
+            stream,
+            expected,
+            event_type,
+            data,
+        } => commands::append(&dir, &stream, &expected, event_type.zip(data)),
+        Command::Read {
+            dir,
+            stream,
+            from,
+            max,
+            backward,
+        } => commands::read(&dir, &stream, from, max, backward),
+        Command::All { dir, from, max } => commands::all(&dir, from, max),
+        Command::Delete {
+            dir,
+            stream,
+            expected,
+        } => commands::delete(&dir, &stream, &expected),
+        Command::Stats { dir, json } => commands::stats(&dir, json),
+        Command::Verify { dir } => commands::verify(&dir),
+        Command::Demo {
+            dir,
+            threads,
+            commands,
+            accounts,
+        } => demo::run(dir, threads, commands, accounts),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("annals: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}

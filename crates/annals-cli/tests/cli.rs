@@ -1,0 +1,339 @@
+//! Property: the `annals` binary keeps its contract — JSON output shapes,
+//! exit codes 0 / 1 / 2 / 3, JSON data returned as the same JSON value,
+//! lock waiting — as scripts see it. Method: run the built binary.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn annals(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_annals"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout_json(output: &Output) -> Vec<Value> {
+    String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().unwrap()
+}
+
+#[test]
+fn append_read_all_round_trip_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let store = store.to_str().unwrap();
+
+    let out = annals(
+        &[
+            "append",
+            store,
+            "order-7",
+            "--expected",
+            "no-stream",
+            "--type",
+            "Placed",
+            "--data",
+            r#"{"total":12.5,"items":[1,2]}"#,
+        ],
+        None,
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let written = &stdout_json(&out)[0];
+    assert_eq!(written["stream"], "order-7");
+    assert_eq!(
+        (
+            written["first_version"].as_u64(),
+            written["last_version"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
+        (
+            written["first_position"].as_u64(),
+            written["last_position"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+
+    // A stale expectation: exit 3, expected and actual named on stderr, nothing written.
+    let out = annals(
+        &[
+            "append",
+            store,
+            "order-7",
+            "--expected",
+            "no-stream",
+            "--type",
+            "Placed",
+            "--data",
+            "{}",
+        ],
+        None,
+    );
+    assert_eq!(code(&out), 3);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("expected no-stream") && stderr.contains("actual 0"),
+        "{stderr}"
+    );
+
+    // JSON lines on stdin are one atomic append.
+    let lines = "{\"type\":\"Paid\",\"data\":{\"amount\":3}}\n\n{\"type\":\"Shipped\",\"data\":null,\"metadata\":{\"by\":\"ops\"},\"id\":\"0b9e2b8e-6a52-4cd3-9a3e-5b4f0d8d3a11\"}\n";
+    let out = annals(
+        &["append", store, "order-7", "--expected", "0"],
+        Some(lines),
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let written = &stdout_json(&out)[0];
+    assert_eq!(
+        (
+            written["first_version"].as_u64(),
+            written["last_version"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+
+    let out = annals(&["read", store, "order-7"], None);
+    assert_eq!(code(&out), 0);
+    let events = stdout_json(&out);
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events[0]["data"],
+        serde_json::json!({"total": 12.5, "items": [1, 2]})
+    );
+    assert_eq!(events[1]["data"], serde_json::json!({"amount": 3}));
+    assert_eq!(events[2]["metadata"], serde_json::json!({"by": "ops"}));
+    assert_eq!(events[2]["id"], "0b9e2b8e-6a52-4cd3-9a3e-5b4f0d8d3a11");
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event["version"].as_u64(), Some(i as u64));
+        assert_eq!(event["position"].as_u64(), Some(i as u64));
+        assert_eq!(event["stream"], "order-7");
+        for key in ["type", "timestamp"] {
+            assert!(event[key].is_string(), "{key}");
+        }
+    }
+
+    let out = annals(
+        &["read", store, "order-7", "--backward", "--max", "2"],
+        None,
+    );
+    let versions: Vec<u64> = stdout_json(&out)
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, vec![2, 1]);
+    let out = annals(
+        &["read", store, "order-7", "--from", "1", "--max", "1"],
+        None,
+    );
+    assert_eq!(stdout_json(&out)[0]["type"], "Paid");
+
+    annals(
+        &[
+            "append", store, "user-1", "--type", "Joined", "--data", "\"x\"",
+        ],
+        None,
+    );
+    let out = annals(&["all", store, "--from", "2"], None);
+    let positions: Vec<u64> = stdout_json(&out)
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, vec![2, 3]);
+    let out = annals(&["all", store, "--max", "1"], None);
+    assert_eq!(stdout_json(&out).len(), 1);
+
+    let out = annals(&["stats", store, "--json"], None);
+    let stats = &stdout_json(&out)[0];
+    assert_eq!(
+        (
+            stats["streams"].as_u64(),
+            stats["events"].as_u64(),
+            stats["segments"].as_u64()
+        ),
+        (Some(2), Some(4), Some(1))
+    );
+    assert!(stats["bytes"].as_u64().unwrap() > 0);
+
+    let out = annals(&["verify", store], None);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn bad_usage_and_bad_input_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let cases: Vec<(Vec<&str>, Option<&str>)> = vec![
+        (
+            vec![
+                "append",
+                store,
+                "s",
+                "--expected",
+                "maybe",
+                "--type",
+                "T",
+                "--data",
+                "1",
+            ],
+            None,
+        ),
+        (
+            vec!["append", store, "s", "--type", "T", "--data", "not json"],
+            None,
+        ),
+        (vec!["append", store, "s", "--type", "T"], None),
+        (vec!["append", store, "s"], Some("")),
+        (vec!["append", store, "s"], Some("{\"data\":1}\n")),
+        (vec!["append", store, "s"], Some("garbage\n")),
+        (
+            vec!["append", store, "s"],
+            Some("{\"type\":\"T\",\"id\":\"nope\"}\n"),
+        ),
+        (
+            vec!["append", store, "", "--type", "T", "--data", "1"],
+            None,
+        ),
+        (
+            vec!["append", store, "s", "--type", "$system", "--data", "1"],
+            None,
+        ),
+        (vec!["frobnicate"], None),
+    ];
+    for (args, stdin) in cases {
+        let out = annals(&args, stdin);
+        assert_eq!(
+            code(&out),
+            2,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = annals(&["stats", store, "--json"], None);
+    assert_eq!(
+        stdout_json(&out)[0]["events"].as_u64(),
+        Some(0),
+        "bad input wrote something"
+    );
+}
+
+#[test]
+fn reads_of_a_missing_store_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let out = annals(&["read", missing.to_str().unwrap(), "s"], None);
+    assert_eq!(code(&out), 1);
+    assert!(!missing.exists(), "a read created the store");
+}
+
+#[test]
+fn verify_reports_corruption_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    for i in 0..5 {
+        let out = annals(
+            &[
+                "append",
+                store,
+                "s",
+                "--type",
+                "T",
+                "--data",
+                &format!("{{\"i\":{i}}}"),
+            ],
+            None,
+        );
+        assert_eq!(code(&out), 0);
+    }
+    let segment = dir.path().join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[64 + 70] ^= 0x01; // inside the first frame
+    std::fs::write(&segment, &bytes).unwrap();
+    let out = annals(&["verify", store], None);
+    assert_ne!(code(&out), 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("00000000000000000000.seg") && stderr.contains("offset 64"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_locked_store_is_waited_for_then_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = annals::Store::open(dir.path()).unwrap();
+    let started = std::time::Instant::now();
+    let out = annals(&["stats", dir.path().to_str().unwrap()], None);
+    assert_eq!(code(&out), 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("locked"));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(4),
+        "did not wait"
+    );
+    drop(held);
+
+    // Released while the command waits: it proceeds.
+    let held = annals::Store::open(dir.path()).unwrap();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        drop(held);
+    });
+    let out = annals(
+        &[
+            "append",
+            dir.path().to_str().unwrap(),
+            "s",
+            "--type",
+            "T",
+            "--data",
+            "1",
+        ],
+        None,
+    );
+    releaser.join().unwrap();
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn demo_runs_and_checks_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = annals(
+        &[
+            "demo",
+            dir.path().join("d").to_str().unwrap(),
+            "--threads",
+            "4",
+            "--commands",
+            "100",
+            "--accounts",
+            "20",
+        ],
+        None,
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("committed 400 deposits")
+            && text.contains("conflicts:")
+            && text.contains("balances add up"),
+        "{text}"
+    );
+}
