@@ -26,7 +26,8 @@
 //! |  28 |    4 | flags, zero |
 //! |  32 |    8 | synced_before: segment offset the writer knew durable when writing this frame |
 //! |  40 |    8 | reserved, zero |
-//! |  48 |    … | events, packed |
+//! |  48 | 4·n | event offset table: each event's offset from the frame start (u32) |
+//! | 48+4n |  … | events, packed |
 //!
 //! Event record:
 //!
@@ -59,6 +60,8 @@ pub const FRAME_HEADER_BYTES: usize = 48;
 pub const FRAME_ALIGN: u64 = 8;
 /// Size of an event record's fixed part.
 pub const EVENT_HEADER_BYTES: usize = 56;
+/// Size of one entry of a frame's event offset table.
+pub const EVENT_OFFSET_BYTES: usize = 4;
 
 /// Longest stream name, in bytes.
 pub const STREAM_BYTES_MAX: usize = 1024;
@@ -334,7 +337,9 @@ pub fn frame_bytes(records: &[Record<'_>]) -> Result<usize> {
     }
     let mut total = FRAME_HEADER_BYTES;
     for record in records {
-        total = total.saturating_add(record.encoded_bytes()?);
+        total = total
+            .saturating_add(EVENT_OFFSET_BYTES)
+            .saturating_add(record.encoded_bytes()?);
     }
     if total > FRAME_BYTES_MAX {
         return Err(Error::Invalid(format!(
@@ -377,8 +382,12 @@ pub fn encode_frame(out: &mut Vec<u8>, place: FramePlace, records: &[Record<'_>]
         );
         put(head, FH_CRC, &crc.to_le_bytes());
     }
+    let table = start + FRAME_HEADER_BYTES;
+    out.resize(table + records.len() * EVENT_OFFSET_BYTES, 0);
     for (i, record) in records.iter().enumerate() {
         let bytes = record.encoded_bytes()?;
+        let offset = (out.len() - start) as u32;
+        put(out, table + i * EVENT_OFFSET_BYTES, &offset.to_le_bytes());
         record.encode_into(out, place.salt, place.position_first + i as u64, bytes);
     }
     debug_assert_eq!(out.len() - start, total);
@@ -439,11 +448,15 @@ pub fn decode_frame_header(
         synced_before: get_u64(head, FH_SYNCED_BEFORE).unwrap_or(0),
     };
     let size = header.frame_bytes as usize;
-    if !(FRAME_HEADER_BYTES + EVENT_HEADER_BYTES..=FRAME_BYTES_MAX).contains(&size) {
+    if !(FRAME_HEADER_BYTES + EVENT_OFFSET_BYTES + EVENT_HEADER_BYTES..=FRAME_BYTES_MAX).contains(&size) {
         return Err("frame length out of range");
     }
     if header.event_count == 0 || header.event_count > FRAME_EVENTS_MAX {
         return Err("frame event count out of range");
+    }
+    let per_event = (EVENT_OFFSET_BYTES + EVENT_HEADER_BYTES) as u64;
+    if FRAME_HEADER_BYTES as u64 + u64::from(header.event_count) * per_event > size as u64 {
+        return Err("frame too short for its event count");
     }
     if header
         .position_first
@@ -508,36 +521,44 @@ pub fn decode_record(
     Ok((record, size))
 }
 
-/// Decodes and verifies a whole frame: the header, then every event.
+/// Decodes and verifies a whole frame: the header, then every event, and
+/// that the offset table points at each event in turn.
 pub fn decode_frame<'a>(
     bytes: &'a [u8],
     offset: u64,
     salt: u64,
 ) -> Result<(FrameHeader, Vec<Record<'a>>), FrameFault> {
     let header = decode_frame_header(bytes, offset, salt)?;
-    let body = bytes
-        .get(FRAME_HEADER_BYTES..header.frame_bytes as usize)
+    let frame = bytes
+        .get(..header.frame_bytes as usize)
         .ok_or("truncated frame")?;
-    let mut records = Vec::with_capacity(header.event_count.min(1024) as usize);
-    let mut at = 0usize;
-    for i in 0..u64::from(header.event_count) {
-        let rest = body
-            .get(at..)
-            .ok_or("event runs past the end of its frame")?;
-        let (record, size) = decode_record(rest, salt, header.position_first + i)?;
+    let count = header.event_count as usize;
+    let mut records = Vec::with_capacity(count.min(1024));
+    let mut at = FRAME_HEADER_BYTES + count * EVENT_OFFSET_BYTES;
+    for i in 0..count {
+        if event_offset(frame, i) != Some(at) {
+            return Err("event offset table does not match the events");
+        }
+        let rest = frame.get(at..).ok_or("event runs past the end of its frame")?;
+        let (record, size) = decode_record(rest, salt, header.position_first + i as u64)?;
         records.push(record);
         at += size;
     }
-    if at != body.len() {
+    if at != frame.len() {
         return Err("frame length does not match its events");
     }
     Ok((header, records))
 }
 
+/// Entry `i` of a frame's event offset table.
+fn event_offset(frame: &[u8], i: usize) -> Option<usize> {
+    get_u32(frame, FRAME_HEADER_BYTES + i * EVENT_OFFSET_BYTES).map(|o| o as usize)
+}
+
 /// Finds and verifies the event at `position` inside the frame at the start
-/// of `bytes`, verifying the frame header and the target event's checksum.
-/// Events before it are skipped by their length fields; a damaged length
-/// lands on bytes whose checksum (bound to `position`) cannot match.
+/// of `bytes`: the frame header, then the offset table entry, then the
+/// event's own checksum. The table has no checksum of its own: a damaged
+/// entry lands on bytes whose checksum (bound to `position`) cannot match.
 pub fn decode_event_in_frame<'a>(
     bytes: &'a [u8],
     offset: u64,
@@ -548,20 +569,15 @@ pub fn decode_event_in_frame<'a>(
     if position < header.position_first || position >= header.position_end() {
         return Err("position not in this frame");
     }
-    let body = bytes
-        .get(FRAME_HEADER_BYTES..header.frame_bytes as usize)
+    let frame = bytes
+        .get(..header.frame_bytes as usize)
         .ok_or("truncated frame")?;
-    let mut at = 0usize;
-    for _ in header.position_first..position {
-        let size = get_u32(body.get(at..).unwrap_or_default(), EV_BYTES)
-            .ok_or("event runs past the end of its frame")? as usize;
-        if size < EVENT_HEADER_BYTES {
-            return Err("event length out of range");
-        }
-        at = at.checked_add(size).ok_or("event length out of range")?;
+    let i = (position - header.position_first) as usize;
+    let at = event_offset(frame, i).ok_or("truncated event offset table")?;
+    let events_start = FRAME_HEADER_BYTES + header.event_count as usize * EVENT_OFFSET_BYTES;
+    if at < events_start {
+        return Err("event offset points into the frame header");
     }
-    let rest = body
-        .get(at..)
-        .ok_or("event runs past the end of its frame")?;
+    let rest = frame.get(at..).ok_or("event offset past the end of its frame")?;
     decode_record(rest, salt, position).map(|(record, _)| record)
 }
