@@ -448,7 +448,9 @@ pub fn decode_frame_header(
         synced_before: get_u64(head, FH_SYNCED_BEFORE).unwrap_or(0),
     };
     let size = header.frame_bytes as usize;
-    if !(FRAME_HEADER_BYTES + EVENT_OFFSET_BYTES + EVENT_HEADER_BYTES..=FRAME_BYTES_MAX).contains(&size) {
+    if !(FRAME_HEADER_BYTES + EVENT_OFFSET_BYTES + EVENT_HEADER_BYTES..=FRAME_BYTES_MAX)
+        .contains(&size)
+    {
         return Err("frame length out of range");
     }
     if header.event_count == 0 || header.event_count > FRAME_EVENTS_MAX {
@@ -539,7 +541,9 @@ pub fn decode_frame<'a>(
         if event_offset(frame, i) != Some(at) {
             return Err("event offset table does not match the events");
         }
-        let rest = frame.get(at..).ok_or("event runs past the end of its frame")?;
+        let rest = frame
+            .get(at..)
+            .ok_or("event runs past the end of its frame")?;
         let (record, size) = decode_record(rest, salt, header.position_first + i as u64)?;
         records.push(record);
         at += size;
@@ -578,6 +582,8 @@ pub fn decode_event_in_frame<'a>(
     if at < events_start {
         return Err("event offset points into the frame header");
     }
-    let rest = frame.get(at..).ok_or("event offset past the end of its frame")?;
+    let rest = frame
+        .get(at..)
+        .ok_or("event offset past the end of its frame")?;
     decode_record(rest, salt, position).map(|(record, _)| record)
 }

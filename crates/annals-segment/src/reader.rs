@@ -96,7 +96,7 @@ impl LogReader {
                     format!("no frame holds position {position}"),
                 ));
             };
-            let map = segment.mapping(segment.header.segment_bytes)?;
+            let map = segment.mapping()?;
             while let Some(entry) = segment.frame(i) {
                 if entry.position_first >= end {
                     return Ok(());
@@ -177,9 +177,9 @@ impl LogReader {
         let end = self.position_end();
         let mut position = segments.first().map_or(0, |s| s.header.position_first);
         for segment in &segments {
-            segment.remap()?;
+            // A fresh mapping: verify reads what is in the file now.
             let frame_count = segment.frames.read().len();
-            let map = segment.mapping(segment.header.segment_bytes)?;
+            let map = segment.remap(segment.written())?;
             for i in 0..frame_count {
                 let Some(entry) = segment.frame(i) else { break };
                 if entry.position_first >= end {

@@ -241,7 +241,7 @@ fn open_sealed(
             .and_then(|index_map| FrameIndex::decode(index_map, &index_name, &header));
         if let Ok((frames, summary)) = loaded {
             if summary.position_end == next_first && summary.data_end <= map.bytes().len() as u64 {
-                return Ok(Segment::new(header, file, map, frames));
+                return Ok(Segment::new(header, file, map, frames, summary.data_end));
             }
         }
     }
@@ -260,7 +260,7 @@ fn open_sealed(
     };
     let frames = write_frame_index(storage, &header, FrameIndex::Memory(scan.frames), summary)?;
     report.frame_indexes_rebuilt += 1;
-    Ok(Segment::new(header, file, map, frames))
+    Ok(Segment::new(header, file, map, frames, summary.data_end))
 }
 
 /// The active segment: scan to the first invalid frame and decide between a
@@ -304,7 +304,13 @@ fn open_active(
     file.sync_all()
         .map_err(|e| Error::io("fsync", name.clone(), e))?;
     let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
-    let segment = Segment::new(header, file, map, FrameIndex::Memory(scan.frames));
+    let segment = Segment::new(
+        header,
+        file,
+        map,
+        FrameIndex::Memory(scan.frames),
+        scan.data_end,
+    );
     Ok((segment, scan.data_end, scan.position_end))
 }
 

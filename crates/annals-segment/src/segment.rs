@@ -1,5 +1,6 @@
 //! One segment file as the readers and the writer share it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -34,52 +35,64 @@ pub(crate) struct Segment {
     pub(crate) name: String,
     pub(crate) header: SegmentHeader,
     pub(crate) file: Arc<dyn StorageFile>,
-    mapping: RwLock<Mapping>,
+    /// The mapping, and how far the segment was written when it was made.
+    mapping: RwLock<(Mapping, u64)>,
+    /// Offset after the last frame written (not necessarily durable).
+    written: AtomicU64,
     pub(crate) frames: RwLock<FrameIndex>,
 }
 
 impl Segment {
+    /// A segment whose frames end at `written`.
     pub(crate) fn new(
         header: SegmentHeader,
         file: Arc<dyn StorageFile>,
         mapping: Mapping,
         frames: FrameIndex,
+        written: u64,
     ) -> Self {
         Segment {
             name: segment_file_name(header.position_first),
             header,
             file,
-            mapping: RwLock::new(mapping),
+            mapping: RwLock::new((mapping, written)),
+            written: AtomicU64::new(written),
             frames: RwLock::new(frames),
         }
     }
 
-    /// A mapping that shows at least the first `needed` bytes as written.
-    /// Live mappings are shared as they are; snapshot mappings (test
-    /// backends) are refreshed when they are too short.
-    pub(crate) fn mapping(&self, needed: u64) -> Result<Mapping> {
-        {
-            let map = self.mapping.read();
-            if map.is_live() || map.bytes().len() as u64 >= needed {
-                return Ok(map.clone());
-            }
-        }
-        let fresh = self
-            .file
-            .map()
-            .map_err(|e| Error::io("mmap", self.name.clone(), e))?;
-        *self.mapping.write() = fresh.clone();
-        Ok(fresh)
+    /// Records that frames now reach `offset` (the writer, after a write).
+    pub(crate) fn set_written(&self, offset: u64) {
+        self.written.store(offset, Ordering::Release);
     }
 
-    /// Forces a fresh mapping (after the file changed under a snapshot).
-    pub(crate) fn remap(&self) -> Result<()> {
+    /// Offset after the last frame written.
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// A mapping that shows every frame written so far. Live mappings (real
+    /// `mmap`) always do; a snapshot mapping (test backends) is replaced
+    /// when frames were written after it was taken.
+    pub(crate) fn mapping(&self) -> Result<Mapping> {
+        let written = self.written();
+        {
+            let map = self.mapping.read();
+            if map.0.is_live() || map.1 >= written {
+                return Ok(map.0.clone());
+            }
+        }
+        self.remap(written)
+    }
+
+    /// Maps the file afresh.
+    pub(crate) fn remap(&self, written: u64) -> Result<Mapping> {
         let fresh = self
             .file
             .map()
             .map_err(|e| Error::io("mmap", self.name.clone(), e))?;
-        *self.mapping.write() = fresh;
-        Ok(())
+        *self.mapping.write() = (fresh.clone(), written);
+        Ok(fresh)
     }
 
     pub(crate) fn frame(&self, i: usize) -> Option<FrameEntry> {
@@ -100,7 +113,7 @@ impl Segment {
         let entry = entry.ok_or_else(|| {
             Error::corrupt(&self.name, 0, format!("no frame holds position {position}"))
         })?;
-        let map = self.mapping(self.header.segment_bytes)?;
+        let map = self.mapping()?;
         let bytes = frame_bytes_at(&map, entry.offset);
         let record = format::decode_event_in_frame(bytes, entry.offset, self.header.salt, position)
             .map_err(|reason| Error::corrupt(&self.name, entry.offset, reason))?;

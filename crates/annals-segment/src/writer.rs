@@ -107,6 +107,7 @@ fn create_segment(
         file,
         map,
         FrameIndex::Memory(Vec::new()),
+        SEGMENT_HEADER_BYTES,
     )))
 }
 
@@ -233,6 +234,7 @@ impl LogWriter {
             .write_all_at(&self.buf, self.write_offset)
             .map_err(|e| Error::io("write", self.active.name.clone(), e))?;
         self.write_offset += self.buf.len() as u64;
+        self.active.set_written(self.write_offset);
         self.buf.clear();
         let mut frames = self.active.frames.write();
         for entry in self.pending.drain(..) {

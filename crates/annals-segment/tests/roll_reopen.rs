@@ -170,3 +170,30 @@ fn a_second_handle_cannot_take_the_lock() {
         std::io::ErrorKind::WouldBlock
     );
 }
+
+/// Regression: a snapshot mapping (memory backend) taken before later frames
+/// were written must not be used to read them. Segments are preallocated, so
+/// the stale snapshot is full length and was wrongly trusted; reads failed
+/// with `Corrupt` at the new frame's offset.
+#[test]
+fn regression_snapshot_mapping_sees_frames_written_after_it() {
+    let storage = Arc::new(MemStorage::new());
+    let (mut writer, reader, _) = annals_segment::open(
+        storage,
+        LogOptions {
+            segment_bytes: 1 << 20,
+        },
+    )
+    .unwrap();
+    let mut events = Vec::new();
+    for k in 0..20u64 {
+        let batch = vec![event(k, 30)];
+        append_sync(&mut writer, &batch);
+        events.extend(batch);
+        // Read after every append: each read maps what was there then.
+        let got = reader.with_event(k, Owned::from_record).unwrap().unwrap();
+        assert_eq!(got, events[k as usize]);
+        assert_eq!(read_all(&reader), events);
+    }
+    assert_eq!(reader.verify().unwrap(), 20);
+}

@@ -4,6 +4,7 @@
 //! everything that was written but not synced. Scenarios are written once
 //! against the trait and run on every backend.
 
+mod faulty;
 mod fs;
 mod mem;
 
@@ -11,6 +12,7 @@ use std::fmt::Debug;
 use std::io;
 use std::sync::Arc;
 
+pub use faulty::{Fault, FaultKind, FaultOp, FaultyStorage};
 pub use fs::FsStorage;
 pub use mem::{CrashMode, MemStorage};
 
