@@ -152,7 +152,7 @@ fn injected_faults_of_every_kind_never_lose_an_acknowledged_append() {
     for op in ops {
         for nth in [0u64, 1, 2, 3, 5, 8, 13] {
             for (k, kind) in kinds.iter().enumerate() {
-                let persistent = (nth + k as u64) % 2 == 0;
+                let persistent = (nth + k as u64).is_multiple_of(2);
                 let mem = MemStorage::new();
                 let faulty = FaultyStorage::new(Arc::new(mem.handle()));
                 let store = Store::open_storage(Arc::new(faulty.clone()), options()).unwrap();
