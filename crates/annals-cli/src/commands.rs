@@ -87,6 +87,7 @@ pub fn append(
                 "last_version": result.last_version,
                 "first_position": result.first_position,
                 "last_position": result.last_position,
+                "duplicate": result.duplicate,
             })
             .to_string(),
         ),

@@ -111,6 +111,28 @@ fn append_read_all_round_trip_with_exit_codes() {
         (Some(1), Some(2))
     );
 
+    // Retrying the same lines (same ids) is idempotent: the original result, marked.
+    let retry =
+        "{\"type\":\"Refunded\",\"data\":1,\"id\":\"11111111-2222-4333-8444-555555555555\"}\n";
+    let first = stdout_json(&annals(
+        &["append", store, "refunds", "--expected", "no-stream"],
+        Some(retry),
+    ))[0]
+        .clone();
+    let again = annals(
+        &["append", store, "refunds", "--expected", "no-stream"],
+        Some(retry),
+    );
+    assert_eq!(
+        code(&again),
+        0,
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let again = &stdout_json(&again)[0];
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["first_position"], first["first_position"]);
+
     let out = annals(&["read", store, "order-7"], None);
     assert_eq!(code(&out), 0);
     let events = stdout_json(&out);
@@ -157,7 +179,7 @@ fn append_read_all_round_trip_with_exit_codes() {
         .iter()
         .map(|e| e["position"].as_u64().unwrap())
         .collect();
-    assert_eq!(positions, vec![2, 3]);
+    assert_eq!(positions, vec![2, 3, 4]);
     let out = annals(&["all", store, "--max", "1"], None);
     assert_eq!(stdout_json(&out).len(), 1);
 
@@ -169,7 +191,7 @@ fn append_read_all_round_trip_with_exit_codes() {
             stats["events"].as_u64(),
             stats["segments"].as_u64()
         ),
-        (Some(2), Some(4), Some(1))
+        (Some(3), Some(5), Some(1))
     );
     assert!(stats["bytes"].as_u64().unwrap() > 0);
 

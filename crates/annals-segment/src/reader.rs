@@ -16,7 +16,8 @@ use crate::segment::{frame_bytes_at, Segment};
 pub(crate) struct Shared {
     /// Segments ordered by first position; the last one is active.
     pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
-    /// One past the last durable position: readers never look beyond it.
+    /// One past the last position readers may see: the durable end, unless
+    /// the writer was told to publish unsynced frames.
     pub(crate) durable_end: AtomicU64,
 }
 

@@ -285,6 +285,19 @@ impl LogWriter {
         Ok(())
     }
 
+    /// Lets readers see everything appended so far *without* making it
+    /// durable (for stores that chose OS-buffered durability). A later
+    /// [`sync`](LogWriter::sync) still makes it durable.
+    pub fn publish_unsynced(&mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        self.shared
+            .durable_end
+            .store(self.position_next, Ordering::Release);
+        Ok(())
+    }
+
     /// Makes everything appended so far durable with one `fdatasync`, then
     /// lets readers see it. A failure poisons the writer: fsync is never
     /// retried, because a failed fsync may have dropped the dirty pages.
@@ -292,9 +305,10 @@ impl LogWriter {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
-        if self.synced_offset == self.write_offset
-            && self.shared.durable_end.load(Ordering::Acquire) == self.position_next
-        {
+        if self.synced_offset == self.write_offset {
+            self.shared
+                .durable_end
+                .store(self.position_next, Ordering::Release);
             return Ok(());
         }
         let result = self.sync_active();

@@ -48,7 +48,7 @@ pub use annals_segment::storage;
 pub use error::{Error, Result};
 pub use event::{EventData, EventId, ParseEventIdError, RecordedEvent};
 pub use expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
-pub use options::Options;
+pub use options::{Durability, Options};
 pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport};
 
 /// Event type of the tombstone a stream delete writes.
@@ -56,6 +56,10 @@ pub const TOMBSTONE_TYPE: &str = "$stream-deleted";
 
 /// Record flag marking a tombstone.
 pub(crate) const TOMBSTONE_FLAG: u16 = 1;
+/// Record flag on the first event of an append (all its streams together).
+pub(crate) const APPEND_FIRST_FLAG: u16 = 1 << 1;
+/// Record flag on the last event of an append.
+pub(crate) const APPEND_LAST_FLAG: u16 = 1 << 2;
 
 /// Longest stream name, in bytes.
 pub const STREAM_BYTES_MAX: usize = annals_segment::format::STREAM_BYTES_MAX;

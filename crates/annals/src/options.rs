@@ -1,5 +1,30 @@
 //! How a store is opened.
 
+use std::time::Duration;
+
+/// When an append is acknowledged, and so what a crash can lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledged = on disk. Every group of concurrent appends is made
+    /// durable with one `fdatasync` before any of them is answered. A crash
+    /// of the process, the OS or the power loses nothing acknowledged.
+    #[default]
+    Fsync,
+    /// Like [`Fsync`](Durability::Fsync), but the writer waits up to `delay`
+    /// after the first waiting append to gather more into the same group:
+    /// fewer, larger fsyncs for more latency. Loses nothing acknowledged.
+    Batched {
+        /// Longest wait for more appends before committing.
+        delay: Duration,
+    },
+    /// Acknowledged = written to the OS (page cache), not fsync'd; readers
+    /// see it at once. A crash of the process loses nothing; a crash of the
+    /// OS or a power cut loses what was appended since the last
+    /// [`Store::flush`](crate::Store::flush) (never part of an append, and
+    /// never anything before a lost append).
+    Buffered,
+}
+
 /// Options for [`Store::open_with`](crate::Store::open_with).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -12,6 +37,8 @@ pub struct Options {
     /// Most appends the writer commits with one write and one fsync.
     /// Default 1024.
     pub group_max: usize,
+    /// When appends are acknowledged (default [`Durability::Fsync`]).
+    pub durability: Durability,
 }
 
 impl Default for Options {
@@ -20,6 +47,7 @@ impl Default for Options {
             segment_bytes: annals_segment::SEGMENT_BYTES_DEFAULT,
             queue_max: 4096,
             group_max: 1024,
+            durability: Durability::Fsync,
         }
     }
 }
@@ -28,6 +56,18 @@ impl Options {
     /// Sets the segment size.
     pub fn segment_bytes(mut self, bytes: u64) -> Self {
         self.segment_bytes = bytes;
+        self
+    }
+
+    /// Sets the durability mode.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets the queue bound.
+    pub fn queue_max(mut self, queue_max: usize) -> Self {
+        self.queue_max = queue_max;
         self
     }
 }

@@ -15,7 +15,7 @@ use parking_lot::RwLock;
 use crate::error::{Error, Result};
 use crate::event::{EventData, RecordedEvent};
 use crate::expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
-use crate::writer::{self, Outcome, Request, StreamAppend};
+use crate::writer::{IdTable, Outcome, Request, StreamAppend, Writer};
 use crate::{Options, TOMBSTONE_FLAG, TOMBSTONE_TYPE};
 
 /// What an append wrote to one stream.
@@ -31,6 +31,9 @@ pub struct AppendResult {
     pub first_position: u64,
     /// Global position of the last event written.
     pub last_position: u64,
+    /// Whether this append was a retry of one already stored: nothing was
+    /// written, and this is the original append's result.
+    pub duplicate: bool,
 }
 
 /// A rejected multi-stream append: which entry's expectation failed.
@@ -119,15 +122,21 @@ impl Store {
             segment_bytes: options.segment_bytes,
         };
         let (log, reader, recovery) = annals_segment::open(storage, log_options)?;
-        let index = rebuild_index(&reader)?;
+        let (index, ids) = rebuild_index(&reader)?;
         let index = Arc::new(RwLock::new(index));
         let (queue, requests) = sync_channel(options.queue_max.max(1));
-        let writer_index = Arc::clone(&index);
         let frame_bytes_max = log.frame_bytes_max();
-        let group_max = options.group_max.max(1);
+        let writer = Writer {
+            log,
+            reader: reader.clone(),
+            index: Arc::clone(&index),
+            ids,
+            group_max: options.group_max.max(1),
+            durability: options.durability,
+        };
         let writer = std::thread::Builder::new()
             .name("annals-writer".into())
-            .spawn(move || writer::run(log, writer_index, requests, group_max))
+            .spawn(move || writer.run(requests))
             .map_err(|e| annals_segment::Error::io("spawn writer", location.clone(), e))?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -219,7 +228,19 @@ impl Store {
         let queue = self.inner.queue.as_ref().ok_or(Error::Closed)?;
         let (reply, answer) = sync_channel(1);
         queue
-            .send(Request { appends, reply })
+            .send(Request::Append { appends, reply })
+            .map_err(|_| Error::Closed)?;
+        answer.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Makes every append acknowledged so far durable. Needed only with
+    /// [`Durability::Buffered`](crate::Durability::Buffered); in the other
+    /// modes everything acknowledged already is.
+    pub fn flush(&self) -> Result<()> {
+        let queue = self.inner.queue.as_ref().ok_or(Error::Closed)?;
+        let (reply, answer) = sync_channel(1);
+        queue
+            .send(Request::Flush { reply })
             .map_err(|_| Error::Closed)?;
         answer.recv().map_err(|_| Error::Closed)?
     }
@@ -232,6 +253,7 @@ impl Store {
             ));
         }
         let mut records = Vec::new();
+        let mut ids = std::collections::HashSet::new();
         for append in appends {
             if append.events.is_empty() {
                 return Err(Error::InvalidInput(format!(
@@ -240,6 +262,12 @@ impl Store {
                 )));
             }
             for event in &append.events {
+                if !ids.insert(event.id) {
+                    return Err(Error::InvalidInput(format!(
+                        "event id {} appears twice in one append",
+                        event.id
+                    )));
+                }
                 if !append.tombstone && event.event_type.starts_with('$') {
                     return Err(Error::InvalidInput(format!(
                         "event type {:?} is reserved: types starting with '$' belong to the store",
@@ -357,7 +385,7 @@ impl Store {
     /// that the index equals one rebuilt from a full rescan.
     pub fn verify(&self) -> Result<VerifyReport> {
         let events = self.inner.reader.verify()?;
-        let rebuilt = rebuild_index(&self.inner.reader)?.dump();
+        let rebuilt = rebuild_index(&self.inner.reader)?.0.dump();
         let live = self.inner.index.read().dump();
         // The live index may be ahead of the rebuilt one if appends landed
         // during the scan; compare on what the rescan saw.
@@ -392,11 +420,13 @@ fn first_result(mut results: Vec<AppendResult>) -> AppendResult {
     results.swap_remove(0)
 }
 
-/// Builds the index from a full scan of the log.
-fn rebuild_index(reader: &LogReader) -> Result<StreamIndex> {
+/// Builds the index and the id table from a full scan of the log.
+fn rebuild_index(reader: &LogReader) -> Result<(StreamIndex, IdTable)> {
     let mut index = StreamIndex::new();
+    let mut ids = IdTable::new();
     let mut failure = None;
     reader.scan(0, |position, record| {
+        ids.insert(record.id, position);
         let tombstone = record.flags & TOMBSTONE_FLAG != 0;
         match index.push(record.stream, record.stream_version, position, tombstone) {
             Ok(()) => ControlFlow::Continue(()),
@@ -408,6 +438,6 @@ fn rebuild_index(reader: &LogReader) -> Result<StreamIndex> {
     })?;
     match failure {
         Some(error) => Err(error),
-        None => Ok(index),
+        None => Ok((index, ids)),
     }
 }
