@@ -7,6 +7,8 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+pub mod workloads;
+
 /// Scale factor from `ANNALS_BENCH_SCALE` (default 1).
 pub fn scale() -> usize {
     std::env::var("ANNALS_BENCH_SCALE")

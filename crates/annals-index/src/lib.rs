@@ -65,11 +65,40 @@ struct Entry {
     deleted: bool,
 }
 
+/// The bucket map's keys are already mixed by the [`StreamHasher`]: hashing
+/// them again (SipHash) cost more than the rest of an index update.
+#[derive(Debug, Clone, Copy, Default)]
+struct PremixedKey;
+
+impl std::hash::BuildHasher for PremixedKey {
+    type Hasher = PremixedHasher;
+    fn build_hasher(&self) -> PremixedHasher {
+        PremixedHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct PremixedHasher(u64);
+
+impl std::hash::Hasher for PremixedHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Stream name → (version → global position), in memory.
 #[derive(Debug)]
 pub struct StreamIndex<H: StreamHasher = Fnv1aMix> {
     hasher: H,
-    buckets: HashMap<u64, Vec<Entry>>,
+    buckets: HashMap<u64, Vec<Entry>, PremixedKey>,
     stream_count: u64,
     entry_count: u64,
 }
@@ -92,7 +121,7 @@ impl<H: StreamHasher> StreamIndex<H> {
     pub fn with_hasher(hasher: H) -> Self {
         StreamIndex {
             hasher,
-            buckets: HashMap::new(),
+            buckets: HashMap::default(),
             stream_count: 0,
             entry_count: 0,
         }
@@ -150,6 +179,20 @@ impl<H: StreamHasher> StreamIndex<H> {
         position: u64,
         tombstone: bool,
     ) -> Result<(), Error> {
+        self.push_run(stream, version, position, 1, tombstone)
+    }
+
+    /// Records `count` consecutive versions of `stream`, from `version`, at
+    /// consecutive positions from `position` (one append's events). Only the
+    /// last may be a `tombstone`. One lookup for the whole run.
+    pub fn push_run(
+        &mut self,
+        stream: &str,
+        version: u64,
+        position: u64,
+        count: u64,
+        tombstone: bool,
+    ) -> Result<(), Error> {
         let entry = self.entry_mut(stream);
         if entry.deleted {
             return Err(Error::Deleted(stream.to_owned()));
@@ -162,9 +205,9 @@ impl<H: StreamHasher> StreamIndex<H> {
                 expected,
             });
         }
-        entry.positions.push(position);
+        entry.positions.extend(position..position + count);
         entry.deleted = tombstone;
-        self.entry_count += 1;
+        self.entry_count += count;
         Ok(())
     }
 

@@ -69,16 +69,34 @@ impl LogOptions {
     }
 }
 
-/// A random 64-bit value (for segment salts and generated ids), from the
-/// standard library's randomly keyed SipHash over a counter and the clock.
+/// A random 64-bit value (for segment salts and generated event ids).
+///
+/// Each thread seeds a SplitMix64 generator once, from the standard
+/// library's randomly keyed SipHash over a process-wide counter, the clock
+/// and the process id; after that a value costs a few instructions and no
+/// system call. Not cryptographic: ids and salts need to be unique, not
+/// secret.
 pub fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    hasher.write_u128(nanos);
-    hasher.write_u32(std::process::id());
-    hasher.finish()
+    use std::cell::Cell;
+    static SEEDS: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(SEEDS.fetch_add(1, Ordering::Relaxed));
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            hasher.write_u128(nanos);
+            hasher.write_u32(std::process::id());
+            hasher.finish()
+        });
+    }
+    STATE.with(|state| {
+        let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state.set(next);
+        let mut z = next;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
 }

@@ -2,9 +2,7 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use annals_index::{Direction, StreamIndex};
 use annals_segment::format::{self, Record};
@@ -15,7 +13,7 @@ use parking_lot::RwLock;
 use crate::error::{Error, Result};
 use crate::event::{EventData, RecordedEvent};
 use crate::expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
-use crate::writer::{IdTable, Outcome, Request, StreamAppend, Writer};
+use crate::writer::{Answer, IdTable, Outcome, Pipeline, StreamAppend, Work, Writer};
 use crate::{Options, TOMBSTONE_FLAG, TOMBSTONE_TYPE};
 
 /// What an append wrote to one stream.
@@ -75,24 +73,28 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     location: String,
     reader: LogReader,
     index: Arc<RwLock<StreamIndex>>,
-    queue: Option<SyncSender<Request>>,
-    writer: Option<JoinHandle<()>>,
+    pipeline: Pipeline,
     frame_bytes_max: usize,
     recovery: RecoveryReport,
 }
 
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the queue stops the writer once it has answered everything.
-        self.queue.take();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
+        // Every clone is gone, so nothing is pending: sync what buffered
+        // mode left unsynced.
+        self.pipeline.close();
     }
 }
 
@@ -124,27 +126,21 @@ impl Store {
         let (log, reader, recovery) = annals_segment::open(storage, log_options)?;
         let (index, ids) = rebuild_index(&reader)?;
         let index = Arc::new(RwLock::new(index));
-        let (queue, requests) = sync_channel(options.queue_max.max(1));
         let frame_bytes_max = log.frame_bytes_max();
         let writer = Writer {
             log,
             reader: reader.clone(),
             index: Arc::clone(&index),
             ids,
-            group_max: options.group_max.max(1),
             durability: options.durability,
+            poisoned: false,
         };
-        let writer = std::thread::Builder::new()
-            .name("annals-writer".into())
-            .spawn(move || writer.run(requests))
-            .map_err(|e| annals_segment::Error::io("spawn writer", location.clone(), e))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 location,
                 reader,
                 index,
-                queue: Some(queue),
-                writer: Some(writer),
+                pipeline: Pipeline::new(writer, options.queue_max, options.group_max),
                 frame_bytes_max,
                 recovery,
             }),
@@ -225,24 +221,20 @@ impl Store {
 
     fn submit(&self, appends: Vec<StreamAppend>) -> Outcome {
         self.validate(&appends)?;
-        let queue = self.inner.queue.as_ref().ok_or(Error::Closed)?;
-        let (reply, answer) = sync_channel(1);
-        queue
-            .send(Request::Append { appends, reply })
-            .map_err(|_| Error::Closed)?;
-        answer.recv().map_err(|_| Error::Closed)?
+        match self.inner.pipeline.submit(Work::Append(appends)) {
+            Answer::Append(outcome) => outcome,
+            Answer::Flush(_) => Err(Error::Index("an append was answered as a flush".into())),
+        }
     }
 
     /// Makes every append acknowledged so far durable. Needed only with
     /// [`Durability::Buffered`](crate::Durability::Buffered); in the other
     /// modes everything acknowledged already is.
     pub fn flush(&self) -> Result<()> {
-        let queue = self.inner.queue.as_ref().ok_or(Error::Closed)?;
-        let (reply, answer) = sync_channel(1);
-        queue
-            .send(Request::Flush { reply })
-            .map_err(|_| Error::Closed)?;
-        answer.recv().map_err(|_| Error::Closed)?
+        match self.inner.pipeline.submit(Work::Flush) {
+            Answer::Flush(result) => result,
+            Answer::Append(_) => Err(Error::Index("a flush was answered as an append".into())),
+        }
     }
 
     /// Checks everything about an append that does not need the writer.
@@ -253,7 +245,7 @@ impl Store {
             ));
         }
         let mut records = Vec::new();
-        let mut ids = std::collections::HashSet::new();
+        let mut ids = Vec::new();
         for append in appends {
             if append.events.is_empty() {
                 return Err(Error::InvalidInput(format!(
@@ -262,12 +254,7 @@ impl Store {
                 )));
             }
             for event in &append.events {
-                if !ids.insert(event.id) {
-                    return Err(Error::InvalidInput(format!(
-                        "event id {} appears twice in one append",
-                        event.id
-                    )));
-                }
+                ids.push(event.id);
                 if !append.tombstone && event.event_type.starts_with('$') {
                     return Err(Error::InvalidInput(format!(
                         "event type {:?} is reserved: types starting with '$' belong to the store",
@@ -285,6 +272,14 @@ impl Store {
                     data: &event.data,
                 });
             }
+        }
+        // Sorting beats hashing for the few ids of one append.
+        ids.sort_unstable();
+        if let Some(pair) = ids.windows(2).find(|pair| pair.first() == pair.last()) {
+            let id = pair.first().copied().unwrap_or_default();
+            return Err(Error::InvalidInput(format!(
+                "event id {id} appears twice in one append"
+            )));
         }
         let bytes = format::frame_bytes(&records)?;
         if bytes > self.inner.frame_bytes_max {
@@ -423,7 +418,7 @@ fn first_result(mut results: Vec<AppendResult>) -> AppendResult {
 /// Builds the index and the id table from a full scan of the log.
 fn rebuild_index(reader: &LogReader) -> Result<(StreamIndex, IdTable)> {
     let mut index = StreamIndex::new();
-    let mut ids = IdTable::new();
+    let mut ids = IdTable::default();
     let mut failure = None;
     reader.scan(0, |position, record| {
         ids.insert(record.id, position);

@@ -1,18 +1,24 @@
-//! The single writer and its group commit. Every append is a request on a
-//! bounded queue; the writer takes every request waiting, recognises retries
-//! of appends already stored (by event id), checks each expectation against
-//! the index *and* the requests before it in the same group, writes the
-//! accepted ones as one frame with one `write`, makes them durable with one
-//! `fdatasync` (per the durability mode), updates the index, and answers.
+//! The write path: leader/follower group commit and the decisions it makes.
+//!
+//! Callers queue their request (a bounded queue: a full one blocks them).
+//! The first caller to find no leader becomes the leader: it takes every
+//! request waiting (up to `group_max`), recognises retries of appends
+//! already stored (by event id), checks each expectation against the index
+//! *and* the requests before it in the same group, writes the accepted ones
+//! as one frame with one `write`, makes them durable with one `fdatasync`
+//! (per the durability mode), updates the index, hands leadership to the
+//! next waiting request and answers its followers. A caller alone never
+//! changes threads; a group of N costs at most N-1 wakeups. (A dedicated
+//! writer thread cost two cross-thread wakeups per append: measured at ~21%
+//! of the time of bulk appends on this machine.)
 
-use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use annals_index::StreamIndex;
 use annals_segment::{LogReader, LogWriter, Record};
-use parking_lot::RwLock;
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::event::EventData;
@@ -31,94 +37,272 @@ pub(crate) struct StreamAppend {
 /// A rejected append: which of its streams failed, and how.
 pub(crate) type Conflict = (usize, WrongExpectedVersion);
 
-/// What the writer answers an append.
+/// What an append is answered.
 pub(crate) type Outcome = Result<Result<Vec<AppendResult>, Conflict>>;
 
-/// Work for the writer.
-pub(crate) enum Request {
+/// Work for the write path.
+pub(crate) enum Work {
     /// Append, atomically, to one or more streams.
-    Append {
-        appends: Vec<StreamAppend>,
-        reply: SyncSender<Outcome>,
-    },
+    Append(Vec<StreamAppend>),
     /// Make everything appended so far durable.
-    Flush { reply: SyncSender<Result<()>> },
+    Flush,
+}
+
+/// The answer to one piece of work.
+pub(crate) enum Answer {
+    /// To an append.
+    Append(Outcome),
+    /// To a flush.
+    Flush(Result<()>),
+}
+
+/// Where a waiting caller learns its fate.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+enum SlotState {
+    #[default]
+    Waiting,
+    /// This caller is now the leader.
+    Lead,
+    Done(Answer),
+}
+
+impl Slot {
+    fn set(&self, state: SlotState) {
+        *self.state.lock() = state;
+        self.changed.notify_one();
+    }
+
+    /// Blocks until answered or made leader.
+    fn wait(&self) -> SlotState {
+        let mut state = self.state.lock();
+        while matches!(*state, SlotState::Waiting) {
+            self.changed.wait(&mut state);
+        }
+        std::mem::take(&mut *state)
+    }
+}
+
+/// A queued request.
+pub(crate) struct Request {
+    work: Work,
+    slot: Arc<Slot>,
+}
+
+struct Queue {
+    pending: VecDeque<Request>,
+    leader: bool,
+}
+
+/// The write path shared by every `Store` clone.
+pub(crate) struct Pipeline {
+    queue: Mutex<Queue>,
+    space: Condvar,
+    writer: Mutex<Writer>,
+    queue_max: usize,
+    group_max: usize,
+    delay: Option<Duration>,
+}
+
+impl Pipeline {
+    pub(crate) fn new(writer: Writer, queue_max: usize, group_max: usize) -> Self {
+        let delay = match writer.durability {
+            Durability::Batched { delay } => Some(delay),
+            _ => None,
+        };
+        Pipeline {
+            queue: Mutex::new(Queue {
+                pending: VecDeque::new(),
+                leader: false,
+            }),
+            space: Condvar::new(),
+            writer: Mutex::new(writer),
+            queue_max: queue_max.max(1),
+            group_max: group_max.max(1),
+            delay,
+        }
+    }
+
+    /// Queues `work` and returns its answer, leading a group commit if no
+    /// one else is.
+    pub(crate) fn submit(&self, work: Work) -> Answer {
+        let slot = Arc::new(Slot::default());
+        let lead_now = {
+            let mut queue = self.queue.lock();
+            while queue.pending.len() >= self.queue_max {
+                self.space.wait(&mut queue);
+            }
+            queue.pending.push_back(Request {
+                work,
+                slot: Arc::clone(&slot),
+            });
+            !std::mem::replace(&mut queue.leader, true)
+        };
+        if lead_now {
+            return self.lead(&slot);
+        }
+        match slot.wait() {
+            SlotState::Done(answer) => answer,
+            SlotState::Lead => self.lead(&slot),
+            SlotState::Waiting => Answer::Append(Err(Error::Closed)),
+        }
+    }
+
+    /// Commits one group, which holds the leader's own request (it is at
+    /// the front of the queue), then passes leadership on.
+    fn lead(&self, own: &Arc<Slot>) -> Answer {
+        if let Some(delay) = self.delay {
+            // Batched durability: give more writers time to join the group.
+            let deadline = Instant::now() + delay;
+            while Instant::now() < deadline && self.queue.lock().pending.len() < self.group_max {
+                std::thread::sleep(Duration::from_micros(50).min(delay));
+            }
+        }
+        let group: Vec<Request> = {
+            let mut queue = self.queue.lock();
+            let n = queue.pending.len().min(self.group_max);
+            let group = queue.pending.drain(..n).collect();
+            self.space.notify_all();
+            group
+        };
+        let answers = self.writer.lock().commit_group(&group);
+        {
+            let mut queue = self.queue.lock();
+            match queue.pending.front() {
+                Some(next) => next.slot.set(SlotState::Lead),
+                None => queue.leader = false,
+            }
+        }
+        let mut own_answer = None;
+        for (request, answer) in group.into_iter().zip(answers) {
+            if Arc::ptr_eq(&request.slot, own) {
+                own_answer = Some(answer);
+            } else {
+                request.slot.set(SlotState::Done(answer));
+            }
+        }
+        own_answer.unwrap_or(Answer::Append(Err(Error::Index(
+            "the leader's request was not in its group".into(),
+        ))))
+    }
+
+    /// Syncs on close, unless poisoned (the next open recovers from disk).
+    pub(crate) fn close(&self) {
+        let mut writer = self.writer.lock();
+        if !writer.poisoned {
+            let _ = writer.log.sync();
+        }
+    }
 }
 
 /// Event id → global position of every event in the log.
-pub(crate) type IdTable = HashMap<[u8; 16], u64>;
+pub(crate) type IdTable = HashMap<[u8; 16], u64, IdHash>;
 
-/// What the writer needs besides the queue.
+/// Hashes 16-byte event ids with one folded 128-bit multiply, keyed per
+/// process so that callers who choose ids cannot aim them at one bucket.
+/// SipHash cost ~12% of the writer's time on bulk appends.
+#[derive(Clone)]
+pub(crate) struct IdHash {
+    key: u64,
+}
+
+impl Default for IdHash {
+    fn default() -> Self {
+        IdHash {
+            key: annals_segment::random_u64() | 1,
+        }
+    }
+}
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher { state: self.key }
+    }
+}
+
+/// The hasher [`IdHash`] builds.
+pub(crate) struct IdHasher {
+    state: u64,
+}
+
+impl IdHasher {
+    fn mix(&mut self, word: u64) {
+        let mixed = u128::from(self.state ^ word) * 0x9E37_79B9_7F4A_7C15_u128;
+        self.state = (mixed as u64) ^ ((mixed >> 64) as u64);
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(word);
+            self.mix(u64::from_le_bytes(le));
+        }
+        for byte in words.remainder() {
+            self.mix(u64::from(*byte));
+        }
+    }
+
+    fn write_usize(&mut self, _length_prefix: usize) {
+        // Ids are always 16 bytes: the length prefix carries nothing.
+    }
+
+    fn finish(&self) -> u64 {
+        self.state
+    }
+}
+
+/// The log and what the write path decides with; used by one leader at a time.
 pub(crate) struct Writer {
     pub(crate) log: LogWriter,
     pub(crate) reader: LogReader,
     pub(crate) index: Arc<RwLock<StreamIndex>>,
     pub(crate) ids: IdTable,
-    pub(crate) group_max: usize,
     pub(crate) durability: Durability,
+    pub(crate) poisoned: bool,
 }
 
 impl Writer {
-    /// Runs until every sender is gone.
-    pub(crate) fn run(mut self, queue: Receiver<Request>) {
-        let mut poisoned = false;
-        while let Ok(first) = queue.recv() {
-            let group = self.gather(first, &queue);
-            if poisoned {
-                for request in group {
-                    answer_error(request, Error::Poisoned);
+    /// Answers every request of a group. After a failed write or fsync the
+    /// writer is poisoned: every later request fails until reopen.
+    fn commit_group(&mut self, group: &[Request]) -> Vec<Answer> {
+        if !self.poisoned {
+            match self.commit(group) {
+                Ok(answers) => return answers,
+                Err(failed) => {
+                    self.poisoned = true;
+                    let mut failed = Some(failed);
+                    return group
+                        .iter()
+                        .map(|r| error_answer(&r.work, failed.take().unwrap_or(Error::Poisoned)))
+                        .collect();
                 }
-                continue;
-            }
-            if let Err(failed) = self.commit(&group) {
-                poisoned = true;
-                let mut failed = Some(failed);
-                for request in group {
-                    answer_error(request, failed.take().unwrap_or(Error::Poisoned));
-                }
-            }
-        }
-        // The store is closing: a clean close leaves nothing unsynced, also
-        // in buffered mode. (Nobody is left to hear a failure; the next open
-        // recovers from what is on disk.)
-        if !poisoned {
-            let _ = self.log.sync();
-        }
-    }
-
-    /// The first request and every one waiting behind it (in batched mode,
-    /// also those arriving within the delay), up to `group_max`.
-    fn gather(&self, first: Request, queue: &Receiver<Request>) -> Vec<Request> {
-        let mut group = vec![first];
-        let deadline = match self.durability {
-            Durability::Batched { delay } => Some(Instant::now() + delay),
-            _ => None,
-        };
-        while group.len() < self.group_max {
-            let next = match deadline {
-                None => queue.try_recv().ok(),
-                Some(deadline) => queue
-                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                    .ok(),
-            };
-            match next {
-                Some(request) => group.push(request),
-                None => break,
             }
         }
         group
+            .iter()
+            .map(|r| error_answer(&r.work, Error::Poisoned))
+            .collect()
     }
 
     /// Decides every request of the group, writes and syncs the accepted
-    /// ones, updates the index and answers. An `Err` means the log failed:
-    /// nothing was answered and the caller poisons the store.
-    fn commit(&mut self, group: &[Request]) -> Result<()> {
+    /// ones, updates the index and returns the answers. An `Err` means the
+    /// log failed: the caller poisons the writer.
+    fn commit(&mut self, group: &[Request]) -> Result<Vec<Answer>> {
         let decisions = decide(&self.index.read(), &self.ids, &self.reader, group);
         let timestamp_us = now_us();
         let mut batches: Vec<Vec<Record<'_>>> = Vec::new();
         for (request, decision) in group.iter().zip(&decisions) {
-            let (Request::Append { appends, .. }, Decision::Accept(first_versions)) =
-                (request, decision)
+            let (Work::Append(appends), Decision::Accept(first_versions)) =
+                (&request.work, decision)
             else {
                 continue;
             };
@@ -147,7 +331,7 @@ impl Writer {
             }
             batches.push(batch);
         }
-        let flush_asked = group.iter().any(|r| matches!(r, Request::Flush { .. }));
+        let flush_asked = group.iter().any(|r| matches!(r.work, Work::Flush));
         let refs: Vec<&[Record<'_>]> = batches.iter().map(Vec::as_slice).collect();
         let firsts = if refs.is_empty() {
             Vec::new()
@@ -160,20 +344,13 @@ impl Writer {
             self.log.sync()?;
         }
         let results = self.apply(group, decisions, firsts)?;
-        for (request, result) in group.iter().zip(results) {
-            match (request, result) {
-                (Request::Append { reply, .. }, Some(result)) => {
-                    let _ = reply.send(result);
-                }
-                (Request::Flush { reply }, _) => {
-                    let _ = reply.send(Ok(()));
-                }
-                (Request::Append { reply, .. }, None) => {
-                    let _ = reply.send(Err(Error::Index("append lost its result".into())));
-                }
-            }
-        }
-        Ok(())
+        Ok(results
+            .into_iter()
+            .map(|result| match result {
+                Some(outcome) => Answer::Append(outcome),
+                None => Answer::Flush(Ok(())),
+            })
+            .collect())
     }
 
     /// Records what the group wrote in the index and the id table, and
@@ -188,7 +365,7 @@ impl Writer {
         let mut index = self.index.write();
         let mut firsts = firsts.into_iter();
         for (request, decision) in group.iter().zip(decisions) {
-            let Request::Append { appends, .. } = request else {
+            let Work::Append(appends) = &request.work else {
                 results.push(None);
                 continue;
             };
@@ -227,17 +404,17 @@ impl Writer {
             let mut per_stream = Vec::with_capacity(appends.len());
             for (append, first_version) in appends.iter().zip(first_versions) {
                 let count = append.events.len() as u64;
+                index
+                    .push_run(
+                        &append.stream,
+                        first_version,
+                        position,
+                        count,
+                        append.tombstone,
+                    )
+                    .map_err(|e| Error::Index(e.to_string()))?;
                 for (i, event) in append.events.iter().enumerate() {
-                    let i = i as u64;
-                    index
-                        .push(
-                            &append.stream,
-                            first_version + i,
-                            position + i,
-                            append.tombstone,
-                        )
-                        .map_err(|e| Error::Index(e.to_string()))?;
-                    self.ids.insert(event.id.0, position + i);
+                    self.ids.insert(event.id.0, position + i as u64);
                 }
                 per_stream.push(AppendResult {
                     stream: append.stream.clone(),
@@ -255,14 +432,10 @@ impl Writer {
     }
 }
 
-fn answer_error(request: Request, error: Error) {
-    match request {
-        Request::Append { reply, .. } => {
-            let _ = reply.send(Err(error));
-        }
-        Request::Flush { reply } => {
-            let _ = reply.send(Err(error));
-        }
+fn error_answer(work: &Work, error: Error) -> Answer {
+    match work {
+        Work::Append(_) => Answer::Append(Err(error)),
+        Work::Flush => Answer::Flush(Err(error)),
     }
 }
 
@@ -307,10 +480,10 @@ fn decide(
     group: &[Request],
 ) -> Vec<Decision> {
     let mut overlay: HashMap<&str, CurrentVersion> = HashMap::new();
-    let mut group_ids: HashMap<[u8; 16], usize> = HashMap::new();
+    let mut group_ids: HashMap<[u8; 16], usize, IdHash> = HashMap::default();
     let mut decisions = Vec::with_capacity(group.len());
     for (r, request) in group.iter().enumerate() {
-        let Request::Append { appends, .. } = request else {
+        let Work::Append(appends) = &request.work else {
             decisions.push(Decision::Flush);
             continue;
         };
@@ -382,7 +555,7 @@ fn check_expectations<'a>(
 fn find_retry(
     ids: &IdTable,
     reader: &LogReader,
-    group_ids: &HashMap<[u8; 16], usize>,
+    group_ids: &HashMap<[u8; 16], usize, IdHash>,
     group: &[Request],
     appends: &[StreamAppend],
 ) -> Option<Decision> {
@@ -404,8 +577,9 @@ fn find_retry(
         let first = appends.first()?.events.first()?;
         let earlier = *group_ids.get(&first.id.0)?;
         return match group.get(earlier) {
-            Some(Request::Append {
-                appends: original, ..
+            Some(Request {
+                work: Work::Append(original),
+                ..
             }) if same_shape(original, appends) => Some(Decision::DuplicateOf(earlier)),
             _ => Some(partial()),
         };
