@@ -523,8 +523,9 @@ pub fn decode_record(
     Ok((record, size))
 }
 
-/// Decodes and verifies a whole frame: the header, then every event, and
-/// that the offset table points at each event in turn.
+/// Decodes and verifies a whole frame: the header, then every event, that
+/// the offset table points at each event in turn, and that the padding after
+/// the frame is zero.
 pub fn decode_frame<'a>(
     bytes: &'a [u8],
     offset: u64,
@@ -550,6 +551,15 @@ pub fn decode_frame<'a>(
     }
     if at != frame.len() {
         return Err("frame length does not match its events");
+    }
+    // Padding is not under any checksum: it must be zero. (Bytes past the
+    // end of `bytes` read as zero: a file is extended with zeros.)
+    let padded = header.padded_bytes() as usize;
+    let padding = bytes
+        .get(frame.len()..padded.min(bytes.len()))
+        .unwrap_or_default();
+    if padding.iter().any(|b| *b != 0) {
+        return Err("frame padding is not zero");
     }
     Ok((header, records))
 }
