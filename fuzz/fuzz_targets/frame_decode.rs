@@ -1,19 +1,22 @@
 //! The frame decoder on arbitrary bytes: returns a value or an error, never
-//! panics, never allocates beyond its bounds.
+//! panics, never allocates beyond its bounds. Input: salt (8 bytes LE) ‖
+//! frame offset (8 bytes LE) ‖ frame bytes, so real frames can seed it.
 #![no_main]
 
 use annals_segment::format;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let (salt, offset) = (0x5A17_5A17_5A17_5A17u64, 64u64);
+    let word = |at: usize| data.get(at..at + 8).map_or(0, |w| u64::from_le_bytes(w.try_into().unwrap_or_default()));
+    let (salt, offset) = (word(0), word(8));
+    let frame = data.get(16..).unwrap_or_default();
     let _ = format::SegmentHeader::decode(data);
-    if let Ok((header, records)) = format::decode_frame(data, offset, salt) {
+    if let Ok((header, records)) = format::decode_frame(frame, offset, salt) {
         assert_eq!(records.len(), header.event_count as usize);
-        for i in 0..u64::from(header.event_count) {
-            let one = format::decode_event_in_frame(data, offset, salt, header.position_first + i);
-            assert!(one.is_ok());
+        for (i, record) in records.iter().enumerate() {
+            let one = format::decode_event_in_frame(frame, offset, salt, header.position_first + i as u64);
+            assert_eq!(one.as_ref(), Ok(record));
         }
     }
-    let _ = format::decode_event_in_frame(data, offset, salt, 3);
+    let _ = format::decode_event_in_frame(frame, offset, salt, word(16));
 });

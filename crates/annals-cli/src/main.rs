@@ -9,6 +9,7 @@
 mod commands;
 mod demo;
 mod json;
+mod stress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,6 +103,22 @@ enum Command {
         /// Store directory.
         dir: PathBuf,
     },
+    /// Generate load: threads append 1-3 events with exact expectations to
+    /// streams of their own; one JSON line per acknowledged append, printed
+    /// only after the append returned Ok. Event data is "<stream>@<version>".
+    Stress {
+        /// Store directory (created if missing).
+        dir: PathBuf,
+        /// Writer threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Streams per thread.
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        /// How long to run.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
     /// Run the demo: concurrent writers with expected versions, conflicts,
     /// aggregates read back.
     Demo {
@@ -193,6 +210,12 @@ fn main() -> ExitCode {
             commands,
             accounts,
         } => demo::run(dir, threads, commands, accounts),
+        Command::Stress {
+            dir,
+            threads,
+            streams,
+            seconds,
+        } => stress::run(&dir, threads, streams, seconds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

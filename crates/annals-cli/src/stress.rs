@@ -1,0 +1,92 @@
+//! `annals stress`: a load generator. Threads append 1-3 events with exact
+//! expectations to streams of their own and print one JSON line per
+//! acknowledged append, only after `append` returned `Ok` — so a parent that
+//! kills the process knows exactly what was acknowledged. Event data is
+//! `"<stream>@<version>"`, so every event can be checked byte for byte.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use annals::{CurrentVersion, EventData, ExpectedVersion};
+use serde_json::json;
+
+use crate::commands::open;
+use crate::Failure;
+
+/// The data of event `version` of `stream` in a stress run.
+pub fn stress_data(stream: &str, version: u64) -> String {
+    format!("\"{stream}@{version}\"")
+}
+
+/// Runs the load until `seconds` have passed (or the process is killed).
+pub fn run(dir: &Path, threads: usize, streams: usize, seconds: f64) -> Result<(), Failure> {
+    let store = open(dir, true)?;
+    let out = Arc::new(Mutex::new(std::io::stdout()));
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = (0..threads.max(1))
+        .map(|t| {
+            let (store, out) = (store.clone(), Arc::clone(&out));
+            std::thread::spawn(move || -> Result<u64, Failure> {
+                let mut versions: HashMap<usize, CurrentVersion> = HashMap::new();
+                let mut rng = (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ annals_rand();
+                let mut appends = 0;
+                while Instant::now() < deadline {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let k = (rng % streams.max(1) as u64) as usize;
+                    let stream = format!("stress-{t}-{k}");
+                    let current = *versions
+                        .entry(k)
+                        .or_insert_with(|| store.stream_version(&stream));
+                    let (expected, next) = match current {
+                        CurrentVersion::Version(v) => (ExpectedVersion::Exact(v), v + 1),
+                        _ => (ExpectedVersion::NoStream, 0),
+                    };
+                    let n = 1 + (rng >> 20) % 3;
+                    let events = (next..next + n)
+                        .map(|v| EventData::new("Stressed", stress_data(&stream, v)))
+                        .collect();
+                    let written = store.append(&stream, expected, events)?.map_err(|c| {
+                        Failure::error(format!("unexpected conflict in a stress run: {c}"))
+                    })?;
+                    versions.insert(k, CurrentVersion::Version(written.last_version));
+                    let line = json!({
+                        "stream": written.stream,
+                        "first_version": written.first_version,
+                        "last_version": written.last_version,
+                        "first_position": written.first_position,
+                        "last_position": written.last_position,
+                    });
+                    let mut out = out
+                        .lock()
+                        .map_err(|_| Failure::error("stdout lock poisoned"))?;
+                    writeln!(out, "{line}").map_err(|e| Failure::error(format!("stdout: {e}")))?;
+                    out.flush()
+                        .map_err(|e| Failure::error(format!("stdout: {e}")))?;
+                    appends += 1;
+                }
+                Ok(appends)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for worker in workers {
+        total += worker
+            .join()
+            .map_err(|_| Failure::error("a stress thread panicked"))??;
+    }
+    eprintln!("annals stress: {total} appends acknowledged");
+    Ok(())
+}
+
+/// A per-process seed so that runs differ.
+fn annals_rand() -> u64 {
+    annals::EventId::random()
+        .0
+        .iter()
+        .fold(0u64, |h, b| h.rotate_left(8) ^ u64::from(*b))
+}
