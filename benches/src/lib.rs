@@ -7,6 +7,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+pub mod suite;
 pub mod workloads;
 
 /// Scale factor from `ANNALS_BENCH_SCALE` (default 1).

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod commands;
 mod demo;
 mod json;
@@ -102,6 +103,25 @@ enum Command {
     Verify {
         /// Store directory.
         dir: PathBuf,
+    },
+    /// Run the standard workloads on Annals, SQLite and the plain-file
+    /// ceiling in one run; print one table with the ratios.
+    Bench {
+        /// Seconds per timed write measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Streams (of 100 events each) in the read workloads' store.
+        #[arg(long, default_value_t = 10_000)]
+        streams: u64,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Only the write workloads.
+        #[arg(long, conflicts_with = "reads_only")]
+        writes_only: bool,
+        /// Only the read workloads.
+        #[arg(long)]
+        reads_only: bool,
     },
     /// Generate load: threads append 1-3 events with exact expectations to
     /// streams of their own; one JSON line per acknowledged append, printed
@@ -216,6 +236,13 @@ fn main() -> ExitCode {
             streams,
             seconds,
         } => stress::run(&dir, threads, streams, seconds),
+        Command::Bench {
+            seconds,
+            streams,
+            json,
+            writes_only,
+            reads_only,
+        } => bench::run(seconds, streams, json, !reads_only, !writes_only),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

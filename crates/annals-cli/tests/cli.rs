@@ -359,3 +359,43 @@ fn demo_runs_and_checks_itself() {
         "{text}"
     );
 }
+
+#[test]
+fn bench_prints_a_table_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("bench.json");
+    let out = annals(
+        &[
+            "bench",
+            "--seconds",
+            "0.1",
+            "--streams",
+            "50",
+            "--json",
+            json_path.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("vs sqlite") && text.contains("load a 100-event stream"),
+        "{text}"
+    );
+    let rows: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 9);
+    for row in rows {
+        assert!(row["workload"].is_string() && row["unit"].is_string());
+        assert!(row["annals"]["value"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let writes = rows.iter().filter(|r| r["unit"] == "commits/s").count();
+    assert_eq!(writes, 5);
+    assert!(rows
+        .iter()
+        .filter(|r| r["unit"] == "commits/s")
+        .all(|r| r["sqlite"]["value"].as_f64().unwrap() > 0.0
+            && r["ceiling"]["value"].as_f64().unwrap() > 0.0));
+    let bad = annals(&["bench", "--seconds", "0"], None);
+    assert_eq!(code(&bad), 2);
+}
