@@ -481,6 +481,11 @@ fn decide(
 ) -> Vec<Decision> {
     let mut overlay: HashMap<&str, CurrentVersion> = HashMap::new();
     let mut group_ids: HashMap<[u8; 16], usize, IdHash> = HashMap::default();
+    // A retry inside the group needs an earlier append in it to repeat.
+    let appends_in_group = group
+        .iter()
+        .filter(|r| matches!(r.work, Work::Append(_)))
+        .count();
     let mut decisions = Vec::with_capacity(group.len());
     for (r, request) in group.iter().enumerate() {
         let Work::Append(appends) = &request.work else {
@@ -494,9 +499,11 @@ fn decide(
         let decision = check_expectations(index, &overlay, appends);
         if let Ok((_, staged)) = &decision {
             overlay.extend(staged.iter().copied());
-            for append in appends {
-                for event in &append.events {
-                    group_ids.insert(event.id.0, r);
+            if appends_in_group > 1 {
+                for append in appends {
+                    for event in &append.events {
+                        group_ids.insert(event.id.0, r);
+                    }
                 }
             }
         }
@@ -559,10 +566,12 @@ fn find_retry(
     group: &[Request],
     appends: &[StreamAppend],
 ) -> Option<Decision> {
-    let events = || appends.iter().flat_map(|a| a.events.iter());
-    let stored = events().filter(|e| ids.contains_key(&e.id.0)).count();
-    let in_group = events().filter(|e| group_ids.contains_key(&e.id.0)).count();
-    let total = events().count();
+    let (mut stored, mut in_group, mut total) = (0usize, 0usize, 0usize);
+    for event in appends.iter().flat_map(|a| a.events.iter()) {
+        total += 1;
+        stored += usize::from(ids.contains_key(&event.id.0));
+        in_group += usize::from(!group_ids.is_empty() && group_ids.contains_key(&event.id.0));
+    }
     if stored == 0 && in_group == 0 {
         return None;
     }
