@@ -35,6 +35,20 @@ pub use recovery::RecoveryReport;
 pub use segment::{frame_index_file_name, parse_segment_file_name, segment_file_name};
 pub use writer::{open, LogWriter};
 
+/// `part` as a `Bytes` sharing `owner`'s buffer when `part` lies inside it
+/// (no copy), else a copy. Readers use it to hand out event data straight
+/// from the mapped segment.
+pub fn share(owner: &bytes::Bytes, part: &[u8]) -> bytes::Bytes {
+    let base = owner.as_ptr() as usize;
+    let start = part.as_ptr() as usize;
+    match start.checked_sub(base) {
+        Some(offset) if offset.saturating_add(part.len()) <= owner.len() && !part.is_empty() => {
+            owner.slice(offset..offset + part.len())
+        }
+        _ => bytes::Bytes::copy_from_slice(part),
+    }
+}
+
 /// Default size of a segment file: 64 MiB.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 
@@ -99,4 +113,26 @@ pub fn random_u64() -> u64 {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_slices_inside_the_owner_and_copies_the_rest() {
+        let owner = bytes::Bytes::from(vec![1u8, 2, 3, 4, 5]);
+        let inside = share(&owner, &owner[1..4]);
+        assert_eq!(&inside[..], &[2, 3, 4]);
+        assert_eq!(
+            inside.as_ptr(),
+            owner[1..].as_ptr(),
+            "a part of the owner is not copied"
+        );
+        let elsewhere = [2u8, 3, 4];
+        let copied = share(&owner, &elsewhere);
+        assert_eq!(&copied[..], &[2, 3, 4]);
+        assert_ne!(copied.as_ptr(), elsewhere.as_ptr());
+        assert!(share(&owner, &[]).is_empty());
+    }
 }

@@ -62,6 +62,17 @@ impl LogReader {
         position: u64,
         visit: impl FnOnce(Record<'_>) -> R,
     ) -> Result<Option<R>> {
+        self.with_event_shared(position, |record, _| visit(record))
+    }
+
+    /// Like [`with_event`](LogReader::with_event), also passing the buffer
+    /// the record's slices live in, so the caller can keep parts of it
+    /// without copying ([`share`](crate::share)).
+    pub fn with_event_shared<R>(
+        &self,
+        position: u64,
+        visit: impl FnOnce(Record<'_>, &bytes::Bytes) -> R,
+    ) -> Result<Option<R>> {
         if position >= self.position_end() {
             return Ok(None);
         }
@@ -78,6 +89,16 @@ impl LogReader {
         &self,
         from: u64,
         mut visit: impl FnMut(u64, Record<'_>) -> ControlFlow<()>,
+    ) -> Result<()> {
+        self.scan_shared(from, |position, record, _| visit(position, record))
+    }
+
+    /// Like [`scan`](LogReader::scan), also passing the buffer the record's
+    /// slices live in, so the caller can keep parts of it without copying.
+    pub fn scan_shared(
+        &self,
+        from: u64,
+        mut visit: impl FnMut(u64, Record<'_>, &bytes::Bytes) -> ControlFlow<()>,
     ) -> Result<()> {
         let end = self.position_end();
         let mut position = from;
@@ -116,7 +137,7 @@ impl LogReader {
                 for (k, record) in records.into_iter().enumerate() {
                     let p = header.position_first + k as u64;
                     if p >= position {
-                        if visit(p, record).is_break() {
+                        if visit(p, record, map.shared()).is_break() {
                             return Ok(());
                         }
                         position = p + 1;

@@ -104,7 +104,7 @@ impl Segment {
     pub(crate) fn with_event<R>(
         &self,
         position: u64,
-        visit: impl FnOnce(Record<'_>) -> R,
+        visit: impl FnOnce(Record<'_>, &bytes::Bytes) -> R,
     ) -> Result<R> {
         let entry = {
             let frames = self.frames.read();
@@ -117,7 +117,7 @@ impl Segment {
         let bytes = frame_bytes_at(&map, entry.offset);
         let record = format::decode_event_in_frame(bytes, entry.offset, self.header.salt, position)
             .map_err(|reason| Error::corrupt(&self.name, entry.offset, reason))?;
-        Ok(visit(record))
+        Ok(visit(record, map.shared()))
     }
 }
 

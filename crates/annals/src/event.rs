@@ -138,15 +138,21 @@ impl RecordedEvent {
         self.event_type == crate::TOMBSTONE_TYPE
     }
 
-    pub(crate) fn from_record(position: u64, record: annals_segment::Record<'_>) -> Self {
+    /// From a verified record; data and metadata share `owner` (the mapped
+    /// segment) instead of being copied.
+    pub(crate) fn from_record(
+        position: u64,
+        record: annals_segment::Record<'_>,
+        owner: &Bytes,
+    ) -> Self {
         RecordedEvent {
             stream: record.stream.to_owned(),
             version: record.stream_version,
             position,
             id: EventId(record.id),
             event_type: record.event_type.to_owned(),
-            data: Bytes::copy_from_slice(record.data),
-            metadata: Bytes::copy_from_slice(record.metadata),
+            data: annals_segment::share(owner, record.data),
+            metadata: annals_segment::share(owner, record.metadata),
             timestamp_us: record.timestamp_us,
         }
     }

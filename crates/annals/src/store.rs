@@ -335,8 +335,8 @@ impl Store {
     fn event_at(&self, position: u64) -> Result<RecordedEvent> {
         self.inner
             .reader
-            .with_event(position, |record| {
-                RecordedEvent::from_record(position, record)
+            .with_event_shared(position, |record, owner| {
+                RecordedEvent::from_record(position, record, owner)
             })?
             .ok_or_else(|| Error::Index(format!("position {position} is not in the log")))
     }
@@ -348,14 +348,16 @@ impl Store {
         if max == 0 {
             return Ok(events);
         }
-        self.inner.reader.scan(from, |position, record| {
-            events.push(RecordedEvent::from_record(position, record));
-            if events.len() >= max {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })?;
+        self.inner
+            .reader
+            .scan_shared(from, |position, record, owner| {
+                events.push(RecordedEvent::from_record(position, record, owner));
+                if events.len() >= max {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
         Ok(events)
     }
 

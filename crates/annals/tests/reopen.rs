@@ -245,3 +245,40 @@ fn simulated_crashes_keep_every_acknowledged_append() {
     }
     assert_eq!(verified, 40 * 60);
 }
+
+/// Events handed out share the mapped segment (no copy): they must stay
+/// valid after the store is closed and the directory reopened and written.
+#[test]
+fn read_events_outlive_their_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..100 {
+        store
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                vec![EventData::new("E", format!("payload {i}"))],
+            )
+            .unwrap()
+            .unwrap();
+    }
+    let kept = store.read_all(0, usize::MAX).unwrap();
+    let one = store.read_stream("s", 42, Direction::Forward, 1).unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..100 {
+        store
+            .append(
+                "t",
+                ExpectedVersion::Any,
+                vec![EventData::new("E", vec![0xFFu8; 1000 + i])],
+            )
+            .unwrap()
+            .unwrap();
+    }
+    drop(store);
+    for (i, event) in kept.iter().enumerate() {
+        assert_eq!(&event.data[..], format!("payload {i}").as_bytes());
+    }
+    assert_eq!(&one[0].data[..], b"payload 42");
+}

@@ -63,26 +63,44 @@ pub trait StorageFile: Send + Sync + Debug {
     fn map(&self) -> io::Result<Mapping>;
 }
 
-/// Read-only bytes of a mapped file.
+/// Read-only bytes of a mapped file, shareable without copying: readers
+/// hand out [`Bytes`](bytes::Bytes) that keep the mapping alive.
 ///
 /// A *live* mapping (a real `mmap`) shows later writes to the mapped range;
 /// a snapshot mapping (test backends) shows the file as it was when mapped,
 /// and readers must map again to see bytes written since.
 #[derive(Clone)]
 pub struct Mapping {
-    bytes: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    shared: bytes::Bytes,
     live: bool,
+}
+
+/// Lets `Bytes` own a mapping.
+struct MappingOwner(Arc<dyn AsRef<[u8]> + Send + Sync>);
+
+impl AsRef<[u8]> for MappingOwner {
+    fn as_ref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
 }
 
 impl Mapping {
     /// Wraps mapped bytes.
     pub fn new(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>, live: bool) -> Self {
-        Mapping { bytes, live }
+        Mapping {
+            shared: bytes::Bytes::from_owner(MappingOwner(bytes)),
+            live,
+        }
     }
 
     /// The mapped bytes.
     pub fn bytes(&self) -> &[u8] {
-        (*self.bytes).as_ref()
+        &self.shared
+    }
+
+    /// The mapped bytes as a shareable buffer (cloning it copies nothing).
+    pub fn shared(&self) -> &bytes::Bytes {
+        &self.shared
     }
 
     /// Whether later writes are visible through this mapping.
