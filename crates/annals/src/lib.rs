@@ -41,7 +41,7 @@ mod event;
 mod expected;
 mod options;
 mod store;
-mod writer;
+mod write;
 
 pub use annals_index::Direction;
 pub use annals_segment::storage;

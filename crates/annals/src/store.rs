@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 use crate::error::{Error, Result};
 use crate::event::{EventData, RecordedEvent};
 use crate::expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
-use crate::writer::{Answer, IdTable, Outcome, Pipeline, StreamAppend, Work, Writer};
+use crate::write::{Answer, IdTable, Outcome, Pipeline, StreamAppend, Work, Writer};
 use crate::{Options, TOMBSTONE_FLAG, TOMBSTONE_TYPE};
 
 /// What an append wrote to one stream.

@@ -1,0 +1,207 @@
+//! Committing one group: encode the accepted requests into one frame, one
+//! `write`, one `fdatasync` (per the durability mode), then the index and
+//! id table, then the answers.
+
+use std::sync::Arc;
+
+use annals_index::StreamIndex;
+use annals_segment::{LogReader, LogWriter, Record};
+use parking_lot::RwLock;
+
+use super::decide::{decide, Decision};
+use super::{Answer, IdTable, Outcome, Request, Work};
+use crate::error::{Error, Result};
+use crate::{AppendResult, Durability, APPEND_FIRST_FLAG, APPEND_LAST_FLAG, TOMBSTONE_FLAG};
+
+/// The log and what the write path decides with; used by one leader at a time.
+pub(crate) struct Writer {
+    pub(crate) log: LogWriter,
+    pub(crate) reader: LogReader,
+    pub(crate) index: Arc<RwLock<StreamIndex>>,
+    pub(crate) ids: IdTable,
+    pub(crate) durability: Durability,
+    pub(crate) poisoned: bool,
+}
+
+impl Writer {
+    /// Answers every request of a group. After a failed write or fsync the
+    /// writer is poisoned: every later request fails until reopen.
+    pub(super) fn commit_group(&mut self, group: &[Request]) -> Vec<Answer> {
+        if !self.poisoned {
+            match self.commit(group) {
+                Ok(answers) => return answers,
+                Err(failed) => {
+                    self.poisoned = true;
+                    let mut failed = Some(failed);
+                    return group
+                        .iter()
+                        .map(|r| error_answer(&r.work, failed.take().unwrap_or(Error::Poisoned)))
+                        .collect();
+                }
+            }
+        }
+        group
+            .iter()
+            .map(|r| error_answer(&r.work, Error::Poisoned))
+            .collect()
+    }
+
+    /// Decides every request of the group, writes and syncs the accepted
+    /// ones, updates the index and returns the answers. An `Err` means the
+    /// log failed: the caller poisons the writer.
+    fn commit(&mut self, group: &[Request]) -> Result<Vec<Answer>> {
+        let decisions = decide(&self.index.read(), &self.ids, &self.reader, group);
+        let timestamp_us = now_us();
+        let mut batches: Vec<Vec<Record<'_>>> = Vec::new();
+        for (request, decision) in group.iter().zip(&decisions) {
+            let (Work::Append(appends), Decision::Accept(first_versions)) =
+                (&request.work, decision)
+            else {
+                continue;
+            };
+            let mut batch = Vec::new();
+            for (append, &first_version) in appends.iter().zip(first_versions) {
+                for (i, event) in append.events.iter().enumerate() {
+                    batch.push(Record {
+                        stream: &append.stream,
+                        stream_version: first_version + i as u64,
+                        id: event.id.0,
+                        timestamp_us,
+                        flags: if append.tombstone { TOMBSTONE_FLAG } else { 0 },
+                        event_type: &event.event_type,
+                        metadata: &event.metadata,
+                        data: &event.data,
+                    });
+                }
+            }
+            // Mark the append's boundaries, so a retry can be told from a
+            // request that repeats only part of it.
+            if let Some(first) = batch.first_mut() {
+                first.flags |= APPEND_FIRST_FLAG;
+            }
+            if let Some(last) = batch.last_mut() {
+                last.flags |= APPEND_LAST_FLAG;
+            }
+            batches.push(batch);
+        }
+        let flush_asked = group.iter().any(|r| matches!(r.work, Work::Flush));
+        let refs: Vec<&[Record<'_>]> = batches.iter().map(Vec::as_slice).collect();
+        let firsts = if refs.is_empty() {
+            Vec::new()
+        } else {
+            self.log.append(&refs)?
+        };
+        if self.durability == Durability::Buffered && !flush_asked {
+            self.log.publish_unsynced()?;
+        } else {
+            self.log.sync()?;
+        }
+        let results = self.apply(group, decisions, firsts)?;
+        Ok(results
+            .into_iter()
+            .map(|result| match result {
+                Some(outcome) => Answer::Append(outcome),
+                None => Answer::Flush(Ok(())),
+            })
+            .collect())
+    }
+
+    /// Records what the group wrote in the index and the id table, and
+    /// builds each request's answer (`None` for flushes).
+    fn apply(
+        &mut self,
+        group: &[Request],
+        decisions: Vec<Decision>,
+        firsts: Vec<u64>,
+    ) -> Result<Vec<Option<Outcome>>> {
+        let mut results: Vec<Option<Outcome>> = Vec::with_capacity(group.len());
+        let mut index = self.index.write();
+        let mut firsts = firsts.into_iter();
+        for (request, decision) in group.iter().zip(decisions) {
+            let Work::Append(appends) = &request.work else {
+                results.push(None);
+                continue;
+            };
+            let first_versions = match decision {
+                Decision::Accept(first_versions) => first_versions,
+                Decision::Conflict(conflict) => {
+                    results.push(Some(Ok(Err(conflict))));
+                    continue;
+                }
+                Decision::Duplicate(found) => {
+                    results.push(Some(Ok(Ok(found))));
+                    continue;
+                }
+                Decision::DuplicateOf(earlier) => {
+                    let copy = match results.get(earlier) {
+                        Some(Some(Ok(Ok(found)))) => Ok(Ok(mark_duplicate(found.clone()))),
+                        _ => Err(Error::Index(
+                            "retry of a failed append in the same group".into(),
+                        )),
+                    };
+                    results.push(Some(copy));
+                    continue;
+                }
+                Decision::Invalid(error) => {
+                    results.push(Some(Err(error)));
+                    continue;
+                }
+                Decision::Flush => {
+                    results.push(None);
+                    continue;
+                }
+            };
+            let mut position = firsts
+                .next()
+                .ok_or_else(|| Error::Index("log returned too few positions".into()))?;
+            let mut per_stream = Vec::with_capacity(appends.len());
+            for (append, first_version) in appends.iter().zip(first_versions) {
+                let count = append.events.len() as u64;
+                index
+                    .push_run(
+                        &append.stream,
+                        first_version,
+                        position,
+                        count,
+                        append.tombstone,
+                    )
+                    .map_err(|e| Error::Index(e.to_string()))?;
+                for (i, event) in append.events.iter().enumerate() {
+                    self.ids.insert(event.id.0, position + i as u64);
+                }
+                per_stream.push(AppendResult {
+                    stream: append.stream.clone(),
+                    first_version,
+                    last_version: first_version + count - 1,
+                    first_position: position,
+                    last_position: position + count - 1,
+                    duplicate: false,
+                });
+                position += count;
+            }
+            results.push(Some(Ok(Ok(per_stream))));
+        }
+        Ok(results)
+    }
+}
+
+fn error_answer(work: &Work, error: Error) -> Answer {
+    match work {
+        Work::Append(_) => Answer::Append(Err(error)),
+        Work::Flush => Answer::Flush(Err(error)),
+    }
+}
+
+fn mark_duplicate(mut results: Vec<AppendResult>) -> Vec<AppendResult> {
+    for result in &mut results {
+        result.duplicate = true;
+    }
+    results
+}
+
+/// Microseconds since the Unix epoch.
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

@@ -1,0 +1,65 @@
+//! The write path: leader/follower group commit and the decisions it makes.
+//!
+//! Callers queue their request (a bounded queue: a full one blocks them).
+//! The first caller to find no leader becomes the leader: it takes every
+//! request waiting (up to `group_max`), recognises retries of appends
+//! already stored (by event id), checks each expectation against the index
+//! *and* the requests before it in the same group, writes the accepted ones
+//! as one frame with one `write`, makes them durable with one `fdatasync`
+//! (per the durability mode), updates the index, hands leadership to the
+//! next waiting request and answers its followers. A caller alone never
+//! changes threads; a group of N costs at most N-1 wakeups. (A dedicated
+//! writer thread cost two cross-thread wakeups per append: measured at ~21%
+//! of the time of bulk appends on this machine.)
+//!
+//! | file | owns |
+//! |---|---|
+//! | `pipeline.rs` | the queue, leadership, waking followers |
+//! | `commit.rs` | one group: encode, `write`, `fdatasync`, index update, answers |
+//! | `decide.rs` | per request: a retry? which expectation fails? |
+//! | `ids.rs` | the event id table behind idempotent retries |
+
+mod commit;
+mod decide;
+mod ids;
+mod pipeline;
+
+use crate::error::Result;
+use crate::event::EventData;
+use crate::expected::{ExpectedVersion, WrongExpectedVersion};
+use crate::AppendResult;
+
+pub(crate) use commit::Writer;
+pub(crate) use ids::IdTable;
+pub(crate) use pipeline::{Pipeline, Request};
+
+/// One stream's part of an append.
+#[derive(Debug)]
+pub(crate) struct StreamAppend {
+    pub(crate) stream: String,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) events: Vec<EventData>,
+    pub(crate) tombstone: bool,
+}
+
+/// A rejected append: which of its streams failed, and how.
+pub(crate) type Conflict = (usize, WrongExpectedVersion);
+
+/// What an append is answered.
+pub(crate) type Outcome = Result<Result<Vec<AppendResult>, Conflict>>;
+
+/// Work for the write path.
+pub(crate) enum Work {
+    /// Append, atomically, to one or more streams.
+    Append(Vec<StreamAppend>),
+    /// Make everything appended so far durable.
+    Flush,
+}
+
+/// The answer to one piece of work.
+pub(crate) enum Answer {
+    /// To an append.
+    Append(Outcome),
+    /// To a flush.
+    Flush(Result<()>),
+}
