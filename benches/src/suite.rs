@@ -426,8 +426,18 @@ fn read_workloads(streams: u64, step: &mut dyn FnMut(&str)) -> Vec<Comparison> {
         streams * 100
     ));
     let (store, sqlite) = build_read_stores(dir.path(), streams);
-
     step("loading 100-event streams");
+    out.push(load_stream(&store, &sqlite, streams));
+    step("scanning the global feed");
+    out.push(scan_feed(&store, &sqlite, dir.path(), streams * 100));
+    step("opening stores of two sizes");
+    drop(store);
+    out.extend(open_times(dir.path(), streams));
+    out
+}
+
+/// Loading 100-event streams picked across the store, on Annals and SQLite.
+fn load_stream(store: &Store, sqlite: &SqliteStore, streams: u64) -> Comparison {
     let samples = 2000u64;
     let pick = |i: u64| format!("stream-{}", i.wrapping_mul(7919) % streams);
     let mut annals_ns = Vec::new();
@@ -445,17 +455,18 @@ fn read_workloads(streams: u64, step: &mut dyn FnMut(&str)) -> Vec<Comparison> {
         sqlite_ns.push(started.elapsed().as_nanos() as u64);
         assert_eq!(rows.len(), 100);
     }
-    out.push(Comparison {
+    Comparison {
         workload: format!("load a 100-event stream of {streams} (p50)"),
         unit: "us",
         higher_is_better: false,
         annals: load_figure(annals_ns),
         sqlite: Some(load_figure(sqlite_ns)),
         ceiling: None,
-    });
+    }
+}
 
-    step("scanning the global feed");
-    let total = streams * 100;
+/// Scanning the whole global feed, on Annals, SQLite and the bytes alone.
+fn scan_feed(store: &Store, sqlite: &SqliteStore, dir: &Path, total: u64) -> Comparison {
     let started = Instant::now();
     let mut from = 0;
     while from < total {
@@ -484,7 +495,7 @@ fn read_workloads(streams: u64, step: &mut dyn FnMut(&str)) -> Vec<Comparison> {
     let sqlite_rate = rows as f64 / started.elapsed().as_secs_f64();
     // The ceiling: reading the bytes that hold the frames, nothing else
     // (not the zero tail of the preallocated active segment).
-    let mut files: Vec<(std::path::PathBuf, usize)> = std::fs::read_dir(dir.path().join("annals"))
+    let mut files: Vec<(std::path::PathBuf, usize)> = std::fs::read_dir(dir.join("annals"))
         .expect("dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "seg"))
@@ -507,18 +518,20 @@ fn read_workloads(streams: u64, step: &mut dyn FnMut(&str)) -> Vec<Comparison> {
         }
     }
     let ceiling_rate = total as f64 / started.elapsed().as_secs_f64();
-    out.push(Comparison {
+    Comparison {
         workload: format!("scan the global feed ({total} events, cached)"),
         unit: "events/s",
         higher_is_better: true,
         annals: Figure::value(annals_rate),
         sqlite: Some(Figure::value(sqlite_rate)),
         ceiling: Some(Figure::value(ceiling_rate)),
-    });
+    }
+}
 
-    step("opening stores of two sizes");
-    drop(store);
-    let big = open_ms(&dir.path().join("annals"));
+/// Opening a store of `streams` × 100 events and one a tenth of its size.
+fn open_times(dir: &Path, streams: u64) -> Vec<Comparison> {
+    let total = streams * 100;
+    let big = open_ms(&dir.join("annals"));
     let small_dir = tempfile::tempdir().expect("temp dir");
     let small_streams = (streams / 10).max(1);
     let (small, _) = build_read_stores(small_dir.path(), small_streams);
@@ -526,30 +539,31 @@ fn read_workloads(streams: u64, step: &mut dyn FnMut(&str)) -> Vec<Comparison> {
     let small = open_ms(&small_dir.path().join("annals"));
     let sqlite_open = {
         let started = Instant::now();
-        let peer = SqliteStore::open(&dir.path().join("peer.sqlite")).expect("sqlite");
+        let peer = SqliteStore::open(&dir.join("peer.sqlite")).expect("sqlite");
         let _: i64 = peer
             .conn
             .query_row("SELECT MAX(position) FROM events", [], |r| r.get(0))
             .expect("max");
         started.elapsed().as_secs_f64() * 1e3
     };
-    out.push(Comparison {
-        workload: format!("open a store of {} events (ms)", small_streams * 100),
-        unit: "ms",
-        higher_is_better: false,
-        annals: Figure::value(small),
-        sqlite: None,
-        ceiling: None,
-    });
-    out.push(Comparison {
-        workload: format!("open a store of {total} events (ms)"),
-        unit: "ms",
-        higher_is_better: false,
-        annals: Figure::value(big),
-        sqlite: Some(Figure::value(sqlite_open)),
-        ceiling: None,
-    });
-    out
+    vec![
+        Comparison {
+            workload: format!("open a store of {} events (ms)", small_streams * 100),
+            unit: "ms",
+            higher_is_better: false,
+            annals: Figure::value(small),
+            sqlite: None,
+            ceiling: None,
+        },
+        Comparison {
+            workload: format!("open a store of {total} events (ms)"),
+            unit: "ms",
+            higher_is_better: false,
+            annals: Figure::value(big),
+            sqlite: Some(Figure::value(sqlite_open)),
+            ceiling: None,
+        },
+    ]
 }
 
 fn open_ms(dir: &Path) -> f64 {

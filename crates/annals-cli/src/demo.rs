@@ -52,6 +52,18 @@ pub fn run(
     println!(
         "{threads} tellers x {commands} deposits over {accounts} accounts; every deposit loads the account and appends with the version it saw"
     );
+    let deposited = run_tellers(&store, threads, commands, accounts)?;
+    check_balances(&store, accounts, deposited)
+}
+
+/// Runs the tellers; prints rates and conflicts; returns the amount that
+/// acknowledged deposits add up to.
+fn run_tellers(
+    store: &Store,
+    threads: usize,
+    commands: usize,
+    accounts: usize,
+) -> Result<u64, Failure> {
     let conflicts = Arc::new(AtomicU64::new(0));
     let deposited = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -115,13 +127,17 @@ pub fn run(
         conflicts.load(Ordering::Relaxed)
     );
 
-    // Read every aggregate back: the balances must add up to what was deposited.
+    Ok(deposited.load(Ordering::Relaxed))
+}
+
+/// Reads every aggregate back: the balances must add up to what was deposited.
+fn check_balances(store: &Store, accounts: usize, deposited: u64) -> Result<(), Failure> {
     let read_started = Instant::now();
     let mut total = 0i64;
     let mut richest = (String::new(), 0i64);
     for a in 0..accounts {
         let stream = format!("account-{a}");
-        let (balance, _) = load_balance(&store, &stream)?;
+        let (balance, _) = load_balance(store, &stream)?;
         total += balance;
         if balance > richest.1 {
             richest = (stream, balance);
@@ -137,7 +153,7 @@ pub fn run(
         stats.segments
     );
     println!("richest account: {} with {}", richest.0, richest.1);
-    let expected_total = deposited.load(Ordering::Relaxed) as i64;
+    let expected_total = deposited as i64;
     if total != expected_total {
         return Err(Failure::error(format!(
             "balances add up to {total}, but {expected_total} was deposited"

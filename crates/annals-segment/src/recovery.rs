@@ -136,6 +136,46 @@ fn header_error(name: &str, error: HeaderError) -> Error {
 /// Opens every segment of the log. Returns `None` when there is none.
 pub(crate) fn recover(storage: &dyn Storage) -> Result<Option<Recovered>> {
     let mut report = RecoveryReport::default();
+    let mut opened = open_segments(storage, &mut report)?;
+    let Some((active_name, active_header, active_file)) = opened.pop() else {
+        return Ok(None);
+    };
+
+    let mut segments = Vec::with_capacity(opened.len() + 1);
+    let next_firsts: Vec<u64> = opened
+        .iter()
+        .skip(1)
+        .map(|(_, h, _)| h.position_first)
+        .chain(std::iter::once(active_header.position_first))
+        .collect();
+    for ((name, header, file), next_first) in opened.into_iter().zip(next_firsts) {
+        segments.push(Arc::new(open_sealed(
+            storage,
+            name,
+            header,
+            file,
+            next_first,
+            &mut report,
+        )?));
+    }
+    let (active, write_offset, position_end) =
+        open_active(active_name, active_header, active_file, &mut report)?;
+    segments.push(Arc::new(active));
+    Ok(Some(Recovered {
+        segments,
+        write_offset,
+        position_end,
+        report,
+    }))
+}
+
+/// A segment file opened with its verified header.
+type OpenedSegment = (String, SegmentHeader, Arc<dyn StorageFile>);
+
+/// Removes leftover temp files, then opens every segment in position order
+/// and checks its header. A last segment whose header is all zeros is a
+/// creation that did not complete (nothing in it was acknowledged): removed.
+fn open_segments(storage: &dyn Storage, report: &mut RecoveryReport) -> Result<Vec<OpenedSegment>> {
     let names = storage
         .list()
         .map_err(|e| Error::io("list", storage.describe(), e))?;
@@ -151,8 +191,6 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<Option<Recovered>> {
         .collect();
     firsts.sort_unstable();
 
-    // Open and check every header. A last segment whose header is all zeros
-    // is a creation that did not complete; nothing in it was acknowledged.
     let mut opened = Vec::with_capacity(firsts.len());
     for (i, &first) in firsts.iter().enumerate() {
         let name = crate::segment::segment_file_name(first);
@@ -190,36 +228,7 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<Option<Recovered>> {
             ));
         }
     }
-    let Some((active_name, active_header, active_file)) = opened.pop() else {
-        return Ok(None);
-    };
-
-    let mut segments = Vec::with_capacity(opened.len() + 1);
-    let next_firsts: Vec<u64> = opened
-        .iter()
-        .skip(1)
-        .map(|(_, h, _)| h.position_first)
-        .chain(std::iter::once(active_header.position_first))
-        .collect();
-    for ((name, header, file), next_first) in opened.into_iter().zip(next_firsts) {
-        segments.push(Arc::new(open_sealed(
-            storage,
-            name,
-            header,
-            file,
-            next_first,
-            &mut report,
-        )?));
-    }
-    let (active, write_offset, position_end) =
-        open_active(active_name, active_header, active_file, &mut report)?;
-    segments.push(Arc::new(active));
-    Ok(Some(Recovered {
-        segments,
-        write_offset,
-        position_end,
-        report,
-    }))
+    Ok(opened)
 }
 
 /// A sealed segment: its frame index file if it verifies, else a strict scan

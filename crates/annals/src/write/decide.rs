@@ -157,9 +157,18 @@ fn find_retry(
     if stored != total {
         return Some(partial());
     }
-    // Every id is stored: it is a retry if they sit, in order, at dense
-    // positions in the same streams, from the first event of one stored
-    // append to its last (the boundary flags), and nowhere else.
+    Some(stored_retry(ids, reader, appends, total).unwrap_or_else(partial))
+}
+
+/// Every id of the request is stored: its original results, if they sit,
+/// in order, at dense positions in the same streams, from the first event
+/// of one stored append to its last (the boundary flags) — else `None`.
+fn stored_retry(
+    ids: &IdTable,
+    reader: &LogReader,
+    appends: &[StreamAppend],
+    total: usize,
+) -> Option<Decision> {
     let mut position = *ids.get(&appends.first()?.events.first()?.id.0)?;
     let mut results = Vec::with_capacity(appends.len());
     let mut k = 0usize;
@@ -175,7 +184,7 @@ fn find_retry(
                 .ok()
                 .flatten();
             let Some((true, id, version, flags)) = stored_event else {
-                return Some(partial());
+                return None;
             };
             let boundary_ok = (flags & APPEND_FIRST_FLAG != 0) == (k == 0)
                 && (flags & APPEND_LAST_FLAG != 0) == (k + 1 == total);
@@ -185,7 +194,7 @@ fn find_retry(
                 || !boundary_ok
                 || version != first + (position - append_start)
             {
-                return Some(partial());
+                return None;
             }
             position += 1;
             k += 1;
