@@ -282,3 +282,9 @@ fn read_events_outlive_their_store() {
     }
     assert_eq!(&one[0].data[..], b"payload 42");
 }
+
+#[test]
+fn store_is_send_sync_and_clone() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync_clone::<Store>();
+}
