@@ -16,6 +16,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod clean;
 mod error;
 pub mod format;
 pub mod frame_index;
@@ -28,6 +29,7 @@ mod writer;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use clean::CLEAN_FILE_NAME;
 pub use error::{Error, Result};
 pub use format::Record;
 pub use reader::{LogReader, SegmentInfo};

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use crate::clean::CleanMarker;
 use crate::error::{Error, Result};
 use crate::format::{
     self, HeaderError, SegmentHeader, FRAME_ALIGN, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
@@ -28,6 +29,9 @@ pub struct RecoveryReport {
     pub frame_indexes_rebuilt: usize,
     /// Files removed: leftovers of interrupted operations.
     pub removed: Vec<String>,
+    /// The log had been closed cleanly: the active segment's preallocated
+    /// tail was not read.
+    pub clean_close: bool,
 }
 
 pub(crate) struct Recovered {
@@ -136,6 +140,7 @@ fn header_error(name: &str, error: HeaderError) -> Error {
 /// Opens every segment of the log. Returns `None` when there is none.
 pub(crate) fn recover(storage: &dyn Storage) -> Result<Option<Recovered>> {
     let mut report = RecoveryReport::default();
+    let clean = crate::clean::take(storage)?;
     let mut opened = open_segments(storage, &mut report)?;
     let Some((active_name, active_header, active_file)) = opened.pop() else {
         return Ok(None);
@@ -159,7 +164,7 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<Option<Recovered>> {
         )?));
     }
     let (active, write_offset, position_end) =
-        open_active(active_name, active_header, active_file, &mut report)?;
+        open_active(active_name, active_header, active_file, clean, &mut report)?;
     segments.push(Arc::new(active));
     Ok(Some(Recovered {
         segments,
@@ -278,12 +283,22 @@ fn open_active(
     name: String,
     header: SegmentHeader,
     file: Arc<dyn StorageFile>,
+    clean: Option<CleanMarker>,
     report: &mut RecoveryReport,
 ) -> Result<(Segment, u64, u64)> {
     let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
     let scan = scan_frames(map.bytes(), &header, None);
+    // Closed cleanly, and the scan stops exactly where it was closed: the
+    // tail has not been written since, so there is nothing to check in it.
+    let closed_here = CleanMarker {
+        position_first: header.position_first,
+        salt: header.salt,
+        data_end: scan.data_end,
+        position_end: scan.position_end,
+    };
+    report.clean_close = clean == Some(closed_here);
     let mut needs_truncate = false;
-    if let Some((offset, reason)) = scan.fault {
+    if let Some((offset, reason)) = scan.fault.filter(|_| !report.clean_close) {
         let rest = frame_bytes_at(&map, offset);
         if !rest.iter().all(|b| *b == 0) {
             if let Some(later) = durable_frame_after(map.bytes(), &header, offset) {

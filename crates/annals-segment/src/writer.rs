@@ -285,6 +285,22 @@ impl LogWriter {
         Ok(())
     }
 
+    /// Syncs, then records a clean close (see `clean.rs`): the next open
+    /// will not need to read the active segment's preallocated tail. Call
+    /// last; nothing may be appended after it.
+    pub fn close_clean(&mut self) -> Result<()> {
+        self.sync()?;
+        crate::clean::write(
+            self.storage.as_ref(),
+            crate::clean::CleanMarker {
+                position_first: self.active.header.position_first,
+                salt: self.active.header.salt,
+                data_end: self.write_offset,
+                position_end: self.position_next,
+            },
+        )
+    }
+
     /// Lets readers see everything appended so far *without* making it
     /// durable (for stores that chose OS-buffered durability). A later
     /// [`sync`](LogWriter::sync) still makes it durable.

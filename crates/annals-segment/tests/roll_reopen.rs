@@ -197,3 +197,41 @@ fn regression_snapshot_mapping_sees_frames_written_after_it() {
     }
     assert_eq!(reader.verify().unwrap(), 20);
 }
+
+/// A clean close lets the next open skip reading the preallocated tail;
+/// the marker is consumed by that open, so a crash afterwards gets the
+/// full check again; and a log that was not closed cleanly never trusts it.
+#[test]
+fn a_clean_close_is_trusted_once_and_a_crash_never() {
+    let storage = MemStorage::new();
+    let options = LogOptions {
+        segment_bytes: 64 << 10,
+    };
+    let (mut writer, _, report) =
+        annals_segment::open(Arc::new(storage.handle()), options).unwrap();
+    assert!(!report.clean_close);
+    let events: Vec<Owned> = (0..30).map(|k| event(k, 40)).collect();
+    for e in &events {
+        append_sync(&mut writer, std::slice::from_ref(e));
+    }
+    writer.close_clean().unwrap();
+    drop(writer);
+    assert!(storage.read_file(annals_segment::CLEAN_FILE_NAME).is_some());
+
+    let (mut writer, reader, report) =
+        annals_segment::open(Arc::new(storage.handle()), options).unwrap();
+    assert!(report.clean_close);
+    assert!(
+        storage.read_file(annals_segment::CLEAN_FILE_NAME).is_none(),
+        "the marker outlived the open"
+    );
+    assert_eq!(read_all(&reader), events);
+    // Written after the clean open, then a crash: no marker, full recovery.
+    let more = vec![event(100, 40)];
+    append_sync(&mut writer, &more);
+    let image = storage.crash_image(3, CrashMode::TearUnsynced);
+    drop((writer, reader));
+    let (_, reader, report) = annals_segment::open(Arc::new(image), options).unwrap();
+    assert!(!report.clean_close);
+    assert_eq!(read_all(&reader).len(), 31);
+}

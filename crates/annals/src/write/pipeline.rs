@@ -150,7 +150,7 @@ impl Pipeline {
     pub(crate) fn close(&self) {
         let mut writer = self.writer.lock();
         if !writer.poisoned {
-            let _ = writer.log.sync();
+            let _ = writer.log.close_clean();
         }
     }
 }
