@@ -272,7 +272,8 @@ fn open_sealed(
         position_end: scan.position_end,
         data_end: scan.data_end,
     };
-    let frames = write_frame_index(storage, &header, FrameIndex::Memory(scan.frames), summary)?;
+    let bytes = FrameIndex::Memory(scan.frames).encode(&header, summary);
+    let frames = write_frame_index(storage, &header, &bytes)?;
     report.frame_indexes_rebuilt += 1;
     Ok(Segment::new(header, file, map, frames, summary.data_end))
 }
@@ -344,17 +345,15 @@ fn open_active(
 pub(crate) fn write_frame_index(
     storage: &dyn Storage,
     header: &SegmentHeader,
-    frames: FrameIndex,
-    summary: SealedSummary,
+    bytes: &[u8],
 ) -> Result<FrameIndex> {
     let name = frame_index_file_name(header.position_first);
     let tmp = format!("{name}.tmp");
-    let bytes = frames.encode(header, summary);
     let _ = storage.remove(&tmp);
     let file = storage
         .create(&tmp)
         .map_err(|e| Error::io("create", tmp.clone(), e))?;
-    file.write_all_at(&bytes, 0)
+    file.write_all_at(bytes, 0)
         .map_err(|e| Error::io("write", tmp.clone(), e))?;
     file.sync_data()
         .map_err(|e| Error::io("fsync", tmp.clone(), e))?;

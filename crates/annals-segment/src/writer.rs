@@ -250,16 +250,17 @@ impl LogWriter {
             position_end: self.position_next,
             data_end: self.write_offset,
         };
-        let frames = std::mem::replace(
-            &mut *self.active.frames.write(),
-            FrameIndex::Memory(Vec::new()),
-        );
-        let mapped = recovery::write_frame_index(
-            self.storage.as_ref(),
-            &self.active.header,
-            frames,
-            summary,
-        )?;
+        // Readers keep using the in-memory index while the file is written
+        // (encoded under a read lock; no lock is held across the I/O); only
+        // then is it swapped for the mapped one. (Taking it out first made a
+        // concurrent read of this segment find no frame.)
+        let bytes = self
+            .active
+            .frames
+            .read()
+            .encode(&self.active.header, summary);
+        let mapped =
+            recovery::write_frame_index(self.storage.as_ref(), &self.active.header, &bytes)?;
         *self.active.frames.write() = mapped;
         let next = create_segment(
             self.storage.as_ref(),
