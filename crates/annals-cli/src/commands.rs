@@ -183,13 +183,14 @@ pub fn stats(dir: &Path, as_json: bool) -> Result<(), Failure> {
                 "events": stats.events,
                 "segments": stats.segments,
                 "bytes": stats.segment_bytes,
+                "data_bytes": stats.data_bytes,
             })
             .to_string(),
         )
     } else {
         print_line(&format!(
-            "streams   {}\nevents    {}\nsegments  {}\nbytes     {}",
-            stats.streams, stats.events, stats.segments, stats.segment_bytes
+            "streams   {}\nevents    {}\nsegments  {}\nbytes     {}\ndata_bytes {}",
+            stats.streams, stats.events, stats.segments, stats.segment_bytes, stats.data_bytes
         ))
     }
 }

@@ -194,6 +194,19 @@ fn append_read_all_round_trip_with_exit_codes() {
         (Some(3), Some(5), Some(1))
     );
     assert!(stats["bytes"].as_u64().unwrap() > 0);
+    // Data bytes: the segment header plus five small frames, far below the preallocation.
+    let data = stats["data_bytes"].as_u64().unwrap();
+    assert!(
+        data > 64 && data < stats["bytes"].as_u64().unwrap() / 100,
+        "{stats}"
+    );
+    let text = annals(&["stats", store], None);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.starts_with("streams   3\nevents    5\nsegments  1\nbytes     ")
+            && text.contains("\ndata_bytes "),
+        "{text}"
+    );
 
     let out = annals(&["verify", store], None);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));

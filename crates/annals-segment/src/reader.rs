@@ -41,6 +41,8 @@ pub struct SegmentInfo {
     pub frame_count: usize,
     /// Preallocated size in bytes.
     pub segment_bytes: u64,
+    /// Bytes holding frames (header included), as written so far.
+    pub data_bytes: u64,
 }
 
 /// A cheap, cloneable handle for reading the log from any thread.
@@ -188,6 +190,7 @@ impl LogReader {
                 position_first: s.header.position_first,
                 frame_count: s.frames.read().len(),
                 segment_bytes: s.header.segment_bytes,
+                data_bytes: s.written(),
             })
             .collect()
     }

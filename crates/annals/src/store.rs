@@ -55,6 +55,8 @@ pub struct Stats {
     pub segments: u64,
     /// Bytes preallocated for segment files.
     pub segment_bytes: u64,
+    /// Bytes of those files that hold data (frames and headers).
+    pub data_bytes: u64,
 }
 
 /// What [`Store::verify`] checked.
@@ -375,6 +377,7 @@ impl Store {
             events: self.inner.reader.position_end(),
             segments: segments.len() as u64,
             segment_bytes: segments.iter().map(|s| s.segment_bytes).sum(),
+            data_bytes: segments.iter().map(|s| s.data_bytes).sum(),
         }
     }
 
