@@ -21,6 +21,7 @@
 //! |  52 |    4 | reserved, zero |
 
 use crate::error::{Error, Result};
+use crate::format::{get_u32, get_u64};
 use crate::storage::Storage;
 
 /// Name of the marker file.
@@ -63,8 +64,8 @@ impl CleanMarker {
 
     /// Checksum first, then the fields; anything wrong is "no marker".
     fn decode(bytes: &[u8]) -> Option<CleanMarker> {
-        let word = |at: usize| Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
-        let crc = u32::from_le_bytes(bytes.get(48..52)?.try_into().ok()?);
+        let word = |at: usize| get_u64(bytes, at);
+        let crc = get_u32(bytes, 48)?;
         if bytes.len() != BYTES || crc32fast::hash(bytes.get(..48)?) != crc {
             return None;
         }

@@ -20,7 +20,7 @@
 //! |  64 |  16n | entries: (position_first u64, offset u64) per frame |
 
 use crate::error::{Error, Result};
-use crate::format::SegmentHeader;
+use crate::format::{get_u32, get_u64, SegmentHeader};
 use crate::storage::Mapping;
 
 /// Magic at the start of a frame index file.
@@ -87,8 +87,8 @@ impl FrameIndex {
                 let at = HEADER_BYTES + i * ENTRY_BYTES;
                 let bytes = map.bytes();
                 Some(FrameEntry {
-                    position_first: read_u64(bytes, at)?,
-                    offset: read_u64(bytes, at + 8)?,
+                    position_first: get_u64(bytes, at)?,
+                    offset: get_u64(bytes, at + 8)?,
                 })
             }
         }
@@ -153,29 +153,29 @@ impl FrameIndex {
         if bytes.len() < HEADER_BYTES {
             return Err(corrupt(0, "frame index shorter than its header"));
         }
-        let stored = read_u32(bytes, 60).unwrap_or(0);
+        let stored = get_u32(bytes, 60).unwrap_or(0);
         if index_crc(bytes) != stored {
             return Err(corrupt(0, "frame index checksum mismatch"));
         }
         if bytes.get(..8) != Some(&FRAME_INDEX_MAGIC[..]) {
             return Err(corrupt(0, "bad frame index magic"));
         }
-        let version = read_u32(bytes, 8).unwrap_or(0);
+        let version = get_u32(bytes, 8).unwrap_or(0);
         if version != FRAME_INDEX_FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
                 file: file.to_owned(),
                 version,
             });
         }
-        if read_u64(bytes, 16) != Some(header.position_first)
-            || read_u64(bytes, 24) != Some(header.salt)
+        if get_u64(bytes, 16) != Some(header.position_first)
+            || get_u64(bytes, 24) != Some(header.salt)
         {
             return Err(corrupt(16, "frame index belongs to another segment"));
         }
-        let count = read_u64(bytes, 32).unwrap_or(u64::MAX);
+        let count = get_u64(bytes, 32).unwrap_or(u64::MAX);
         let summary = SealedSummary {
-            position_end: read_u64(bytes, 40).unwrap_or(0),
-            data_end: read_u64(bytes, 48).unwrap_or(0),
+            position_end: get_u64(bytes, 40).unwrap_or(0),
+            data_end: get_u64(bytes, 48).unwrap_or(0),
         };
         let expected_len = (count as u128) * ENTRY_BYTES as u128 + HEADER_BYTES as u128;
         if expected_len != bytes.len() as u128 || count == 0 {
@@ -221,12 +221,4 @@ fn index_crc(bytes: &[u8]) -> u32 {
     hasher.update(bytes.get(..60).unwrap_or_default());
     hasher.update(bytes.get(HEADER_BYTES..).unwrap_or_default());
     hasher.finalize()
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
-}
-
-fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
 }

@@ -22,6 +22,7 @@ pub mod format;
 pub mod frame_index;
 mod reader;
 mod recovery;
+mod rng;
 mod segment;
 pub mod storage;
 mod writer;
@@ -96,7 +97,7 @@ pub fn random_u64() -> u64 {
     use std::cell::Cell;
     static SEEDS: AtomicU64 = AtomicU64::new(0);
     thread_local! {
-        static STATE: Cell<u64> = Cell::new({
+        static STATE: Cell<rng::SplitMix64> = Cell::new(rng::SplitMix64::new({
             let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
             hasher.write_u64(SEEDS.fetch_add(1, Ordering::Relaxed));
             let nanos = std::time::SystemTime::now()
@@ -105,15 +106,13 @@ pub fn random_u64() -> u64 {
             hasher.write_u128(nanos);
             hasher.write_u32(std::process::id());
             hasher.finish()
-        });
+        }));
     }
     STATE.with(|state| {
-        let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
-        state.set(next);
-        let mut z = next;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        let mut rng = state.get();
+        let value = rng.next_u64();
+        state.set(rng);
+        value
     })
 }
 

@@ -125,7 +125,7 @@ impl LogReader {
                 if entry.position_first >= end {
                     return Ok(());
                 }
-                let bytes = frame_bytes_at(&map, entry.offset);
+                let bytes = frame_bytes_at(map.bytes(), entry.offset);
                 let (header, records) =
                     format::decode_frame(bytes, entry.offset, segment.header.salt)
                         .map_err(|reason| Error::corrupt(&segment.name, entry.offset, reason))?;
@@ -210,7 +210,7 @@ impl LogReader {
                 if entry.position_first >= end {
                     break;
                 }
-                let bytes = frame_bytes_at(&map, entry.offset);
+                let bytes = frame_bytes_at(map.bytes(), entry.offset);
                 let (header, _) = format::decode_frame(bytes, entry.offset, segment.header.salt)
                     .map_err(|reason| Error::corrupt(&segment.name, entry.offset, reason))?;
                 if header.position_first != position {

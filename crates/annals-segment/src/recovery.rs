@@ -62,7 +62,7 @@ fn scan_frames(bytes: &[u8], header: &SegmentHeader, position_limit: Option<u64>
             return scan;
         }
         let offset = scan.data_end;
-        let rest = frame_bytes_at_slice(bytes, offset);
+        let rest = frame_bytes_at(bytes, offset);
         let fault = match format::decode_frame(rest, offset, header.salt) {
             Ok((frame, _)) if frame.position_first != scan.position_end => {
                 "frame position out of sequence"
@@ -86,13 +86,6 @@ fn scan_frames(bytes: &[u8], header: &SegmentHeader, position_limit: Option<u64>
     }
 }
 
-fn frame_bytes_at_slice(bytes: &[u8], offset: u64) -> &[u8] {
-    usize::try_from(offset)
-        .ok()
-        .and_then(|at| bytes.get(at..))
-        .unwrap_or_default()
-}
-
 /// Whether a valid frame written after `fault_offset` was known durable
 /// follows it. Candidates are only frame-aligned offsets whose salt matches;
 /// a candidate counts only if its header checksum (bound to its offset)
@@ -103,11 +96,9 @@ fn durable_frame_after(bytes: &[u8], header: &SegmentHeader, fault_offset: u64) 
     while (offset as usize).saturating_add(FRAME_HEADER_BYTES) <= bytes.len() {
         let at = offset as usize;
         if bytes.get(at + 8..at + 16) == Some(&salt[..]) {
-            if let Ok(frame) = format::decode_frame_header(
-                frame_bytes_at_slice(bytes, offset),
-                offset,
-                header.salt,
-            ) {
+            if let Ok(frame) =
+                format::decode_frame_header(frame_bytes_at(bytes, offset), offset, header.salt)
+            {
                 if frame.synced_before > fault_offset {
                     return Some(offset);
                 }
@@ -300,7 +291,7 @@ fn open_active(
     report.clean_close = clean == Some(closed_here);
     let mut needs_truncate = false;
     if let Some((offset, reason)) = scan.fault.filter(|_| !report.clean_close) {
-        let rest = frame_bytes_at(&map, offset);
+        let rest = frame_bytes_at(map.bytes(), offset);
         if !rest.iter().all(|b| *b == 0) {
             if let Some(later) = durable_frame_after(map.bytes(), &header, offset) {
                 return Err(Error::corrupt(

@@ -114,17 +114,17 @@ impl Segment {
             Error::corrupt(&self.name, 0, format!("no frame holds position {position}"))
         })?;
         let map = self.mapping()?;
-        let bytes = frame_bytes_at(&map, entry.offset);
+        let bytes = frame_bytes_at(map.bytes(), entry.offset);
         let record = format::decode_event_in_frame(bytes, entry.offset, self.header.salt, position)
             .map_err(|reason| Error::corrupt(&self.name, entry.offset, reason))?;
         Ok(visit(record, map.shared()))
     }
 }
 
-/// The bytes of a mapping from `offset` on (empty when out of range).
-pub(crate) fn frame_bytes_at(map: &Mapping, offset: u64) -> &[u8] {
+/// The bytes from `offset` on (empty when out of range).
+pub(crate) fn frame_bytes_at(bytes: &[u8], offset: u64) -> &[u8] {
     usize::try_from(offset)
         .ok()
-        .and_then(|at| map.bytes().get(at..))
+        .and_then(|at| bytes.get(at..))
         .unwrap_or_default()
 }

@@ -184,7 +184,7 @@ impl LogWriter {
         for (batch, &size) in batches.iter().zip(sizes) {
             let too_many = frame.len() + batch.len() > format::FRAME_EVENTS_MAX as usize;
             if !frame.is_empty() && (frame_bytes + size > self.frame_bytes_max() || too_many) {
-                self.emit_frame(&frame)?;
+                self.emit_frame(&frame, frame_bytes)?;
                 frame.clear();
                 frame_bytes = format::FRAME_HEADER_BYTES;
             }
@@ -194,17 +194,19 @@ impl LogWriter {
             cursor += batch.len() as u64;
         }
         if !frame.is_empty() {
-            self.emit_frame(&frame)?;
+            self.emit_frame(&frame, frame_bytes)?;
         }
         self.flush_buf()?;
         debug_assert_eq!(cursor, self.position_next);
         Ok(firsts)
     }
 
-    /// Encodes one frame into the write buffer, rolling first if it does not
-    /// fit in the active segment.
-    fn emit_frame(&mut self, records: &[Record<'_>]) -> Result<()> {
-        let padded = align_up(format::frame_bytes(records)? as u64);
+    /// Encodes one frame of `frame_bytes` (as sized by the caller) into the
+    /// write buffer, rolling first if it does not fit in the active segment.
+    /// The encoder sizes the frame again and must agree: the check comes in
+    /// a pair, not once per step.
+    fn emit_frame(&mut self, records: &[Record<'_>], frame_bytes: usize) -> Result<()> {
+        let padded = align_up(frame_bytes as u64);
         if self.write_offset + self.buf.len() as u64 + padded > self.options.segment_bytes {
             self.flush_buf()?;
             self.roll()?;
@@ -215,7 +217,14 @@ impl LogWriter {
             position_first: self.position_next,
             synced_before: self.synced_offset,
         };
-        format::encode_frame(&mut self.buf, place, records)?;
+        let encoded = format::encode_frame(&mut self.buf, place, records)?;
+        if encoded != frame_bytes {
+            // Cannot happen (both sizes come from the same records); if it
+            // did, the fit check above was wrong: refuse, and be poisoned.
+            return Err(Error::Invalid(format!(
+                "frame sized {frame_bytes} bytes but encoded as {encoded}"
+            )));
+        }
         self.pending.push(FrameEntry {
             position_first: self.position_next,
             offset: place.offset,

@@ -3,10 +3,8 @@
 //! learn the true actual version, and versions and positions have no gaps.
 //! Method: 16 threads × 200 attempts on 4 streams, then a full check.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-
 use annals::{CurrentVersion, Direction, EventData, ExpectedVersion, Options, Store};
+use std::collections::{BTreeMap, HashSet};
 
 #[test]
 fn exactly_one_winner_per_stream_version() {
@@ -92,5 +90,4 @@ fn exactly_one_winner_per_stream_version() {
             winners.keys().filter(|(s, _)| *s == stream).count()
         );
     }
-    let _ = Arc::new(());
 }
