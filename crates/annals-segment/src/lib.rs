@@ -1,7 +1,7 @@
 //! The Annals segment log: the global, append-only sequence of events, split
 //! into preallocated segment files of checksummed batch frames.
 //!
-//! - [`format`]: every byte on disk (the spec is `docs/FORMAT.md`).
+//! - [`format`](mod@format): every byte on disk (the spec is `docs/FORMAT.md`).
 //! - [`LogWriter`]: the one writer; appends frames, `fdatasync`s, rolls segments.
 //! - [`LogReader`]: cloneable readers over `mmap`, up to the durable end.
 //! - recovery on [`open`]: torn tails are truncated, corruption is refused.
