@@ -125,7 +125,7 @@ enum Command {
     },
     /// Generate load: threads append 1-3 events with exact expectations to
     /// streams of their own; one JSON line per acknowledged append, printed
-    /// only after the append returned Ok. Event data is "<stream>@<version>".
+    /// only after the append returned Ok. Event data is "STREAM@VERSION".
     Stress {
         /// Store directory (created if missing).
         dir: PathBuf,
