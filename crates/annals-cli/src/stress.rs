@@ -39,9 +39,10 @@ pub fn run(dir: &Path, threads: usize, streams: usize, seconds: f64) -> Result<(
                     rng ^= rng << 17;
                     let k = (rng % streams.max(1) as u64) as usize;
                     let stream = format!("stress-{t}-{k}");
-                    let current = *versions
-                        .entry(k)
-                        .or_insert_with(|| store.stream_version(&stream));
+                    let current = match versions.get(&k) {
+                        Some(current) => *current,
+                        None => store.stream_version(&stream)?,
+                    };
                     let (expected, next) = match current {
                         CurrentVersion::Version(v) => (ExpectedVersion::Exact(v), v + 1),
                         _ => (ExpectedVersion::NoStream, 0),

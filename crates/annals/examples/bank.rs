@@ -14,7 +14,7 @@ fn balance(store: &Store, account: &str) -> annals::Result<(i64, ExpectedVersion
                 .unwrap_or(0)
         })
         .sum();
-    let expected = match store.stream_version(account) {
+    let expected = match store.stream_version(account)? {
         CurrentVersion::Version(v) => ExpectedVersion::Exact(v),
         _ => ExpectedVersion::NoStream,
     };

@@ -39,6 +39,7 @@
 mod error;
 mod event;
 mod expected;
+mod index;
 mod options;
 mod store;
 mod write;
@@ -48,6 +49,7 @@ pub use annals_segment::storage;
 pub use error::{Error, Result};
 pub use event::{EventData, EventId, ParseEventIdError, RecordedEvent};
 pub use expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
+pub use index::IndexReport;
 pub use options::{Durability, Options};
 pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport};
 

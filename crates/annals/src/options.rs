@@ -39,6 +39,10 @@ pub struct Options {
     pub group_max: usize,
     /// When appends are acknowledged (default [`Durability::Fsync`]).
     pub durability: Durability,
+    /// Events the in-memory index buffer holds before it is written to an
+    /// index file in the background (default 65,536). Bounds the index's
+    /// memory: at most three buffers exist at once.
+    pub index_buffer_events: u64,
 }
 
 impl Default for Options {
@@ -48,6 +52,7 @@ impl Default for Options {
             queue_max: 4096,
             group_max: 1024,
             durability: Durability::Fsync,
+            index_buffer_events: 1 << 16,
         }
     }
 }
@@ -62,6 +67,12 @@ impl Options {
     /// Sets the durability mode.
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Sets the size of the in-memory index buffer, in events.
+    pub fn index_buffer_events(mut self, events: u64) -> Self {
+        self.index_buffer_events = events;
         self
     }
 

@@ -4,17 +4,17 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 
-use annals_index::{Direction, StreamIndex};
+use annals_index::Direction;
 use annals_segment::format::{self, Record};
 use annals_segment::storage::{FsStorage, Storage};
 use annals_segment::{LogOptions, LogReader, RecoveryReport};
-use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
 use crate::event::{EventData, RecordedEvent};
 use crate::expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
-use crate::write::{Answer, IdTable, Outcome, Pipeline, StreamAppend, Work, Writer};
-use crate::{Options, TOMBSTONE_FLAG, TOMBSTONE_TYPE};
+use crate::index::{Index, IndexReport};
+use crate::write::{Answer, Outcome, Pipeline, StreamAppend, Work, Writer};
+use crate::{Options, TOMBSTONE_TYPE};
 
 /// What an append wrote to one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,18 @@ pub struct Stats {
     pub segment_bytes: u64,
     /// Bytes of those files that hold data (frames and headers).
     pub data_bytes: u64,
+    /// Index run files on disk.
+    pub index_runs: u64,
+    /// Bytes of those files.
+    pub index_bytes: u64,
+    /// Position up to which the index is persisted: an open after a crash
+    /// replays the log from here.
+    pub index_checkpoint: u64,
+    /// Events whose index entries are only in memory (not yet in a run).
+    pub index_buffered: u64,
+    /// The last failure of the background index writer, if it has not
+    /// succeeded since (the entries stay in memory meanwhile).
+    pub index_error: Option<String>,
 }
 
 /// What [`Store::verify`] checked.
@@ -64,8 +76,10 @@ pub struct Stats {
 pub struct VerifyReport {
     /// Events whose checksums were verified.
     pub events: u64,
-    /// Streams whose index matched a full rescan of the log.
+    /// Streams in the index.
     pub streams: u64,
+    /// Index entries (persisted or in memory) that matched a full rescan.
+    pub index_entries: u64,
 }
 
 /// An open event store. Cheap to clone and share between threads; the
@@ -78,7 +92,7 @@ pub struct Store {
 struct Inner {
     location: String,
     reader: LogReader,
-    index: Arc<RwLock<StreamIndex>>,
+    index: Arc<Index>,
     pipeline: Pipeline,
     frame_bytes_max: usize,
     recovery: RecoveryReport,
@@ -95,8 +109,9 @@ impl std::fmt::Debug for Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Every clone is gone, so nothing is pending: sync what buffered
-        // mode left unsynced.
+        // mode left unsynced, then persist the index buffer.
         self.pipeline.close();
+        self.index.close();
     }
 }
 
@@ -117,6 +132,16 @@ impl Store {
     /// Opens the store on any [`Storage`] (tests use the in-memory,
     /// crash-simulating one).
     pub fn open_storage(storage: Arc<dyn Storage>, options: Options) -> Result<Store> {
+        Self::open_storage_with_progress(storage, options, &mut |_, _| {})
+    }
+
+    /// Opens the store on any [`Storage`], reporting the index replay as
+    /// `progress(events done, events to replay)`.
+    pub fn open_storage_with_progress(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Store> {
         let location = storage.describe();
         storage.try_lock().map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock => Error::Locked(location.clone()),
@@ -125,15 +150,18 @@ impl Store {
         let log_options = LogOptions {
             segment_bytes: options.segment_bytes,
         };
-        let (log, reader, recovery) = annals_segment::open(storage, log_options)?;
-        let (index, ids) = rebuild_index(&reader)?;
-        let index = Arc::new(RwLock::new(index));
+        let (log, reader, recovery) = annals_segment::open(Arc::clone(&storage), log_options)?;
+        let index = Arc::new(Index::open(
+            storage,
+            reader.clone(),
+            options.index_buffer_events,
+            progress,
+        )?);
         let frame_bytes_max = log.frame_bytes_max();
         let writer = Writer {
             log,
             reader: reader.clone(),
             index: Arc::clone(&index),
-            ids,
             durability: options.durability,
             poisoned: false,
         };
@@ -157,6 +185,12 @@ impl Store {
     /// What recovery did when the store was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.recovery
+    }
+
+    /// What opening the index found: its checkpoint, the events replayed
+    /// from the log after it, run files discarded.
+    pub fn index_report(&self) -> &IndexReport {
+        self.inner.index.report()
     }
 
     /// Appends `events` to `stream` if the stream is at `expected`: one
@@ -294,8 +328,8 @@ impl Store {
     }
 
     /// The stream's current version.
-    pub fn stream_version(&self, stream: &str) -> CurrentVersion {
-        CurrentVersion::from_state(self.inner.index.read().state(stream))
+    pub fn stream_version(&self, stream: &str) -> Result<CurrentVersion> {
+        Ok(CurrentVersion::from_state(self.inner.index.state(stream)?))
     }
 
     /// Up to `max` events of `stream` from version `from` (inclusive), in
@@ -309,28 +343,36 @@ impl Store {
         direction: Direction,
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let (entries, state) = {
-            let index = self.inner.index.read();
-            (
-                index.read(stream, from, direction, max),
-                index.state(stream),
-            )
-        };
-        if state.is_some_and(|s| s.deleted) {
+        let index = &self.inner.index;
+        if index.state(stream)?.is_some_and(|s| s.deleted) {
             return Err(Error::StreamDeleted(stream.to_owned()));
         }
-        let mut events = Vec::with_capacity(entries.len());
-        for (version, position) in entries {
-            let event = self.event_at(position)?;
-            if event.stream != stream || event.version != version {
-                return Err(Error::Index(format!(
-                    "index maps {stream}@{version} to position {position}, which holds {}@{}",
-                    event.stream, event.version
-                )));
-            }
-            events.push(event);
+        if max == 0 {
+            return Ok(Vec::new());
         }
-        Ok(events)
+        index.repairing(|| {
+            let mut events = Vec::with_capacity(max.min(1024));
+            index.read(stream, from, direction, max, &mut |version, position| {
+                let event = self.event_at(position)?;
+                if event.stream != stream {
+                    // Another stream whose name has the same hash.
+                    return Ok(ControlFlow::Continue(()));
+                }
+                if event.version != version {
+                    return Err(Error::Index(format!(
+                        "index maps {stream}@{version} to position {position}, which holds {}@{}",
+                        event.stream, event.version
+                    )));
+                }
+                events.push(event);
+                Ok(if events.len() >= max {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
+            })?;
+            Ok(events)
+        })
     }
 
     /// The event at a global position, checksum verified.
@@ -371,73 +413,41 @@ impl Store {
     /// Counts of streams, events and segments.
     pub fn stats(&self) -> Stats {
         let segments = self.inner.reader.segments();
-        let index = self.inner.index.read();
+        let index = self.inner.index.figures();
         Stats {
-            streams: index.stream_count(),
+            streams: index.streams,
             events: self.inner.reader.position_end(),
             segments: segments.len() as u64,
             segment_bytes: segments.iter().map(|s| s.segment_bytes).sum(),
             data_bytes: segments.iter().map(|s| s.data_bytes).sum(),
+            index_runs: index.runs,
+            index_bytes: index.run_bytes,
+            index_checkpoint: index.checkpoint,
+            index_buffered: index.buffered,
+            index_error: index.error,
         }
     }
 
-    /// Reads every byte of the log, verifying every checksum, and checks
-    /// that the index equals one rebuilt from a full rescan.
+    /// Reads every byte of the log, verifying every checksum; then reads
+    /// every page of every index file and checks every index entry,
+    /// persisted or in memory, against one rebuilt from the log.
     pub fn verify(&self) -> Result<VerifyReport> {
         let events = self.inner.reader.verify()?;
-        let rebuilt = rebuild_index(&self.inner.reader)?.0.dump();
-        let live = self.inner.index.read().dump();
-        // The live index may be ahead of the rebuilt one if appends landed
-        // during the scan; compare on what the rescan saw.
-        for (stream, (positions, deleted)) in &rebuilt {
-            let Some((live_positions, live_deleted)) = live.get(stream) else {
-                return Err(Error::Index(format!(
-                    "stream {stream} is in the log but not in the index"
-                )));
-            };
-            if live_positions.get(..positions.len()) != Some(positions.as_slice())
-                || (*deleted && !live_deleted)
-            {
-                return Err(Error::Index(format!(
-                    "index entries of stream {stream} differ from the log"
-                )));
-            }
-        }
+        let index_entries = self.inner.index.verify()?;
         Ok(VerifyReport {
             events,
-            streams: rebuilt.len() as u64,
+            streams: self.inner.index.figures().streams,
+            index_entries,
         })
     }
 
     /// A copy of the whole index (stream → positions, deleted), for tests
-    /// and tools that compare indexes.
-    pub fn index_dump(&self) -> std::collections::BTreeMap<String, (Vec<u64>, bool)> {
-        self.inner.index.read().dump()
+    /// and tools that compare indexes. Reads every index entry.
+    pub fn index_dump(&self) -> Result<std::collections::BTreeMap<String, (Vec<u64>, bool)>> {
+        self.inner.index.dump()
     }
 }
 
 fn first_result(mut results: Vec<AppendResult>) -> AppendResult {
     results.swap_remove(0)
-}
-
-/// Builds the index and the id table from a full scan of the log.
-fn rebuild_index(reader: &LogReader) -> Result<(StreamIndex, IdTable)> {
-    let mut index = StreamIndex::new();
-    let mut ids = IdTable::default();
-    let mut failure = None;
-    reader.scan(0, |position, record| {
-        ids.insert(record.id, position);
-        let tombstone = record.flags & TOMBSTONE_FLAG != 0;
-        match index.push(record.stream, record.stream_version, position, tombstone) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(e) => {
-                failure = Some(Error::Index(format!("at position {position}: {e}")));
-                ControlFlow::Break(())
-            }
-        }
-    })?;
-    match failure {
-        Some(error) => Err(error),
-        None => Ok((index, ids)),
-    }
 }

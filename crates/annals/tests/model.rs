@@ -325,7 +325,7 @@ fn run(ops: Vec<Op>) {
     let s = store.as_ref().unwrap();
     assert_eq!(s.position_end(), model.all.len() as u64);
     for (stream, _) in model.streams.iter() {
-        assert_eq!(s.stream_version(stream), model.current(stream));
+        assert_eq!(s.stream_version(stream).unwrap(), model.current(stream));
     }
     s.verify().unwrap();
 }

@@ -19,7 +19,7 @@ fn exactly_one_winner_per_stream_version() {
                 let mut losses = 0u64;
                 for i in 0..200usize {
                     let stream = streams[(t + i) % streams.len()];
-                    let expected = match store.stream_version(stream) {
+                    let expected = match store.stream_version(stream).unwrap() {
                         CurrentVersion::NoStream => ExpectedVersion::NoStream,
                         CurrentVersion::Version(v) => ExpectedVersion::Exact(v),
                         CurrentVersion::Deleted { .. } => unreachable!(),

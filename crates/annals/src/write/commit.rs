@@ -4,21 +4,19 @@
 
 use std::sync::Arc;
 
-use annals_index::StreamIndex;
 use annals_segment::{LogReader, LogWriter, Record};
-use parking_lot::RwLock;
 
 use super::decide::{decide, Decision};
-use super::{Answer, IdTable, Outcome, Request, Work};
+use super::{Answer, Outcome, Request, Work};
 use crate::error::{Error, Result};
+use crate::index::Index;
 use crate::{AppendResult, Durability, APPEND_FIRST_FLAG, APPEND_LAST_FLAG, TOMBSTONE_FLAG};
 
 /// The log and what the write path decides with; used by one leader at a time.
 pub(crate) struct Writer {
     pub(crate) log: LogWriter,
     pub(crate) reader: LogReader,
-    pub(crate) index: Arc<RwLock<StreamIndex>>,
-    pub(crate) ids: IdTable,
+    pub(crate) index: Arc<Index>,
     pub(crate) durability: Durability,
     pub(crate) poisoned: bool,
 }
@@ -50,7 +48,7 @@ impl Writer {
     /// ones, updates the index and returns the answers. An `Err` means the
     /// log failed: the caller poisons the writer.
     fn commit(&mut self, group: &[Request]) -> Result<Vec<Answer>> {
-        let decisions = decide(&self.index.read(), &self.ids, &self.reader, group);
+        let decisions = decide(&self.index, &self.reader, group);
         let timestamp_us = now_us();
         let mut batches: Vec<Vec<Record<'_>>> = Vec::new();
         for (request, decision) in group.iter().zip(&decisions) {
@@ -96,7 +94,17 @@ impl Writer {
         } else {
             self.log.sync()?;
         }
-        let results = self.apply(group, decisions, firsts)?;
+        let results = self
+            .index
+            .update(|memtable| apply(memtable, group, decisions, firsts))?;
+        if self.index.wants_freeze() {
+            // A frozen memtable is written to an index file: only what is
+            // durable in the log may be.
+            if self.durability == Durability::Buffered && !flush_asked {
+                self.log.sync()?;
+            }
+            self.index.freeze();
+        }
         Ok(results
             .into_iter()
             .map(|result| match result {
@@ -105,84 +113,81 @@ impl Writer {
             })
             .collect())
     }
+}
 
-    /// Records what the group wrote in the index and the id table, and
-    /// builds each request's answer (`None` for flushes).
-    fn apply(
-        &mut self,
-        group: &[Request],
-        decisions: Vec<Decision>,
-        firsts: Vec<u64>,
-    ) -> Result<Vec<Option<Outcome>>> {
-        let mut results: Vec<Option<Outcome>> = Vec::with_capacity(group.len());
-        let mut index = self.index.write();
-        let mut firsts = firsts.into_iter();
-        for (request, decision) in group.iter().zip(decisions) {
-            let Work::Append(appends) = &request.work else {
+/// Records what the group wrote in the memtable and builds each request's
+/// answer (`None` for flushes).
+fn apply(
+    memtable: &mut annals_index::Memtable,
+    group: &[Request],
+    decisions: Vec<Decision>,
+    firsts: Vec<u64>,
+) -> Result<Vec<Option<Outcome>>> {
+    let mut results: Vec<Option<Outcome>> = Vec::with_capacity(group.len());
+    let mut firsts = firsts.into_iter();
+    for (request, decision) in group.iter().zip(decisions) {
+        let Work::Append(appends) = &request.work else {
+            results.push(None);
+            continue;
+        };
+        let first_versions = match decision {
+            Decision::Accept(first_versions) => first_versions,
+            Decision::Conflict(conflict) => {
+                results.push(Some(Ok(Err(conflict))));
+                continue;
+            }
+            Decision::Duplicate(found) => {
+                results.push(Some(Ok(Ok(found))));
+                continue;
+            }
+            Decision::DuplicateOf(earlier) => {
+                let copy = match results.get(earlier) {
+                    Some(Some(Ok(Ok(found)))) => Ok(Ok(mark_duplicate(found.clone()))),
+                    _ => Err(Error::Index(
+                        "retry of a failed append in the same group".into(),
+                    )),
+                };
+                results.push(Some(copy));
+                continue;
+            }
+            Decision::Invalid(error) => {
+                results.push(Some(Err(error)));
+                continue;
+            }
+            Decision::Flush => {
                 results.push(None);
                 continue;
-            };
-            let first_versions = match decision {
-                Decision::Accept(first_versions) => first_versions,
-                Decision::Conflict(conflict) => {
-                    results.push(Some(Ok(Err(conflict))));
-                    continue;
-                }
-                Decision::Duplicate(found) => {
-                    results.push(Some(Ok(Ok(found))));
-                    continue;
-                }
-                Decision::DuplicateOf(earlier) => {
-                    let copy = match results.get(earlier) {
-                        Some(Some(Ok(Ok(found)))) => Ok(Ok(mark_duplicate(found.clone()))),
-                        _ => Err(Error::Index(
-                            "retry of a failed append in the same group".into(),
-                        )),
-                    };
-                    results.push(Some(copy));
-                    continue;
-                }
-                Decision::Invalid(error) => {
-                    results.push(Some(Err(error)));
-                    continue;
-                }
-                Decision::Flush => {
-                    results.push(None);
-                    continue;
-                }
-            };
-            let mut position = firsts
-                .next()
-                .ok_or_else(|| Error::Index("log returned too few positions".into()))?;
-            let mut per_stream = Vec::with_capacity(appends.len());
-            for (append, first_version) in appends.iter().zip(first_versions) {
-                let count = append.events.len() as u64;
-                index
-                    .push_run(
-                        &append.stream,
-                        first_version,
-                        position,
-                        count,
-                        append.tombstone,
-                    )
-                    .map_err(|e| Error::Index(e.to_string()))?;
-                for (i, event) in append.events.iter().enumerate() {
-                    self.ids.insert(event.id.0, position + i as u64);
-                }
-                per_stream.push(AppendResult {
-                    stream: append.stream.clone(),
-                    first_version,
-                    last_version: first_version + count - 1,
-                    first_position: position,
-                    last_position: position + count - 1,
-                    duplicate: false,
-                });
-                position += count;
             }
-            results.push(Some(Ok(Ok(per_stream))));
+        };
+        let mut position = firsts
+            .next()
+            .ok_or_else(|| Error::Index("log returned too few positions".into()))?;
+        let mut per_stream = Vec::with_capacity(appends.len());
+        for (append, first_version) in appends.iter().zip(first_versions) {
+            let count = append.events.len() as u64;
+            let ids: Vec<[u8; 16]> = append.events.iter().map(|e| e.id.0).collect();
+            memtable
+                .push_run(
+                    &append.stream,
+                    first_version,
+                    position,
+                    &ids,
+                    append.tombstone,
+                )
+                .map_err(|e| Error::Index(e.to_string()))?;
+            per_stream.push(AppendResult {
+                stream: append.stream.clone(),
+                first_version,
+                last_version: first_version + count - 1,
+                first_position: position,
+                last_position: position + count - 1,
+                duplicate: false,
+            });
+            position += count;
         }
-        Ok(results)
+        results.push(Some(Ok(Ok(per_stream))));
     }
+    Ok(results)
 }
 
 fn error_answer(work: &Work, error: Error) -> Answer {

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 
-use annals_index::StreamIndex;
+use annals_index::IdHash;
 use annals_segment::LogReader;
 
-use super::ids::IdHash;
-use super::{Conflict, IdTable, Request, StreamAppend, Work};
+use super::{Conflict, Request, StreamAppend, Work};
 use crate::error::Error;
 use crate::expected::{CurrentVersion, WrongExpectedVersion};
+use crate::index::Index;
 use crate::{AppendResult, APPEND_FIRST_FLAG, APPEND_LAST_FLAG};
 
 /// What the writer does with one request.
@@ -33,12 +33,7 @@ pub(super) enum Decision {
 /// whose expectation is now stale is still the same append), then each
 /// expectation is checked against the index plus earlier accepted requests
 /// of the group: two requests that both expect version N cannot both win.
-pub(super) fn decide(
-    index: &StreamIndex,
-    ids: &IdTable,
-    reader: &LogReader,
-    group: &[Request],
-) -> Vec<Decision> {
+pub(super) fn decide(index: &Index, reader: &LogReader, group: &[Request]) -> Vec<Decision> {
     let mut overlay: HashMap<&str, CurrentVersion> = HashMap::new();
     let mut group_ids: HashMap<[u8; 16], usize, IdHash> = HashMap::default();
     // A retry inside the group needs an earlier append in it to repeat.
@@ -52,11 +47,24 @@ pub(super) fn decide(
             decisions.push(Decision::Flush);
             continue;
         };
-        if let Some(decision) = find_retry(ids, reader, &group_ids, group, appends) {
-            decisions.push(decision);
-            continue;
+        match find_retry(index, reader, &group_ids, group, appends) {
+            Ok(Some(decision)) => {
+                decisions.push(decision);
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                decisions.push(Decision::Invalid(error));
+                continue;
+            }
         }
-        let decision = check_expectations(index, &overlay, appends);
+        let decision = match check_expectations(index, &overlay, appends) {
+            Ok(decision) => decision,
+            Err(error) => {
+                decisions.push(Decision::Invalid(error));
+                continue;
+            }
+        };
         if let Ok((_, staged)) = &decision {
             overlay.extend(staged.iter().map(|(s, v)| (*s, *v)));
             if appends_in_group > 1 {
@@ -80,30 +88,35 @@ type Staged<'a> = HashMap<&'a str, CurrentVersion>;
 
 /// The first versions of each stream append and the state each stream will
 /// be in, or the first failing expectation. (A map, not a list: a search of
-/// a list made a 1,000-stream `append_many` quadratic.)
+/// a list made a 1,000-stream `append_many` quadratic.) The outer `Err`: the
+/// index could not be read.
+#[allow(clippy::type_complexity)]
 fn check_expectations<'a>(
-    index: &StreamIndex,
+    index: &Index,
     overlay: &HashMap<&'a str, CurrentVersion>,
     appends: &'a [StreamAppend],
-) -> Result<(Vec<u64>, Staged<'a>), Conflict> {
+) -> Result<Result<(Vec<u64>, Staged<'a>), Conflict>, Error> {
     let mut staged: Staged<'a> = HashMap::with_capacity(appends.len());
     let mut firsts = Vec::with_capacity(appends.len());
     for (i, append) in appends.iter().enumerate() {
         let stream = append.stream.as_str();
-        let current = staged
+        let known = staged
             .get(stream)
             .copied()
-            .or_else(|| overlay.get(stream).copied())
-            .unwrap_or_else(|| CurrentVersion::from_state(index.state(stream)));
+            .or_else(|| overlay.get(stream).copied());
+        let current = match known {
+            Some(current) => current,
+            None => CurrentVersion::from_state(index.state(stream)?),
+        };
         if !current.satisfies(append.expected) {
-            return Err((
+            return Ok(Err((
                 i,
                 WrongExpectedVersion {
                     stream: append.stream.clone(),
                     expected: append.expected,
                     actual: current,
                 },
-            ));
+            )));
         }
         let first = current.next();
         let last = first + append.events.len() as u64 - 1;
@@ -115,26 +128,32 @@ fn check_expectations<'a>(
         staged.insert(stream, after);
         firsts.push(first);
     }
-    Ok((firsts, staged))
+    Ok(Ok((firsts, staged)))
 }
 
 /// Whether the request repeats an append already stored (or earlier in the
 /// group). `None`: none of its ids is known, so it is a new append.
 fn find_retry(
-    ids: &IdTable,
+    index: &Index,
     reader: &LogReader,
     group_ids: &HashMap<[u8; 16], usize, IdHash>,
     group: &[Request],
     appends: &[StreamAppend],
-) -> Option<Decision> {
-    let (mut stored, mut in_group, mut total) = (0usize, 0usize, 0usize);
-    for event in appends.iter().flat_map(|a| a.events.iter()) {
-        total += 1;
-        stored += usize::from(ids.contains_key(&event.id.0));
-        in_group += usize::from(!group_ids.is_empty() && group_ids.contains_key(&event.id.0));
-    }
+) -> Result<Option<Decision>, Error> {
+    let ids: Vec<[u8; 16]> = appends
+        .iter()
+        .flat_map(|a| a.events.iter().map(|e| e.id.0))
+        .collect();
+    let found = index.find_ids(&ids)?;
+    let total = ids.len();
+    let stored = found.iter().filter(|f| f.is_some()).count();
+    let in_group = if group_ids.is_empty() {
+        0
+    } else {
+        ids.iter().filter(|id| group_ids.contains_key(*id)).count()
+    };
     if stored == 0 && in_group == 0 {
-        return None;
+        return Ok(None);
     }
     let partial = || {
         Decision::Invalid(Error::InvalidInput(format!(
@@ -144,39 +163,43 @@ fn find_retry(
     };
     if in_group == total {
         // Every id belongs to one earlier request of this group with the same shape.
-        let first = appends.first()?.events.first()?;
-        let earlier = *group_ids.get(&first.id.0)?;
-        return match group.get(earlier) {
-            Some(Request {
-                work: Work::Append(original),
-                ..
-            }) if same_shape(original, appends) => Some(Decision::DuplicateOf(earlier)),
-            _ => Some(partial()),
-        };
+        let earlier = ids.first().and_then(|id| group_ids.get(id)).copied();
+        return Ok(Some(match earlier.and_then(|e| Some((e, group.get(e)?))) {
+            Some((
+                earlier,
+                Request {
+                    work: Work::Append(original),
+                    ..
+                },
+            )) if same_shape(original, appends) => Decision::DuplicateOf(earlier),
+            _ => partial(),
+        }));
     }
     if stored != total {
-        return Some(partial());
+        return Ok(Some(partial()));
     }
-    Some(stored_retry(ids, reader, appends, total).unwrap_or_else(partial))
+    Ok(Some(
+        stored_retry(&found, reader, appends, total).unwrap_or_else(partial),
+    ))
 }
 
 /// Every id of the request is stored: its original results, if they sit,
 /// in order, at dense positions in the same streams, from the first event
 /// of one stored append to its last (the boundary flags) — else `None`.
 fn stored_retry(
-    ids: &IdTable,
+    found: &[Option<u64>],
     reader: &LogReader,
     appends: &[StreamAppend],
     total: usize,
 ) -> Option<Decision> {
-    let mut position = *ids.get(&appends.first()?.events.first()?.id.0)?;
+    let mut position = (*found.first()?)?;
     let mut results = Vec::with_capacity(appends.len());
     let mut k = 0usize;
     for append in appends {
         let append_start = position;
         let mut first_version = None;
         for event in &append.events {
-            let found = ids.get(&event.id.0).copied();
+            let found = found.get(k).copied().flatten();
             let stored_event = reader
                 .with_event(position, |r| {
                     (r.stream == append.stream, r.id, r.stream_version, r.flags)

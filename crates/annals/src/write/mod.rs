@@ -16,12 +16,13 @@
 //! |---|---|
 //! | `pipeline.rs` | the queue, leadership, waking followers |
 //! | `commit.rs` | one group: encode, `write`, `fdatasync`, index update, answers |
+//!
+//! The index (`crate::index`) holds the stream versions and event ids the
+//! decisions need; the writer pushes each group into its memtable.
 //! | `decide.rs` | per request: a retry? which expectation fails? |
-//! | `ids.rs` | the event id table behind idempotent retries |
 
 mod commit;
 mod decide;
-mod ids;
 mod pipeline;
 
 use crate::error::Result;
@@ -30,7 +31,6 @@ use crate::expected::{ExpectedVersion, WrongExpectedVersion};
 use crate::AppendResult;
 
 pub(crate) use commit::Writer;
-pub(crate) use ids::IdTable;
 pub(crate) use pipeline::{Pipeline, Request};
 
 /// One stream's part of an append.

@@ -1,16 +1,16 @@
-//! The event id table: id → global position of every event in the log,
-//! behind idempotent retries.
+//! The in-memory event id table of a memtable: id → global position,
+//! behind idempotent retries of recent appends.
 
 use std::collections::HashMap;
 
-/// Event id → global position of every event in the log.
-pub(crate) type IdTable = HashMap<[u8; 16], u64, IdHash>;
+/// Event id → global position.
+pub type IdTable = HashMap<[u8; 16], u64, IdHash>;
 
 /// Hashes 16-byte event ids with one folded 128-bit multiply, keyed per
 /// process so that callers who choose ids cannot aim them at one bucket.
 /// SipHash cost ~12% of the writer's time on bulk appends.
 #[derive(Clone)]
-pub(crate) struct IdHash {
+pub struct IdHash {
     key: u64,
 }
 
@@ -30,7 +30,7 @@ impl std::hash::BuildHasher for IdHash {
 }
 
 /// The hasher [`IdHash`] builds.
-pub(crate) struct IdHasher {
+pub struct IdHasher {
     state: u64,
 }
 

@@ -1,0 +1,395 @@
+//! The memtable: every index entry of a contiguous range of recent global
+//! positions, in memory, by full stream name.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::hash::{Fnv1aMix, StreamHasher};
+use crate::ids::IdTable;
+use crate::run::{IdEntry, StreamEntry};
+use crate::{Direction, Error, StreamState};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    name: Box<str>,
+    /// Version of `positions[0]`: earlier versions live in older runs.
+    first_version: u64,
+    positions: Vec<u64>,
+    deleted: bool,
+}
+
+impl Entry {
+    fn len(&self) -> u64 {
+        self.first_version + self.positions.len() as u64
+    }
+}
+
+/// The bucket map's keys are already mixed by the [`StreamHasher`]: hashing
+/// them again (SipHash) cost more than the rest of an index update.
+#[derive(Debug, Clone, Copy, Default)]
+struct PremixedKey;
+
+impl std::hash::BuildHasher for PremixedKey {
+    type Hasher = PremixedHasher;
+    fn build_hasher(&self) -> PremixedHasher {
+        PremixedHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct PremixedHasher(u64);
+
+impl std::hash::Hasher for PremixedHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Stream name → (version → position) and id → position for the events at
+/// positions `start..end`, in memory.
+#[derive(Debug)]
+pub struct Memtable<H: StreamHasher = Fnv1aMix> {
+    hasher: H,
+    buckets: HashMap<u64, Vec<Entry>, PremixedKey>,
+    ids: IdTable,
+    start: u64,
+    end: u64,
+    new_streams: u64,
+}
+
+impl Memtable {
+    /// An empty memtable whose first entry will be at `start`.
+    pub fn new(start: u64) -> Self {
+        Self::with_hasher(Fnv1aMix, start)
+    }
+}
+
+impl<H: StreamHasher> Memtable<H> {
+    /// An empty memtable with the given hash (tests use a deliberately weak one).
+    pub fn with_hasher(hasher: H, start: u64) -> Self {
+        Memtable {
+            hasher,
+            buckets: HashMap::default(),
+            ids: IdTable::default(),
+            start,
+            end: start,
+            new_streams: 0,
+        }
+    }
+
+    fn entry(&self, stream: &str) -> Option<&Entry> {
+        self.buckets
+            .get(&self.hasher.hash(stream))?
+            .iter()
+            .find(|e| &*e.name == stream)
+    }
+
+    /// The stream's state, if the memtable holds any of its entries.
+    pub fn state(&self, stream: &str) -> Option<StreamState> {
+        self.entry(stream).map(|e| StreamState {
+            len: e.len(),
+            deleted: e.deleted,
+        })
+    }
+
+    /// Records one append's run of events in `stream`: versions from
+    /// `version`, positions from `position` (which must be this memtable's
+    /// end), one per id. Only the last may be a `tombstone`. Versions of a
+    /// stream already here must follow on densely; a stream new to the
+    /// memtable starts at whatever version the caller found in older runs.
+    pub fn push_run(
+        &mut self,
+        stream: &str,
+        version: u64,
+        position: u64,
+        ids: &[[u8; 16]],
+        tombstone: bool,
+    ) -> Result<(), Error> {
+        if position != self.end {
+            return Err(Error::PositionGap {
+                position,
+                end: self.end,
+            });
+        }
+        let bucket = self.buckets.entry(self.hasher.hash(stream)).or_default();
+        let entry = match bucket.iter_mut().position(|e| &*e.name == stream) {
+            Some(i) => {
+                let Some(entry) = bucket.get_mut(i) else {
+                    unreachable!("index {i} was just found")
+                };
+                if entry.deleted {
+                    return Err(Error::Deleted(stream.to_owned()));
+                }
+                if version != entry.len() {
+                    return Err(Error::VersionGap {
+                        stream: stream.to_owned(),
+                        version,
+                        expected: entry.len(),
+                    });
+                }
+                entry
+            }
+            None => {
+                // New entries go first in their bucket, where the search finds them.
+                bucket.insert(
+                    0,
+                    Entry {
+                        name: stream.into(),
+                        first_version: version,
+                        positions: Vec::new(),
+                        deleted: false,
+                    },
+                );
+                match bucket.first_mut() {
+                    Some(entry) => entry,
+                    None => unreachable!("an entry was just inserted"),
+                }
+            }
+        };
+        if version == 0 {
+            self.new_streams += 1;
+        }
+        let count = ids.len() as u64;
+        entry.positions.extend(position..position + count);
+        entry.deleted = tombstone;
+        for (i, id) in ids.iter().enumerate() {
+            self.ids.insert(*id, position + i as u64);
+        }
+        self.end += count;
+        Ok(())
+    }
+
+    /// Up to `max` (version, position) pairs of `stream` held here, from
+    /// version `from` (inclusive) in `direction`. Backward from a version
+    /// past the end starts at the last one.
+    pub fn read(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max: usize,
+    ) -> Vec<(u64, u64)> {
+        let Some(entry) = self.entry(stream) else {
+            return Vec::new();
+        };
+        let first = entry.first_version;
+        let len = entry.len();
+        let at = |v: u64| Some((v, *entry.positions.get((v - first) as usize)?));
+        match direction {
+            Direction::Forward => (from.max(first)..len).take(max).filter_map(at).collect(),
+            Direction::Backward => {
+                if len == first || from < first {
+                    return Vec::new();
+                }
+                (first..=from.min(len - 1))
+                    .rev()
+                    .take(max)
+                    .filter_map(at)
+                    .collect()
+            }
+        }
+    }
+
+    /// The position of the event with this id, if it is here.
+    pub fn find_id(&self, id: &[u8; 16]) -> Option<u64> {
+        self.ids.get(id).copied()
+    }
+
+    /// First position covered.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// One past the last position covered.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Number of events held.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Whether no event is held.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
+    /// Streams whose version 0 is here.
+    pub fn new_streams(&self) -> u64 {
+        self.new_streams
+    }
+
+    /// Every stream entry, sorted as a run stores them.
+    pub fn stream_entries(&self) -> Vec<StreamEntry> {
+        let mut entries = Vec::with_capacity(self.len() as usize);
+        for entry in self.buckets.values().flatten() {
+            let hash = self.hasher.hash(&entry.name);
+            let last = entry.positions.len().saturating_sub(1);
+            for (i, &position) in entry.positions.iter().enumerate() {
+                entries.push(StreamEntry {
+                    hash,
+                    version: entry.first_version + i as u64,
+                    position,
+                    tombstone: entry.deleted && i == last,
+                });
+            }
+        }
+        entries.sort_unstable();
+        entries
+    }
+
+    /// Every id entry, sorted as a run stores them.
+    pub fn id_entries(&self) -> Vec<IdEntry> {
+        let mut entries: Vec<IdEntry> = self
+            .ids
+            .iter()
+            .map(|(id, &position)| IdEntry { id: *id, position })
+            .collect();
+        entries.sort_unstable();
+        entries
+    }
+
+    /// A canonical, ordered copy: stream → (version → position), deleted.
+    pub fn dump(&self) -> BTreeMap<String, (BTreeMap<u64, u64>, bool)> {
+        self.buckets
+            .values()
+            .flatten()
+            .map(|e| {
+                let versions = (e.first_version..)
+                    .zip(e.positions.iter().copied())
+                    .collect();
+                (e.name.to_string(), (versions, e.deleted))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hash that sends every stream to one of two buckets.
+    #[derive(Debug)]
+    struct Weak;
+    impl StreamHasher for Weak {
+        fn hash(&self, stream: &str) -> u64 {
+            stream.len() as u64 % 2
+        }
+    }
+
+    fn id(n: u64) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&n.to_le_bytes());
+        id
+    }
+
+    #[test]
+    fn collisions_are_resolved_by_the_full_name() {
+        let mut table = Memtable::with_hasher(Weak, 0);
+        let names: Vec<String> = (0..200).map(|i| format!("order-{i}")).collect();
+        let mut position = 0;
+        for round in 0..3u64 {
+            for name in &names {
+                table
+                    .push_run(name, round, position, &[id(position)], false)
+                    .unwrap();
+                position += 1;
+            }
+        }
+        assert_eq!(table.new_streams(), 200);
+        assert_eq!(table.buckets.len(), 2);
+        for (i, name) in names.iter().enumerate() {
+            let i = i as u64;
+            assert_eq!(
+                table.read(name, 0, Direction::Forward, 10),
+                vec![(0, i), (1, 200 + i), (2, 400 + i)]
+            );
+            assert_eq!(
+                table.state(name),
+                Some(StreamState {
+                    len: 3,
+                    deleted: false
+                })
+            );
+            assert_eq!(table.find_id(&id(400 + i)), Some(400 + i));
+        }
+        assert_eq!(table.state("order-200"), None);
+        assert_eq!(table.stream_entries().len(), 600);
+        assert_eq!(table.id_entries().len(), 600);
+    }
+
+    #[test]
+    fn versions_and_positions_must_be_dense_and_nothing_follows_a_tombstone() {
+        let mut table = Memtable::new(10);
+        assert_eq!(
+            table.push_run("a", 0, 11, &[id(1)], false),
+            Err(Error::PositionGap {
+                position: 11,
+                end: 10
+            })
+        );
+        table.push_run("a", 0, 10, &[id(1)], false).unwrap();
+        assert_eq!(
+            table.push_run("a", 2, 11, &[id(2)], false),
+            Err(Error::VersionGap {
+                stream: "a".into(),
+                version: 2,
+                expected: 1
+            })
+        );
+        table.push_run("a", 1, 11, &[id(2)], true).unwrap();
+        assert_eq!(
+            table.state("a"),
+            Some(StreamState {
+                len: 2,
+                deleted: true
+            })
+        );
+        assert_eq!(
+            table.push_run("a", 2, 12, &[id(3)], false),
+            Err(Error::Deleted("a".into()))
+        );
+        let entries = table.stream_entries();
+        assert_eq!(entries.len(), 2);
+        assert!(!entries[0].tombstone && entries[1].tombstone);
+    }
+
+    #[test]
+    fn a_stream_continued_from_older_runs_reads_only_its_recent_versions() {
+        let mut table = Memtable::new(100);
+        table
+            .push_run("s", 5, 100, &[id(0), id(1), id(2), id(3), id(4)], false)
+            .unwrap();
+        assert_eq!(
+            table.state("s"),
+            Some(StreamState {
+                len: 10,
+                deleted: false
+            })
+        );
+        assert_eq!(table.new_streams(), 0);
+        assert_eq!(
+            table.read("s", 7, Direction::Forward, 5),
+            vec![(7, 102), (8, 103), (9, 104)]
+        );
+        assert_eq!(
+            table.read("s", 0, Direction::Forward, 2),
+            vec![(5, 100), (6, 101)]
+        );
+        assert_eq!(
+            table.read("s", u64::MAX, Direction::Backward, 2),
+            vec![(9, 104), (8, 103)]
+        );
+        assert_eq!(table.read("s", 4, Direction::Backward, 5), vec![]);
+        assert_eq!(table.read("s", 10, Direction::Forward, 5), vec![]);
+        assert_eq!(table.read("none", 0, Direction::Backward, 5), vec![]);
+    }
+}

@@ -1,0 +1,861 @@
+//! Index runs: immutable, checksummed files holding every index entry of one
+//! contiguous range of global positions `[start, end)`.
+//!
+//! A run has two sorted tables — stream entries `(stream hash, version,
+//! position)` and event ids `(id, position)` — and a blocked Bloom filter
+//! for each, so a lookup skips a run that cannot hold its key after touching
+//! one 64-byte block. The file is a sequence of 4 KiB pages, each ending in
+//! a CRC-32 bound to the file's salt and the page's number; a page is
+//! verified the first time it is read (one bit per page remembers it), so
+//! opening a run reads one page whatever its size. The byte layout is in
+//! `docs/FORMAT.md`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use annals_segment::storage::{Mapping, Storage, StorageFile};
+use annals_segment::Error as LogError;
+
+/// Size of every page of a run file.
+pub const PAGE_BYTES: usize = 4096;
+/// Bytes of a page before its checksum.
+const PAYLOAD_BYTES: usize = PAGE_BYTES - 4;
+/// Size of one stream entry and of one id entry.
+const ENTRY_BYTES: usize = 24;
+/// Entries per page (170; the remaining 12 bytes of the payload are zero).
+const ENTRIES_PER_PAGE: usize = PAYLOAD_BYTES / ENTRY_BYTES;
+/// A Bloom block: one cache line, 512 bits.
+const BLOCK_BYTES: usize = 64;
+/// Bloom blocks per page (63; the remaining 60 bytes are zero).
+const BLOCKS_PER_PAGE: usize = PAYLOAD_BYTES / BLOCK_BYTES;
+/// Filter bits per key: about 1% false positives with 6 probes.
+const BITS_PER_KEY: u64 = 10;
+/// Bits set per key.
+const PROBES: u32 = 6;
+const MAGIC: &[u8; 8] = b"ANNALSIX";
+const FORMAT_VERSION: u32 = 1;
+/// Position bit marking a tombstone in a stored stream entry.
+const TOMBSTONE_BIT: u64 = 1 << 63;
+/// Bytes the writer gathers before one `write`.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// One event's entry in the stream table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamEntry {
+    /// Hash of the stream name ([`Fnv1aMix`](crate::Fnv1aMix)).
+    pub hash: u64,
+    /// The event's version in its stream.
+    pub version: u64,
+    /// The event's global position.
+    pub position: u64,
+    /// Whether the event is the stream's tombstone.
+    pub tombstone: bool,
+}
+
+/// One event's entry in the id table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IdEntry {
+    /// The event id.
+    pub id: [u8; 16],
+    /// The event's global position.
+    pub position: u64,
+}
+
+/// The file name of the run covering `[start, end)`.
+pub fn run_file_name(start: u64, end: u64) -> String {
+    format!("index-{start:016x}-{end:016x}.run")
+}
+
+/// The range of a run file name, if `name` is one.
+pub fn parse_run_file_name(name: &str) -> Option<(u64, u64)> {
+    let middle = name.strip_prefix("index-")?.strip_suffix(".run")?;
+    let (start, end) = middle.split_once('-')?;
+    if start.len() != 16 || end.len() != 16 {
+        return None;
+    }
+    let start = u64::from_str_radix(start, 16).ok()?;
+    let end = u64::from_str_radix(end, 16).ok()?;
+    (start < end).then_some((start, end))
+}
+
+/// The Bloom key of an event id (fixed: it is persisted).
+pub fn id_key(id: &[u8; 16]) -> u64 {
+    let (a, b) = id.split_at(8);
+    let word = |s: &[u8]| {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(s);
+        u64::from_le_bytes(le)
+    };
+    mix(word(a) ^ mix(word(b)))
+}
+
+/// The SplitMix64 finalizer.
+fn mix(mut h: u64) -> u64 {
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// Which block of `blocks` a key's bits live in.
+fn bloom_block(key: u64, blocks: u64) -> u64 {
+    ((u128::from(key) * u128::from(blocks)) >> 64) as u64
+}
+
+/// The bits (0..512) a key sets in its block.
+fn bloom_bits(key: u64) -> impl Iterator<Item = usize> {
+    let h = mix(key ^ 0x9e37_79b9_7f4a_7c15);
+    (0..PROBES).map(move |i| ((h >> (i * 9)) & 511) as usize)
+}
+
+fn bloom_blocks_for(keys: u64) -> u64 {
+    (keys * BITS_PER_KEY)
+        .div_ceil(BLOCK_BYTES as u64 * 8)
+        .max(1)
+}
+
+/// Where each table of a run with `events` entries starts, in pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    events: u64,
+    blocks: u64,
+    streams_first: u64,
+    ids_first: u64,
+    stream_bloom_first: u64,
+    id_bloom_first: u64,
+    pages: u64,
+}
+
+impl Layout {
+    fn new(events: u64) -> Layout {
+        let entry_pages = events.div_ceil(ENTRIES_PER_PAGE as u64);
+        let blocks = bloom_blocks_for(events);
+        let bloom_pages = blocks.div_ceil(BLOCKS_PER_PAGE as u64);
+        let streams_first = 1;
+        let ids_first = streams_first + entry_pages;
+        let stream_bloom_first = ids_first + entry_pages;
+        let id_bloom_first = stream_bloom_first + bloom_pages;
+        Layout {
+            events,
+            blocks,
+            streams_first,
+            ids_first,
+            stream_bloom_first,
+            id_bloom_first,
+            pages: id_bloom_first + bloom_pages,
+        }
+    }
+}
+
+fn page_crc(salt: u64, page: u64, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&salt.to_le_bytes());
+    hasher.update(&page.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut le = [0u8; 8];
+    if let Some(part) = bytes.get(at..at + 8) {
+        le.copy_from_slice(part);
+    }
+    u64::from_le_bytes(le)
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut le = [0u8; 4];
+    if let Some(part) = bytes.get(at..at + 4) {
+        le.copy_from_slice(part);
+    }
+    u32::from_le_bytes(le)
+}
+
+/// The fields of a run's header page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    start: u64,
+    end: u64,
+    salt: u64,
+    new_streams: u64,
+}
+
+impl Header {
+    fn encode(&self) -> Vec<u8> {
+        let mut payload = vec![0u8; PAYLOAD_BYTES];
+        let mut put = |at: usize, bytes: &[u8]| {
+            if let Some(slot) = payload.get_mut(at..at + bytes.len()) {
+                slot.copy_from_slice(bytes);
+            }
+        };
+        put(0, MAGIC);
+        put(8, &FORMAT_VERSION.to_le_bytes());
+        put(16, &self.start.to_le_bytes());
+        put(24, &self.end.to_le_bytes());
+        put(32, &self.salt.to_le_bytes());
+        put(40, &self.new_streams.to_le_bytes());
+        payload
+    }
+}
+
+/// Writes one run file page by page, building its Bloom filters on the way.
+struct RunWriter {
+    file: Arc<dyn StorageFile>,
+    name: String,
+    salt: u64,
+    layout: Layout,
+    page: Vec<u8>,
+    page_no: u64,
+    pending: Vec<u8>,
+    offset: u64,
+    stream_bloom: Vec<u8>,
+    id_bloom: Vec<u8>,
+}
+
+impl RunWriter {
+    fn push_payload(&mut self, payload: &[u8]) -> Result<(), LogError> {
+        let crc = page_crc(self.salt, self.page_no, payload);
+        self.pending.extend_from_slice(payload);
+        self.pending.extend_from_slice(&crc.to_le_bytes());
+        self.page_no += 1;
+        if self.pending.len() >= WRITE_CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), LogError> {
+        self.file
+            .write_all_at(&self.pending, self.offset)
+            .map_err(|e| LogError::io("write", self.name.clone(), e))?;
+        self.offset += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Adds one item to the page being filled, `per_page` items a page.
+    fn push_item(&mut self, item: &[u8], per_page: usize) -> Result<(), LogError> {
+        self.page.extend_from_slice(item);
+        if self.page.len() == per_page * item.len() {
+            self.end_page()?;
+        }
+        Ok(())
+    }
+
+    /// Pads and writes the page being filled, if it holds anything.
+    fn end_page(&mut self) -> Result<(), LogError> {
+        if self.page.is_empty() {
+            return Ok(());
+        }
+        let mut page = std::mem::take(&mut self.page);
+        page.resize(PAYLOAD_BYTES, 0);
+        self.push_payload(&page)?;
+        page.clear();
+        self.page = page;
+        Ok(())
+    }
+
+    fn set_bit(bloom: &mut [u8], blocks: u64, key: u64) {
+        let base = bloom_block(key, blocks) as usize * BLOCK_BYTES;
+        for bit in bloom_bits(key) {
+            if let Some(byte) = bloom.get_mut(base + bit / 8) {
+                *byte |= 1 << (bit % 8);
+            }
+        }
+    }
+
+    fn push_stream(&mut self, entry: StreamEntry) -> Result<(), LogError> {
+        Self::set_bit(&mut self.stream_bloom, self.layout.blocks, entry.hash);
+        let mut item = [0u8; ENTRY_BYTES];
+        item[..8].copy_from_slice(&entry.hash.to_le_bytes());
+        item[8..16].copy_from_slice(&entry.version.to_le_bytes());
+        let position = entry.position | if entry.tombstone { TOMBSTONE_BIT } else { 0 };
+        item[16..].copy_from_slice(&position.to_le_bytes());
+        self.push_item(&item, ENTRIES_PER_PAGE)
+    }
+
+    fn push_id(&mut self, entry: IdEntry) -> Result<(), LogError> {
+        Self::set_bit(&mut self.id_bloom, self.layout.blocks, id_key(&entry.id));
+        let mut item = [0u8; ENTRY_BYTES];
+        item[..16].copy_from_slice(&entry.id);
+        item[16..].copy_from_slice(&entry.position.to_le_bytes());
+        self.push_item(&item, ENTRIES_PER_PAGE)
+    }
+
+    fn push_bloom(&mut self, bloom: &[u8]) -> Result<(), LogError> {
+        for block in bloom.chunks(BLOCK_BYTES) {
+            self.push_item(block, BLOCKS_PER_PAGE)?;
+        }
+        self.end_page()
+    }
+}
+
+/// Writes the run `[start, end)` from sorted entries (one stream entry and
+/// one id entry per position), durably: a temporary file, `fsync`, rename,
+/// directory `fsync`. Returns the opened run.
+pub fn write_run(
+    storage: &Arc<dyn Storage>,
+    start: u64,
+    end: u64,
+    new_streams: u64,
+    streams: impl IntoIterator<Item = Result<StreamEntry, LogError>>,
+    ids: impl IntoIterator<Item = Result<IdEntry, LogError>>,
+) -> Result<Run, LogError> {
+    let name = run_file_name(start, end);
+    let temp = format!("{name}.tmp");
+    match storage.remove(&temp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(LogError::io("remove", temp, e)),
+    }
+    let file = storage
+        .create(&temp)
+        .map_err(|e| LogError::io("create", temp.clone(), e))?;
+    let layout = Layout::new(end - start);
+    let bloom_bytes = layout.blocks as usize * BLOCK_BYTES;
+    let mut writer = RunWriter {
+        file: Arc::clone(&file),
+        name: temp.clone(),
+        salt: annals_segment::random_u64(),
+        layout,
+        page: Vec::with_capacity(PAYLOAD_BYTES),
+        page_no: 0,
+        pending: Vec::with_capacity(WRITE_CHUNK + PAGE_BYTES),
+        offset: 0,
+        stream_bloom: vec![0; bloom_bytes],
+        id_bloom: vec![0; bloom_bytes],
+    };
+    let header = Header {
+        start,
+        end,
+        salt: writer.salt,
+        new_streams,
+    };
+    writer.push_payload(&header.encode())?;
+    let wrong_count = |what: &str, count: u64| {
+        LogError::Invalid(format!(
+            "index run {start}..{end} given {count} {what} entries for {} positions",
+            end - start
+        ))
+    };
+    let mut count = 0u64;
+    for entry in streams {
+        let entry = entry?;
+        if !(start..end).contains(&entry.position) {
+            return Err(wrong_count("misplaced stream", count));
+        }
+        writer.push_stream(entry)?;
+        count += 1;
+    }
+    writer.end_page()?;
+    if count != layout.events {
+        return Err(wrong_count("stream", count));
+    }
+    count = 0;
+    for entry in ids {
+        let entry = entry?;
+        if !(start..end).contains(&entry.position) {
+            return Err(wrong_count("misplaced id", count));
+        }
+        writer.push_id(entry)?;
+        count += 1;
+    }
+    writer.end_page()?;
+    if count != layout.events {
+        return Err(wrong_count("id", count));
+    }
+    let stream_bloom = std::mem::take(&mut writer.stream_bloom);
+    writer.push_bloom(&stream_bloom)?;
+    let id_bloom = std::mem::take(&mut writer.id_bloom);
+    writer.push_bloom(&id_bloom)?;
+    writer.flush()?;
+    file.sync_all()
+        .map_err(|e| LogError::io("fsync", temp.clone(), e))?;
+    drop(file);
+    storage
+        .rename(&temp, &name)
+        .map_err(|e| LogError::io("rename", temp.clone(), e))?;
+    storage
+        .sync_dir()
+        .map_err(|e| LogError::io("fsync dir", storage.describe(), e))?;
+    Run::open(storage, &name)
+}
+
+/// An open, immutable index run.
+pub struct Run {
+    name: String,
+    map: Mapping,
+    header: Header,
+    layout: Layout,
+    /// One bit per page: verified already.
+    verified: Box<[AtomicU64]>,
+    broken: AtomicBool,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run")
+            .field("name", &self.name)
+            .field("start", &self.header.start)
+            .field("end", &self.header.end)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Run {
+    /// Opens a run file, verifying its header page and its size (the other
+    /// pages are verified when first read).
+    pub fn open(storage: &Arc<dyn Storage>, name: &str) -> Result<Run, LogError> {
+        let corrupt = |offset: u64, reason: String| LogError::corrupt(name, offset, reason);
+        let (start, end) = parse_run_file_name(name)
+            .ok_or_else(|| corrupt(0, "not an index run file name".into()))?;
+        let file = storage
+            .open(name)
+            .map_err(|e| LogError::io("open", name, e))?;
+        let map = file.map().map_err(|e| LogError::io("mmap", name, e))?;
+        let bytes = map.bytes();
+        let first = bytes
+            .get(..PAGE_BYTES)
+            .ok_or_else(|| corrupt(0, format!("{} bytes: no header page", bytes.len())))?;
+        let (payload, crc) = first.split_at(PAYLOAD_BYTES);
+        let salt = le_u64(payload, 32);
+        if payload.get(..8) != Some(MAGIC.as_slice()) {
+            return Err(corrupt(0, "bad magic".into()));
+        }
+        if le_u32(crc, 0) != page_crc(salt, 0, payload) {
+            return Err(corrupt(0, "header page checksum mismatch".into()));
+        }
+        let version = le_u32(payload, 8);
+        if version != FORMAT_VERSION {
+            return Err(LogError::UnsupportedVersion {
+                file: name.to_owned(),
+                version,
+            });
+        }
+        let header = Header {
+            start: le_u64(payload, 16),
+            end: le_u64(payload, 24),
+            salt,
+            new_streams: le_u64(payload, 40),
+        };
+        if (header.start, header.end) != (start, end) || header.new_streams > end - start {
+            return Err(corrupt(
+                16,
+                format!(
+                    "header says {}..{} with {} new streams, the name {start}..{end}",
+                    header.start, header.end, header.new_streams
+                ),
+            ));
+        }
+        let layout = Layout::new(end - start);
+        if bytes.len() as u64 != layout.pages * PAGE_BYTES as u64 {
+            return Err(corrupt(
+                0,
+                format!(
+                    "{} bytes, the layout needs {}",
+                    bytes.len(),
+                    layout.pages * PAGE_BYTES as u64
+                ),
+            ));
+        }
+        let verified = (0..layout.pages.div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        Ok(Run {
+            name: name.to_owned(),
+            map,
+            header,
+            layout,
+            verified,
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    /// The file name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// First position covered.
+    pub fn start(&self) -> u64 {
+        self.header.start
+    }
+
+    /// One past the last position covered.
+    pub fn end(&self) -> u64 {
+        self.header.end
+    }
+
+    /// Number of events (positions) covered.
+    pub fn events(&self) -> u64 {
+        self.layout.events
+    }
+
+    /// Streams whose first event (version 0) lies in this run.
+    pub fn new_streams(&self) -> u64 {
+        self.header.new_streams
+    }
+
+    /// Size of the file.
+    pub fn file_bytes(&self) -> u64 {
+        self.layout.pages * PAGE_BYTES as u64
+    }
+
+    /// Whether a page of this run failed its checksum.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// The payload of page `page`, verified on first use.
+    fn page(&self, page: u64) -> Result<&[u8], LogError> {
+        let offset = page as usize * PAGE_BYTES;
+        let bytes = self
+            .map
+            .bytes()
+            .get(offset..offset + PAGE_BYTES)
+            .ok_or_else(|| LogError::corrupt(&self.name, offset as u64, "page out of range"))?;
+        let (payload, crc) = bytes.split_at(PAYLOAD_BYTES);
+        let word = self.verified.get((page / 64) as usize);
+        let bit = 1u64 << (page % 64);
+        if word.is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0) {
+            return Ok(payload);
+        }
+        if le_u32(crc, 0) != page_crc(self.header.salt, page, payload) {
+            self.broken.store(true, Ordering::Release);
+            return Err(LogError::corrupt(
+                &self.name,
+                offset as u64,
+                "index page checksum mismatch",
+            ));
+        }
+        if let Some(word) = word {
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
+        Ok(payload)
+    }
+
+    fn item(
+        &self,
+        first_page: u64,
+        per_page: usize,
+        size: usize,
+        i: u64,
+    ) -> Result<&[u8], LogError> {
+        let page = self.page(first_page + i / per_page as u64)?;
+        let at = (i % per_page as u64) as usize * size;
+        page.get(at..at + size)
+            .ok_or_else(|| LogError::corrupt(&self.name, 0, "item out of range"))
+    }
+
+    fn check_position(&self, position: u64) -> Result<u64, LogError> {
+        if (self.header.start..self.header.end).contains(&position) {
+            Ok(position)
+        } else {
+            self.broken.store(true, Ordering::Release);
+            Err(LogError::corrupt(
+                &self.name,
+                0,
+                format!("entry points at position {position}, outside the run"),
+            ))
+        }
+    }
+
+    /// The `i`th stream entry, in (hash, version, position) order.
+    pub fn stream_entry(&self, i: u64) -> Result<StreamEntry, LogError> {
+        let item = self.item(self.layout.streams_first, ENTRIES_PER_PAGE, ENTRY_BYTES, i)?;
+        let raw = le_u64(item, 16);
+        Ok(StreamEntry {
+            hash: le_u64(item, 0),
+            version: le_u64(item, 8),
+            position: self.check_position(raw & !TOMBSTONE_BIT)?,
+            tombstone: raw & TOMBSTONE_BIT != 0,
+        })
+    }
+
+    /// The `i`th id entry, in id order.
+    pub fn id_entry(&self, i: u64) -> Result<IdEntry, LogError> {
+        let item = self.item(self.layout.ids_first, ENTRIES_PER_PAGE, ENTRY_BYTES, i)?;
+        let mut id = [0u8; 16];
+        if let Some(bytes) = item.get(..16) {
+            id.copy_from_slice(bytes);
+        }
+        Ok(IdEntry {
+            id,
+            position: self.check_position(le_u64(item, 16))?,
+        })
+    }
+
+    fn bloom_has(&self, first_page: u64, key: u64) -> Result<bool, LogError> {
+        let block = bloom_block(key, self.layout.blocks);
+        let bytes = self.item(first_page, BLOCKS_PER_PAGE, BLOCK_BYTES, block)?;
+        Ok(bloom_bits(key).all(|bit| {
+            bytes
+                .get(bit / 8)
+                .is_some_and(|b| b & (1 << (bit % 8)) != 0)
+        }))
+    }
+
+    /// Whether the run may hold entries of streams with this hash.
+    pub fn may_hold_stream(&self, hash: u64) -> Result<bool, LogError> {
+        self.bloom_has(self.layout.stream_bloom_first, hash)
+    }
+
+    /// Index of the first stream entry at or after `(hash, version)`.
+    pub fn seek_stream(&self, hash: u64, version: u64) -> Result<u64, LogError> {
+        let (mut low, mut high) = (0u64, self.layout.events);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            let entry = self.stream_entry(mid)?;
+            if (entry.hash, entry.version) < (hash, version) {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        Ok(low)
+    }
+
+    /// The position of the event with this id, if it is in this run.
+    pub fn find_id(&self, id: &[u8; 16]) -> Result<Option<u64>, LogError> {
+        if !self.bloom_has(self.layout.id_bloom_first, id_key(id))? {
+            return Ok(None);
+        }
+        let (mut low, mut high) = (0u64, self.layout.events);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            let entry = self.id_entry(mid)?;
+            match entry.id.cmp(id) {
+                std::cmp::Ordering::Less => low = mid + 1,
+                std::cmp::Ordering::Greater => high = mid,
+                std::cmp::Ordering::Equal => return Ok(Some(entry.position)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads and verifies every page, and checks that both tables are
+    /// sorted and cover each position once.
+    pub fn verify(&self) -> Result<(), LogError> {
+        for page in 0..self.layout.pages {
+            self.page(page)?;
+        }
+        let mut seen = vec![0u8; self.layout.events as usize];
+        let mut mark = |position: u64, bit: u8| -> Result<(), LogError> {
+            let slot = seen.get_mut((position - self.header.start) as usize);
+            match slot {
+                Some(s) if *s & bit == 0 => {
+                    *s |= bit;
+                    Ok(())
+                }
+                _ => Err(LogError::corrupt(
+                    &self.name,
+                    0,
+                    format!("position {position} indexed twice"),
+                )),
+            }
+        };
+        let mut last_stream: Option<StreamEntry> = None;
+        let mut last_id: Option<IdEntry> = None;
+        for i in 0..self.layout.events {
+            let stream = self.stream_entry(i)?;
+            let id = self.id_entry(i)?;
+            if last_stream.is_some_and(|l| l >= stream) || last_id.is_some_and(|l| l.id >= id.id) {
+                return Err(LogError::corrupt(
+                    &self.name,
+                    0,
+                    format!("entry {i} out of order"),
+                ));
+            }
+            mark(stream.position, 1)?;
+            mark(id.position, 2)?;
+            last_stream = Some(stream);
+            last_id = Some(id);
+        }
+        Ok(())
+    }
+}
+
+/// The entries of several adjacent runs merged into one sorted sequence.
+fn merged<'a, T: Ord + Copy + 'a>(
+    runs: &'a [Arc<Run>],
+    get: impl Fn(&Run, u64) -> Result<T, LogError> + 'a,
+) -> impl Iterator<Item = Result<T, LogError>> + 'a {
+    let mut cursors = vec![0u64; runs.len()];
+    let mut heads: Vec<Option<T>> = vec![None; runs.len()];
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        let mut best: Option<(usize, T)> = None;
+        for (k, run) in runs.iter().enumerate() {
+            let (Some(head), Some(cursor)) = (heads.get_mut(k), cursors.get(k)) else {
+                continue;
+            };
+            if head.is_none() && *cursor < run.events() {
+                match get(run, *cursor) {
+                    Ok(entry) => *head = Some(entry),
+                    Err(e) => {
+                        failed = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+            if let Some(entry) = *head {
+                if best.is_none_or(|(_, b)| entry < b) {
+                    best = Some((k, entry));
+                }
+            }
+        }
+        let (k, entry) = best?;
+        if let (Some(head), Some(cursor)) = (heads.get_mut(k), cursors.get_mut(k)) {
+            *head = None;
+            *cursor += 1;
+        }
+        Some(Ok(entry))
+    })
+}
+
+/// Merges adjacent runs (sorted by position, each starting where the one
+/// before ends) into one run file covering them all.
+pub fn merge_runs(storage: &Arc<dyn Storage>, runs: &[Arc<Run>]) -> Result<Run, LogError> {
+    let (Some(first), Some(last)) = (runs.first(), runs.last()) else {
+        return Err(LogError::Invalid("merge of no runs".into()));
+    };
+    if runs.windows(2).any(|w| match w {
+        [a, b] => a.end() != b.start(),
+        _ => false,
+    }) {
+        return Err(LogError::Invalid(
+            "merge of runs that are not adjacent".into(),
+        ));
+    }
+    let new_streams = runs.iter().map(|r| r.new_streams()).sum();
+    write_run(
+        storage,
+        first.start(),
+        last.end(),
+        new_streams,
+        merged(runs, Run::stream_entry),
+        merged(runs, Run::id_entry),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use annals_segment::storage::MemStorage;
+
+    fn storage() -> Arc<dyn Storage> {
+        Arc::new(MemStorage::new())
+    }
+
+    fn entries(start: u64, end: u64) -> (Vec<StreamEntry>, Vec<IdEntry>) {
+        let mut streams: Vec<StreamEntry> = (start..end)
+            .map(|p| StreamEntry {
+                hash: mix(p % 7),
+                version: p / 7,
+                position: p,
+                tombstone: p % 11 == 0,
+            })
+            .collect();
+        let mut ids: Vec<IdEntry> = (start..end)
+            .map(|p| IdEntry {
+                id: mix(p).to_le_bytes().repeat(2).try_into().unwrap(),
+                position: p,
+            })
+            .collect();
+        streams.sort_unstable();
+        ids.sort_unstable();
+        (streams, ids)
+    }
+
+    fn write(storage: &Arc<dyn Storage>, start: u64, end: u64) -> Run {
+        let (streams, ids) = entries(start, end);
+        let new = streams.iter().filter(|e| e.version == 0).count() as u64;
+        write_run(
+            storage,
+            start,
+            end,
+            new,
+            streams.into_iter().map(Ok),
+            ids.into_iter().map(Ok),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_written_run_reads_back_every_entry_and_id() {
+        let storage = storage();
+        let run = write(&storage, 100, 1100);
+        run.verify().unwrap();
+        let (streams, ids) = entries(100, 1100);
+        for (i, entry) in streams.iter().enumerate() {
+            assert_eq!(run.stream_entry(i as u64).unwrap(), *entry);
+            assert!(run.may_hold_stream(entry.hash).unwrap());
+            let at = run.seek_stream(entry.hash, entry.version).unwrap();
+            assert_eq!(run.stream_entry(at).unwrap(), *entry);
+        }
+        for entry in &ids {
+            assert_eq!(run.find_id(&entry.id).unwrap(), Some(entry.position));
+        }
+        assert_eq!(run.find_id(&[7; 16]).unwrap(), None);
+        let absent = (1000..2000)
+            .filter(|k| run.may_hold_stream(mix(*k)).unwrap())
+            .count();
+        assert!(
+            absent < 100,
+            "{absent} of 1000 absent streams passed the filter"
+        );
+        assert_eq!(run.new_streams(), 0, "no version 0 lies in 100..1100");
+        assert_eq!(write(&storage, 0, 50).new_streams(), 7);
+    }
+
+    #[test]
+    fn merging_adjacent_runs_equals_writing_them_at_once() {
+        let storage = storage();
+        let parts: Vec<Arc<Run>> = [(0, 300), (300, 301), (301, 1000)]
+            .iter()
+            .map(|&(s, e)| Arc::new(write(&storage, s, e)))
+            .collect();
+        let merged = merge_runs(&storage, &parts).unwrap();
+        merged.verify().unwrap();
+        let (streams, ids) = entries(0, 1000);
+        assert_eq!(merged.events(), 1000);
+        for (i, (s, d)) in streams.iter().zip(&ids).enumerate() {
+            assert_eq!(merged.stream_entry(i as u64).unwrap(), *s);
+            assert_eq!(merged.id_entry(i as u64).unwrap(), *d);
+        }
+        assert_eq!(merged.new_streams(), 7);
+        let gap = [Arc::clone(&parts[0]), Arc::clone(&parts[2])];
+        assert!(merge_runs(&storage, &gap).is_err());
+    }
+
+    #[test]
+    fn every_flipped_byte_is_caught_by_open_or_by_the_page_check() {
+        let storage = storage();
+        let run = write(&storage, 0, 400);
+        let name = run.name().to_owned();
+        let pristine = run.map.bytes().to_vec();
+        drop(run);
+        for offset in (0..pristine.len()).step_by(97) {
+            let mut bytes = pristine.clone();
+            bytes[offset] ^= 0x10;
+            let file = storage.open(&name).unwrap();
+            file.write_all_at(&bytes, 0).unwrap();
+            let caught = match Run::open(&storage, &name) {
+                Err(LogError::Corrupt { .. }) => true,
+                Err(other) => panic!("offset {offset}: {other}"),
+                Ok(run) => run.verify().is_err() && run.is_broken(),
+            };
+            assert!(caught, "flip at {offset} not detected");
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_strangers_are_refused() {
+        assert_eq!(parse_run_file_name(&run_file_name(5, 9)), Some((5, 9)));
+        assert_eq!(parse_run_file_name("index-0-1.run"), None);
+        assert_eq!(parse_run_file_name(&run_file_name(9, 9)), None);
+        assert_eq!(parse_run_file_name("00000000000000000000.seg"), None);
+    }
+}

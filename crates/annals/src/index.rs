@@ -1,0 +1,776 @@
+//! The store's index: a bounded memtable of recent entries, frozen
+//! memtables waiting to be written, and immutable run files on disk, kept
+//! few by a background merger.
+//!
+//! - **Checkpoint.** Runs cover `[0, checkpoint)` without gaps; the
+//!   checkpoint is the end of the last run. Opening reads the run headers,
+//!   then replays only the log after the checkpoint into the memtable.
+//! - **Never trusted blindly.** A run whose header fails, that overlaps or
+//!   leaves a gap, or that reaches past the log's end is discarded (the
+//!   replay then covers its range). A page that fails its checksum when
+//!   first read marks its run broken; the lookup rebuilds that run from the
+//!   log and is retried.
+//! - **Durable before persisted.** A memtable is frozen only once every
+//!   event it holds is durable in the log (the writer syncs first in
+//!   buffered mode), so a run never describes events a crash can take back.
+//! - **Bounded memory.** The active memtable holds at most
+//!   `index_buffer_events` events; at most two frozen ones wait for the
+//!   background writer before the writer persists one itself.
+//! - **Merging.** Runs are grouped in size classes (powers of 4 of the
+//!   buffer); four runs of one class at the tail are merged into one of the
+//!   next class, so a log of N events has O(log N) runs and every entry is
+//!   rewritten O(log N) times.
+//!
+//! Stream entries are keyed by a hash of the name; a lookup confirms each
+//! candidate by reading the event it points at, so a hash collision costs a
+//! read, never a wrong answer.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use annals_index::{
+    merge_runs, parse_run_file_name, write_run, Direction, Fnv1aMix, IdEntry, Memtable, Run,
+    StreamEntry, StreamHasher, StreamState,
+};
+use annals_segment::storage::Storage;
+use annals_segment::LogReader;
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::TOMBSTONE_FLAG;
+
+/// Frozen memtables allowed to wait for the background writer.
+const FROZEN_MAX: usize = 2;
+/// Runs of one size class merged together.
+const MERGE_FANOUT: usize = 4;
+
+/// What opening the index found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexReport {
+    /// Position up to which persisted runs were trusted.
+    pub checkpoint: u64,
+    /// Events replayed from the log after the checkpoint.
+    pub replayed: u64,
+    /// Run files discarded (damaged, overlapping, or ahead of the log).
+    pub discarded: Vec<String>,
+}
+
+struct Levels {
+    active: Memtable,
+    /// Oldest first.
+    frozen: Vec<Arc<Memtable>>,
+    /// By position, contiguous from 0.
+    runs: Arc<Vec<Arc<Run>>>,
+}
+
+pub(crate) struct Shared {
+    storage: Arc<dyn Storage>,
+    reader: LogReader,
+    hasher: Fnv1aMix,
+    levels: RwLock<Levels>,
+    /// Held by whoever changes the run list: persisting, merging, repairing.
+    runs_lock: Mutex<()>,
+    buffer_events: u64,
+    closing: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+enum Message {
+    Work,
+    Stop,
+}
+
+/// The index of one open store.
+pub(crate) struct Index {
+    shared: Arc<Shared>,
+    worker: Mutex<Option<(mpsc::Sender<Message>, JoinHandle<()>)>>,
+    report: IndexReport,
+}
+
+/// Figures for [`Stats`](crate::Stats).
+pub(crate) struct IndexFigures {
+    pub(crate) streams: u64,
+    pub(crate) runs: u64,
+    pub(crate) run_bytes: u64,
+    pub(crate) checkpoint: u64,
+    pub(crate) buffered: u64,
+    pub(crate) error: Option<String>,
+}
+
+impl Index {
+    /// Opens the index of the log `reader` reads: trusts the valid run
+    /// chain, replays the rest of the log, starts the background worker.
+    /// `progress(done, total)` follows the replay.
+    pub(crate) fn open(
+        storage: Arc<dyn Storage>,
+        reader: LogReader,
+        buffer_events: u64,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Index> {
+        let log_end = reader.position_end();
+        let (runs, discarded) = load_runs(&storage, log_end)?;
+        let checkpoint = runs.last().map_or(0, |r| r.end());
+        let shared = Arc::new(Shared {
+            storage,
+            reader,
+            hasher: Fnv1aMix,
+            levels: RwLock::new(Levels {
+                active: Memtable::new(checkpoint),
+                frozen: Vec::new(),
+                runs: Arc::new(runs),
+            }),
+            runs_lock: Mutex::new(()),
+            buffer_events: buffer_events.max(1),
+            closing: AtomicBool::new(false),
+            error: Mutex::new(None),
+        });
+        let (sender, receiver) = mpsc::channel();
+        let worker_shared = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("annals-index".into())
+            .spawn(move || worker_shared.work(&receiver))
+            .map_err(|e| Error::Index(format!("cannot start the index thread: {e}")))?;
+        let index = Index {
+            shared,
+            worker: Mutex::new(Some((sender, handle))),
+            report: IndexReport {
+                checkpoint,
+                replayed: log_end - checkpoint,
+                discarded,
+            },
+        };
+        index.replay(checkpoint, log_end, progress)?;
+        index.kick();
+        Ok(index)
+    }
+
+    /// Pushes the log's events `[from, to)` into the memtable.
+    fn replay(&self, from: u64, to: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+        let mut failure = None;
+        let mut done = 0u64;
+        self.shared.reader.scan(from, |position, record| {
+            if position >= to {
+                return ControlFlow::Break(());
+            }
+            let tombstone = record.flags & TOMBSTONE_FLAG != 0;
+            let pushed = self.shared.levels.write().active.push_run(
+                record.stream,
+                record.stream_version,
+                position,
+                &[record.id],
+                tombstone,
+            );
+            if let Err(e) = pushed {
+                failure = Some(Error::Index(format!("at position {position}: {e}")));
+                return ControlFlow::Break(());
+            }
+            done += 1;
+            if done.is_multiple_of(1 << 16) {
+                progress(done, to - from);
+            }
+            if self.wants_freeze() {
+                self.freeze();
+            }
+            ControlFlow::Continue(())
+        })?;
+        progress(done, to - from);
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// What opening found and did.
+    pub(crate) fn report(&self) -> &IndexReport {
+        &self.report
+    }
+
+    fn kick(&self) {
+        if let Some((sender, _)) = &*self.worker.lock() {
+            // A stopped worker only happens on close: nothing left to do.
+            let _ = sender.send(Message::Work);
+        }
+    }
+
+    /// Records appended events: `push` gets the active memtable.
+    pub(crate) fn update<R>(&self, push: impl FnOnce(&mut Memtable) -> R) -> R {
+        push(&mut self.shared.levels.write().active)
+    }
+
+    /// Whether the active memtable is full. The caller makes the log
+    /// durable up to the memtable's end, then calls [`Index::freeze`].
+    pub(crate) fn wants_freeze(&self) -> bool {
+        self.shared.levels.read().active.len() >= self.shared.buffer_events
+    }
+
+    /// Freezes the active memtable and hands it to the background writer;
+    /// if too many wait already, persists them on this thread
+    /// (backpressure). Only call when the log is durable up to its end.
+    pub(crate) fn freeze(&self) {
+        let waiting = {
+            let mut levels = self.shared.levels.write();
+            if levels.active.is_empty() {
+                return;
+            }
+            let end = levels.active.end();
+            let full = std::mem::replace(&mut levels.active, Memtable::new(end));
+            levels.frozen.push(Arc::new(full));
+            levels.frozen.len()
+        };
+        if waiting > FROZEN_MAX {
+            self.shared.record(self.shared.persist_frozen());
+        } else {
+            self.kick();
+        }
+    }
+
+    /// Stops the worker and persists everything in memory (the log is
+    /// durable: the writer was closed first).
+    pub(crate) fn close(&self) {
+        self.shared.closing.store(true, Ordering::Release);
+        if let Some((sender, handle)) = self.worker.lock().take() {
+            let _ = sender.send(Message::Stop);
+            let _ = handle.join();
+        }
+        self.freeze();
+        self.shared.record(self.shared.persist_frozen());
+    }
+
+    /// The stream's state.
+    pub(crate) fn state(&self, stream: &str) -> Result<Option<StreamState>> {
+        self.shared.repairing(|| self.shared.state(stream))
+    }
+
+    /// The position of each id, if stored.
+    pub(crate) fn find_ids(&self, ids: &[[u8; 16]]) -> Result<Vec<Option<u64>>> {
+        self.shared.repairing(|| self.shared.find_ids(ids))
+    }
+
+    /// Visits candidate (version, position) pairs of `stream` from version
+    /// `from` in `direction`, in version order. Candidates from runs may
+    /// belong to another stream with the same hash: `visit` checks. Call it
+    /// inside [`Index::repairing`], starting afresh on each attempt.
+    pub(crate) fn read(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max: usize,
+        visit: &mut dyn FnMut(u64, u64) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        self.shared.read(stream, from, direction, max, visit)
+    }
+
+    /// Runs `attempt`; if it met a damaged run page, rebuilds the broken
+    /// runs from the log and runs it once more.
+    pub(crate) fn repairing<T>(&self, attempt: impl FnMut() -> Result<T>) -> Result<T> {
+        self.shared.repairing(attempt)
+    }
+
+    /// Counts for `stats`.
+    pub(crate) fn figures(&self) -> IndexFigures {
+        let levels = self.shared.levels.read();
+        let runs = &levels.runs;
+        IndexFigures {
+            streams: runs.iter().map(|r| r.new_streams()).sum::<u64>()
+                + levels.frozen.iter().map(|m| m.new_streams()).sum::<u64>()
+                + levels.active.new_streams(),
+            runs: runs.len() as u64,
+            run_bytes: runs.iter().map(|r| r.file_bytes()).sum(),
+            checkpoint: runs.last().map_or(0, |r| r.end()),
+            buffered: levels.frozen.iter().map(|m| m.len()).sum::<u64>() + levels.active.len(),
+            error: self.shared.error.lock().clone(),
+        }
+    }
+
+    /// Verifies every run page and compares every entry, persisted or in
+    /// memory, with one rebuilt from the log. Returns the events checked.
+    pub(crate) fn verify(&self) -> Result<u64> {
+        let (runs, frozen, active) = {
+            let levels = self.shared.levels.read();
+            let active = (
+                levels.active.start(),
+                levels.active.end(),
+                levels.active.stream_entries(),
+                levels.active.id_entries(),
+            );
+            (Arc::clone(&levels.runs), levels.frozen.clone(), active)
+        };
+        let mut expected_start = 0;
+        let mut checked = 0;
+        for run in runs.iter() {
+            if run.start() != expected_start {
+                return Err(Error::Index(format!(
+                    "index run {} starts at {}, the one before ends at {expected_start}",
+                    run.name(),
+                    run.start()
+                )));
+            }
+            run.verify()?;
+            let (streams, ids, _) = entries_from_log(&self.shared.reader, run.start(), run.end())?;
+            for (i, (stream, id)) in streams.iter().zip(&ids).enumerate() {
+                if run.stream_entry(i as u64)? != *stream || run.id_entry(i as u64)? != *id {
+                    return Err(Error::Index(format!(
+                        "index run {} entry {i} differs from the log",
+                        run.name()
+                    )));
+                }
+            }
+            expected_start = run.end();
+            checked += run.events();
+        }
+        let memtables = frozen
+            .iter()
+            .map(|m| (m.start(), m.end(), m.stream_entries(), m.id_entries()))
+            .chain(std::iter::once(active));
+        for (start, end, streams, ids) in memtables {
+            if start != expected_start {
+                return Err(Error::Index(format!(
+                    "memtable starts at {start}, the index before it ends at {expected_start}"
+                )));
+            }
+            let (log_streams, log_ids, _) = entries_from_log(&self.shared.reader, start, end)?;
+            if streams != log_streams || ids != log_ids {
+                return Err(Error::Index(format!(
+                    "memtable {start}..{end} differs from the log"
+                )));
+            }
+            expected_start = end;
+            checked += end - start;
+        }
+        Ok(checked)
+    }
+
+    /// Every stream → (positions in version order, deleted), from the
+    /// whole index; for tests and tools that compare indexes.
+    pub(crate) fn dump(&self) -> Result<BTreeMap<String, (Vec<u64>, bool)>> {
+        let (runs, memtables) = {
+            let levels = self.shared.levels.read();
+            let mut memtables: Vec<_> = levels.frozen.iter().map(|m| m.dump()).collect();
+            memtables.push(levels.active.dump());
+            (Arc::clone(&levels.runs), memtables)
+        };
+        let mut all: BTreeMap<String, (BTreeMap<u64, u64>, bool)> = BTreeMap::new();
+        for run in runs.iter() {
+            for i in 0..run.events() {
+                let entry = run.stream_entry(i)?;
+                let name = self
+                    .shared
+                    .reader
+                    .with_event(entry.position, |r| r.stream.to_owned())?
+                    .ok_or_else(|| missing(entry.position))?;
+                let slot = all.entry(name).or_default();
+                slot.0.insert(entry.version, entry.position);
+                slot.1 = entry.tombstone;
+            }
+        }
+        for memtable in memtables {
+            for (name, (versions, deleted)) in memtable {
+                let slot = all.entry(name).or_default();
+                slot.0.extend(versions);
+                slot.1 = deleted;
+            }
+        }
+        Ok(all
+            .into_iter()
+            .map(|(name, (versions, deleted))| (name, (versions.into_values().collect(), deleted)))
+            .collect())
+    }
+}
+
+fn missing(position: u64) -> Error {
+    Error::Index(format!(
+        "index points at position {position}, not in the log"
+    ))
+}
+
+impl Shared {
+    fn record(&self, outcome: Result<()>) {
+        *self.error.lock() = outcome.err().map(|e| e.to_string());
+    }
+
+    fn work(&self, receiver: &mpsc::Receiver<Message>) {
+        while let Ok(Message::Work) = receiver.recv() {
+            let mut stop = false;
+            while let Ok(message) = receiver.try_recv() {
+                stop |= matches!(message, Message::Stop);
+            }
+            self.record(self.persist_frozen());
+            if stop {
+                return;
+            }
+            if !self.closing.load(Ordering::Acquire) {
+                self.record(self.merge());
+            }
+        }
+    }
+
+    /// Writes every frozen memtable as a run, oldest first.
+    fn persist_frozen(&self) -> Result<()> {
+        let _runs = self.runs_lock.lock();
+        loop {
+            let Some(memtable) = self.levels.read().frozen.first().cloned() else {
+                return Ok(());
+            };
+            let run = write_run(
+                &self.storage,
+                memtable.start(),
+                memtable.end(),
+                memtable.new_streams(),
+                memtable.stream_entries().into_iter().map(Ok),
+                memtable.id_entries().into_iter().map(Ok),
+            )?;
+            let mut levels = self.levels.write();
+            let mut runs = Vec::clone(&levels.runs);
+            runs.push(Arc::new(run));
+            levels.runs = Arc::new(runs);
+            levels.frozen.remove(0);
+        }
+    }
+
+    /// Merges tail runs of one size class, as long as there are enough.
+    fn merge(&self) -> Result<()> {
+        loop {
+            if self.closing.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let _runs = self.runs_lock.lock();
+            let runs = Arc::clone(&self.levels.read().runs);
+            let class = |run: &Run| (run.events() / self.buffer_events).max(1).ilog(4);
+            let Some(last) = runs.last() else {
+                return Ok(());
+            };
+            let tail = runs
+                .iter()
+                .rev()
+                .take_while(|r| class(r) == class(last))
+                .count();
+            if tail < MERGE_FANOUT {
+                return Ok(());
+            }
+            let group = runs.get(runs.len() - tail..).unwrap_or_default();
+            let merged = Arc::new(merge_runs(&self.storage, group)?);
+            {
+                let mut levels = self.levels.write();
+                let mut kept: Vec<Arc<Run>> =
+                    runs.get(..runs.len() - tail).unwrap_or_default().to_vec();
+                kept.push(Arc::clone(&merged));
+                // Runs persisted meanwhile follow the merged ones.
+                kept.extend(levels.runs.iter().skip(runs.len()).cloned());
+                levels.runs = Arc::new(kept);
+            }
+            for old in group {
+                if old.name() != merged.name() {
+                    self.storage
+                        .remove(old.name())
+                        .map_err(|e| annals_segment::Error::io("remove", old.name(), e))?;
+                }
+            }
+            self.storage
+                .sync_dir()
+                .map_err(|e| annals_segment::Error::io("fsync dir", self.storage.describe(), e))?;
+        }
+    }
+
+    /// Runs `lookup`; if it found a damaged run page, rebuilds the broken
+    /// runs from the log and runs it once more.
+    fn repairing<T>(&self, mut lookup: impl FnMut() -> Result<T>) -> Result<T> {
+        match lookup() {
+            Err(e)
+                if e.is_corruption() && self.levels.read().runs.iter().any(|r| r.is_broken()) =>
+            {
+                self.repair()?;
+                lookup()
+            }
+            other => other,
+        }
+    }
+
+    /// Rebuilds every broken run from the log.
+    fn repair(&self) -> Result<()> {
+        let _runs = self.runs_lock.lock();
+        let runs = Arc::clone(&self.levels.read().runs);
+        for (i, run) in runs.iter().enumerate() {
+            if !run.is_broken() {
+                continue;
+            }
+            let (streams, ids, new_streams) =
+                entries_from_log(&self.reader, run.start(), run.end())?;
+            let rebuilt = write_run(
+                &self.storage,
+                run.start(),
+                run.end(),
+                new_streams,
+                streams.into_iter().map(Ok),
+                ids.into_iter().map(Ok),
+            )?;
+            let mut levels = self.levels.write();
+            let mut replaced = Vec::clone(&levels.runs);
+            if let Some(slot) = replaced.get_mut(i) {
+                *slot = Arc::new(rebuilt);
+            }
+            levels.runs = Arc::new(replaced);
+        }
+        Ok(())
+    }
+
+    fn is_stream(&self, position: u64, stream: &str) -> Result<bool> {
+        self.reader
+            .with_event(position, |r| r.stream == stream)?
+            .ok_or_else(|| missing(position))
+    }
+
+    fn snapshot(&self) -> (Arc<Vec<Arc<Run>>>, Vec<Arc<Memtable>>) {
+        let levels = self.levels.read();
+        (Arc::clone(&levels.runs), levels.frozen.clone())
+    }
+
+    fn state(&self, stream: &str) -> Result<Option<StreamState>> {
+        let (runs, frozen) = {
+            let levels = self.levels.read();
+            if let Some(state) = levels.active.state(stream) {
+                return Ok(Some(state));
+            }
+            (Arc::clone(&levels.runs), levels.frozen.clone())
+        };
+        if let Some(state) = frozen.iter().rev().find_map(|m| m.state(stream)) {
+            return Ok(Some(state));
+        }
+        let hash = self.hasher.hash(stream);
+        for run in runs.iter().rev() {
+            if !run.may_hold_stream(hash)? {
+                continue;
+            }
+            // Newest version first; skip a colliding stream's entries.
+            let mut i = run.seek_stream(hash, u64::MAX)?;
+            while i > 0 {
+                i -= 1;
+                let entry = run.stream_entry(i)?;
+                if entry.hash != hash {
+                    break;
+                }
+                if self.is_stream(entry.position, stream)? {
+                    return Ok(Some(StreamState {
+                        len: entry.version + 1,
+                        deleted: entry.tombstone,
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn find_ids(&self, ids: &[[u8; 16]]) -> Result<Vec<Option<u64>>> {
+        let mut found: Vec<Option<u64>> = {
+            let levels = self.levels.read();
+            ids.iter().map(|id| levels.active.find_id(id)).collect()
+        };
+        let (runs, frozen) = self.snapshot();
+        for (id, slot) in ids.iter().zip(found.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            *slot = frozen.iter().rev().find_map(|m| m.find_id(id));
+            for run in runs.iter().rev() {
+                if slot.is_some() {
+                    break;
+                }
+                *slot = run.find_id(id)?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn read(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max: usize,
+        visit: &mut dyn FnMut(u64, u64) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        let (active, runs, frozen) = {
+            let levels = self.levels.read();
+            (
+                levels.active.read(stream, from, direction, max),
+                Arc::clone(&levels.runs),
+                levels.frozen.clone(),
+            )
+        };
+        let hash = self.hasher.hash(stream);
+        let memtable = |m: &Memtable| m.read(stream, from, direction, max);
+        let mut visit_all = |pairs: Vec<(u64, u64)>| -> Result<ControlFlow<()>> {
+            for (version, position) in pairs {
+                if visit(version, position)?.is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        };
+        match direction {
+            Direction::Forward => {
+                for run in runs.iter() {
+                    if visit_run_forward(run, hash, from, &mut visit_all)?.is_break() {
+                        return Ok(());
+                    }
+                }
+                for m in &frozen {
+                    if visit_all(memtable(m))?.is_break() {
+                        return Ok(());
+                    }
+                }
+                // Last source: whether it stopped early changes nothing.
+                let _ = visit_all(active)?;
+            }
+            Direction::Backward => {
+                if visit_all(active)?.is_break() {
+                    return Ok(());
+                }
+                for m in frozen.iter().rev() {
+                    if visit_all(memtable(m))?.is_break() {
+                        return Ok(());
+                    }
+                }
+                for run in runs.iter().rev() {
+                    if visit_run_backward(run, hash, from, &mut visit_all)?.is_break() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+type VisitPairs<'a> = dyn FnMut(Vec<(u64, u64)>) -> Result<ControlFlow<()>> + 'a;
+
+fn visit_run_forward(
+    run: &Run,
+    hash: u64,
+    from: u64,
+    visit: &mut VisitPairs<'_>,
+) -> Result<ControlFlow<()>> {
+    if !run.may_hold_stream(hash)? {
+        return Ok(ControlFlow::Continue(()));
+    }
+    let mut i = run.seek_stream(hash, from)?;
+    while i < run.events() {
+        let entry = run.stream_entry(i)?;
+        if entry.hash != hash {
+            break;
+        }
+        if visit(vec![(entry.version, entry.position)])?.is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+        i += 1;
+    }
+    Ok(ControlFlow::Continue(()))
+}
+
+fn visit_run_backward(
+    run: &Run,
+    hash: u64,
+    from: u64,
+    visit: &mut VisitPairs<'_>,
+) -> Result<ControlFlow<()>> {
+    if !run.may_hold_stream(hash)? {
+        return Ok(ControlFlow::Continue(()));
+    }
+    let mut i = run.seek_stream(hash, from.saturating_add(1))?;
+    while i > 0 {
+        i -= 1;
+        let entry = run.stream_entry(i)?;
+        if entry.hash != hash {
+            break;
+        }
+        if visit(vec![(entry.version, entry.position)])?.is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+    }
+    Ok(ControlFlow::Continue(()))
+}
+
+/// The sorted entries a run of the log's `[start, end)` holds, and how many
+/// streams begin there.
+fn entries_from_log(
+    reader: &LogReader,
+    start: u64,
+    end: u64,
+) -> Result<(Vec<StreamEntry>, Vec<IdEntry>, u64)> {
+    let capacity = (end - start) as usize;
+    let (mut streams, mut ids) = (Vec::with_capacity(capacity), Vec::with_capacity(capacity));
+    let mut new_streams = 0;
+    let hasher = Fnv1aMix;
+    reader.scan(start, |position, record| {
+        if position >= end {
+            return ControlFlow::Break(());
+        }
+        new_streams += u64::from(record.stream_version == 0);
+        streams.push(StreamEntry {
+            hash: hasher.hash(record.stream),
+            version: record.stream_version,
+            position,
+            tombstone: record.flags & TOMBSTONE_FLAG != 0,
+        });
+        ids.push(IdEntry {
+            id: record.id,
+            position,
+        });
+        ControlFlow::Continue(())
+    })?;
+    if streams.len() != capacity {
+        return Err(Error::Index(format!(
+            "the log holds {} of the events {start}..{end}",
+            streams.len()
+        )));
+    }
+    streams.sort_unstable();
+    ids.sort_unstable();
+    Ok((streams, ids, new_streams))
+}
+
+/// The runs to trust: the longest contiguous chain from position 0 of runs
+/// whose header verifies and that end within the log. Every other run file
+/// (and leftover of an interrupted write) is removed.
+fn load_runs(storage: &Arc<dyn Storage>, log_end: u64) -> Result<(Vec<Arc<Run>>, Vec<String>)> {
+    let names = storage
+        .list()
+        .map_err(|e| annals_segment::Error::io("list", storage.describe(), e))?;
+    let mut candidates: Vec<(u64, u64, String)> = names
+        .iter()
+        .filter_map(|name| parse_run_file_name(name).map(|(s, e)| (s, e, name.clone())))
+        .collect();
+    // By start, longest first: after a merge that crashed before removing
+    // its inputs, the merged run wins.
+    candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    let mut runs: Vec<Arc<Run>> = Vec::new();
+    let mut discarded = Vec::new();
+    let mut next = 0;
+    for (start, end, name) in candidates {
+        let usable = start == next && end <= log_end;
+        match usable.then(|| Run::open(storage, &name)) {
+            Some(Ok(run)) => {
+                runs.push(Arc::new(run));
+                next = end;
+            }
+            Some(Err(annals_segment::Error::Io { op, file, source }))
+                if source.kind() != std::io::ErrorKind::NotFound =>
+            {
+                return Err(annals_segment::Error::Io { op, file, source }.into());
+            }
+            _ => discarded.push(name),
+        }
+    }
+    for name in &discarded {
+        storage
+            .remove(name)
+            .map_err(|e| annals_segment::Error::io("remove", name.clone(), e))?;
+    }
+    if !discarded.is_empty() {
+        storage
+            .sync_dir()
+            .map_err(|e| annals_segment::Error::io("fsync dir", storage.describe(), e))?;
+    }
+    Ok((runs, discarded))
+}

@@ -1,0 +1,500 @@
+//! The persisted index: runs written and merged in the background, a clean
+//! open replays nothing, a crash replays only the tail after the checkpoint,
+//! damaged or misplaced run files are never trusted.
+//!
+//! Crash images are taken by a storage wrapper at every step of every index
+//! file write, rename and removal (so "killed while an index file is being
+//! written or merged" is covered at each step, not by chance).
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use annals::storage::{CrashMode, FsStorage, Mapping, MemStorage, Storage, StorageFile};
+use annals::{Direction, EventData, ExpectedVersion, Options, Store};
+use parking_lot::Mutex;
+
+fn event(stream: &str, version: u64) -> EventData {
+    EventData::new("E", format!("{stream}@{version}"))
+}
+
+/// What the test expects: stream → positions in version order.
+type Model = HashMap<String, Vec<u64>>;
+
+fn check_against(store: &Store, model: &Model) {
+    for (stream, positions) in model {
+        let events = store
+            .read_stream(stream, 0, Direction::Forward, usize::MAX)
+            .unwrap();
+        let got: Vec<u64> = events.iter().map(|e| e.position).collect();
+        assert_eq!(&got, positions, "stream {stream}");
+        for (v, e) in events.iter().enumerate() {
+            assert_eq!(e.version, v as u64);
+            assert_eq!(&e.data[..], format!("{stream}@{v}").as_bytes());
+        }
+        let back = store
+            .read_stream(stream, u64::MAX, Direction::Backward, 3)
+            .unwrap();
+        let want: Vec<u64> = positions.iter().rev().take(3).copied().collect();
+        assert_eq!(back.iter().map(|e| e.position).collect::<Vec<_>>(), want);
+        assert_eq!(
+            store.stream_version(stream).unwrap(),
+            annals::CurrentVersion::Version(positions.len() as u64 - 1)
+        );
+    }
+}
+
+/// Appends `count` single-event appends spread over `streams` streams
+/// (stream k gets every `streams`-th event: scattered over time).
+fn fill(store: &Store, model: &mut Model, count: u64, streams: u64, salt: u64) {
+    for i in 0..count {
+        let stream = format!("s-{}", (i * 7 + salt) % streams);
+        let positions = model.entry(stream.clone()).or_default();
+        let expected = match positions.len() {
+            0 => ExpectedVersion::NoStream,
+            n => ExpectedVersion::Exact(n as u64 - 1),
+        };
+        let written = store
+            .append(
+                &stream,
+                expected,
+                vec![event(&stream, positions.len() as u64)],
+            )
+            .unwrap()
+            .unwrap();
+        positions.push(written.first_position);
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn runs_are_merged_a_clean_open_replays_nothing_and_reads_match_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options::default().index_buffer_events(50);
+    let mut model = Model::new();
+    {
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        fill(&store, &mut model, 5_000, 37, 0);
+        check_against(&store, &model);
+        // 100 buffers were frozen; merging keeps at most 3 runs per size
+        // class (4 classes for 100 buffers).
+        wait_for("merges", || {
+            let stats = store.stats();
+            stats.index_checkpoint >= 4_950 && stats.index_runs <= 12
+        });
+        let stats = store.stats();
+        assert_eq!(stats.streams, 37);
+        assert_eq!(stats.index_error, None);
+        let report = store.verify().unwrap();
+        assert_eq!(report.index_entries, 5_000);
+    }
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(
+        store.index_report().replayed,
+        0,
+        "a clean close persists everything"
+    );
+    assert_eq!(store.index_report().checkpoint, 5_000);
+    assert!(store.index_report().discarded.is_empty());
+    check_against(&store, &model);
+    // Append more: streams continue across runs and the memtable.
+    fill(&store, &mut model, 321, 41, 3);
+    check_against(&store, &model);
+    store.verify().unwrap();
+    assert_eq!(store.stats().streams, 41);
+}
+
+#[test]
+fn after_a_crash_only_the_tail_after_the_checkpoint_is_replayed() {
+    let mem = MemStorage::new();
+    let options = Options::default().index_buffer_events(64);
+    let mut model = Model::new();
+    let store = Store::open_storage(Arc::new(mem.handle()), options.clone()).unwrap();
+    fill(&store, &mut model, 1_000, 13, 1);
+    wait_for("runs", || store.stats().index_checkpoint >= 960);
+    let image = mem.crash_image(7, CrashMode::TearUnsynced);
+    drop(store);
+    let store = Store::open_storage(Arc::new(image), options).unwrap();
+    let report = store.index_report().clone();
+    assert!(report.checkpoint >= 960, "{report:?}");
+    assert_eq!(report.replayed, 1_000 - report.checkpoint);
+    check_against(&store, &model);
+    store.verify().unwrap();
+}
+
+/// A storage that takes a crash image of its memory backend before every
+/// index file operation, recording how many appends were acknowledged then.
+#[derive(Debug)]
+struct Imaging {
+    inner: MemStorage,
+    acked: Arc<Mutex<usize>>,
+    images: Arc<Mutex<Vec<Image>>>,
+}
+
+/// A crash image, the appends acknowledged when it was taken, and the step.
+type Image = (MemStorage, usize, &'static str);
+
+impl Imaging {
+    fn image(&self, step: &'static str) {
+        let acked = *self.acked.lock();
+        let mut images = self.images.lock();
+        let mode = match images.len() % 3 {
+            0 => CrashMode::DropUnsynced,
+            1 => CrashMode::TearUnsynced,
+            _ => CrashMode::GarbleUnsynced,
+        };
+        let image = self.inner.crash_image(images.len() as u64, mode);
+        images.push((image, acked, step));
+    }
+}
+
+fn is_index(name: &str) -> bool {
+    name.starts_with("index-")
+}
+
+impl Storage for Imaging {
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn create(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        let file = self.inner.create(name)?;
+        if !is_index(name) {
+            return Ok(file);
+        }
+        self.image("created");
+        Ok(Arc::new(ImagingFile {
+            inner: file,
+            storage: Imaging {
+                inner: self.inner.handle(),
+                acked: Arc::clone(&self.acked),
+                images: Arc::clone(&self.images),
+            },
+        }))
+    }
+    fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        self.inner.open(name)
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        if is_index(name) {
+            self.image("before remove");
+        }
+        self.inner.remove(name)
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let index = is_index(from);
+        if index {
+            self.image("before rename");
+        }
+        self.inner.rename(from, to)?;
+        if index {
+            self.image("after rename");
+        }
+        Ok(())
+    }
+    fn sync_dir(&self) -> io::Result<()> {
+        self.inner.sync_dir()
+    }
+    fn try_lock(&self) -> io::Result<()> {
+        self.inner.try_lock()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[derive(Debug)]
+struct ImagingFile {
+    inner: Arc<dyn StorageFile>,
+    storage: Imaging,
+}
+
+impl StorageFile for ImagingFile {
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, offset)?;
+        self.storage.image("written");
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.inner.sync_all()?;
+        self.storage.image("synced");
+        Ok(())
+    }
+    fn map(&self) -> io::Result<Mapping> {
+        self.inner.map()
+    }
+}
+
+#[test]
+fn a_crash_at_any_step_of_writing_or_merging_index_files_loses_nothing() {
+    let mem = MemStorage::new();
+    let acked = Arc::new(Mutex::new(0usize));
+    let images = Arc::new(Mutex::new(Vec::new()));
+    let storage = Imaging {
+        inner: mem.handle(),
+        acked: Arc::clone(&acked),
+        images: Arc::clone(&images),
+    };
+    // Small segments: every image copies every file.
+    let options = || {
+        Options::default()
+            .index_buffer_events(16)
+            .segment_bytes(32 << 10)
+    };
+    let store = Store::open_storage(Arc::new(storage), options()).unwrap();
+    let mut log: Vec<(String, u64, u64)> = Vec::new();
+    let mut model = Model::new();
+    for i in 0..400u64 {
+        let stream = format!("c-{}", i % 9);
+        let positions = model.entry(stream.clone()).or_default();
+        let version = positions.len() as u64;
+        let written = store
+            .append(&stream, ExpectedVersion::Any, vec![event(&stream, version)])
+            .unwrap()
+            .unwrap();
+        positions.push(written.first_position);
+        log.push((stream, version, written.first_position));
+        *acked.lock() = log.len();
+    }
+    drop(store);
+    let images = std::mem::take(&mut *images.lock());
+    let steps: std::collections::BTreeSet<&str> = images.iter().map(|(_, _, s)| *s).collect();
+    assert_eq!(
+        steps.len(),
+        6,
+        "every step of an index write was imaged: {steps:?}"
+    );
+    assert!(
+        images.iter().any(|(_, _, s)| *s == "before remove"),
+        "merges ran (their inputs were removed)"
+    );
+    let mut replayed_less_than_all = 0;
+    for (k, (image, acked, step)) in images.into_iter().enumerate() {
+        let store = Store::open_storage(Arc::new(image), options())
+            .unwrap_or_else(|e| panic!("image {k} ({step}): {e}"));
+        let end = store.position_end();
+        assert!(
+            end >= acked as u64,
+            "image {k} ({step}): lost acknowledged appends"
+        );
+        let report = store.index_report().clone();
+        assert_eq!(report.replayed, end - report.checkpoint, "image {k}");
+        replayed_less_than_all += usize::from(report.checkpoint > 0);
+        for (stream, version, position) in log.iter().take(acked) {
+            let got = store
+                .read_stream(stream, *version, Direction::Forward, 1)
+                .unwrap();
+            let first = got
+                .first()
+                .unwrap_or_else(|| panic!("image {k} ({step}): {stream}@{version} missing"));
+            assert_eq!(first.position, *position, "image {k} ({step})");
+        }
+        store
+            .verify()
+            .unwrap_or_else(|e| panic!("image {k} ({step}): {e}"));
+    }
+    assert!(
+        replayed_less_than_all > 0,
+        "some images had a persisted checkpoint"
+    );
+}
+
+fn run_files(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut runs: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().into_string().unwrap(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .filter(|(n, _)| n.ends_with(".run"))
+        .collect();
+    runs.sort();
+    runs
+}
+
+fn flip(path: &std::path::Path, offset: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_index_page_is_detected_and_the_run_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options::default().index_buffer_events(100_000);
+    let mut model = Model::new();
+    {
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        fill(&store, &mut model, 3_000, 50, 2);
+    }
+    let runs = run_files(dir.path());
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = dir.path().join(&runs[0].0);
+    // A byte in the stream table (page 1 on): found when first read.
+    flip(&run, 4096 + 1000);
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(
+        store.index_report().checkpoint,
+        3_000,
+        "the header is intact"
+    );
+    check_against(&store, &model);
+    store.verify().unwrap();
+    drop(store);
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    store.verify().unwrap();
+    drop(store);
+
+    // A byte of the header page: discarded at open, the log replayed.
+    flip(&run, 40);
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.index_report().discarded, vec![runs[0].0.clone()]);
+    assert_eq!(store.index_report().replayed, 3_000);
+    check_against(&store, &model);
+    store.verify().unwrap();
+}
+
+#[test]
+fn verify_reports_a_damaged_index_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::new();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        fill(&store, &mut model, 500, 5, 0);
+    }
+    let runs = run_files(dir.path());
+    let last_page = runs[0].1 - 4096;
+    flip(&dir.path().join(&runs[0].0), last_page + 7);
+    let store = Store::open(dir.path()).unwrap();
+    let error = store.verify().unwrap_err();
+    assert!(error.is_corruption(), "{error}");
+    assert!(error.to_string().contains(&runs[0].0), "{error}");
+}
+
+#[test]
+fn runs_ahead_of_the_log_or_off_the_chain_are_discarded() {
+    let long = tempfile::tempdir().unwrap();
+    let short = tempfile::tempdir().unwrap();
+    let options = || Options::default().index_buffer_events(100);
+    let mut long_model = Model::new();
+    {
+        let store = Store::open_with(long.path(), options()).unwrap();
+        fill(&store, &mut long_model, 200, 3, 0);
+    }
+    let mut model = Model::new();
+    {
+        let store = Store::open_with(short.path(), options()).unwrap();
+        fill(&store, &mut model, 100, 3, 1);
+    }
+    // The long store's second run covers 100..200: past the short log's end.
+    let ahead = run_files(long.path())
+        .into_iter()
+        .find(|(n, _)| n.contains("-0000000000000064-"))
+        .map(|(n, _)| n)
+        .unwrap();
+    std::fs::copy(long.path().join(&ahead), short.path().join(&ahead)).unwrap();
+    // And a run that leaves a gap after the chain.
+    let gap = "index-00000000000000c8-00000000000000c9.run";
+    std::fs::write(short.path().join(gap), b"not a run").unwrap();
+    let store = Store::open_with(short.path(), options()).unwrap();
+    let mut discarded = store.index_report().discarded.clone();
+    discarded.sort();
+    assert_eq!(discarded, vec![ahead, gap.to_string()]);
+    assert_eq!(store.index_report().checkpoint, 100);
+    check_against(&store, &model);
+    store.verify().unwrap();
+}
+
+#[test]
+fn retries_are_recognised_from_index_files_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options::default().index_buffer_events(32);
+    let events: Vec<EventData> = (0..3).map(|v| event("r", v)).collect();
+    let first = {
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        let first = store
+            .append("r", ExpectedVersion::NoStream, events.clone())
+            .unwrap()
+            .unwrap();
+        let mut model = Model::new();
+        fill(&store, &mut model, 500, 11, 0);
+        first
+    };
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.index_report().replayed, 0);
+    let retried = store
+        .append("r", ExpectedVersion::NoStream, events.clone())
+        .unwrap()
+        .unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(retried.first_position, first.first_position);
+    let partial = store.append("r", ExpectedVersion::Any, events[1..].to_vec());
+    assert!(
+        matches!(partial, Err(annals::Error::InvalidInput(_))),
+        "{partial:?}"
+    );
+    assert_eq!(
+        store.stream_version("r").unwrap(),
+        annals::CurrentVersion::Version(2)
+    );
+}
+
+#[test]
+fn an_index_on_a_real_directory_survives_deletes_and_many_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options::default().index_buffer_events(7);
+    let mut model = Model::new();
+    let doomed = "doomed";
+    for round in 0..12u64 {
+        let store =
+            Store::open_storage(Arc::new(FsStorage::open(dir.path()).unwrap()), options()).unwrap();
+        assert_eq!(store.index_report().replayed, 0, "round {round}");
+        fill(&store, &mut model, 23, 5, round);
+        if round < 6 {
+            store
+                .append(doomed, ExpectedVersion::Any, vec![EventData::new("D", "")])
+                .unwrap()
+                .unwrap();
+        }
+        if round == 6 {
+            store
+                .delete_stream(doomed, ExpectedVersion::Exact(5))
+                .unwrap()
+                .unwrap();
+        }
+        check_against(&store, &model);
+        if round >= 6 {
+            assert!(matches!(
+                store.read_stream(doomed, 0, Direction::Forward, 1),
+                Err(annals::Error::StreamDeleted(_))
+            ));
+            assert_eq!(
+                store.stream_version(doomed).unwrap(),
+                annals::CurrentVersion::Deleted { last: 6 }
+            );
+        }
+        store.verify().unwrap();
+    }
+}
