@@ -184,14 +184,32 @@ pub fn stats(dir: &Path, as_json: bool) -> Result<(), Failure> {
                 "segments": stats.segments,
                 "bytes": stats.segment_bytes,
                 "data_bytes": stats.data_bytes,
+                "index_runs": stats.index_runs,
+                "index_bytes": stats.index_bytes,
+                "index_checkpoint": stats.index_checkpoint,
+                "index_buffered": stats.index_buffered,
+                "index_error": stats.index_error,
             })
             .to_string(),
         )
     } else {
         print_line(&format!(
-            "streams   {}\nevents    {}\nsegments  {}\nbytes     {}\ndata_bytes {}",
-            stats.streams, stats.events, stats.segments, stats.segment_bytes, stats.data_bytes
-        ))
+            "streams   {}\nevents    {}\nsegments  {}\nbytes     {}\ndata_bytes {}\n\
+             index_runs {}\nindex_bytes {}\nindex_checkpoint {}\nindex_buffered {}",
+            stats.streams,
+            stats.events,
+            stats.segments,
+            stats.segment_bytes,
+            stats.data_bytes,
+            stats.index_runs,
+            stats.index_bytes,
+            stats.index_checkpoint,
+            stats.index_buffered,
+        ))?;
+        match stats.index_error {
+            Some(error) => print_line(&format!("index_error {error}")),
+            None => Ok(()),
+        }
     }
 }
 
@@ -204,5 +222,35 @@ pub fn verify(dir: &Path) -> Result<(), Failure> {
     print_line(&format!(
         "ok: {} events checksummed, index of {} streams matches a full rescan",
         report.events, report.streams
+    ))?;
+    print_line(&format!(
+        "ok: {} index entries (files and memory) checked",
+        report.index_entries
+    ))
+}
+
+/// `annals rebuild-index`.
+pub fn rebuild_index(dir: &Path) -> Result<(), Failure> {
+    if !dir.is_dir() {
+        return Err(Failure::error(format!("no store at {}", dir.display())));
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "rebuilding index {bar:40} {pos}/{len} events ({eta})",
+        )
+        .map_err(|e| Failure::error(e.to_string()))?,
+    );
+    let store =
+        annals::Store::rebuild_index(dir, annals::Options::default(), &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })?;
+    bar.finish_and_clear();
+    let stats = store.stats();
+    drop(store);
+    print_line(&format!(
+        "ok: index rebuilt from {} events of {} streams",
+        stats.events, stats.streams
     ))
 }

@@ -99,8 +99,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Verify every checksum and the index against a full rescan.
+    /// Verify every checksum of the log and of the index files, and every
+    /// index entry against a full rescan.
     Verify {
+        /// Store directory.
+        dir: PathBuf,
+    },
+    /// Rebuild the index from the log: remove every index file, replay the
+    /// whole log (with a progress bar on stderr), persist the new index.
+    RebuildIndex {
         /// Store directory.
         dir: PathBuf,
     },
@@ -138,6 +145,10 @@ enum Command {
         /// How long to run.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Events the index buffers in memory before writing an index file
+        /// (small values make index writes and merges frequent).
+        #[arg(long)]
+        index_buffer_events: Option<u64>,
     },
     /// Run the demo: concurrent writers with expected versions, conflicts,
     /// aggregates read back.
@@ -224,6 +235,7 @@ fn main() -> ExitCode {
         } => commands::delete(&dir, &stream, &expected),
         Command::Stats { dir, json } => commands::stats(&dir, json),
         Command::Verify { dir } => commands::verify(&dir),
+        Command::RebuildIndex { dir } => commands::rebuild_index(&dir),
         Command::Demo {
             dir,
             threads,
@@ -235,7 +247,8 @@ fn main() -> ExitCode {
             threads,
             streams,
             seconds,
-        } => stress::run(&dir, threads, streams, seconds),
+            index_buffer_events,
+        } => stress::run(&dir, threads, streams, seconds, index_buffer_events),
         Command::Bench {
             seconds,
             streams,

@@ -22,8 +22,19 @@ pub fn stress_data(stream: &str, version: u64) -> String {
 }
 
 /// Runs the load until `seconds` have passed (or the process is killed).
-pub fn run(dir: &Path, threads: usize, streams: usize, seconds: f64) -> Result<(), Failure> {
-    let store = open(dir, true)?;
+pub fn run(
+    dir: &Path,
+    threads: usize,
+    streams: usize,
+    seconds: f64,
+    index_buffer_events: Option<u64>,
+) -> Result<(), Failure> {
+    let store = match index_buffer_events {
+        None => open(dir, true)?,
+        Some(events) => {
+            annals::Store::open_with(dir, annals::Options::default().index_buffer_events(events))?
+        }
+    };
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let workers: Vec<_> = (0..threads.max(1))

@@ -412,3 +412,54 @@ fn bench_prints_a_table_and_writes_json() {
     let bad = annals(&["bench", "--seconds", "0"], None);
     assert_eq!(code(&bad), 2);
 }
+
+#[test]
+fn rebuild_index_replaces_the_index_files_and_stats_report_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    for (i, stream) in ["a", "b", "a", "c", "a"].iter().enumerate() {
+        let data = format!("{{\"i\":{i}}}");
+        let out = annals(
+            &["append", store, stream, "--type", "T", "--data", &data],
+            None,
+        );
+        assert_eq!(code(&out), 0);
+    }
+    let stats = &stdout_json(&annals(&["stats", store, "--json"], None))[0];
+    assert_eq!(stats["index_checkpoint"], 5, "{stats}");
+    assert!(stats["index_runs"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["index_buffered"], 0, "{stats}");
+    assert!(stats["index_error"].is_null(), "{stats}");
+
+    // Damage every index file in a way open cannot see (a data page).
+    let runs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "run"))
+        .collect();
+    assert!(!runs.is_empty());
+    for run in &runs {
+        let mut bytes = std::fs::read(run).unwrap();
+        bytes[4096 + 3] ^= 0x20;
+        std::fs::write(run, &bytes).unwrap();
+    }
+    let out = annals(&["verify", store], None);
+    assert_eq!(code(&out), 1, "verify must report the damaged index page");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".run"));
+
+    let out = annals(&["rebuild-index", store], None);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: index rebuilt from 5 events of 3 streams\n"
+    );
+    let out = annals(&["verify", store], None);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 5 index entries"));
+    let events = stdout_json(&annals(&["read", store, "a"], None));
+    assert_eq!(events.len(), 3);
+
+    let missing = dir.path().join("nope");
+    let out = annals(&["rebuild-index", missing.to_str().unwrap()], None);
+    assert_eq!(code(&out), 1);
+}

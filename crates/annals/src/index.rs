@@ -730,6 +730,22 @@ fn entries_from_log(
     Ok((streams, ids, new_streams))
 }
 
+/// Removes every index run file (before a rebuild from the log).
+pub(crate) fn remove_runs(storage: &Arc<dyn Storage>) -> Result<()> {
+    let names = storage
+        .list()
+        .map_err(|e| annals_segment::Error::io("list", storage.describe(), e))?;
+    for name in names.iter().filter(|n| parse_run_file_name(n).is_some()) {
+        storage
+            .remove(name)
+            .map_err(|e| annals_segment::Error::io("remove", name.clone(), e))?;
+    }
+    storage
+        .sync_dir()
+        .map_err(|e| annals_segment::Error::io("fsync dir", storage.describe(), e))?;
+    Ok(())
+}
+
 /// The runs to trust: the longest contiguous chain from position 0 of runs
 /// whose header verifies and that end within the log. Every other run file
 /// (and leftover of an interrupted write) is removed.

@@ -142,11 +142,42 @@ impl Store {
         options: Options,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Store> {
+        lock(&storage)?;
+        Self::open_locked(storage, options, progress)
+    }
+
+    /// Opens the store in `dir` after removing every index file, so that
+    /// the whole index is rebuilt from the log (`progress(done, total)`
+    /// follows the replay). Needed only after damage the automatic checks
+    /// cannot see; open already discards damaged or misplaced index files.
+    pub fn rebuild_index(
+        dir: impl AsRef<Path>,
+        options: Options,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Store> {
+        let dir = dir.as_ref();
+        let storage = FsStorage::open(dir)
+            .map_err(|e| annals_segment::Error::io("open", dir.display().to_string(), e))?;
+        Self::rebuild_index_storage(Arc::new(storage), options, progress)
+    }
+
+    /// [`Store::rebuild_index`] on any [`Storage`].
+    pub fn rebuild_index_storage(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Store> {
+        lock(&storage)?;
+        crate::index::remove_runs(&storage)?;
+        Self::open_locked(storage, options, progress)
+    }
+
+    fn open_locked(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Store> {
         let location = storage.describe();
-        storage.try_lock().map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock => Error::Locked(location.clone()),
-            _ => annals_segment::Error::io("lock", location.clone(), e).into(),
-        })?;
         let log_options = LogOptions {
             segment_bytes: options.segment_bytes,
         };
@@ -446,6 +477,13 @@ impl Store {
     pub fn index_dump(&self) -> Result<std::collections::BTreeMap<String, (Vec<u64>, bool)>> {
         self.inner.index.dump()
     }
+}
+
+fn lock(storage: &Arc<dyn Storage>) -> Result<()> {
+    storage.try_lock().map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => Error::Locked(storage.describe()),
+        _ => annals_segment::Error::io("lock", storage.describe(), e).into(),
+    })
 }
 
 fn first_result(mut results: Vec<AppendResult>) -> AppendResult {
