@@ -154,8 +154,14 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<Option<Recovered>> {
             &mut report,
         )?));
     }
-    let (active, write_offset, position_end) =
-        open_active(active_name, active_header, active_file, clean, &mut report)?;
+    let (active, write_offset, position_end) = open_active(
+        storage,
+        active_name,
+        active_header,
+        active_file,
+        clean,
+        &mut report,
+    )?;
     segments.push(Arc::new(active));
     Ok(Some(Recovered {
         segments,
@@ -272,12 +278,19 @@ fn open_sealed(
 /// The active segment: scan to the first invalid frame and decide between a
 /// torn tail (truncate) and corruption (refuse).
 fn open_active(
+    storage: &dyn Storage,
     name: String,
     header: SegmentHeader,
     file: Arc<dyn StorageFile>,
     clean: Option<CleanMarker>,
     report: &mut RecoveryReport,
 ) -> Result<(Segment, u64, u64)> {
+    if let Some(marker) = clean {
+        if let Some(opened) = open_active_clean(storage, &header, &file, marker)? {
+            report.clean_close = true;
+            return Ok(opened);
+        }
+    }
     let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
     let scan = scan_frames(map.bytes(), &header, None);
     // Closed cleanly, and the scan stops exactly where it was closed: the
@@ -328,6 +341,49 @@ fn open_active(
         scan.data_end,
     );
     Ok((segment, scan.data_end, scan.position_end))
+}
+
+/// A cleanly closed active segment opened from the frame index written at
+/// close, reading no frame — if the index verifies and ends exactly where
+/// the marker says the log ends. `None`: open it the long way.
+fn open_active_clean(
+    storage: &dyn Storage,
+    header: &SegmentHeader,
+    file: &Arc<dyn StorageFile>,
+    marker: CleanMarker,
+) -> Result<Option<(Segment, u64, u64)>> {
+    if (marker.position_first, marker.salt) != (header.position_first, header.salt) {
+        return Ok(None);
+    }
+    let name = frame_index_file_name(header.position_first);
+    let Ok(index_file) = storage.open(&name) else {
+        return Ok(None);
+    };
+    let Ok(map) = index_file.map() else {
+        return Ok(None);
+    };
+    let Ok((index, summary)) = FrameIndex::decode(map, &name, header) else {
+        return Ok(None);
+    };
+    if (summary.position_end, summary.data_end) != (marker.position_end, marker.data_end) {
+        return Ok(None);
+    }
+    // The active segment keeps growing: its frames live on the heap.
+    let frames: Vec<FrameEntry> = (0..index.len()).filter_map(|i| index.get(i)).collect();
+    let len = file.len().map_err(|e| Error::io("stat", &name, e))?;
+    if len < header.segment_bytes || frames.len() != index.len() {
+        return Ok(None);
+    }
+    let segment_name = crate::segment::segment_file_name(header.position_first);
+    let map = file.map().map_err(|e| Error::io("mmap", segment_name, e))?;
+    let segment = Segment::new(
+        *header,
+        Arc::clone(file),
+        map,
+        FrameIndex::Memory(frames),
+        marker.data_end,
+    );
+    Ok(Some((segment, marker.data_end, marker.position_end)))
 }
 
 /// Writes a sealed segment's frame index file (temp file, fsync, rename) and

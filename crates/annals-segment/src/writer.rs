@@ -300,6 +300,21 @@ impl LogWriter {
     /// last; nothing may be appended after it.
     pub fn close_clean(&mut self) -> Result<()> {
         self.sync()?;
+        // The active segment's frame index, so that a clean open reads no
+        // frame: made durable by the marker's directory fsync, and used
+        // only when the marker names exactly this segment and end.
+        let summary = crate::frame_index::SealedSummary {
+            position_end: self.position_next,
+            data_end: self.write_offset,
+        };
+        if self.position_next > self.active.header.position_first {
+            let bytes = self
+                .active
+                .frames
+                .read()
+                .encode(&self.active.header, summary);
+            crate::recovery::write_frame_index(self.storage.as_ref(), &self.active.header, &bytes)?;
+        }
         crate::clean::write(
             self.storage.as_ref(),
             crate::clean::CleanMarker {

@@ -280,3 +280,66 @@ fn regression_reads_during_a_roll_never_see_a_missing_frame() {
         reader.segments().len()
     );
 }
+
+/// A clean close writes the active segment's frame index; the next open
+/// takes the frames from it and reads no frame (shown by damage it does not
+/// see at open but a read does). If the index is damaged or missing, open
+/// scans the segment as before.
+#[test]
+fn a_clean_open_reads_no_frame_and_falls_back_to_a_scan_without_a_good_index() {
+    let storage = MemStorage::new();
+    let options = LogOptions {
+        segment_bytes: 64 << 10,
+    };
+    let (mut writer, _, _) = annals_segment::open(Arc::new(storage.handle()), options).unwrap();
+    let events: Vec<Owned> = (0..30).map(|k| event(k, 40)).collect();
+    for e in &events {
+        append_sync(&mut writer, std::slice::from_ref(e));
+    }
+    writer.close_clean().unwrap();
+    drop(writer);
+    let segment = annals_segment::segment_file_name(0);
+    let index = annals_segment::frame_index_file_name(0);
+    assert!(
+        storage.read_file(&index).is_some(),
+        "close wrote the active frame index"
+    );
+    let damaged = |also_index: bool| {
+        let image = storage.crash_image(0, CrashMode::DropUnsynced);
+        let mut bytes = image.read_file(&segment).unwrap();
+        bytes[64 + 48 + 4 + 56 + 5] ^= 0x04; // inside the first event
+        image.write_file(&segment, &bytes);
+        if also_index {
+            let mut bytes = image.read_file(&index).unwrap();
+            bytes[70] ^= 0x01;
+            image.write_file(&index, &bytes);
+        }
+        image
+    };
+
+    let (_, reader, report) = annals_segment::open(Arc::new(damaged(false)), options).unwrap();
+    assert!(report.clean_close);
+    assert!(matches!(
+        reader.with_event(0, Owned::from_record),
+        Err(annals_segment::Error::Corrupt { .. })
+    ));
+    assert_eq!(
+        reader.with_event(29, Owned::from_record).unwrap(),
+        Some(events[29].clone())
+    );
+
+    // A damaged index: the scan runs and finds the damaged frame.
+    let opened = annals_segment::open(Arc::new(damaged(true)), options);
+    assert!(
+        matches!(opened, Err(annals_segment::Error::Corrupt { .. })),
+        "{:?}",
+        opened.map(|_| ())
+    );
+
+    // No index: the scan runs, checks the marker, and all is there.
+    let image = storage.crash_image(0, CrashMode::DropUnsynced);
+    image.remove(&index).unwrap();
+    let (_, reader, report) = annals_segment::open(Arc::new(image), options).unwrap();
+    assert!(report.clean_close);
+    assert_eq!(read_all(&reader), events);
+}
