@@ -243,7 +243,6 @@ fn open_sealed(
     next_first: u64,
     report: &mut RecoveryReport,
 ) -> Result<Segment> {
-    let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
     let index_name = frame_index_file_name(header.position_first);
     if let Ok(index_file) = storage.open(&index_name) {
         let loaded = index_file
@@ -251,11 +250,15 @@ fn open_sealed(
             .map_err(|e| Error::io("mmap", index_name.clone(), e))
             .and_then(|index_map| FrameIndex::decode(index_map, &index_name, &header));
         if let Ok((frames, summary)) = loaded {
-            if summary.position_end == next_first && summary.data_end <= map.bytes().len() as u64 {
-                return Ok(Segment::new(header, file, map, frames, summary.data_end));
+            // (`decode` bounds `data_end` by the header's segment size; a file
+            // cut shorter reads as `Corrupt`, never past its mapping.)
+            if summary.position_end == next_first {
+                // Mapped by its first read.
+                return Ok(Segment::new(header, file, None, frames, summary.data_end));
             }
         }
     }
+    let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
     let scan = scan_frames(map.bytes(), &header, Some(next_first));
     if scan.position_end != next_first {
         let (offset, reason) = scan.fault.unwrap_or((scan.data_end, "segment ends early"));
@@ -272,7 +275,13 @@ fn open_sealed(
     let bytes = FrameIndex::Memory(scan.frames).encode(&header, summary);
     let frames = write_frame_index(storage, &header, &bytes)?;
     report.frame_indexes_rebuilt += 1;
-    Ok(Segment::new(header, file, map, frames, summary.data_end))
+    Ok(Segment::new(
+        header,
+        file,
+        Some(map),
+        frames,
+        summary.data_end,
+    ))
 }
 
 /// The active segment: scan to the first invalid frame and decide between a
@@ -336,7 +345,7 @@ fn open_active(
     let segment = Segment::new(
         header,
         file,
-        map,
+        Some(map),
         FrameIndex::Memory(scan.frames),
         scan.data_end,
     );
@@ -379,7 +388,7 @@ fn open_active_clean(
     let segment = Segment::new(
         *header,
         Arc::clone(file),
-        map,
+        Some(map),
         FrameIndex::Memory(frames),
         marker.data_end,
     );

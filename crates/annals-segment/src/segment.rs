@@ -35,19 +35,23 @@ pub(crate) struct Segment {
     pub(crate) name: String,
     pub(crate) header: SegmentHeader,
     pub(crate) file: Arc<dyn StorageFile>,
-    /// The mapping, and how far the segment was written when it was made.
-    mapping: RwLock<(Mapping, u64)>,
+    /// The mapping, and how far the segment was written when it was made;
+    /// `None` until first needed (a sealed segment opened from its frame
+    /// index is mapped by its first read, so open costs no `mmap` per
+    /// segment).
+    mapping: RwLock<Option<(Mapping, u64)>>,
     /// Offset after the last frame written (not necessarily durable).
     written: AtomicU64,
     pub(crate) frames: RwLock<FrameIndex>,
 }
 
 impl Segment {
-    /// A segment whose frames end at `written`.
+    /// A segment whose frames end at `written`, mapped now or (`None`) on
+    /// first use.
     pub(crate) fn new(
         header: SegmentHeader,
         file: Arc<dyn StorageFile>,
-        mapping: Mapping,
+        mapping: Option<Mapping>,
         frames: FrameIndex,
         written: u64,
     ) -> Self {
@@ -55,7 +59,7 @@ impl Segment {
             name: segment_file_name(header.position_first),
             header,
             file,
-            mapping: RwLock::new((mapping, written)),
+            mapping: RwLock::new(mapping.map(|m| (m, written))),
             written: AtomicU64::new(written),
             frames: RwLock::new(frames),
         }
@@ -76,10 +80,9 @@ impl Segment {
     /// when frames were written after it was taken.
     pub(crate) fn mapping(&self) -> Result<Mapping> {
         let written = self.written();
-        {
-            let map = self.mapping.read();
-            if map.0.is_live() || map.1 >= written {
-                return Ok(map.0.clone());
+        if let Some((map, mapped_at)) = &*self.mapping.read() {
+            if map.is_live() || *mapped_at >= written {
+                return Ok(map.clone());
             }
         }
         self.remap(written)
@@ -91,7 +94,7 @@ impl Segment {
             .file
             .map()
             .map_err(|e| Error::io("mmap", self.name.clone(), e))?;
-        *self.mapping.write() = (fresh.clone(), written);
+        *self.mapping.write() = Some((fresh.clone(), written));
         Ok(fresh)
     }
 

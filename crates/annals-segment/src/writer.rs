@@ -105,7 +105,7 @@ fn create_segment(
     Ok(Arc::new(Segment::new(
         header,
         file,
-        map,
+        Some(map),
         FrameIndex::Memory(Vec::new()),
         SEGMENT_HEADER_BYTES,
     )))

@@ -168,9 +168,32 @@ fn open(dir: &str, streams: u64, per_stream: u64) -> Result<(), Box<dyn std::err
     Ok(())
 }
 
+/// Opens the store `count` times; prints the median open time (closing is
+/// not timed).
+fn reopen(dir: &str, count: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let store = Store::open(dir)?;
+        times.push(started.elapsed());
+        drop(store);
+    }
+    times.sort_unstable();
+    println!(
+        "open p50 {:.0} µs over {count} opens",
+        times[count / 2].as_secs_f64() * 1e6
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: scale build|open DIR STREAMS EVENTS_PER_STREAM";
+    let usage = "usage: scale build|open DIR STREAMS EVENTS_PER_STREAM | scale reopen DIR COUNT";
+    if let (Some("reopen"), Some(dir), Some(count)) =
+        (args.get(1).map(String::as_str), args.get(2), args.get(3))
+    {
+        return reopen(dir, count.parse()?);
+    }
     let (Some(command), Some(dir), Some(streams), Some(per_stream)) =
         (args.get(1), args.get(2), args.get(3), args.get(4))
     else {
