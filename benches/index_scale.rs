@@ -70,15 +70,7 @@ fn build_flat(dir: &Path, streams: u64) {
 
 fn settle(dir: &Path) {
     let store = Store::open(dir).expect("open");
-    let mut runs = store.stats().index_runs;
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let now = store.stats().index_runs;
-        if now == runs {
-            break;
-        }
-        runs = now;
-    }
+    store.maintain_index().expect("index maintenance");
 }
 
 fn hot(k: u64) -> String {

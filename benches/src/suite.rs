@@ -397,6 +397,8 @@ pub fn build_read_stores(dir: &Path, streams: u64) -> (Store, SqliteStore) {
         }
         tx.commit().expect("commit");
     }
+    // As a store that has been running would be: no index merge pending.
+    store.maintain_index().expect("index maintenance");
     (store, sqlite)
 }
 

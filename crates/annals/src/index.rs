@@ -237,6 +237,13 @@ impl Index {
         self.shared.record(self.shared.persist_frozen());
     }
 
+    /// Does the background writer's pending work on this thread: writes
+    /// every frozen memtable, then merges until no size class has four runs.
+    pub(crate) fn maintain(&self) -> Result<()> {
+        self.shared.persist_frozen()?;
+        self.shared.merge()
+    }
+
     /// The stream's state.
     pub(crate) fn state(&self, stream: &str) -> Result<Option<StreamState>> {
         self.shared.repairing(|| self.shared.state(stream))
@@ -600,8 +607,8 @@ impl Shared {
         };
         let hash = self.hasher.hash(stream);
         let memtable = |m: &Memtable| m.read(stream, from, direction, max);
-        let mut visit_all = |pairs: Vec<(u64, u64)>| -> Result<ControlFlow<()>> {
-            for (version, position) in pairs {
+        let mut visit_all = |pairs: &[(u64, u64)]| -> Result<ControlFlow<()>> {
+            for &(version, position) in pairs {
                 if visit(version, position)?.is_break() {
                     return Ok(ControlFlow::Break(()));
                 }
@@ -616,19 +623,19 @@ impl Shared {
                     }
                 }
                 for m in &frozen {
-                    if visit_all(memtable(m))?.is_break() {
+                    if visit_all(&memtable(m))?.is_break() {
                         return Ok(());
                     }
                 }
                 // Last source: whether it stopped early changes nothing.
-                let _ = visit_all(active)?;
+                let _ = visit_all(&active)?;
             }
             Direction::Backward => {
-                if visit_all(active)?.is_break() {
+                if visit_all(&active)?.is_break() {
                     return Ok(());
                 }
                 for m in frozen.iter().rev() {
-                    if visit_all(memtable(m))?.is_break() {
+                    if visit_all(&memtable(m))?.is_break() {
                         return Ok(());
                     }
                 }
@@ -643,7 +650,7 @@ impl Shared {
     }
 }
 
-type VisitPairs<'a> = dyn FnMut(Vec<(u64, u64)>) -> Result<ControlFlow<()>> + 'a;
+type VisitPairs<'a> = dyn FnMut(&[(u64, u64)]) -> Result<ControlFlow<()>> + 'a;
 
 fn visit_run_forward(
     run: &Run,
@@ -660,7 +667,7 @@ fn visit_run_forward(
         if entry.hash != hash {
             break;
         }
-        if visit(vec![(entry.version, entry.position)])?.is_break() {
+        if visit(&[(entry.version, entry.position)])?.is_break() {
             return Ok(ControlFlow::Break(()));
         }
         i += 1;
@@ -684,7 +691,7 @@ fn visit_run_backward(
         if entry.hash != hash {
             break;
         }
-        if visit(vec![(entry.version, entry.position)])?.is_break() {
+        if visit(&[(entry.version, entry.position)])?.is_break() {
             return Ok(ControlFlow::Break(()));
         }
     }
