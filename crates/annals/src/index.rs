@@ -15,7 +15,8 @@
 //!   buffered mode), so a run never describes events a crash can take back.
 //! - **Bounded memory.** The active memtable holds at most
 //!   `index_buffer_events` events; at most two frozen ones wait for the
-//!   background writer before the writer persists one itself.
+//!   background writer before the writer persists one itself (never behind
+//!   a merge: persisting and merging take different locks).
 //! - **Merging.** Runs are grouped in size classes (powers of 4 of the
 //!   buffer); four runs of one class at the tail are merged into one of the
 //!   next class, so a log of N events has O(log N) runs and every entry is
@@ -72,8 +73,13 @@ pub(crate) struct Shared {
     reader: LogReader,
     hasher: Fnv1aMix,
     levels: RwLock<Levels>,
-    /// Held by whoever changes the run list: persisting, merging, repairing.
-    runs_lock: Mutex<()>,
+    /// Held while frozen memtables are written (by the worker, or by the
+    /// writer under backpressure): each is written once, in order.
+    persist_lock: Mutex<()>,
+    /// Held while runs are merged or repaired. Never taken by the writer, so
+    /// a long merge does not stall appends; new runs only ever join the
+    /// tail, and a merge or repair swaps in its result under `levels`.
+    merge_lock: Mutex<()>,
     buffer_events: u64,
     closing: AtomicBool,
     error: Mutex<Option<String>>,
@@ -123,7 +129,8 @@ impl Index {
                 frozen: Vec::new(),
                 runs: Arc::new(runs),
             }),
-            runs_lock: Mutex::new(()),
+            persist_lock: Mutex::new(()),
+            merge_lock: Mutex::new(()),
             buffer_events: buffer_events.max(1),
             closing: AtomicBool::new(false),
             error: Mutex::new(None),
@@ -415,7 +422,7 @@ impl Shared {
 
     /// Writes every frozen memtable as a run, oldest first.
     fn persist_frozen(&self) -> Result<()> {
-        let _runs = self.runs_lock.lock();
+        let _persisting = self.persist_lock.lock();
         loop {
             let Some(memtable) = self.levels.read().frozen.first().cloned() else {
                 return Ok(());
@@ -442,7 +449,7 @@ impl Shared {
             if self.closing.load(Ordering::Acquire) {
                 return Ok(());
             }
-            let _runs = self.runs_lock.lock();
+            let _merging = self.merge_lock.lock();
             let runs = Arc::clone(&self.levels.read().runs);
             let class = |run: &Run| (run.events() / self.buffer_events).max(1).ilog(4);
             let Some(last) = runs.last() else {
@@ -460,11 +467,17 @@ impl Shared {
             let merged = Arc::new(merge_runs(&self.storage, group)?);
             {
                 let mut levels = self.levels.write();
+                // Runs persisted meanwhile were appended after the group.
+                let now = Arc::clone(&levels.runs);
+                let unchanged = now.len() >= runs.len()
+                    && now.iter().zip(runs.iter()).all(|(a, b)| Arc::ptr_eq(a, b));
+                if !unchanged {
+                    return Err(Error::Index("the run list changed under a merge".into()));
+                }
                 let mut kept: Vec<Arc<Run>> =
                     runs.get(..runs.len() - tail).unwrap_or_default().to_vec();
                 kept.push(Arc::clone(&merged));
-                // Runs persisted meanwhile follow the merged ones.
-                kept.extend(levels.runs.iter().skip(runs.len()).cloned());
+                kept.extend(now.iter().skip(runs.len()).cloned());
                 levels.runs = Arc::new(kept);
             }
             for old in group {
@@ -496,9 +509,9 @@ impl Shared {
 
     /// Rebuilds every broken run from the log.
     fn repair(&self) -> Result<()> {
-        let _runs = self.runs_lock.lock();
+        let _merging = self.merge_lock.lock();
         let runs = Arc::clone(&self.levels.read().runs);
-        for (i, run) in runs.iter().enumerate() {
+        for run in runs.iter() {
             if !run.is_broken() {
                 continue;
             }
@@ -514,7 +527,7 @@ impl Shared {
             )?;
             let mut levels = self.levels.write();
             let mut replaced = Vec::clone(&levels.runs);
-            if let Some(slot) = replaced.get_mut(i) {
+            if let Some(slot) = replaced.iter_mut().find(|r| Arc::ptr_eq(r, run)) {
                 *slot = Arc::new(rebuilt);
             }
             levels.runs = Arc::new(replaced);
