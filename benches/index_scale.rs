@@ -40,6 +40,8 @@ fn mark_built(dir: &Path) {
 /// One event per stream, 1,000 streams per atomic append.
 fn build_flat(dir: &Path, streams: u64) {
     if built(dir) {
+        // (An index written by an older format is rebuilt here, not timed.)
+        settle(dir);
         return;
     }
     let _ = std::fs::remove_dir_all(dir);
@@ -135,6 +137,7 @@ fn build_mixed(dir: &Path) -> (Store, SqliteStore) {
         mark_built(dir);
     }
     let store = Store::open(&annals_dir).expect("open");
+    store.maintain_index().expect("index maintenance");
     let sqlite = SqliteStore::open(&sqlite_path).expect("sqlite");
     (store, sqlite)
 }

@@ -28,6 +28,10 @@ const ENTRIES_PER_PAGE: usize = PAYLOAD_BYTES / ENTRY_BYTES;
 const BLOCK_BYTES: usize = 64;
 /// Bloom blocks per page (63; the remaining 60 bytes are zero).
 const BLOCKS_PER_PAGE: usize = PAYLOAD_BYTES / BLOCK_BYTES;
+/// A fence: the (hash, version) of the first stream entry of a page.
+const FENCE_BYTES: usize = 16;
+/// Fences per page (255; the remaining 12 bytes are zero).
+const FENCES_PER_PAGE: usize = PAYLOAD_BYTES / FENCE_BYTES;
 /// Filter bits per key: about 1% false positives with 6 probes.
 const BITS_PER_KEY: u64 = 10;
 /// Bits set per key.
@@ -118,8 +122,10 @@ fn bloom_blocks_for(keys: u64) -> u64 {
 struct Layout {
     events: u64,
     blocks: u64,
+    entry_pages: u64,
     streams_first: u64,
     ids_first: u64,
+    fences_first: u64,
     stream_bloom_first: u64,
     id_bloom_first: u64,
     pages: u64,
@@ -132,13 +138,16 @@ impl Layout {
         let bloom_pages = blocks.div_ceil(BLOCKS_PER_PAGE as u64);
         let streams_first = 1;
         let ids_first = streams_first + entry_pages;
-        let stream_bloom_first = ids_first + entry_pages;
+        let fences_first = ids_first + entry_pages;
+        let stream_bloom_first = fences_first + entry_pages.div_ceil(FENCES_PER_PAGE as u64);
         let id_bloom_first = stream_bloom_first + bloom_pages;
         Layout {
             events,
             blocks,
+            entry_pages,
             streams_first,
             ids_first,
+            fences_first,
             stream_bloom_first,
             id_bloom_first,
             pages: id_bloom_first + bloom_pages,
@@ -209,6 +218,8 @@ struct RunWriter {
     offset: u64,
     stream_bloom: Vec<u8>,
     id_bloom: Vec<u8>,
+    /// The first (hash, version) of every stream entry page.
+    fences: Vec<u8>,
 }
 
 impl RunWriter {
@@ -265,6 +276,10 @@ impl RunWriter {
 
     fn push_stream(&mut self, entry: StreamEntry) -> Result<(), LogError> {
         Self::set_bit(&mut self.stream_bloom, self.layout.blocks, entry.hash);
+        if self.page.is_empty() {
+            self.fences.extend_from_slice(&entry.hash.to_le_bytes());
+            self.fences.extend_from_slice(&entry.version.to_le_bytes());
+        }
         let mut item = [0u8; ENTRY_BYTES];
         item[..8].copy_from_slice(&entry.hash.to_le_bytes());
         item[8..16].copy_from_slice(&entry.version.to_le_bytes());
@@ -281,9 +296,10 @@ impl RunWriter {
         self.push_item(&item, ENTRIES_PER_PAGE)
     }
 
-    fn push_bloom(&mut self, bloom: &[u8]) -> Result<(), LogError> {
-        for block in bloom.chunks(BLOCK_BYTES) {
-            self.push_item(block, BLOCKS_PER_PAGE)?;
+    /// Writes a section of fixed-size items, `per_page` items a page.
+    fn push_section(&mut self, items: &[u8], size: usize, per_page: usize) -> Result<(), LogError> {
+        for item in items.chunks(size) {
+            self.push_item(item, per_page)?;
         }
         self.end_page()
     }
@@ -323,6 +339,7 @@ pub fn write_run(
         offset: 0,
         stream_bloom: vec![0; bloom_bytes],
         id_bloom: vec![0; bloom_bytes],
+        fences: Vec::with_capacity(layout.entry_pages as usize * FENCE_BYTES),
     };
     let header = Header {
         start,
@@ -363,10 +380,12 @@ pub fn write_run(
     if count != layout.events {
         return Err(wrong_count("id", count));
     }
+    let fences = std::mem::take(&mut writer.fences);
+    writer.push_section(&fences, FENCE_BYTES, FENCES_PER_PAGE)?;
     let stream_bloom = std::mem::take(&mut writer.stream_bloom);
-    writer.push_bloom(&stream_bloom)?;
+    writer.push_section(&stream_bloom, BLOCK_BYTES, BLOCKS_PER_PAGE)?;
     let id_bloom = std::mem::take(&mut writer.id_bloom);
-    writer.push_bloom(&id_bloom)?;
+    writer.push_section(&id_bloom, BLOCK_BYTES, BLOCKS_PER_PAGE)?;
     writer.flush()?;
     file.sync_all()
         .map_err(|e| LogError::io("fsync", temp.clone(), e))?;
@@ -599,9 +618,34 @@ impl Run {
         self.bloom_has(self.layout.stream_bloom_first, hash)
     }
 
-    /// Index of the first stream entry at or after `(hash, version)`.
+    /// The fence of stream entry page `page`: its first (hash, version).
+    fn fence(&self, page: u64) -> Result<(u64, u64), LogError> {
+        let item = self.item(self.layout.fences_first, FENCES_PER_PAGE, FENCE_BYTES, page)?;
+        Ok((le_u64(item, 0), le_u64(item, 8)))
+    }
+
+    /// Index of the first stream entry at or after `(hash, version)`: a
+    /// binary search over the fences (few pages, shared by every lookup),
+    /// then over one page of entries.
     pub fn seek_stream(&self, hash: u64, version: u64) -> Result<u64, LogError> {
-        let (mut low, mut high) = (0u64, self.layout.events);
+        let key = (hash, version);
+        // First page whose fence is not below the key.
+        let (mut low, mut high) = (0u64, self.layout.entry_pages);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if self.fence(mid)? < key {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        // Every entry before the page ahead of it is below the key, every
+        // entry from that page on is not.
+        let per_page = ENTRIES_PER_PAGE as u64;
+        let (mut low, mut high) = (
+            low.saturating_sub(1) * per_page,
+            (low * per_page).min(self.layout.events),
+        );
         while low < high {
             let mid = low + (high - low) / 2;
             let entry = self.stream_entry(mid)?;
@@ -663,6 +707,15 @@ impl Run {
                     &self.name,
                     0,
                     format!("entry {i} out of order"),
+                ));
+            }
+            if i % ENTRIES_PER_PAGE as u64 == 0
+                && self.fence(i / ENTRIES_PER_PAGE as u64)? != (stream.hash, stream.version)
+            {
+                return Err(LogError::corrupt(
+                    &self.name,
+                    0,
+                    format!("fence of entry {i} is wrong"),
                 ));
             }
             mark(stream.position, 1)?;
@@ -799,6 +852,26 @@ mod tests {
             assert_eq!(run.find_id(&entry.id).unwrap(), Some(entry.position));
         }
         assert_eq!(run.find_id(&[7; 16]).unwrap(), None);
+        // Any key, present or not: the fence-guided search equals a linear
+        // lower bound.
+        let keys = streams
+            .iter()
+            .flat_map(|e| {
+                [
+                    (e.hash, e.version),
+                    (e.hash, e.version + 1),
+                    (e.hash.wrapping_sub(1), 0),
+                ]
+            })
+            .chain([(0, 0), (u64::MAX, u64::MAX)]);
+        for (hash, version) in keys {
+            let linear = streams.partition_point(|e| (e.hash, e.version) < (hash, version));
+            assert_eq!(
+                run.seek_stream(hash, version).unwrap(),
+                linear as u64,
+                "{hash:x}/{version}"
+            );
+        }
         let absent = (1000..2000)
             .filter(|k| run.may_hold_stream(mix(*k)).unwrap())
             .count();
