@@ -13,6 +13,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use annals_segment::format;
 use annals_segment::storage::{Mapping, Storage, StorageFile};
 use annals_segment::Error as LogError;
 
@@ -163,20 +164,14 @@ fn page_crc(salt: u64, page: u64, payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// The little-endian `u64` at `at` (0 past the end: callers index inside
+/// pages whose size they checked).
 fn le_u64(bytes: &[u8], at: usize) -> u64 {
-    let mut le = [0u8; 8];
-    if let Some(part) = bytes.get(at..at + 8) {
-        le.copy_from_slice(part);
-    }
-    u64::from_le_bytes(le)
+    format::get_u64(bytes, at).unwrap_or_default()
 }
 
 fn le_u32(bytes: &[u8], at: usize) -> u32 {
-    let mut le = [0u8; 4];
-    if let Some(part) = bytes.get(at..at + 4) {
-        le.copy_from_slice(part);
-    }
-    u32::from_le_bytes(le)
+    format::get_u32(bytes, at).unwrap_or_default()
 }
 
 /// The fields of a run's header page.

@@ -124,10 +124,12 @@ fn le<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
 fn get_u16(bytes: &[u8], at: usize) -> Option<u16> {
     le::<2>(bytes, at).map(u16::from_le_bytes)
 }
-pub(crate) fn get_u32(bytes: &[u8], at: usize) -> Option<u32> {
+/// The little-endian `u32` at `at`, if `bytes` holds it.
+pub fn get_u32(bytes: &[u8], at: usize) -> Option<u32> {
     le::<4>(bytes, at).map(u32::from_le_bytes)
 }
-pub(crate) fn get_u64(bytes: &[u8], at: usize) -> Option<u64> {
+/// The little-endian `u64` at `at`, if `bytes` holds it.
+pub fn get_u64(bytes: &[u8], at: usize) -> Option<u64> {
     le::<8>(bytes, at).map(u64::from_le_bytes)
 }
 fn put(buf: &mut [u8], at: usize, value: &[u8]) {

@@ -482,14 +482,10 @@ impl Shared {
             }
             for old in group {
                 if old.name() != merged.name() {
-                    self.storage
-                        .remove(old.name())
-                        .map_err(|e| annals_segment::Error::io("remove", old.name(), e))?;
+                    remove_file(&self.storage, old.name())?;
                 }
             }
-            self.storage
-                .sync_dir()
-                .map_err(|e| annals_segment::Error::io("fsync dir", self.storage.describe(), e))?;
+            sync_dir(&self.storage)?;
         }
     }
 
@@ -631,7 +627,7 @@ impl Shared {
         match direction {
             Direction::Forward => {
                 for run in runs.iter() {
-                    if visit_run_forward(run, hash, from, &mut visit_all)?.is_break() {
+                    if visit_run(run, hash, from, direction, &mut visit_all)?.is_break() {
                         return Ok(());
                     }
                 }
@@ -653,7 +649,7 @@ impl Shared {
                     }
                 }
                 for run in runs.iter().rev() {
-                    if visit_run_backward(run, hash, from, &mut visit_all)?.is_break() {
+                    if visit_run(run, hash, from, direction, &mut visit_all)?.is_break() {
                         return Ok(());
                     }
                 }
@@ -665,50 +661,47 @@ impl Shared {
 
 type VisitPairs<'a> = dyn FnMut(&[(u64, u64)]) -> Result<ControlFlow<()>> + 'a;
 
-fn visit_run_forward(
+/// Visits a run's entries of streams with `hash`, from version `from` in
+/// `direction`.
+fn visit_run(
     run: &Run,
     hash: u64,
     from: u64,
+    direction: Direction,
     visit: &mut VisitPairs<'_>,
 ) -> Result<ControlFlow<()>> {
     if !run.may_hold_stream(hash)? {
         return Ok(ControlFlow::Continue(()));
     }
-    let mut i = run.seek_stream(hash, from)?;
-    while i < run.events() {
-        let entry = run.stream_entry(i)?;
+    let forward = direction == Direction::Forward;
+    // Forward: the first entry at or after `from`; backward: the entry
+    // before the first one past `from`.
+    let mut i = run.seek_stream(
+        hash,
+        if forward {
+            from
+        } else {
+            from.saturating_add(1)
+        },
+    )?;
+    loop {
+        let at = if forward {
+            (i < run.events()).then_some(i)
+        } else {
+            i.checked_sub(1)
+        };
+        let Some(at) = at else {
+            return Ok(ControlFlow::Continue(()));
+        };
+        let entry = run.stream_entry(at)?;
         if entry.hash != hash {
-            break;
+            return Ok(ControlFlow::Continue(()));
         }
         if visit(&[(entry.version, entry.position)])?.is_break() {
             return Ok(ControlFlow::Break(()));
         }
-        i += 1;
+        i = if forward { at + 1 } else { at };
     }
-    Ok(ControlFlow::Continue(()))
-}
-
-fn visit_run_backward(
-    run: &Run,
-    hash: u64,
-    from: u64,
-    visit: &mut VisitPairs<'_>,
-) -> Result<ControlFlow<()>> {
-    if !run.may_hold_stream(hash)? {
-        return Ok(ControlFlow::Continue(()));
-    }
-    let mut i = run.seek_stream(hash, from.saturating_add(1))?;
-    while i > 0 {
-        i -= 1;
-        let entry = run.stream_entry(i)?;
-        if entry.hash != hash {
-            break;
-        }
-        if visit(&[(entry.version, entry.position)])?.is_break() {
-            return Ok(ControlFlow::Break(()));
-        }
-    }
-    Ok(ControlFlow::Continue(()))
 }
 
 /// The sorted entries a run of the log's `[start, end)` holds, and how many
@@ -756,14 +749,21 @@ pub(crate) fn remove_runs(storage: &Arc<dyn Storage>) -> Result<()> {
         .list()
         .map_err(|e| annals_segment::Error::io("list", storage.describe(), e))?;
     for name in names.iter().filter(|n| parse_run_file_name(n).is_some()) {
-        storage
-            .remove(name)
-            .map_err(|e| annals_segment::Error::io("remove", name.clone(), e))?;
+        remove_file(storage, name)?;
     }
+    sync_dir(storage)
+}
+
+fn remove_file(storage: &Arc<dyn Storage>, name: &str) -> Result<()> {
+    storage
+        .remove(name)
+        .map_err(|e| annals_segment::Error::io("remove", name, e).into())
+}
+
+fn sync_dir(storage: &Arc<dyn Storage>) -> Result<()> {
     storage
         .sync_dir()
-        .map_err(|e| annals_segment::Error::io("fsync dir", storage.describe(), e))?;
-    Ok(())
+        .map_err(|e| annals_segment::Error::io("fsync dir", storage.describe(), e).into())
 }
 
 /// The runs to trust: the longest contiguous chain from position 0 of runs
@@ -799,14 +799,10 @@ fn load_runs(storage: &Arc<dyn Storage>, log_end: u64) -> Result<(Vec<Arc<Run>>,
         }
     }
     for name in &discarded {
-        storage
-            .remove(name)
-            .map_err(|e| annals_segment::Error::io("remove", name.clone(), e))?;
+        remove_file(storage, name)?;
     }
     if !discarded.is_empty() {
-        storage
-            .sync_dir()
-            .map_err(|e| annals_segment::Error::io("fsync dir", storage.describe(), e))?;
+        sync_dir(storage)?;
     }
     Ok((runs, discarded))
 }
