@@ -41,7 +41,8 @@ pub struct Options {
     pub durability: Durability,
     /// Events the in-memory index buffer holds before it is written to an
     /// index file in the background (default 65,536). Bounds the index's
-    /// memory: at most three buffers exist at once.
+    /// memory: at most four buffers exist at once (the active one and up
+    /// to three frozen ones; the writer persists them itself at three).
     pub index_buffer_events: u64,
 }
 
