@@ -201,23 +201,39 @@ impl Header {
     }
 }
 
-/// Writes one run file page by page, building its Bloom filters on the way.
-struct RunWriter {
+/// Bloom blocks built per pass over the keys: 4 MiB of filter at a time,
+/// whatever the size of the run (a whole page's worth of blocks per step).
+const BLOOM_PASS_BLOCKS: u64 = BLOCKS_PER_PAGE as u64 * 1024;
+
+/// Writes one section of a run file, page by page from its first page, in
+/// chunks of about [`WRITE_CHUNK`] bytes. Several sections are written at
+/// once, each at its own offset (the layout is known in advance), so
+/// nothing proportional to the run is held in memory.
+struct SectionWriter {
     file: Arc<dyn StorageFile>,
     name: String,
     salt: u64,
-    layout: Layout,
     page: Vec<u8>,
+    /// Number of the next page to finish.
     page_no: u64,
     pending: Vec<u8>,
-    offset: u64,
-    stream_bloom: Vec<u8>,
-    id_bloom: Vec<u8>,
-    /// The first (hash, version) of every stream entry page.
-    fences: Vec<u8>,
+    /// Page number of the first page in `pending`.
+    pending_first: u64,
 }
 
-impl RunWriter {
+impl SectionWriter {
+    fn new(file: &Arc<dyn StorageFile>, name: &str, salt: u64, first_page: u64) -> Self {
+        SectionWriter {
+            file: Arc::clone(file),
+            name: name.to_owned(),
+            salt,
+            page: Vec::with_capacity(PAYLOAD_BYTES),
+            page_no: first_page,
+            pending: Vec::new(),
+            pending_first: first_page,
+        }
+    }
+
     fn push_payload(&mut self, payload: &[u8]) -> Result<(), LogError> {
         let crc = page_crc(self.salt, self.page_no, payload);
         self.pending.extend_from_slice(payload);
@@ -230,10 +246,13 @@ impl RunWriter {
     }
 
     fn flush(&mut self) -> Result<(), LogError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         self.file
-            .write_all_at(&self.pending, self.offset)
+            .write_all_at(&self.pending, self.pending_first * PAGE_BYTES as u64)
             .map_err(|e| LogError::io("write", self.name.clone(), e))?;
-        self.offset += self.pending.len() as u64;
+        self.pending_first = self.page_no;
         self.pending.clear();
         Ok(())
     }
@@ -260,57 +279,83 @@ impl RunWriter {
         Ok(())
     }
 
-    fn set_bit(bloom: &mut [u8], blocks: u64, key: u64) {
-        let base = bloom_block(key, blocks) as usize * BLOCK_BYTES;
-        for bit in bloom_bits(key) {
-            if let Some(byte) = bloom.get_mut(base + bit / 8) {
-                *byte |= 1 << (bit % 8);
+    /// Ends the section: its last page, then everything still buffered.
+    fn finish(&mut self) -> Result<(), LogError> {
+        self.end_page()?;
+        self.flush()
+    }
+}
+
+fn set_bloom_bits(bits: &mut [u8], block: usize, key: u64) {
+    let base = block * BLOCK_BYTES;
+    for bit in bloom_bits(key) {
+        if let Some(byte) = bits.get_mut(base + bit / 8) {
+            *byte |= 1 << (bit % 8);
+        }
+    }
+}
+
+/// Writes a Bloom filter section over the keys `keys()` yields, in passes
+/// of at most [`BLOOM_PASS_BLOCKS`] blocks (each pass reads every key).
+fn write_bloom<I: Iterator<Item = Result<u64, LogError>>>(
+    section: &mut SectionWriter,
+    blocks: u64,
+    pass_blocks: u64,
+    keys: impl Fn() -> I,
+) -> Result<(), LogError> {
+    let mut first = 0;
+    while first < blocks {
+        let last = (first + pass_blocks.max(1)).min(blocks);
+        let mut bits = vec![0u8; ((last - first) as usize) * BLOCK_BYTES];
+        for key in keys() {
+            let key = key?;
+            let block = bloom_block(key, blocks);
+            if (first..last).contains(&block) {
+                set_bloom_bits(&mut bits, (block - first) as usize, key);
             }
         }
-    }
-
-    fn push_stream(&mut self, entry: StreamEntry) -> Result<(), LogError> {
-        Self::set_bit(&mut self.stream_bloom, self.layout.blocks, entry.hash);
-        if self.page.is_empty() {
-            self.fences.extend_from_slice(&entry.hash.to_le_bytes());
-            self.fences.extend_from_slice(&entry.version.to_le_bytes());
+        for block in bits.chunks(BLOCK_BYTES) {
+            section.push_item(block, BLOCKS_PER_PAGE)?;
         }
-        let mut item = [0u8; ENTRY_BYTES];
-        item[..8].copy_from_slice(&entry.hash.to_le_bytes());
-        item[8..16].copy_from_slice(&entry.version.to_le_bytes());
-        let position = entry.position | if entry.tombstone { TOMBSTONE_BIT } else { 0 };
-        item[16..].copy_from_slice(&position.to_le_bytes());
-        self.push_item(&item, ENTRIES_PER_PAGE)
+        first = last;
     }
+    section.finish()
+}
 
-    fn push_id(&mut self, entry: IdEntry) -> Result<(), LogError> {
-        Self::set_bit(&mut self.id_bloom, self.layout.blocks, id_key(&entry.id));
-        let mut item = [0u8; ENTRY_BYTES];
-        item[..16].copy_from_slice(&entry.id);
-        item[16..].copy_from_slice(&entry.position.to_le_bytes());
-        self.push_item(&item, ENTRIES_PER_PAGE)
-    }
+fn encode_stream(entry: StreamEntry) -> [u8; ENTRY_BYTES] {
+    let mut item = [0u8; ENTRY_BYTES];
+    item[..8].copy_from_slice(&entry.hash.to_le_bytes());
+    item[8..16].copy_from_slice(&entry.version.to_le_bytes());
+    let position = entry.position | if entry.tombstone { TOMBSTONE_BIT } else { 0 };
+    item[16..].copy_from_slice(&position.to_le_bytes());
+    item
+}
 
-    /// Writes a section of fixed-size items, `per_page` items a page.
-    fn push_section(&mut self, items: &[u8], size: usize, per_page: usize) -> Result<(), LogError> {
-        for item in items.chunks(size) {
-            self.push_item(item, per_page)?;
-        }
-        self.end_page()
-    }
+fn encode_id(entry: IdEntry) -> [u8; ENTRY_BYTES] {
+    let mut item = [0u8; ENTRY_BYTES];
+    item[..16].copy_from_slice(&entry.id);
+    item[16..].copy_from_slice(&entry.position.to_le_bytes());
+    item
 }
 
 /// Writes the run `[start, end)` from sorted entries (one stream entry and
 /// one id entry per position), durably: a temporary file, `fsync`, rename,
-/// directory `fsync`. Returns the opened run.
-pub fn write_run(
+/// directory `fsync`. Returns the opened run. `streams` and `ids` must
+/// yield the same entries each time they are called: the Bloom filters are
+/// built in bounded passes over them, so writing a run of any size holds
+/// only a few MiB.
+pub fn write_run<S, I>(
     storage: &Arc<dyn Storage>,
     start: u64,
     end: u64,
     new_streams: u64,
-    streams: impl IntoIterator<Item = Result<StreamEntry, LogError>>,
-    ids: impl IntoIterator<Item = Result<IdEntry, LogError>>,
-) -> Result<Run, LogError> {
+    streams: impl Fn() -> S,
+    ids: impl Fn() -> I,
+) -> Result<Run, LogError>
+where
+    S: Iterator<Item = Result<StreamEntry, LogError>>,
+    I: Iterator<Item = Result<IdEntry, LogError>>,
+{
     let name = run_file_name(start, end);
     let temp = format!("{name}.tmp");
     match storage.remove(&temp) {
@@ -322,66 +367,68 @@ pub fn write_run(
         .create(&temp)
         .map_err(|e| LogError::io("create", temp.clone(), e))?;
     let layout = Layout::new(end - start);
-    let bloom_bytes = layout.blocks as usize * BLOCK_BYTES;
-    let mut writer = RunWriter {
-        file: Arc::clone(&file),
-        name: temp.clone(),
-        salt: annals_segment::random_u64(),
-        layout,
-        page: Vec::with_capacity(PAYLOAD_BYTES),
-        page_no: 0,
-        pending: Vec::with_capacity(WRITE_CHUNK + PAGE_BYTES),
-        offset: 0,
-        stream_bloom: vec![0; bloom_bytes],
-        id_bloom: vec![0; bloom_bytes],
-        fences: Vec::with_capacity(layout.entry_pages as usize * FENCE_BYTES),
-    };
+    let salt = annals_segment::random_u64();
+    let section = |first_page| SectionWriter::new(&file, &temp, salt, first_page);
     let header = Header {
         start,
         end,
-        salt: writer.salt,
+        salt,
         new_streams,
     };
-    writer.push_payload(&header.encode())?;
+    let mut header_page = section(0);
+    header_page.push_payload(&header.encode())?;
+    header_page.finish()?;
     let wrong_count = |what: &str, count: u64| {
         LogError::Invalid(format!(
             "index run {start}..{end} given {count} {what} entries for {} positions",
             end - start
         ))
     };
+    let (mut entries, mut fences) = (section(layout.streams_first), section(layout.fences_first));
     let mut count = 0u64;
-    for entry in streams {
+    for entry in streams() {
         let entry = entry?;
         if !(start..end).contains(&entry.position) {
             return Err(wrong_count("misplaced stream", count));
         }
-        writer.push_stream(entry)?;
+        if entries.page.is_empty() {
+            let mut fence = [0u8; FENCE_BYTES];
+            fence[..8].copy_from_slice(&entry.hash.to_le_bytes());
+            fence[8..].copy_from_slice(&entry.version.to_le_bytes());
+            fences.push_item(&fence, FENCES_PER_PAGE)?;
+        }
+        entries.push_item(&encode_stream(entry), ENTRIES_PER_PAGE)?;
         count += 1;
     }
-    writer.end_page()?;
+    entries.finish()?;
+    fences.finish()?;
     if count != layout.events {
         return Err(wrong_count("stream", count));
     }
+    let mut entries = section(layout.ids_first);
     count = 0;
-    for entry in ids {
+    for entry in ids() {
         let entry = entry?;
         if !(start..end).contains(&entry.position) {
             return Err(wrong_count("misplaced id", count));
         }
-        writer.push_id(entry)?;
+        entries.push_item(&encode_id(entry), ENTRIES_PER_PAGE)?;
         count += 1;
     }
-    writer.end_page()?;
+    entries.finish()?;
     if count != layout.events {
         return Err(wrong_count("id", count));
     }
-    let fences = std::mem::take(&mut writer.fences);
-    writer.push_section(&fences, FENCE_BYTES, FENCES_PER_PAGE)?;
-    let stream_bloom = std::mem::take(&mut writer.stream_bloom);
-    writer.push_section(&stream_bloom, BLOCK_BYTES, BLOCKS_PER_PAGE)?;
-    let id_bloom = std::mem::take(&mut writer.id_bloom);
-    writer.push_section(&id_bloom, BLOCK_BYTES, BLOCKS_PER_PAGE)?;
-    writer.flush()?;
+    let (blocks, pass) = (layout.blocks, BLOOM_PASS_BLOCKS);
+    write_bloom(
+        &mut section(layout.stream_bloom_first),
+        blocks,
+        pass,
+        || streams().map(|e| e.map(|e| e.hash)),
+    )?;
+    write_bloom(&mut section(layout.id_bloom_first), blocks, pass, || {
+        ids().map(|e| e.map(|e| id_key(&e.id)))
+    })?;
     file.sync_all()
         .map_err(|e| LogError::io("fsync", temp.clone(), e))?;
     drop(file);
@@ -783,8 +830,8 @@ pub fn merge_runs(storage: &Arc<dyn Storage>, runs: &[Arc<Run>]) -> Result<Run, 
         first.start(),
         last.end(),
         new_streams,
-        merged(runs, Run::stream_entry),
-        merged(runs, Run::id_entry),
+        || merged(runs, Run::stream_entry),
+        || merged(runs, Run::id_entry),
     )
 }
 
@@ -825,8 +872,8 @@ mod tests {
             start,
             end,
             new,
-            streams.into_iter().map(Ok),
-            ids.into_iter().map(Ok),
+            || streams.iter().copied().map(Ok),
+            || ids.iter().copied().map(Ok),
         )
         .unwrap()
     }
@@ -917,6 +964,32 @@ mod tests {
             };
             assert!(caught, "flip at {offset} not detected");
         }
+    }
+
+    #[test]
+    fn a_filter_built_in_many_passes_equals_one_built_at_once() {
+        let storage = storage();
+        let keys: Vec<u64> = (0..20_000u64).map(mix).collect();
+        let blocks = bloom_blocks_for(keys.len() as u64);
+        assert!(blocks > 5 * BLOCKS_PER_PAGE as u64);
+        let mut files = Vec::new();
+        for (name, pass) in [
+            ("one", u64::MAX),
+            ("many", BLOCKS_PER_PAGE as u64),
+            ("odd", 7),
+        ] {
+            let file = storage.create(name).unwrap();
+            let mut section = SectionWriter::new(&file, name, 42, 0);
+            write_bloom(&mut section, blocks, pass, || keys.iter().copied().map(Ok)).unwrap();
+            files.push(storage.open(name).unwrap().map().unwrap().bytes().to_vec());
+        }
+        assert_eq!(
+            files[0].len() as u64,
+            blocks.div_ceil(BLOCKS_PER_PAGE as u64) * PAGE_BYTES as u64
+        );
+        assert_eq!(files[0], files[1]);
+        assert_eq!(files[0], files[2]);
+        assert!(files[0].iter().any(|b| *b != 0));
     }
 
     #[test]

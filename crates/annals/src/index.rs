@@ -427,13 +427,14 @@ impl Shared {
             let Some(memtable) = self.levels.read().frozen.first().cloned() else {
                 return Ok(());
             };
+            let (streams, ids) = (memtable.stream_entries(), memtable.id_entries());
             let run = write_run(
                 &self.storage,
                 memtable.start(),
                 memtable.end(),
                 memtable.new_streams(),
-                memtable.stream_entries().into_iter().map(Ok),
-                memtable.id_entries().into_iter().map(Ok),
+                || streams.iter().copied().map(Ok),
+                || ids.iter().copied().map(Ok),
             )?;
             let mut levels = self.levels.write();
             let mut runs = Vec::clone(&levels.runs);
@@ -518,8 +519,8 @@ impl Shared {
                 run.start(),
                 run.end(),
                 new_streams,
-                streams.into_iter().map(Ok),
-                ids.into_iter().map(Ok),
+                || streams.iter().copied().map(Ok),
+                || ids.iter().copied().map(Ok),
             )?;
             let mut levels = self.levels.write();
             let mut replaced = Vec::clone(&levels.runs);
