@@ -71,7 +71,6 @@ struct Levels {
 pub(crate) struct Shared {
     storage: Arc<dyn Storage>,
     reader: LogReader,
-    hasher: Fnv1aMix,
     levels: RwLock<Levels>,
     /// Held while frozen memtables are written (by the worker, or by the
     /// writer under backpressure): each is written once, in order.
@@ -123,7 +122,6 @@ impl Index {
         let shared = Arc::new(Shared {
             storage,
             reader,
-            hasher: Fnv1aMix,
             levels: RwLock::new(Levels {
                 active: Memtable::new(checkpoint),
                 frozen: Vec::new(),
@@ -410,11 +408,15 @@ impl Shared {
             while let Ok(message) = receiver.try_recv() {
                 stop |= matches!(message, Message::Stop);
             }
-            self.record(self.persist_frozen());
+            // The error stays reported until a persist succeeds: a merge
+            // runs only after one, and only its own failure is recorded.
+            let persisted = self.persist_frozen();
+            let failed = persisted.is_err();
+            self.record(persisted);
             if stop {
                 return;
             }
-            if !self.closing.load(Ordering::Acquire) {
+            if !failed && !self.closing.load(Ordering::Acquire) {
                 self.record(self.merge());
             }
         }
@@ -554,7 +556,7 @@ impl Shared {
         if let Some(state) = frozen.iter().rev().find_map(|m| m.state(stream)) {
             return Ok(Some(state));
         }
-        let hash = self.hasher.hash(stream);
+        let hash = Fnv1aMix.hash(stream);
         for run in runs.iter().rev() {
             if !run.may_hold_stream(hash)? {
                 continue;
@@ -615,7 +617,7 @@ impl Shared {
                 levels.frozen.clone(),
             )
         };
-        let hash = self.hasher.hash(stream);
+        let hash = Fnv1aMix.hash(stream);
         let memtable = |m: &Memtable| m.read(stream, from, direction, max);
         let mut visit_all = |pairs: &[(u64, u64)]| -> Result<ControlFlow<()>> {
             for &(version, position) in pairs {
@@ -715,14 +717,13 @@ fn entries_from_log(
     let capacity = (end - start) as usize;
     let (mut streams, mut ids) = (Vec::with_capacity(capacity), Vec::with_capacity(capacity));
     let mut new_streams = 0;
-    let hasher = Fnv1aMix;
     reader.scan(start, |position, record| {
         if position >= end {
             return ControlFlow::Break(());
         }
         new_streams += u64::from(record.stream_version == 0);
         streams.push(StreamEntry {
-            hash: hasher.hash(record.stream),
+            hash: Fnv1aMix.hash(record.stream),
             version: record.stream_version,
             position,
             tombstone: record.flags & TOMBSTONE_FLAG != 0,

@@ -500,3 +500,41 @@ fn an_index_on_a_real_directory_survives_deletes_and_many_reopens() {
         store.verify().unwrap();
     }
 }
+
+/// Regression: the background worker recorded the persist result and then
+/// the merge result, so a merge with nothing to do cleared a failed
+/// persist's error while the buffers were still only in memory.
+#[test]
+fn a_failing_index_write_stays_reported_until_a_write_succeeds() {
+    use annals::storage::{Fault, FaultKind, FaultOp, FaultyStorage};
+    let mem = MemStorage::new();
+    let faulty = Arc::new(FaultyStorage::new(Arc::new(mem.handle())));
+    let options = Options::default().index_buffer_events(10);
+    let store = Store::open_storage(Arc::clone(&faulty) as Arc<dyn Storage>, options).unwrap();
+    // The first rename is an index run's (no segment rolls, no clean close yet).
+    faulty.inject(Fault {
+        op: FaultOp::Rename,
+        nth: 0,
+        persistent: true,
+        kind: FaultKind::Eio,
+    });
+    let mut model = Model::new();
+    fill(&store, &mut model, 25, 3, 0);
+    wait_for("a failed index write", || {
+        faulty.calls(FaultOp::Rename) >= 1
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = store.stats();
+    assert!(stats.index_error.is_some(), "{stats:?}");
+    assert_eq!(stats.index_buffered, 25, "entries kept in memory");
+    check_against(&store, &model);
+
+    faulty.heal();
+    fill(&store, &mut model, 10, 3, 1);
+    wait_for("the retried index write", || {
+        let stats = store.stats();
+        stats.index_error.is_none() && stats.index_checkpoint >= 30
+    });
+    check_against(&store, &model);
+    store.verify().unwrap();
+}
