@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
         for (i, record) in records.iter().enumerate() {
             let one = format::decode_event_in_frame(frame, offset, salt, header.position_first + i as u64);
             assert_eq!(one.as_ref(), Ok(record));
+            let located = format::decode_event_at(frame, salt, header.position_first, header.position_first + i as u64);
+            assert_eq!(located.as_ref(), Ok(record));
         }
     }
     let _ = format::decode_event_in_frame(frame, offset, salt, word(16));
+    let _ = format::decode_event_at(frame, salt, word(16) / 2, word(16));
 });

@@ -566,6 +566,46 @@ pub fn decode_frame<'a>(
     Ok((header, records))
 }
 
+/// Where the event at `position` starts in a frame, found through the
+/// frame's offset table alone, without decoding the frame header: the
+/// caller knows the frame's first position from a verified frame index.
+/// `frame` holds the bytes from the frame's start up to where the next frame
+/// starts. Reads one table entry; the event itself is not touched.
+///
+/// The table has no checksum of its own and the header is not consulted: a
+/// damaged entry lands on bytes whose checksum (bound to the segment's salt
+/// and to `position`) cannot match, which [`decode_record`] reports.
+pub fn locate_event(frame: &[u8], position_first: u64, position: u64) -> Result<usize, FrameFault> {
+    let i = position
+        .checked_sub(position_first)
+        .and_then(|i| usize::try_from(i).ok())
+        .filter(|i| *i < FRAME_EVENTS_MAX as usize)
+        .ok_or("position not in this frame")?;
+    let at = event_offset(frame, i).ok_or("truncated event offset table")?;
+    if at < FRAME_HEADER_BYTES + (i + 1) * EVENT_OFFSET_BYTES {
+        return Err("event offset points into the frame's header or offset table");
+    }
+    if at >= frame.len() {
+        return Err("event offset past the end of its frame");
+    }
+    Ok(at)
+}
+
+/// The event at `position` of a frame, located by [`locate_event`] and
+/// decoded by [`decode_record`] (checksum first): what point reads use.
+/// Everything the returned record holds is verified; the frame header is
+/// not read (a scan or `verify` checks it).
+pub fn decode_event_at(
+    frame: &[u8],
+    salt: u64,
+    position_first: u64,
+    position: u64,
+) -> Result<Record<'_>, FrameFault> {
+    let at = locate_event(frame, position_first, position)?;
+    let rest = frame.get(at..).unwrap_or_default();
+    decode_record(rest, salt, position).map(|(record, _)| record)
+}
+
 /// Entry `i` of a frame's event offset table.
 fn event_offset(frame: &[u8], i: usize) -> Option<usize> {
     get_u32(frame, FRAME_HEADER_BYTES + i * EVENT_OFFSET_BYTES).map(|o| o as usize)

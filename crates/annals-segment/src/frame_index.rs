@@ -97,16 +97,17 @@ impl FrameIndex {
     /// Index of the frame that holds `position`: the last frame whose first
     /// position is ≤ `position`.
     pub fn find(&self, position: u64) -> Option<usize> {
-        let (mut lo, mut hi) = (0usize, self.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.get(mid)?.position_first <= position {
-                lo = mid + 1;
-            } else {
-                hi = mid;
+        match self {
+            FrameIndex::Memory(entries) => last_at_most(entries.len(), position, |i| {
+                entries.get(i).map_or(u64::MAX, |e| e.position_first)
+            }),
+            FrameIndex::Mapped { map, count } => {
+                let bytes = map.bytes();
+                last_at_most(*count, position, |i| {
+                    get_u64(bytes, HEADER_BYTES + i * ENTRY_BYTES).unwrap_or(u64::MAX)
+                })
             }
         }
-        lo.checked_sub(1)
     }
 
     /// Appends an entry (active segment only).
@@ -221,4 +222,44 @@ fn index_crc(bytes: &[u8]) -> u32 {
     hasher.update(bytes.get(..60).unwrap_or_default());
     hasher.update(bytes.get(HEADER_BYTES..).unwrap_or_default());
     hasher.finalize()
+}
+
+/// The last `i < len` with `first(i) ≤ key` (`first` ascending), by a
+/// binary search whose steps do not branch on the data: a read locates
+/// events at unrelated positions, where a branchy search mispredicts about
+/// every other step.
+fn last_at_most(len: usize, key: u64, first: impl Fn(usize) -> u64) -> Option<usize> {
+    if len == 0 {
+        return None;
+    }
+    let (mut base, mut size) = (0usize, len);
+    while size > 1 {
+        let half = size / 2;
+        let mid = base + half;
+        // Arithmetic, not a branch: the compiler keeps it branch-free.
+        base += half * usize::from(first(mid) <= key);
+        size -= half;
+    }
+    (first(base) <= key).then_some(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_search_finds_the_last_entry_not_past_the_key() {
+        for len in 0..40usize {
+            // Ascending first positions with gaps; duplicates never occur in
+            // a frame index, but the search must still return the last one.
+            let firsts: Vec<u64> = (0..len as u64).map(|i| 10 + i * 3 + i % 2).collect();
+            for key in 0..(20 + 4 * len as u64) {
+                let linear = firsts.iter().rposition(|f| *f <= key);
+                let found = last_at_most(len, key, |i| firsts[i]);
+                assert_eq!(found, linear, "len {len} key {key}");
+            }
+        }
+        assert_eq!(last_at_most(3, u64::MAX, |_| u64::MAX), Some(2));
+        assert_eq!(last_at_most(3, 5, |_| 5), Some(2));
+    }
 }

@@ -42,10 +42,13 @@ pub use writer::{open, LogWriter};
 /// (no copy), else a copy. Readers use it to hand out event data straight
 /// from the mapped segment.
 pub fn share(owner: &bytes::Bytes, part: &[u8]) -> bytes::Bytes {
+    if part.is_empty() {
+        return bytes::Bytes::new();
+    }
     let base = owner.as_ptr() as usize;
     let start = part.as_ptr() as usize;
     match start.checked_sub(base) {
-        Some(offset) if offset.saturating_add(part.len()) <= owner.len() && !part.is_empty() => {
+        Some(offset) if offset.saturating_add(part.len()) <= owner.len() => {
             owner.slice(offset..offset + part.len())
         }
         _ => bytes::Bytes::copy_from_slice(part),

@@ -1,5 +1,6 @@
 //! One segment file as the readers and the writer share it.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -102,26 +103,90 @@ impl Segment {
         self.frames.read().get(i)
     }
 
-    /// Decodes the event at `position`, which the caller knows is durable
-    /// and inside this segment.
-    pub(crate) fn with_event<R>(
+    /// Decodes the events at `positions` (durable, inside this segment), in
+    /// the order given, calling `visit` for each until it breaks.
+    ///
+    /// Positions are taken [`LOCATE_BATCH`] at a time: each is located
+    /// (frame index, then the frame's offset table) under one hold of the
+    /// frame index lock, then verified and decoded without it, so that a
+    /// long read never holds up the writer, and the segment's mapping and
+    /// locks are taken once per batch rather than once per event.
+    pub(crate) fn with_events(
         &self,
-        position: u64,
-        visit: impl FnOnce(Record<'_>, &bytes::Bytes) -> R,
-    ) -> Result<R> {
-        let entry = {
-            let frames = self.frames.read();
-            frames.find(position).and_then(|i| frames.get(i))
-        };
-        let entry = entry.ok_or_else(|| {
-            Error::corrupt(&self.name, 0, format!("no frame holds position {position}"))
-        })?;
+        positions: &[u64],
+        visit: &mut dyn FnMut(u64, Record<'_>, &bytes::Bytes) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>> {
         let map = self.mapping()?;
-        let bytes = frame_bytes_at(map.bytes(), entry.offset);
-        let record = format::decode_event_in_frame(bytes, entry.offset, self.header.salt, position)
-            .map_err(|reason| Error::corrupt(&self.name, entry.offset, reason))?;
-        Ok(visit(record, map.shared()))
+        let bytes = map.bytes();
+        let written = usize::try_from(self.written())
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let mut spots = [Spot::default(); LOCATE_BATCH];
+        for chunk in positions.chunks(LOCATE_BATCH) {
+            let spots = spots.get_mut(..chunk.len()).unwrap_or_default();
+            {
+                let frames = self.frames.read();
+                for (spot, &position) in spots.iter_mut().zip(chunk) {
+                    *spot = self.locate(&frames, bytes, written, position)?;
+                }
+            }
+            for spot in spots.iter() {
+                let rest = bytes.get(spot.event..spot.frame_end).unwrap_or_default();
+                let (record, _) = format::decode_record(rest, self.header.salt, spot.position)
+                    .map_err(|reason| Error::corrupt(&self.name, spot.frame_offset, reason))?;
+                if visit(spot.position, record, map.shared()).is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+        }
+        Ok(ControlFlow::Continue(()))
     }
+
+    /// Finds where the event at `position` starts: its frame through the
+    /// frame index, then the frame's offset table entry.
+    fn locate(
+        &self,
+        frames: &FrameIndex,
+        bytes: &[u8],
+        written: usize,
+        position: u64,
+    ) -> Result<Spot> {
+        let no_frame =
+            || Error::corrupt(&self.name, 0, format!("no frame holds position {position}"));
+        let i = frames.find(position).ok_or_else(no_frame)?;
+        let entry = frames.get(i).ok_or_else(no_frame)?;
+        let start = usize::try_from(entry.offset).unwrap_or(usize::MAX);
+        let end = frames
+            .get(i + 1)
+            .map_or(written, |next| {
+                usize::try_from(next.offset).unwrap_or(usize::MAX)
+            })
+            .min(written);
+        let frame = bytes.get(start..end).unwrap_or_default();
+        let at = format::locate_event(frame, entry.position_first, position)
+            .map_err(|reason| Error::corrupt(&self.name, entry.offset, reason))?;
+        Ok(Spot {
+            position,
+            frame_offset: entry.offset,
+            frame_end: end,
+            event: start + at,
+        })
+    }
+}
+
+/// How many events a read locates before decoding them.
+const LOCATE_BATCH: usize = 32;
+
+/// Where one event to read lies in its segment's mapping.
+#[derive(Debug, Clone, Copy, Default)]
+struct Spot {
+    position: u64,
+    /// Offset of its frame (for error reports).
+    frame_offset: u64,
+    /// Where its frame's bytes end: the next frame, or the written end.
+    frame_end: usize,
+    /// Where the event starts.
+    event: usize,
 }
 
 /// The bytes from `offset` on (empty when out of range).

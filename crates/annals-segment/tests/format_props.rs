@@ -41,9 +41,17 @@ proptest! {
         prop_assert_eq!(header.event_count as usize, records.len());
         prop_assert_eq!(&decoded, &records);
         for (i, record) in records.iter().enumerate() {
-            let one = format::decode_event_in_frame(&buf, offset, salt, position_first + i as u64).unwrap();
+            let position = position_first + i as u64;
+            let one = format::decode_event_in_frame(&buf, offset, salt, position).unwrap();
             prop_assert_eq!(&one, record);
+            // Point reads locate the event through the offset table alone.
+            let located = format::decode_event_at(&buf, salt, position_first, position).unwrap();
+            prop_assert_eq!(&located, record);
+            prop_assert!(format::decode_event_at(&buf, salt ^ 1, position_first, position).is_err());
         }
+        let past = position_first + records.len() as u64;
+        prop_assert!(format::decode_event_at(&buf, salt, position_first, past).is_err());
+        prop_assert!(format::decode_event_at(&buf, salt, position_first + 1, position_first).is_err());
         // The frame is bound to its place: another offset or salt rejects it.
         prop_assert!(format::decode_frame(&buf, offset + 8, salt).is_err());
         prop_assert!(format::decode_frame(&buf, offset, salt ^ 1).is_err());
@@ -54,6 +62,8 @@ proptest! {
         let _ = format::decode_frame(&bytes, offset, salt);
         let _ = format::decode_frame_header(&bytes, offset, salt);
         let _ = format::decode_event_in_frame(&bytes, offset, salt, position);
+        let _ = format::decode_event_at(&bytes, salt, position / 2, position);
+        let _ = format::locate_event(&bytes, offset, position);
         let _ = format::decode_record(&bytes, salt, position);
         let _ = format::SegmentHeader::decode(&bytes);
     }
@@ -79,6 +89,11 @@ proptest! {
         // original when the flip was elsewhere in the frame.
         for (i, record) in records.iter().enumerate() {
             if let Ok(read) = format::decode_event_in_frame(&buf, 64, 7, i as u64) {
+                prop_assert_eq!(&read, record);
+            }
+            // Without the frame header: a flip in the offset table or the
+            // event is caught by the event's checksum.
+            if let Ok(read) = format::decode_event_at(&buf, 7, 0, i as u64) {
                 prop_assert_eq!(&read, record);
             }
         }

@@ -53,6 +53,43 @@ fn thousands_of_frames_over_many_segments_survive_reopen() {
         .with_event(events.len() as u64, |_| ())
         .unwrap()
         .is_none());
+
+    // Many positions in one call, spread over every segment, in any order
+    // (ascending, descending, repeated): the events at those positions.
+    let n = events.len() as u64;
+    let ascending: Vec<u64> = (0..n).step_by(7).collect();
+    let descending: Vec<u64> = ascending.iter().rev().copied().collect();
+    let mixed: Vec<u64> = (0..500u64).map(|k| (k * 7919) % n).collect();
+    for positions in [&ascending, &descending, &mixed] {
+        let mut got = Vec::new();
+        reader
+            .with_events_shared(positions, |p, record, _| {
+                got.push((p, Owned::from_record(record)));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        let expected: Vec<(u64, Owned)> = positions
+            .iter()
+            .map(|p| (*p, events[*p as usize].clone()))
+            .collect();
+        assert_eq!(got, expected);
+    }
+    // `Break` stops it; a position past the end is an error.
+    let mut visited = 0;
+    reader
+        .with_events_shared(&ascending, |_, _, _| {
+            visited += 1;
+            if visited == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert_eq!(visited, 3);
+    assert!(reader
+        .with_events_shared(&[0, n], |_, _, _| ControlFlow::Continue(()))
+        .is_err());
 }
 
 #[test]

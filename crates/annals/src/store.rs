@@ -391,37 +391,66 @@ impl Store {
         }
         index.repairing(|| {
             let mut events = Vec::with_capacity(max.min(1024));
+            // Candidates are gathered, then read from the log together, so
+            // that the memory loads of scattered events overlap.
+            let mut candidates = Candidates::default();
             index.read(stream, from, direction, max, &mut |version, position| {
-                let event = self.event_at(position)?;
-                if event.stream != stream {
-                    // Another stream whose name has the same hash.
+                candidates.versions.push(version);
+                candidates.positions.push(position);
+                if candidates.len() < (max - events.len()).min(READ_BATCH) {
                     return Ok(ControlFlow::Continue(()));
                 }
-                if event.version != version {
-                    return Err(Error::Index(format!(
-                        "index maps {stream}@{version} to position {position}, which holds {}@{}",
-                        event.stream, event.version
-                    )));
-                }
-                events.push(event);
+                self.read_candidates(stream, &mut candidates, &mut events)?;
                 Ok(if events.len() >= max {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
                 })
             })?;
+            self.read_candidates(stream, &mut candidates, &mut events)?;
             Ok(events)
         })
     }
 
-    /// The event at a global position, checksum verified.
-    fn event_at(&self, position: u64) -> Result<RecordedEvent> {
-        self.inner
-            .reader
-            .with_event_shared(position, |record, owner| {
-                RecordedEvent::from_record(position, record, owner)
-            })?
-            .ok_or_else(|| Error::Index(format!("position {position} is not in the log")))
+    /// Reads the candidate events the index gave for `stream`, keeps those
+    /// of `stream` (another stream whose name has the same hash is skipped)
+    /// and checks their versions. Leaves `candidates` empty.
+    fn read_candidates(
+        &self,
+        stream: &str,
+        candidates: &mut Candidates,
+        events: &mut Vec<RecordedEvent>,
+    ) -> Result<()> {
+        let end = self.inner.reader.position_end();
+        if let Some(position) = candidates.positions.iter().find(|p| **p >= end) {
+            return Err(Error::Index(format!(
+                "position {position} is not in the log"
+            )));
+        }
+        let mut versions = candidates.versions.iter();
+        let mut failure = None;
+        self.inner.reader.with_events_shared(
+            &candidates.positions,
+            |position, record, owner| {
+                let version = versions.next().copied().unwrap_or(u64::MAX);
+                if record.stream != stream {
+                    // Another stream whose name has the same hash.
+                    return ControlFlow::Continue(());
+                }
+                if record.stream_version != version {
+                    failure = Some(Error::Index(format!(
+                        "index maps {stream}@{version} to position {position}, which holds {}@{}",
+                        record.stream, record.stream_version
+                    )));
+                    return ControlFlow::Break(());
+                }
+                events.push(RecordedEvent::from_record(position, record, owner));
+                ControlFlow::Continue(())
+            },
+        )?;
+        candidates.versions.clear();
+        candidates.positions.clear();
+        failure.map_or(Ok(()), Err)
     }
 
     /// Up to `max` events of the global feed from `from` (inclusive), in
@@ -496,4 +525,20 @@ fn lock(storage: &Arc<dyn Storage>) -> Result<()> {
 
 fn first_result(mut results: Vec<AppendResult>) -> AppendResult {
     results.swap_remove(0)
+}
+
+/// How many candidate events a stream read gathers before reading them.
+const READ_BATCH: usize = 256;
+
+/// (version, position) pairs the index gave for a stream read, in order.
+#[derive(Default)]
+struct Candidates {
+    versions: Vec<u64>,
+    positions: Vec<u64>,
+}
+
+impl Candidates {
+    fn len(&self) -> usize {
+        self.positions.len()
+    }
 }

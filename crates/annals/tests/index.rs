@@ -538,3 +538,45 @@ fn a_failing_index_write_stays_reported_until_a_write_succeeds() {
     check_against(&store, &model);
     store.verify().unwrap();
 }
+
+/// Long reads gather candidates from runs, frozen buffers and the active
+/// buffer in batches and read the log in between: every window of a long,
+/// scattered stream reads exactly its events, across batch boundaries.
+#[test]
+fn long_reads_of_a_scattered_stream_return_exactly_the_window_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default()
+        .index_buffer_events(64)
+        .segment_bytes(64 << 10);
+    let store = Store::open_with(dir.path(), options).unwrap();
+    let mut model = Model::new();
+    fill(&store, &mut model, 2_100, 3, 0);
+    store.maintain_index().unwrap();
+    let stream = "s-0";
+    let positions = &model[stream];
+    let n = positions.len() as u64;
+    assert_eq!(n, 700);
+    assert!(store.stats().index_runs > 1 && store.stats().segments > 1);
+    for from in [0, 1, 255, 256, 257, 400, 699, 700, u64::MAX] {
+        for max in [0, 1, 255, 256, 257, 513, 699, 700, usize::MAX] {
+            let forward: Vec<u64> = (from.min(n)..n).take(max).collect();
+            let backward: Vec<u64> = if n == 0 {
+                vec![]
+            } else {
+                (0..=from.min(n - 1)).rev().take(max).collect()
+            };
+            for (direction, versions) in [
+                (Direction::Forward, forward),
+                (Direction::Backward, backward),
+            ] {
+                let events = store.read_stream(stream, from, direction, max).unwrap();
+                let got: Vec<(u64, u64)> = events.iter().map(|e| (e.version, e.position)).collect();
+                let want: Vec<(u64, u64)> = versions
+                    .iter()
+                    .map(|v| (*v, positions[*v as usize]))
+                    .collect();
+                assert_eq!(got, want, "from {from} max {max} {direction:?}");
+            }
+        }
+    }
+}
