@@ -90,6 +90,34 @@ impl SqliteStore {
         Ok(true)
     }
 
+    /// Folds up to `max` events of a stream, oldest first, into `fold`
+    /// without copying them out of SQLite (what loading an aggregate does).
+    /// Returns the number of events.
+    pub fn fold_stream(
+        &self,
+        stream: &str,
+        max: usize,
+        mut fold: impl FnMut(u64, u64, &[u8]),
+    ) -> rusqlite::Result<usize> {
+        let mut query = self.conn.prepare_cached(
+            "SELECT version, position, data FROM events WHERE stream = ?1 ORDER BY version LIMIT ?2",
+        )?;
+        let mut rows = query.query(params![stream, max as i64])?;
+        let mut count = 0;
+        while let Some(row) = rows.next()? {
+            let data = row.get_ref(2)?.as_blob().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Blob,
+                    Box::new(e),
+                )
+            })?;
+            fold(row.get(0)?, row.get(1)?, data);
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// Loads up to `max` events of a stream, oldest first.
     pub fn read_stream(
         &self,

@@ -145,16 +145,70 @@ impl RecordedEvent {
         record: annals_segment::Record<'_>,
         owner: &Bytes,
     ) -> Self {
-        RecordedEvent {
-            stream: record.stream.to_owned(),
+        EventRef::new(position, record, owner).to_recorded()
+    }
+}
+
+/// An event borrowed from the log while a visitor runs
+/// ([`Store::read_stream_with`](crate::Store::read_stream_with)): its
+/// fields point into the mapped segment, so visiting costs no copy and no
+/// allocation. [`to_recorded`](EventRef::to_recorded) keeps one.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'a> {
+    /// The stream it belongs to.
+    pub stream: &'a str,
+    /// Its version in that stream, from 0.
+    pub version: u64,
+    /// Its position in the global feed, from 0.
+    pub position: u64,
+    /// Its id.
+    pub id: EventId,
+    /// Its type. `$stream-deleted` marks a deleted stream's tombstone.
+    pub event_type: &'a str,
+    /// The payload.
+    pub data: &'a [u8],
+    /// The metadata.
+    pub metadata: &'a [u8],
+    /// Commit time, microseconds since the Unix epoch.
+    pub timestamp_us: u64,
+    /// The mapped segment the slices live in.
+    owner: &'a Bytes,
+}
+
+impl<'a> EventRef<'a> {
+    /// From a verified record at `position`, whose slices live in `owner`.
+    pub(crate) fn new(position: u64, record: annals_segment::Record<'a>, owner: &'a Bytes) -> Self {
+        EventRef {
+            stream: record.stream,
             version: record.stream_version,
             position,
             id: EventId(record.id),
-            event_type: record.event_type.to_owned(),
-            data: annals_segment::share(owner, record.data),
-            metadata: annals_segment::share(owner, record.metadata),
+            event_type: record.event_type,
+            data: record.data,
+            metadata: record.metadata,
             timestamp_us: record.timestamp_us,
+            owner,
         }
+    }
+
+    /// An owned copy of the event; data and metadata share the mapped
+    /// segment instead of being copied.
+    pub fn to_recorded(&self) -> RecordedEvent {
+        RecordedEvent {
+            stream: self.stream.to_owned(),
+            version: self.version,
+            position: self.position,
+            id: self.id,
+            event_type: self.event_type.to_owned(),
+            data: annals_segment::share(self.owner, self.data),
+            metadata: annals_segment::share(self.owner, self.metadata),
+            timestamp_us: self.timestamp_us,
+        }
+    }
+
+    /// Whether this is the tombstone written by a stream delete.
+    pub fn is_tombstone(&self) -> bool {
+        self.event_type == crate::TOMBSTONE_TYPE
     }
 }
 

@@ -47,7 +47,7 @@ mod write;
 pub use annals_index::Direction;
 pub use annals_segment::storage;
 pub use error::{Error, Result};
-pub use event::{EventData, EventId, ParseEventIdError, RecordedEvent};
+pub use event::{EventData, EventId, EventRef, ParseEventIdError, RecordedEvent};
 pub use expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
 pub use index::IndexReport;
 pub use options::{Durability, Options};

@@ -1,5 +1,6 @@
 //! The `Store`: opening, appending through the writer, reading.
 
+use std::cell::Cell;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use annals_segment::storage::{FsStorage, Storage};
 use annals_segment::{LogOptions, LogReader, RecoveryReport};
 
 use crate::error::{Error, Result};
-use crate::event::{EventData, RecordedEvent};
+use crate::event::{EventData, EventRef, RecordedEvent};
 use crate::expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
 use crate::index::{Index, IndexReport};
 use crate::write::{Answer, Outcome, Pipeline, StreamAppend, Work, Writer};
@@ -382,45 +383,114 @@ impl Store {
         direction: Direction,
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
+        let mut events = Vec::with_capacity(max.min(1024));
+        self.read_stream_with(stream, from, direction, max, |event| {
+            events.push(event.to_recorded());
+            ControlFlow::Continue(())
+        })?;
+        Ok(events)
+    }
+
+    /// Like [`read_stream`](Store::read_stream), but hands each event to
+    /// `visit` borrowed from the log ([`EventRef`]) instead of collecting
+    /// owned copies: loading an aggregate by folding its events costs no
+    /// allocation per event. `visit` returns `Break` to stop early. Returns
+    /// the number of events visited. Each event is visited once, in order,
+    /// even if the read has to repair a damaged index file on the way.
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    /// use annals::{Direction, EventData, ExpectedVersion, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// let deposits = [5u64, 7, 30].map(|n| EventData::new("Deposited", n.to_le_bytes().to_vec()));
+    /// store.append("account-1", ExpectedVersion::NoStream, deposits.to_vec())??;
+    /// let mut balance = 0;
+    /// store.read_stream_with("account-1", 0, Direction::Forward, usize::MAX, |event| {
+    ///     let amount: [u8; 8] = event.data.try_into().unwrap_or_default();
+    ///     balance += u64::from_le_bytes(amount);
+    ///     ControlFlow::Continue(())
+    /// })?;
+    /// assert_eq!(balance, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_stream_with(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max: usize,
+        mut visit: impl FnMut(EventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<usize> {
         let index = &self.inner.index;
         if index.state(stream)?.is_some_and(|s| s.deleted) {
             return Err(Error::StreamDeleted(stream.to_owned()));
         }
-        if max == 0 {
-            return Ok(Vec::new());
-        }
+        // What was delivered survives a repair's second attempt, which
+        // resumes after the last event visited.
+        let delivered = Cell::new(0usize);
+        let mut next = Some(from);
+        let mut stopped = false;
         index.repairing(|| {
-            let mut events = Vec::with_capacity(max.min(1024));
-            // Candidates are gathered, then read from the log together, so
-            // that the memory loads of scattered events overlap.
-            let mut candidates = Candidates::default();
-            index.read(stream, from, direction, max, &mut |version, position| {
-                candidates.versions.push(version);
-                candidates.positions.push(position);
-                if candidates.len() < (max - events.len()).min(READ_BATCH) {
-                    return Ok(ControlFlow::Continue(()));
-                }
-                self.read_candidates(stream, &mut candidates, &mut events)?;
-                Ok(if events.len() >= max {
+            let Some(from) = next.filter(|_| !stopped && delivered.get() < max) else {
+                return Ok(());
+            };
+            let mut deliver = |event: EventRef<'_>| {
+                delivered.set(delivered.get() + 1);
+                next = match direction {
+                    Direction::Forward => event.version.checked_add(1),
+                    Direction::Backward => event.version.checked_sub(1),
+                };
+                let flow = visit(event);
+                stopped = flow.is_break() || next.is_none() || delivered.get() >= max;
+                if stopped {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
-                })
-            })?;
-            self.read_candidates(stream, &mut candidates, &mut events)?;
-            Ok(events)
-        })
+                }
+            };
+            // Candidates are gathered, then read from the log together
+            // (the segment's mapping and locks taken once per batch).
+            let mut candidates = Candidates::default();
+            let remaining = max - delivered.get();
+            let mut wanted = remaining.min(READ_BATCH);
+            let mut flow = ControlFlow::Continue(());
+            index.read(
+                stream,
+                from,
+                direction,
+                remaining,
+                &mut |version, position| {
+                    candidates.versions.push(version);
+                    candidates.positions.push(position);
+                    if candidates.len() < wanted {
+                        return Ok(ControlFlow::Continue(()));
+                    }
+                    flow = self.read_candidates(stream, &mut candidates, &mut deliver)?;
+                    wanted = (max - delivered.get()).min(READ_BATCH);
+                    Ok(flow)
+                },
+            )?;
+            if flow.is_continue() {
+                // The last batch: whether it stopped early changes nothing.
+                let _ = self.read_candidates(stream, &mut candidates, &mut deliver)?;
+            }
+            Ok(())
+        })?;
+        Ok(delivered.get())
     }
 
-    /// Reads the candidate events the index gave for `stream`, keeps those
-    /// of `stream` (another stream whose name has the same hash is skipped)
-    /// and checks their versions. Leaves `candidates` empty.
+    /// Reads the candidate events the index gave for `stream` and hands
+    /// those of `stream` to `deliver` (another stream whose name has the
+    /// same hash is skipped), checking their versions. Leaves `candidates`
+    /// empty.
     fn read_candidates(
         &self,
         stream: &str,
         candidates: &mut Candidates,
-        events: &mut Vec<RecordedEvent>,
-    ) -> Result<()> {
+        deliver: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>> {
         let end = self.inner.reader.position_end();
         if let Some(position) = candidates.positions.iter().find(|p| **p >= end) {
             return Err(Error::Index(format!(
@@ -429,6 +499,7 @@ impl Store {
         }
         let mut versions = candidates.versions.iter();
         let mut failure = None;
+        let mut flow = ControlFlow::Continue(());
         self.inner.reader.with_events_shared(
             &candidates.positions,
             |position, record, owner| {
@@ -444,13 +515,13 @@ impl Store {
                     )));
                     return ControlFlow::Break(());
                 }
-                events.push(RecordedEvent::from_record(position, record, owner));
-                ControlFlow::Continue(())
+                flow = deliver(EventRef::new(position, record, owner));
+                flow
             },
         )?;
         candidates.versions.clear();
         candidates.positions.clear();
-        failure.map_or(Ok(()), Err)
+        failure.map_or(Ok(flow), Err)
     }
 
     /// Up to `max` events of the global feed from `from` (inclusive), in
