@@ -2,7 +2,7 @@
 //! open and stream loads.
 //!
 //! ```text
-//! cargo run --release -p annals --example scale -- build DIR STREAMS EVENTS_PER_STREAM
+//! cargo run --release -p annals --example scale -- build DIR STREAMS EVENTS_PER_STREAM [INDEX_BUFFER_EVENTS]
 //! cargo run --release -p annals --example scale -- open DIR STREAMS EVENTS_PER_STREAM
 //! ```
 //!
@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use annals::{Direction, EventData, ExpectedVersion, Store};
+use annals::{Direction, EventData, ExpectedVersion, Options, Store};
 
 const BATCH: u64 = 1_000;
 
@@ -33,7 +33,12 @@ fn name(k: u64) -> String {
     format!("account-{k:08}")
 }
 
-fn build(dir: &str, streams: u64, per_stream: u64) -> Result<(), Box<dyn std::error::Error>> {
+fn build(
+    dir: &str,
+    streams: u64,
+    per_stream: u64,
+    options: Options,
+) -> Result<(), Box<dyn std::error::Error>> {
     let baseline = rss_anon();
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(baseline));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -46,7 +51,7 @@ fn build(dir: &str, streams: u64, per_stream: u64) -> Result<(), Box<dyn std::er
             }
         })
     };
-    let store = Store::open(dir)?;
+    let store = Store::open_with(dir, options)?;
     let started = Instant::now();
     let mut events = 0u64;
     let mut last_report = Instant::now();
@@ -188,7 +193,7 @@ fn reopen(dir: &str, count: usize) -> Result<(), Box<dyn std::error::Error>> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: scale build|open DIR STREAMS EVENTS_PER_STREAM | scale reopen DIR COUNT";
+    let usage = "usage: scale build DIR STREAMS EVENTS_PER_STREAM [INDEX_BUFFER_EVENTS] | scale open DIR STREAMS EVENTS_PER_STREAM | scale reopen DIR COUNT";
     if let (Some("reopen"), Some(dir), Some(count)) =
         (args.get(1).map(String::as_str), args.get(2), args.get(3))
     {
@@ -202,7 +207,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let streams: u64 = streams.parse()?;
     let per_stream: u64 = per_stream.parse()?;
     match command.as_str() {
-        "build" => build(dir, streams, per_stream),
+        "build" => {
+            let mut options = Options::default();
+            if let Some(buffer) = args.get(5) {
+                options = options.index_buffer_events(buffer.parse()?);
+            }
+            build(dir, streams, per_stream, options)
+        }
         "open" => open(dir, streams, per_stream),
         _ => Err(usage.into()),
     }

@@ -17,6 +17,10 @@
 //!   `index_buffer_events` events; at most two frozen ones wait for the
 //!   background writer before the writer persists one itself (never behind
 //!   a merge: persisting and merging take different locks).
+//! - **Two background threads.** One writes frozen memtables, one merges
+//!   runs: a merge of large runs takes seconds, and frozen memtables must
+//!   not pile up (memory) or push the writer into persisting (latency)
+//!   behind it.
 //! - **Merging.** Runs are grouped in size classes (powers of 4 of the
 //!   buffer); four runs of one class at the tail are merged into one of the
 //!   next class, so a log of N events has O(log N) runs and every entry is
@@ -81,7 +85,11 @@ pub(crate) struct Shared {
     merge_lock: Mutex<()>,
     buffer_events: u64,
     closing: AtomicBool,
-    error: Mutex<Option<String>>,
+    /// Why the last write of a frozen memtable failed (cleared by the next
+    /// one that succeeds): its entries are still only in memory.
+    persist_error: Mutex<Option<String>>,
+    /// Why the last merge failed (cleared by the next that succeeds).
+    merge_error: Mutex<Option<String>>,
 }
 
 enum Message {
@@ -89,10 +97,15 @@ enum Message {
     Stop,
 }
 
+type Worker = (mpsc::Sender<Message>, JoinHandle<()>);
+
 /// The index of one open store.
 pub(crate) struct Index {
     shared: Arc<Shared>,
-    worker: Mutex<Option<(mpsc::Sender<Message>, JoinHandle<()>)>>,
+    /// Writes frozen memtables; kicks the merger after each success.
+    persister: Mutex<Option<Worker>>,
+    /// Merges runs.
+    merger: Mutex<Option<Worker>>,
     report: IndexReport,
 }
 
@@ -131,17 +144,20 @@ impl Index {
             merge_lock: Mutex::new(()),
             buffer_events: buffer_events.max(1),
             closing: AtomicBool::new(false),
-            error: Mutex::new(None),
+            persist_error: Mutex::new(None),
+            merge_error: Mutex::new(None),
         });
-        let (sender, receiver) = mpsc::channel();
-        let worker_shared = Arc::clone(&shared);
-        let handle = std::thread::Builder::new()
-            .name("annals-index".into())
-            .spawn(move || worker_shared.work(&receiver))
-            .map_err(|e| Error::Index(format!("cannot start the index thread: {e}")))?;
+        let merger = spawn_worker(&shared, "annals-index-merge", |shared, receiver| {
+            shared.merge_work(receiver)
+        })?;
+        let merge_kick = merger.0.clone();
+        let persister = spawn_worker(&shared, "annals-index", move |shared, receiver| {
+            shared.persist_work(receiver, &merge_kick)
+        })?;
         let index = Index {
             shared,
-            worker: Mutex::new(Some((sender, handle))),
+            persister: Mutex::new(Some(persister)),
+            merger: Mutex::new(Some(merger)),
             report: IndexReport {
                 checkpoint,
                 replayed: log_end - checkpoint,
@@ -192,7 +208,7 @@ impl Index {
     }
 
     fn kick(&self) {
-        if let Some((sender, _)) = &*self.worker.lock() {
+        if let Some((sender, _)) = &*self.persister.lock() {
             // A stopped worker only happens on close: nothing left to do.
             let _ = sender.send(Message::Work);
         }
@@ -224,29 +240,32 @@ impl Index {
             levels.frozen.len()
         };
         if waiting > FROZEN_MAX {
-            self.shared.record(self.shared.persist_frozen());
+            self.shared.record_persist(self.shared.persist_frozen());
         } else {
             self.kick();
         }
     }
 
-    /// Stops the worker and persists everything in memory (the log is
-    /// durable: the writer was closed first).
+    /// Stops the background threads (a merge under way finishes first)
+    /// and persists everything in memory (the log is durable: the writer
+    /// was closed first).
     pub(crate) fn close(&self) {
         self.shared.closing.store(true, Ordering::Release);
-        if let Some((sender, handle)) = self.worker.lock().take() {
-            let _ = sender.send(Message::Stop);
-            let _ = handle.join();
+        for worker in [&self.persister, &self.merger] {
+            if let Some((sender, handle)) = worker.lock().take() {
+                let _ = sender.send(Message::Stop);
+                let _ = handle.join();
+            }
         }
         self.freeze();
-        self.shared.record(self.shared.persist_frozen());
+        self.shared.record_persist(self.shared.persist_frozen());
     }
 
     /// Does the background writer's pending work on this thread: writes
     /// every frozen memtable, then merges until no size class has four runs.
     pub(crate) fn maintain(&self) -> Result<()> {
         self.shared.persist_frozen()?;
-        self.shared.merge()
+        self.shared.merge().map(|_| ())
     }
 
     /// The stream's state.
@@ -292,7 +311,7 @@ impl Index {
             run_bytes: runs.iter().map(|r| r.file_bytes()).sum(),
             checkpoint: runs.last().map_or(0, |r| r.end()),
             buffered: levels.frozen.iter().map(|m| m.len()).sum::<u64>() + levels.active.len(),
-            error: self.shared.error.lock().clone(),
+            error: self.shared.error(),
         }
     }
 
@@ -397,27 +416,73 @@ fn missing(position: u64) -> Error {
     ))
 }
 
+/// Starts a background thread running `work` on the index's shared state
+/// with the receiving end of its channel.
+fn spawn_worker(
+    shared: &Arc<Shared>,
+    name: &str,
+    work: impl FnOnce(&Shared, &mpsc::Receiver<Message>) + Send + 'static,
+) -> Result<Worker> {
+    let (sender, receiver) = mpsc::channel();
+    let shared = Arc::clone(shared);
+    let handle = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || work(&shared, &receiver))
+        .map_err(|e| Error::Index(format!("cannot start the {name} thread: {e}")))?;
+    Ok((sender, handle))
+}
+
+/// Waits for a kick; drains the kicks that queued up meanwhile. `None` when
+/// the channel is closed, else whether a stop was among them.
+fn next_message(receiver: &mpsc::Receiver<Message>) -> Option<bool> {
+    let mut stop = matches!(receiver.recv().ok()?, Message::Stop);
+    while let Ok(message) = receiver.try_recv() {
+        stop |= matches!(message, Message::Stop);
+    }
+    Some(stop)
+}
+
 impl Shared {
-    fn record(&self, outcome: Result<()>) {
-        *self.error.lock() = outcome.err().map(|e| e.to_string());
+    fn record_persist(&self, outcome: Result<()>) {
+        *self.persist_error.lock() = outcome.err().map(|e| e.to_string());
     }
 
-    fn work(&self, receiver: &mpsc::Receiver<Message>) {
-        while let Ok(Message::Work) = receiver.recv() {
-            let mut stop = false;
-            while let Ok(message) = receiver.try_recv() {
-                stop |= matches!(message, Message::Stop);
-            }
-            // The error stays reported until a persist succeeds: a merge
-            // runs only after one, and only its own failure is recorded.
+    /// What `stats` reports: a failed persist first (entries only in
+    /// memory), else a failed merge.
+    fn error(&self) -> Option<String> {
+        let persist = self.persist_error.lock().clone();
+        persist.or_else(|| self.merge_error.lock().clone())
+    }
+
+    /// The persisting thread: writes frozen memtables when kicked, then
+    /// kicks the merger.
+    fn persist_work(&self, receiver: &mpsc::Receiver<Message>, merger: &mpsc::Sender<Message>) {
+        while let Some(stop) = next_message(receiver) {
             let persisted = self.persist_frozen();
-            let failed = persisted.is_err();
-            self.record(persisted);
+            let ok = persisted.is_ok();
+            self.record_persist(persisted);
             if stop {
                 return;
             }
-            if !failed && !self.closing.load(Ordering::Acquire) {
-                self.record(self.merge());
+            if ok && !self.closing.load(Ordering::Acquire) {
+                // A stopped merger only happens on close.
+                let _ = merger.send(Message::Work);
+            }
+        }
+    }
+
+    /// The merging thread: merges runs when kicked.
+    fn merge_work(&self, receiver: &mpsc::Receiver<Message>) {
+        while let Some(stop) = next_message(receiver) {
+            if stop || self.closing.load(Ordering::Acquire) {
+                return;
+            }
+            // A failure stays reported until a merge that had work to do
+            // succeeds (one with nothing to merge proves nothing).
+            match self.merge() {
+                Ok(0) => {}
+                Ok(_) => *self.merge_error.lock() = None,
+                Err(e) => *self.merge_error.lock() = Some(e.to_string()),
             }
         }
     }
@@ -447,16 +512,18 @@ impl Shared {
     }
 
     /// Merges tail runs of one size class, as long as there are enough.
-    fn merge(&self) -> Result<()> {
+    /// Returns the number of merges done.
+    fn merge(&self) -> Result<usize> {
+        let mut merges = 0;
         loop {
             if self.closing.load(Ordering::Acquire) {
-                return Ok(());
+                return Ok(merges);
             }
             let _merging = self.merge_lock.lock();
             let runs = Arc::clone(&self.levels.read().runs);
             let class = |run: &Run| (run.events() / self.buffer_events).max(1).ilog(4);
             let Some(last) = runs.last() else {
-                return Ok(());
+                return Ok(merges);
             };
             let tail = runs
                 .iter()
@@ -464,7 +531,7 @@ impl Shared {
                 .take_while(|r| class(r) == class(last))
                 .count();
             if tail < MERGE_FANOUT {
-                return Ok(());
+                return Ok(merges);
             }
             let group = runs.get(runs.len() - tail..).unwrap_or_default();
             let merged = Arc::new(merge_runs(&self.storage, group)?);
@@ -489,6 +556,7 @@ impl Shared {
                 }
             }
             sync_dir(&self.storage)?;
+            merges += 1;
         }
     }
 

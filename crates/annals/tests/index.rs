@@ -539,6 +539,59 @@ fn a_failing_index_write_stays_reported_until_a_write_succeeds() {
     store.verify().unwrap();
 }
 
+/// Merges run on their own thread and report their own failures: a failed
+/// merge stays reported (a successful run write does not clear it) until a
+/// merge succeeds; the store stays correct throughout and after reopening.
+#[test]
+fn a_failing_merge_is_reported_until_a_merge_succeeds() {
+    use annals::storage::{Fault, FaultKind, FaultOp, FaultyStorage};
+    let mem = MemStorage::new();
+    let faulty = Arc::new(FaultyStorage::new(Arc::new(mem.handle())));
+    let options = || Options::default().index_buffer_events(10);
+    let store = Store::open_storage(Arc::clone(&faulty) as Arc<dyn Storage>, options()).unwrap();
+    let mut model = Model::new();
+    fill(&store, &mut model, 30, 3, 0);
+    wait_for("three runs", || {
+        let stats = store.stats();
+        stats.index_checkpoint == 30 && stats.index_runs == 3
+    });
+    // Writing a run first removes a stale temp file, and so does a merge:
+    // the next run write passes, the merge it triggers fails.
+    let removes = faulty.calls(FaultOp::Remove);
+    faulty.inject(Fault {
+        op: FaultOp::Remove,
+        nth: 1,
+        persistent: false,
+        kind: FaultKind::Eio,
+    });
+    fill(&store, &mut model, 10, 3, 1);
+    wait_for("the failed merge", || {
+        faulty.calls(FaultOp::Remove) >= removes + 2
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = store.stats();
+    assert_eq!(stats.index_checkpoint, 40, "{stats:?}");
+    assert_eq!(stats.index_runs, 4, "{stats:?}");
+    let error = stats.index_error.expect("the merge failure is reported");
+    assert!(error.contains("remove"), "{error}");
+    check_against(&store, &model);
+
+    // The next run write kicks the merger again; this merge succeeds.
+    fill(&store, &mut model, 10, 3, 2);
+    wait_for("the retried merge", || {
+        let stats = store.stats();
+        stats.index_error.is_none() && stats.index_checkpoint == 50 && stats.index_runs < 5
+    });
+    check_against(&store, &model);
+    store.verify().unwrap();
+    drop(store);
+    drop(faulty);
+    let store = Store::open_storage(Arc::new(mem.handle()), options()).unwrap();
+    assert_eq!(store.index_report().replayed, 0);
+    check_against(&store, &model);
+    store.verify().unwrap();
+}
+
 /// Long reads gather candidates from runs, frozen buffers and the active
 /// buffer in batches and read the log in between: every window of a long,
 /// scattered stream reads exactly its events, across batch boundaries.
