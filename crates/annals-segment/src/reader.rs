@@ -93,7 +93,8 @@ impl LogReader {
     /// `positions`, in the order given, after verifying its checksum, until
     /// `visit` returns `Break`. Every position must be durable (below
     /// [`position_end`](LogReader::position_end)). Reading many events in
-    /// one call is faster than one at a time: their memory loads overlap.
+    /// one call is cheaper than one at a time: the segment's mapping and
+    /// locks are taken once per batch, not once per event.
     pub fn with_events_shared(
         &self,
         positions: &[u64],

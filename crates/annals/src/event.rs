@@ -153,7 +153,7 @@ impl RecordedEvent {
 /// ([`Store::read_stream_with`](crate::Store::read_stream_with)): its
 /// fields point into the mapped segment, so visiting costs no copy and no
 /// allocation. [`to_recorded`](EventRef::to_recorded) keeps one.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct EventRef<'a> {
     /// The stream it belongs to.
     pub stream: &'a str,
@@ -173,6 +173,22 @@ pub struct EventRef<'a> {
     pub timestamp_us: u64,
     /// The mapped segment the slices live in.
     owner: &'a Bytes,
+}
+
+impl fmt::Debug for EventRef<'_> {
+    /// Like `RecordedEvent`'s; the mapped segment behind it is not shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventRef")
+            .field("stream", &self.stream)
+            .field("version", &self.version)
+            .field("position", &self.position)
+            .field("id", &self.id)
+            .field("event_type", &self.event_type)
+            .field("data", &Bytes::copy_from_slice(self.data))
+            .field("metadata", &Bytes::copy_from_slice(self.metadata))
+            .field("timestamp_us", &self.timestamp_us)
+            .finish()
+    }
 }
 
 impl<'a> EventRef<'a> {
@@ -215,6 +231,36 @@ impl<'a> EventRef<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_event_prints_its_fields_not_the_segment_behind_it() {
+        let segment = Bytes::from(vec![b'x'; 1 << 16]);
+        let record = annals_segment::Record {
+            stream: "order-1",
+            stream_version: 3,
+            id: [7; 16],
+            timestamp_us: 5,
+            flags: 0,
+            event_type: "Placed",
+            metadata: &[],
+            data: &segment[10..14],
+        };
+        let event = EventRef::new(42, record, &segment);
+        let text = format!("{event:?}");
+        assert!(
+            text.contains("order-1") && text.contains("Placed"),
+            "{text}"
+        );
+        assert!(text.len() < 400, "{} bytes: {text}", text.len());
+        let owned = event.to_recorded();
+        assert_eq!((owned.version, owned.position), (3, 42));
+        assert_eq!(&owned.data[..], b"xxxx");
+        assert_eq!(
+            owned.data.as_ptr(),
+            segment[10..].as_ptr(),
+            "shared, not copied"
+        );
+    }
 
     #[test]
     fn ids_print_and_parse_as_uuids() {

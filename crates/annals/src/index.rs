@@ -88,7 +88,8 @@ pub(crate) struct Shared {
     /// Why the last write of a frozen memtable failed (cleared by the next
     /// one that succeeds): its entries are still only in memory.
     persist_error: Mutex<Option<String>>,
-    /// Why the last merge failed (cleared by the next that succeeds).
+    /// Why the last merge failed (cleared by the next merge that has work
+    /// to do and succeeds).
     merge_error: Mutex<Option<String>>,
 }
 
@@ -265,7 +266,9 @@ impl Index {
     /// every frozen memtable, then merges until no size class has four runs.
     pub(crate) fn maintain(&self) -> Result<()> {
         self.shared.persist_frozen()?;
-        self.shared.merge().map(|_| ())
+        let merged = self.shared.merge();
+        self.shared.record_merge(&merged);
+        merged.map(|_| ())
     }
 
     /// The stream's state.
@@ -447,6 +450,16 @@ impl Shared {
         *self.persist_error.lock() = outcome.err().map(|e| e.to_string());
     }
 
+    /// A failure stays reported until a merge that had work to do
+    /// succeeds (one with nothing to merge proves nothing).
+    fn record_merge(&self, outcome: &Result<usize>) {
+        match outcome {
+            Ok(0) => {}
+            Ok(_) => *self.merge_error.lock() = None,
+            Err(e) => *self.merge_error.lock() = Some(e.to_string()),
+        }
+    }
+
     /// What `stats` reports: a failed persist first (entries only in
     /// memory), else a failed merge.
     fn error(&self) -> Option<String> {
@@ -477,13 +490,7 @@ impl Shared {
             if stop || self.closing.load(Ordering::Acquire) {
                 return;
             }
-            // A failure stays reported until a merge that had work to do
-            // succeeds (one with nothing to merge proves nothing).
-            match self.merge() {
-                Ok(0) => {}
-                Ok(_) => *self.merge_error.lock() = None,
-                Err(e) => *self.merge_error.lock() = Some(e.to_string()),
-            }
+            self.record_merge(&self.merge());
         }
     }
 
