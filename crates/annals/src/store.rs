@@ -396,7 +396,8 @@ impl Store {
     /// owned copies: loading an aggregate by folding its events costs no
     /// allocation per event. `visit` returns `Break` to stop early. Returns
     /// the number of events visited. Each event is visited once, in order,
-    /// even if the read has to repair a damaged index file on the way.
+    /// even if the read has to repair a damaged index file on the way. If
+    /// it returns an error, `visit` may have seen some events before it.
     ///
     /// ```
     /// use std::ops::ControlFlow;
