@@ -719,14 +719,23 @@ impl Run {
     }
 
     /// Reads and verifies every page, and checks that both tables are
-    /// sorted and cover each position once.
-    pub fn verify(&self) -> Result<(), LogError> {
+    /// sorted and cover each position once. Returns the digest of its
+    /// entries, to compare with one of the entries the log implies.
+    pub fn verify(&self) -> Result<EntryDigest, LogError> {
+        let mut digest = EntryDigest::default();
         for page in 0..self.layout.pages {
             self.page(page)?;
         }
-        let mut seen = vec![0u8; self.layout.events as usize];
-        let mut mark = |position: u64, bit: u8| -> Result<(), LogError> {
-            let slot = seen.get_mut((position - self.header.start) as usize);
+        // Two bits per position (stream table, id table): a quarter byte
+        // per event of the run.
+        let mut seen = vec![0u64; (self.layout.events as usize).div_ceil(32)];
+        let mut mark = |position: u64, table: u8| -> Result<(), LogError> {
+            let k = position.wrapping_sub(self.header.start);
+            let bit = 1u64 << ((k % 32) * 2 + u64::from(table));
+            let slot = usize::try_from(k / 32)
+                .ok()
+                .filter(|_| k < self.layout.events)
+                .and_then(|i| seen.get_mut(i));
             match slot {
                 Some(s) if *s & bit == 0 => {
                     *s |= bit;
@@ -760,12 +769,53 @@ impl Run {
                     format!("fence of entry {i} is wrong"),
                 ));
             }
-            mark(stream.position, 1)?;
-            mark(id.position, 2)?;
+            mark(stream.position, 0)?;
+            mark(id.position, 1)?;
+            digest.add_stream(&stream);
+            digest.add_id(&id);
             last_stream = Some(stream);
             last_id = Some(id);
         }
-        Ok(())
+        Ok(digest)
+    }
+}
+
+/// An order-independent digest of a set of index entries: two sums of
+/// differently seeded 64-bit mixes of each entry, and the count. Comparing
+/// a run's digest with one of the entries rebuilt from the log needs no
+/// memory per entry (sorting the rebuilt entries to compare them one by one
+/// needed 48 bytes per event of the run); two different sets share a digest
+/// with probability about 2⁻¹²⁸.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EntryDigest {
+    count: u64,
+    a: u64,
+    b: u64,
+}
+
+impl EntryDigest {
+    /// Adds a stream entry.
+    pub fn add_stream(&mut self, entry: &StreamEntry) {
+        let tombstone = u64::from(entry.tombstone) << 63;
+        self.add([1, entry.hash, entry.version, entry.position | tombstone]);
+    }
+
+    /// Adds an id entry.
+    pub fn add_id(&mut self, entry: &IdEntry) {
+        let (low, high) = entry.id.split_at(8);
+        let word = |bytes: &[u8]| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(bytes);
+            u64::from_le_bytes(b)
+        };
+        self.add([2, word(low), word(high), entry.position]);
+    }
+
+    fn add(&mut self, words: [u64; 4]) {
+        let fold = |seed: u64| words.iter().fold(seed, |h, w| mix(h ^ w));
+        self.count += 1;
+        self.a = self.a.wrapping_add(fold(0x243f_6a88_85a3_08d3));
+        self.b = self.b.wrapping_add(fold(0x1319_8a2e_0370_7344));
     }
 }
 
@@ -839,6 +889,82 @@ pub fn merge_runs(storage: &Arc<dyn Storage>, runs: &[Arc<Run>]) -> Result<Run, 
 mod tests {
     use super::*;
     use annals_segment::storage::MemStorage;
+
+    #[test]
+    fn verify_refuses_a_position_indexed_twice_and_writing_refuses_one_outside() {
+        let storage = storage();
+        let (streams, ids) = entries(100, 164);
+        let write_with = |stream_position: u64, start: u64| {
+            let mut streams = streams.clone();
+            if let Some(e) = streams.get_mut(1) {
+                e.position = stream_position;
+            }
+            write_run(
+                &storage,
+                start,
+                start + 64,
+                0,
+                || streams.iter().copied().map(Ok),
+                || ids.iter().copied().map(Ok),
+            )
+        };
+        // Entry 1 takes entry 0's position: sorted, in range, but twice.
+        let run = write_with(streams[0].position, 100).unwrap();
+        let error = run.verify().unwrap_err();
+        assert!(error.to_string().contains("indexed twice"), "{error}");
+        for outside in [5, 164, u64::MAX] {
+            assert!(write_with(outside, 100).is_err(), "{outside}");
+        }
+    }
+
+    #[test]
+    fn a_digest_ignores_order_and_sees_any_changed_field() {
+        let streams: Vec<StreamEntry> = (0..50u64)
+            .map(|p| StreamEntry {
+                hash: p % 7,
+                version: p / 7,
+                position: p,
+                tombstone: p == 49,
+            })
+            .collect();
+        let ids: Vec<IdEntry> = (0..50u64)
+            .map(|p| IdEntry {
+                id: [p as u8; 16],
+                position: p,
+            })
+            .collect();
+        let digest = |streams: &[StreamEntry], ids: &[IdEntry]| {
+            let mut d = EntryDigest::default();
+            streams.iter().for_each(|e| d.add_stream(e));
+            ids.iter().for_each(|e| d.add_id(e));
+            d
+        };
+        let base = digest(&streams, &ids);
+        let (mut rs, mut ri) = (streams.clone(), ids.clone());
+        rs.reverse();
+        ri.rotate_left(13);
+        assert_eq!(digest(&rs, &ri), base, "order does not matter");
+        let changes: [fn(&mut StreamEntry, &mut IdEntry); 5] = [
+            |s, _| s.hash ^= 1,
+            |s, _| s.version += 1,
+            |s, _| s.position ^= 1 << 40,
+            |s, _| s.tombstone = !s.tombstone,
+            |_, i| i.id[15] ^= 0x80,
+        ];
+        for (k, change) in changes.iter().enumerate() {
+            let (mut s, mut i) = (streams.clone(), ids.clone());
+            change(&mut s[k * 9], &mut i[k * 9]);
+            assert_ne!(digest(&s, &i), base, "change {k}");
+        }
+        // Two entries swapping positions: the same multiset of positions,
+        // a different set of entries.
+        let mut s = streams.clone();
+        let (a, b) = (s[3].position, s[4].position);
+        s[3].position = b;
+        s[4].position = a;
+        assert_ne!(digest(&s, &ids), base);
+        assert_ne!(digest(&streams[1..], &ids[1..]), base, "count");
+    }
 
     fn storage() -> Arc<dyn Storage> {
         Arc::new(MemStorage::new())

@@ -38,8 +38,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use annals_index::{
-    merge_runs, parse_run_file_name, write_run, Direction, Fnv1aMix, IdEntry, Memtable, Run,
-    StreamEntry, StreamHasher, StreamState,
+    merge_runs, parse_run_file_name, write_run, Direction, EntryDigest, Fnv1aMix, IdEntry,
+    Memtable, Run, StreamEntry, StreamHasher, StreamState,
 };
 use annals_segment::storage::Storage;
 use annals_segment::LogReader;
@@ -341,15 +341,14 @@ impl Index {
                     run.start()
                 )));
             }
-            run.verify()?;
-            let (streams, ids, _) = entries_from_log(&self.shared.reader, run.start(), run.end())?;
-            for (i, (stream, id)) in streams.iter().zip(&ids).enumerate() {
-                if run.stream_entry(i as u64)? != *stream || run.id_entry(i as u64)? != *id {
-                    return Err(Error::Index(format!(
-                        "index run {} entry {i} differs from the log",
-                        run.name()
-                    )));
-                }
+            // Sorted, each position once (`Run::verify`), and the same set
+            // of entries as the log implies: equal digests.
+            let in_run = run.verify()?;
+            if in_run != digest_from_log(&self.shared.reader, run.start(), run.end())? {
+                return Err(Error::Index(format!(
+                    "index run {} holds entries that differ from the log",
+                    run.name()
+                )));
             }
             expected_start = run.end();
             checked += run.events();
@@ -792,32 +791,61 @@ fn entries_from_log(
     let capacity = (end - start) as usize;
     let (mut streams, mut ids) = (Vec::with_capacity(capacity), Vec::with_capacity(capacity));
     let mut new_streams = 0;
+    visit_log_entries(reader, start, end, |stream, id| {
+        new_streams += u64::from(stream.version == 0);
+        streams.push(stream);
+        ids.push(id);
+    })?;
+    streams.sort_unstable();
+    ids.sort_unstable();
+    Ok((streams, ids, new_streams))
+}
+
+/// The digest of the entries the log's events `[start, end)` imply, in
+/// constant memory.
+fn digest_from_log(reader: &LogReader, start: u64, end: u64) -> Result<EntryDigest> {
+    let mut digest = EntryDigest::default();
+    visit_log_entries(reader, start, end, |stream, id| {
+        digest.add_stream(&stream);
+        digest.add_id(&id);
+    })?;
+    Ok(digest)
+}
+
+/// Calls `visit` with the index entries of each of the log's events
+/// `[start, end)`, in position order; fails unless the log holds them all.
+fn visit_log_entries(
+    reader: &LogReader,
+    start: u64,
+    end: u64,
+    mut visit: impl FnMut(StreamEntry, IdEntry),
+) -> Result<()> {
+    let mut seen = 0u64;
     reader.scan(start, |position, record| {
         if position >= end {
             return ControlFlow::Break(());
         }
-        new_streams += u64::from(record.stream_version == 0);
-        streams.push(StreamEntry {
-            hash: Fnv1aMix.hash(record.stream),
-            version: record.stream_version,
-            position,
-            tombstone: record.flags & TOMBSTONE_FLAG != 0,
-        });
-        ids.push(IdEntry {
-            id: record.id,
-            position,
-        });
+        seen += 1;
+        visit(
+            StreamEntry {
+                hash: Fnv1aMix.hash(record.stream),
+                version: record.stream_version,
+                position,
+                tombstone: record.flags & TOMBSTONE_FLAG != 0,
+            },
+            IdEntry {
+                id: record.id,
+                position,
+            },
+        );
         ControlFlow::Continue(())
     })?;
-    if streams.len() != capacity {
+    if seen != end - start {
         return Err(Error::Index(format!(
-            "the log holds {} of the events {start}..{end}",
-            streams.len()
+            "the log holds {seen} of the events {start}..{end}"
         )));
     }
-    streams.sort_unstable();
-    ids.sort_unstable();
-    Ok((streams, ids, new_streams))
+    Ok(())
 }
 
 /// Removes every index run file (before a rebuild from the log).
