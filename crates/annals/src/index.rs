@@ -588,24 +588,66 @@ impl Shared {
             if !run.is_broken() {
                 continue;
             }
-            let (streams, ids, new_streams) =
-                entries_from_log(&self.reader, run.start(), run.end())?;
-            let rebuilt = write_run(
-                &self.storage,
-                run.start(),
-                run.end(),
-                new_streams,
-                || streams.iter().copied().map(Ok),
-                || ids.iter().copied().map(Ok),
-            )?;
+            let rebuilt = self.rebuild_run(run.start(), run.end())?;
             let mut levels = self.levels.write();
             let mut replaced = Vec::clone(&levels.runs);
             if let Some(slot) = replaced.iter_mut().find(|r| Arc::ptr_eq(r, run)) {
-                *slot = Arc::new(rebuilt);
+                *slot = rebuilt;
             }
             levels.runs = Arc::new(replaced);
         }
         Ok(())
+    }
+
+    /// Writes the run `[start, end)` afresh from the log, holding the
+    /// entries of at most four buffers' worth of events at a time: a larger
+    /// range is written as sorted pieces, merged four at a time (merging
+    /// streams) until one run covers it. The result replaces a run file of
+    /// the same range (temporary file, then rename). Pieces left by a crash
+    /// are runs like any other: the next open keeps one chain and removes
+    /// the rest.
+    fn rebuild_run(&self, start: u64, end: u64) -> Result<Arc<Run>> {
+        let piece = self.buffer_events.saturating_mul(4).max(1);
+        let write_piece = |from: u64, to: u64| -> Result<Arc<Run>> {
+            let (streams, ids, new_streams) = entries_from_log(&self.reader, from, to)?;
+            let run = write_run(
+                &self.storage,
+                from,
+                to,
+                new_streams,
+                || streams.iter().copied().map(Ok),
+                || ids.iter().copied().map(Ok),
+            )?;
+            Ok(Arc::new(run))
+        };
+        let mut pieces = Vec::new();
+        let mut from = start;
+        while from < end {
+            let to = from.saturating_add(piece).min(end);
+            pieces.push(write_piece(from, to)?);
+            from = to;
+        }
+        while pieces.len() > 1 {
+            let mut merged_level = Vec::with_capacity(pieces.len().div_ceil(MERGE_FANOUT));
+            for group in pieces.chunks(MERGE_FANOUT) {
+                let merged = match group {
+                    [one] => Arc::clone(one),
+                    _ => {
+                        let merged = Arc::new(merge_runs(&self.storage, group)?);
+                        for old in group {
+                            remove_file(&self.storage, old.name())?;
+                        }
+                        merged
+                    }
+                };
+                merged_level.push(merged);
+            }
+            pieces = merged_level;
+        }
+        sync_dir(&self.storage)?;
+        pieces
+            .pop()
+            .ok_or_else(|| Error::Index(format!("no events to index in {start}..{end}")))
     }
 
     fn is_stream(&self, position: u64, stream: &str) -> Result<bool> {
