@@ -1,24 +1,26 @@
 //! Load an aggregate, decide, append with the version you saw; retry on a
 //! conflict. Run: `cargo run -p annals --example bank`.
 
-use annals::{CurrentVersion, Direction, EventData, ExpectedVersion, Store};
+use std::ops::ControlFlow;
 
+use annals::{Direction, EventData, ExpectedVersion, Store};
+
+/// Folds the account's events into its balance, and returns the version of
+/// the last event folded: the decision is based on exactly that version, so
+/// that is what the append must expect. (Asking `stream_version` after the
+/// read could return a newer version than the events folded, and a stale
+/// decision would then be accepted.)
 fn balance(store: &Store, account: &str) -> annals::Result<(i64, ExpectedVersion)> {
-    let events = store.read_stream(account, 0, Direction::Forward, usize::MAX)?;
-    let total = events
-        .iter()
-        .map(|e| {
-            std::str::from_utf8(&e.data)
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-                .unwrap_or(0)
-        })
-        .sum();
-    let expected = match store.stream_version(account)? {
-        CurrentVersion::Version(v) => ExpectedVersion::Exact(v),
-        _ => ExpectedVersion::NoStream,
-    };
-    Ok((total, expected))
+    let (mut total, mut seen) = (0, ExpectedVersion::NoStream);
+    store.read_stream_with(account, 0, Direction::Forward, usize::MAX, |event| {
+        total += std::str::from_utf8(event.data)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or(0);
+        seen = ExpectedVersion::Exact(event.version);
+        ControlFlow::Continue(())
+    })?;
+    Ok((total, seen))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
