@@ -122,12 +122,32 @@ impl Segment {
             .unwrap_or(usize::MAX)
             .min(bytes.len());
         let mut spots = [Spot::default(); LOCATE_BATCH];
+        // The frame of the previous position: events of one append share a
+        // frame, and the next position is often in it.
+        let mut last = None;
         for chunk in positions.chunks(LOCATE_BATCH) {
             let spots = spots.get_mut(..chunk.len()).unwrap_or_default();
             {
                 let frames = self.frames.read();
                 for (spot, &position) in spots.iter_mut().zip(chunk) {
-                    *spot = self.locate(&frames, bytes, written, position)?;
+                    let frame = match last {
+                        Some(frame @ FrameSpan { first, next, .. })
+                            if (first..next).contains(&position) =>
+                        {
+                            frame
+                        }
+                        _ => self.frame_of(&frames, written, position)?,
+                    };
+                    last = Some(frame);
+                    let bytes = bytes.get(frame.start..frame.end).unwrap_or_default();
+                    let at = format::locate_event(bytes, frame.first, position)
+                        .map_err(|reason| Error::corrupt(&self.name, frame.start as u64, reason))?;
+                    *spot = Spot {
+                        position,
+                        frame_offset: frame.start as u64,
+                        frame_end: frame.end,
+                        event: frame.start + at,
+                    };
                 }
             }
             for spot in spots.iter() {
@@ -142,36 +162,34 @@ impl Segment {
         Ok(ControlFlow::Continue(()))
     }
 
-    /// Finds where the event at `position` starts: its frame through the
-    /// frame index, then the frame's offset table entry.
-    fn locate(
-        &self,
-        frames: &FrameIndex,
-        bytes: &[u8],
-        written: usize,
-        position: u64,
-    ) -> Result<Spot> {
+    /// The frame that holds `position`, through the frame index.
+    fn frame_of(&self, frames: &FrameIndex, written: usize, position: u64) -> Result<FrameSpan> {
         let no_frame =
             || Error::corrupt(&self.name, 0, format!("no frame holds position {position}"));
         let i = frames.find(position).ok_or_else(no_frame)?;
         let entry = frames.get(i).ok_or_else(no_frame)?;
-        let start = usize::try_from(entry.offset).unwrap_or(usize::MAX);
-        let end = frames
-            .get(i + 1)
-            .map_or(written, |next| {
-                usize::try_from(next.offset).unwrap_or(usize::MAX)
-            })
-            .min(written);
-        let frame = bytes.get(start..end).unwrap_or_default();
-        let at = format::locate_event(frame, entry.position_first, position)
-            .map_err(|reason| Error::corrupt(&self.name, entry.offset, reason))?;
-        Ok(Spot {
-            position,
-            frame_offset: entry.offset,
-            frame_end: end,
-            event: start + at,
+        let next = frames.get(i + 1);
+        let offset = |o: u64| usize::try_from(o).unwrap_or(usize::MAX);
+        Ok(FrameSpan {
+            first: entry.position_first,
+            next: next.map_or(u64::MAX, |n| n.position_first),
+            start: offset(entry.offset),
+            end: next.map_or(written, |n| offset(n.offset)).min(written),
         })
     }
+}
+
+/// One frame as a read sees it.
+#[derive(Debug, Clone, Copy)]
+struct FrameSpan {
+    /// Its first position.
+    first: u64,
+    /// The next frame's first position (`u64::MAX` for the last frame).
+    next: u64,
+    /// Where its bytes start in the segment.
+    start: usize,
+    /// Where its bytes end: the next frame, or the written end.
+    end: usize,
 }
 
 /// How many events a read locates before decoding them.

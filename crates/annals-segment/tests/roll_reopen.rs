@@ -60,7 +60,11 @@ fn thousands_of_frames_over_many_segments_survive_reopen() {
     let ascending: Vec<u64> = (0..n).step_by(7).collect();
     let descending: Vec<u64> = ascending.iter().rev().copied().collect();
     let mixed: Vec<u64> = (0..500u64).map(|k| (k * 7919) % n).collect();
-    for positions in [&ascending, &descending, &mixed] {
+    // Every position, both ways: consecutive events share frames (1–4
+    // events each here), which a read locates once.
+    let every: Vec<u64> = (0..n).collect();
+    let every_back: Vec<u64> = (0..n).rev().collect();
+    for positions in [&ascending, &descending, &mixed, &every, &every_back] {
         let mut got = Vec::new();
         reader
             .with_events_shared(positions, |p, record, _| {
