@@ -99,8 +99,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Verify every checksum of the log and of the index files, and every
-    /// index entry against a full rescan.
+    /// Verify every checksum of the log and of the index files, and the
+    /// index against a full rescan of the log.
     Verify {
         /// Store directory.
         dir: PathBuf,

@@ -318,8 +318,10 @@ impl Index {
         }
     }
 
-    /// Verifies every run page and compares every entry, persisted or in
-    /// memory, with one rebuilt from the log. Returns the events checked.
+    /// Verifies every run page, order and coverage, and compares each run
+    /// with the entries a rescan of the log implies (equal digests, in
+    /// constant memory) and each memtable entry by entry. Returns the events
+    /// checked.
     pub(crate) fn verify(&self) -> Result<u64> {
         let (runs, frozen, active) = {
             let levels = self.shared.levels.read();
@@ -500,14 +502,12 @@ impl Shared {
             let Some(memtable) = self.levels.read().frozen.first().cloned() else {
                 return Ok(());
             };
-            let (streams, ids) = (memtable.stream_entries(), memtable.id_entries());
-            let run = write_run(
+            let run = write_sorted(
                 &self.storage,
-                memtable.start(),
-                memtable.end(),
+                (memtable.start(), memtable.end()),
                 memtable.new_streams(),
-                || streams.iter().copied().map(Ok),
-                || ids.iter().copied().map(Ok),
+                &memtable.stream_entries(),
+                &memtable.id_entries(),
             )?;
             let mut levels = self.levels.write();
             let mut runs = Vec::clone(&levels.runs);
@@ -610,14 +610,7 @@ impl Shared {
         let piece = self.buffer_events.saturating_mul(4).max(1);
         let write_piece = |from: u64, to: u64| -> Result<Arc<Run>> {
             let (streams, ids, new_streams) = entries_from_log(&self.reader, from, to)?;
-            let run = write_run(
-                &self.storage,
-                from,
-                to,
-                new_streams,
-                || streams.iter().copied().map(Ok),
-                || ids.iter().copied().map(Ok),
-            )?;
+            let run = write_sorted(&self.storage, (from, to), new_streams, &streams, &ids)?;
             Ok(Arc::new(run))
         };
         let mut pieces = Vec::new();
@@ -841,6 +834,25 @@ fn entries_from_log(
     streams.sort_unstable();
     ids.sort_unstable();
     Ok((streams, ids, new_streams))
+}
+
+/// Writes the run of positions `range` from entries already sorted.
+fn write_sorted(
+    storage: &Arc<dyn Storage>,
+    (start, end): (u64, u64),
+    new_streams: u64,
+    streams: &[StreamEntry],
+    ids: &[IdEntry],
+) -> Result<Run> {
+    let run = write_run(
+        storage,
+        start,
+        end,
+        new_streams,
+        || streams.iter().copied().map(Ok),
+        || ids.iter().copied().map(Ok),
+    )?;
+    Ok(run)
 }
 
 /// The digest of the entries the log's events `[start, end)` imply, in
