@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use annals::{Direction, EventData, EventId, ExpectedVersion, Store};
+use annals::{Direction, EventData, EventId, ExpectedVersion, Options, Store};
 
 use crate::workloads::{run_threads, Measured};
 use crate::{event_id, payload, SqliteStore};
@@ -146,17 +146,21 @@ pub fn run_suite(config: &SuiteConfig, step: &mut dyn FnMut(&str)) -> Vec<Compar
             ceiling: Some(Figure::rate(&p, None)),
         });
         step("bulk appends, 100 x 128 B");
-        let a = annals_bulk(secs);
+        let a = annals_bulk(secs, true);
         let p = plain_commits(1, secs, frame_bytes(100, "bulk-1000", "Bulk"));
         let s = sqlite_bulk(secs);
-        out.push(Comparison {
-            workload: "bulk: 1 writer, 100 x 128 B per append".into(),
-            unit: "commits/s",
-            higher_is_better: true,
-            annals: Figure::rate(&a, Some(100.0)),
-            sqlite: Some(Figure::rate(&s, Some(100.0))),
-            ceiling: Some(Figure::rate(&p, Some(100.0))),
-        });
+        step("bulk appends, zero-ahead off");
+        let off = annals_bulk(secs, false);
+        for (a, label) in [(a, ""), (off, " (zero-ahead off)")] {
+            out.push(Comparison {
+                workload: format!("bulk: 1 writer, 100 x 128 B per append{label}"),
+                unit: "commits/s",
+                higher_is_better: true,
+                annals: Figure::rate(&a, Some(100.0)),
+                sqlite: Some(Figure::rate(&s, Some(100.0))),
+                ceiling: Some(Figure::rate(&p, Some(100.0))),
+            });
+        }
     }
     if config.reads {
         out.extend(read_workloads(config.read_streams, step));
@@ -313,10 +317,12 @@ pub fn sqlite_commands(threads: usize, secs: Duration) -> Measured {
 }
 
 /// Bulk: one writer, 100 events × 128 B per append, exact expectations on
-/// 10,000 streams round robin.
-pub fn annals_bulk(secs: Duration) -> Measured {
+/// 10,000 streams round robin; `zero_ahead` as in [`Options::zero_ahead`]
+/// (on is the default for a store in a directory).
+pub fn annals_bulk(secs: Duration, zero_ahead: bool) -> Measured {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(dir.path().join("a")).expect("open");
+    let options = Options::default().zero_ahead(zero_ahead);
+    let store = Store::open_with(dir.path().join("a"), options).expect("open");
     let versions = Mutex::new(vec![None::<u64>; 10_000]);
     let data = payload(3, DATA_BYTES);
     run_threads(dir.path(), 1, secs, move |_, i| {

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     file.extend_from_slice(&body[..body.len().min(room)]);
     let storage = MemStorage::new();
     storage.write_file(&segment_file_name(0), &file);
-    if let Ok((_, reader, _)) = annals_segment::open(Arc::new(storage), LogOptions { segment_bytes: SEGMENT_BYTES }) {
+    if let Ok((_, reader, _)) = annals_segment::open(Arc::new(storage), LogOptions { segment_bytes: SEGMENT_BYTES, ..Default::default() }) {
         let events = reader.verify().expect("an opened log verifies");
         let mut seen = 0u64;
         reader

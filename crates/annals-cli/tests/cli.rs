@@ -397,13 +397,16 @@ fn bench_prints_a_table_and_writes_json() {
     );
     let rows: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 9);
+    assert_eq!(rows.len(), 10);
+    assert!(rows
+        .iter()
+        .any(|r| r["workload"] == "bulk: 1 writer, 100 x 128 B per append (zero-ahead off)"));
     for row in rows {
         assert!(row["workload"].is_string() && row["unit"].is_string());
         assert!(row["annals"]["value"].as_f64().unwrap() > 0.0, "{row}");
     }
     let writes = rows.iter().filter(|r| r["unit"] == "commits/s").count();
-    assert_eq!(writes, 5);
+    assert_eq!(writes, 6);
     assert!(rows
         .iter()
         .filter(|r| r["unit"] == "commits/s")

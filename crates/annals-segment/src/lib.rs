@@ -26,6 +26,7 @@ mod rng;
 mod segment;
 pub mod storage;
 mod writer;
+mod zero;
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,12 +64,20 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 pub struct LogOptions {
     /// Size every segment file is preallocated to.
     pub segment_bytes: u64,
+    /// Whether a background thread fills the active segment with written
+    /// zeros ahead of the writer, so that commits overwrite allocated
+    /// blocks and their `fdatasync` writes no allocation metadata (see
+    /// `zero.rs`). `None` (the default): when the storage says it helps
+    /// ([`Storage::zero_fill_helps`](storage::Storage::zero_fill_helps):
+    /// real files).
+    pub zero_ahead: Option<bool>,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
+            zero_ahead: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::reader::{LogReader, Shared};
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::{segment_file_name, Segment};
 use crate::storage::Storage;
+use crate::zero::ZeroAhead;
 use crate::LogOptions;
 
 /// The one writer of a log. Not `Clone`: there is exactly one.
@@ -31,6 +32,9 @@ pub struct LogWriter {
     poisoned: bool,
     buf: Vec<u8>,
     pending: Vec<FrameEntry>,
+    /// Zero-fills the active segment ahead of `write_offset` (dropped, and
+    /// its thread joined, with the writer).
+    zero: Option<ZeroAhead>,
 }
 
 /// Opens (creating if needed) the log in `storage`, recovering from
@@ -61,6 +65,10 @@ pub fn open(
         segments: parking_lot::RwLock::new(segments),
         durable_end: position_next.into(),
     });
+    let zero = options
+        .zero_ahead
+        .unwrap_or_else(|| storage.zero_fill_helps())
+        .then(|| ZeroAhead::start(Arc::clone(&active), options.segment_bytes, write_offset));
     let writer = LogWriter {
         storage,
         shared: Arc::clone(&shared),
@@ -72,6 +80,7 @@ pub fn open(
         poisoned: false,
         buf: Vec::new(),
         pending: Vec::new(),
+        zero,
     };
     Ok((writer, LogReader { shared }, report))
 }
@@ -238,6 +247,9 @@ impl LogWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
+        if let Some(zero) = &self.zero {
+            zero.before_write(self.write_offset + self.buf.len() as u64);
+        }
         self.active
             .file
             .write_all_at(&self.buf, self.write_offset)
@@ -277,6 +289,9 @@ impl LogWriter {
             self.options.segment_bytes,
         )?;
         self.shared.segments.write().push(Arc::clone(&next));
+        if let Some(zero) = &self.zero {
+            zero.switch(Arc::clone(&next), SEGMENT_HEADER_BYTES);
+        }
         self.active = next;
         self.write_offset = SEGMENT_HEADER_BYTES;
         self.synced_offset = SEGMENT_HEADER_BYTES;

@@ -207,6 +207,7 @@ fn a_damaged_frame_index_is_rebuilt_not_trusted() {
         storage,
         annals_segment::LogOptions {
             segment_bytes: 8192,
+            ..Default::default()
         },
     )
     .unwrap();

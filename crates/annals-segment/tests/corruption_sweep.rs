@@ -37,6 +37,7 @@ fn every_damage_to_sealed_data_is_detected() {
         Arc::new(mem.handle()),
         LogOptions {
             segment_bytes: SEGMENT_BYTES,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -97,6 +98,7 @@ fn every_damage_to_sealed_data_is_detected() {
             Arc::new(image),
             LogOptions {
                 segment_bytes: SEGMENT_BYTES,
+                ..Default::default()
             },
         ) {
             Err(Error::Corrupt { file, .. }) => {

@@ -103,6 +103,7 @@ fn one_group_of_many_batches_is_one_frame_with_one_write() {
         storage.clone(),
         LogOptions {
             segment_bytes: 1 << 20,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -129,6 +130,7 @@ fn simulated_crashes_recover_a_prefix_holding_every_synced_event() {
             Arc::new(storage.handle()),
             LogOptions {
                 segment_bytes: 8192,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -156,6 +158,7 @@ fn simulated_crashes_recover_a_prefix_holding_every_synced_event() {
             Arc::new(image.handle()),
             LogOptions {
                 segment_bytes: 8192,
+                ..Default::default()
             },
         )
         .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
@@ -180,6 +183,7 @@ fn simulated_crashes_recover_a_prefix_holding_every_synced_event() {
             Arc::new(again),
             LogOptions {
                 segment_bytes: 8192,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -223,6 +227,7 @@ fn regression_snapshot_mapping_sees_frames_written_after_it() {
         storage,
         LogOptions {
             segment_bytes: 1 << 20,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -247,6 +252,7 @@ fn a_clean_close_is_trusted_once_and_a_crash_never() {
     let storage = MemStorage::new();
     let options = LogOptions {
         segment_bytes: 64 << 10,
+        ..Default::default()
     };
     let (mut writer, _, report) =
         annals_segment::open(Arc::new(storage.handle()), options).unwrap();
@@ -331,6 +337,7 @@ fn a_clean_open_reads_no_frame_and_falls_back_to_a_scan_without_a_good_index() {
     let storage = MemStorage::new();
     let options = LogOptions {
         segment_bytes: 64 << 10,
+        ..Default::default()
     };
     let (mut writer, _, _) = annals_segment::open(Arc::new(storage.handle()), options).unwrap();
     let events: Vec<Owned> = (0..30).map(|k| event(k, 40)).collect();

@@ -39,6 +39,14 @@ pub struct Options {
     pub group_max: usize,
     /// When appends are acknowledged (default [`Durability::Fsync`]).
     pub durability: Durability,
+    /// Whether a background thread writes zeros into the active segment
+    /// ahead of the writer, so that a commit overwrites allocated blocks
+    /// and its `fdatasync` writes no allocation metadata: on ext4 here,
+    /// 100-event appends ~1.4× faster, for each log byte written to the
+    /// device twice (zeros, then data). `None` (default): on for stores in
+    /// a directory, off for other storage. Turn it off on copy-on-write
+    /// filesystems (btrfs, ZFS), where an overwrite allocates anyway.
+    pub zero_ahead: Option<bool>,
     /// Events the in-memory index buffer holds before it is written to an
     /// index file in the background (default 65,536). Bounds the index's
     /// memory: at most four buffers exist at once (the active one and up
@@ -53,6 +61,7 @@ impl Default for Options {
             queue_max: 4096,
             group_max: 1024,
             durability: Durability::Fsync,
+            zero_ahead: None,
             index_buffer_events: 1 << 16,
         }
     }
@@ -74,6 +83,13 @@ impl Options {
     /// Sets the size of the in-memory index buffer, in events.
     pub fn index_buffer_events(mut self, events: u64) -> Self {
         self.index_buffer_events = events;
+        self
+    }
+
+    /// Turns zero-filling ahead of the writer on or off (see
+    /// [`Options::zero_ahead`]).
+    pub fn zero_ahead(mut self, on: bool) -> Self {
+        self.zero_ahead = Some(on);
         self
     }
 

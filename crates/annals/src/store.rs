@@ -181,6 +181,7 @@ impl Store {
         let location = storage.describe();
         let log_options = LogOptions {
             segment_bytes: options.segment_bytes,
+            zero_ahead: options.zero_ahead,
         };
         let (log, reader, recovery) = annals_segment::open(Arc::clone(&storage), log_options)?;
         let index = Arc::new(Index::open(

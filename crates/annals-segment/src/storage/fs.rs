@@ -116,6 +116,10 @@ impl Storage for FsStorage {
     fn describe(&self) -> String {
         self.dir.display().to_string()
     }
+
+    fn zero_fill_helps(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug)]

@@ -39,6 +39,12 @@ pub trait Storage: Send + Sync + Debug {
     fn try_lock(&self) -> io::Result<()>;
     /// A human-readable description of the location, for error messages.
     fn describe(&self) -> String;
+    /// Whether writing zeros ahead of the log's writer makes its commits
+    /// cheaper (real files on a filesystem that allocates blocks on first
+    /// write). Default `false`.
+    fn zero_fill_helps(&self) -> bool {
+        false
+    }
 }
 
 /// One open file.

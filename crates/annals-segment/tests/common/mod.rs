@@ -66,7 +66,14 @@ pub fn open_fs(
     segment_bytes: u64,
 ) -> annals_segment::Result<(LogWriter, LogReader)> {
     let storage: Arc<dyn Storage> = Arc::new(FsStorage::open(dir).unwrap());
-    annals_segment::open(storage, LogOptions { segment_bytes }).map(|(w, r, _)| (w, r))
+    annals_segment::open(
+        storage,
+        LogOptions {
+            segment_bytes,
+            ..Default::default()
+        },
+    )
+    .map(|(w, r, _)| (w, r))
 }
 
 /// Appends `events` as one batch and syncs.

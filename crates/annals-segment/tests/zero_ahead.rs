@@ -1,0 +1,222 @@
+//! Zero-filling the active segment ahead of the writer: it happens (the
+//! file's blocks get allocated ahead of the data), it never touches a byte
+//! the writer wrote (every event reads back, before and after reopen, with
+//! the filler racing the writer in every segment), and a filler that fails
+//! leaves the writer working.
+
+mod common;
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use annals_segment::storage::{FsStorage, MemStorage, Storage, StorageFile};
+use annals_segment::{segment_file_name, LogOptions, LogReader, LogWriter, Record};
+use common::{event, read_all, Owned};
+
+fn open(
+    storage: Arc<dyn Storage>,
+    segment_bytes: u64,
+    zero: Option<bool>,
+) -> (LogWriter, LogReader) {
+    let options = LogOptions {
+        segment_bytes,
+        zero_ahead: zero,
+    };
+    let (writer, reader, _) = annals_segment::open(storage, options).unwrap();
+    (writer, reader)
+}
+
+/// Appends `count` batches of 1-4 events of varied sizes, each synced like
+/// a commit; returns every event in log order.
+fn write_commits(writer: &mut LogWriter, count: u64, first: u64) -> Vec<Owned> {
+    let mut all = Vec::new();
+    let mut n = first;
+    for i in 0..count {
+        let batch: Vec<Owned> = (0..1 + i % 4)
+            .map(|k| {
+                n += 1;
+                event(n, 100 + ((i * 7919 + k * 131) % 1900) as usize)
+            })
+            .collect();
+        let records: Vec<Record<'_>> = batch.iter().map(Owned::record).collect();
+        writer.append(&[&records]).unwrap();
+        writer.sync().unwrap();
+        all.extend(batch);
+    }
+    all
+}
+
+fn allocated_bytes(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn the_active_segment_is_zero_filled_ahead_of_the_writer() {
+    const SEGMENT: u64 = 16 << 20;
+    // Blocks allocated to the segment after the same commits, without and
+    // with zero-filling (waiting for the filler, which runs behind).
+    let mut allocated = Vec::new();
+    for zero in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage::open(dir.path()).unwrap());
+        let (mut writer, reader) = open(storage, SEGMENT, Some(zero));
+        // About 1 MiB of data: past the point where filling starts.
+        let written = write_commits(&mut writer, 400, 0);
+        assert_eq!(read_all(&reader), written);
+        let path = dir.path().join(segment_file_name(0));
+        let floor = allocated.first().copied().unwrap_or(0) + (4 << 20);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while zero && allocated_bytes(&path) < floor && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        allocated.push(allocated_bytes(&path));
+        drop(writer);
+        // The zeros are past the end: recovery finds exactly the events.
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage::open(dir.path()).unwrap());
+        let (_, reader) = open(storage, SEGMENT, Some(zero));
+        assert_eq!(read_all(&reader), written);
+    }
+    let (without, with) = (allocated[0], allocated[1]);
+    assert!(
+        without < 2 << 20,
+        "without filling about the data's 1 MiB is allocated: {without} bytes"
+    );
+    assert!(
+        with >= without + (4 << 20),
+        "with filling, zeros are allocated ahead of the data: {with} vs {without} bytes"
+    );
+}
+
+#[test]
+fn zero_filling_never_touches_what_the_writer_wrote() {
+    // Small segments: the filler starts at once after every roll and races
+    // the writer through each one.
+    const SEGMENT: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(FsStorage::open(dir.path()).unwrap());
+    let (mut writer, reader) = open(Arc::clone(&storage), SEGMENT, Some(true));
+    let mut written = write_commits(&mut writer, 3_000, 0);
+    assert!(
+        reader.segments().len() >= 4,
+        "the run should roll several times"
+    );
+    assert_eq!(read_all(&reader), written);
+    drop((writer, reader));
+    let (mut writer, reader) = open(Arc::clone(&storage), SEGMENT, Some(true));
+    assert_eq!(read_all(&reader), written);
+    // And after a reopen, in the segment that was active.
+    written.extend(write_commits(&mut writer, 1_000, written.len() as u64 + 1));
+    assert_eq!(read_all(&reader), written);
+    drop((writer, reader));
+    let (_, reader) = open(storage, SEGMENT, Some(true));
+    assert_eq!(read_all(&reader), written);
+}
+
+/// Memory storage whose files refuse (`Err`) or delay (`Ok`) writes of
+/// zeros of 64 KiB or more — the filler's — and pass everything else.
+#[derive(Debug)]
+struct Zeros(MemStorage, Result<Duration, ()>);
+
+#[derive(Debug)]
+struct ZerosFile(Arc<dyn StorageFile>, Result<Duration, ()>);
+
+impl Storage for Zeros {
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.0.list()
+    }
+    fn create(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(ZerosFile(self.0.create(name)?, self.1)))
+    }
+    fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(ZerosFile(self.0.open(name)?, self.1)))
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.0.remove(name)
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.0.rename(from, to)
+    }
+    fn sync_dir(&self) -> io::Result<()> {
+        self.0.sync_dir()
+    }
+    fn try_lock(&self) -> io::Result<()> {
+        self.0.try_lock()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
+
+impl StorageFile for ZerosFile {
+    fn len(&self) -> io::Result<u64> {
+        self.0.len()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if buf.len() >= 64 << 10 && buf.iter().all(|&b| b == 0) {
+            match self.1 {
+                Err(()) => return Err(io::Error::other("injected: zero fill refused")),
+                Ok(delay) => std::thread::sleep(delay),
+            }
+        }
+        self.0.write_all_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+    fn map(&self) -> io::Result<annals_segment::storage::Mapping> {
+        self.0.map()
+    }
+}
+
+#[test]
+fn a_failing_zero_fill_leaves_the_writer_working() {
+    const SEGMENT: u64 = 1 << 20;
+    let memory = MemStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(Zeros(memory.handle(), Err(())));
+    let (mut writer, reader) = open(Arc::clone(&storage), SEGMENT, Some(true));
+    let written = write_commits(&mut writer, 2_000, 0);
+    assert!(!writer.is_poisoned());
+    assert_eq!(read_all(&reader), written);
+    drop((writer, reader));
+    let (_, reader) = open(storage, SEGMENT, Some(true));
+    assert_eq!(read_all(&reader), written);
+}
+
+#[test]
+fn a_writer_overtaking_the_filler_waits_for_its_chunk() {
+    // Zero writes take 3 ms and the writer appends 32 KiB batches without
+    // waiting for a sync: it catches up with the chunk being zeroed, and
+    // must wait for it rather than write under it (the zeros would land on
+    // its data).
+    const SEGMENT: u64 = 4 << 20;
+    let memory = MemStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(Zeros(memory.handle(), Ok(Duration::from_millis(3))));
+    let (mut writer, reader) = open(Arc::clone(&storage), SEGMENT, Some(true));
+    let mut written = Vec::new();
+    for i in 0..400u64 {
+        let batch: Vec<Owned> = (0..32).map(|k| event(i * 32 + k, 1000)).collect();
+        let records: Vec<Record<'_>> = batch.iter().map(Owned::record).collect();
+        writer.append(&[&records]).unwrap();
+        if i % 50 == 49 {
+            writer.sync().unwrap();
+        }
+        written.extend(batch);
+    }
+    writer.sync().unwrap();
+    assert!(reader.segments().len() >= 3, "the run should roll");
+    assert_eq!(read_all(&reader), written);
+    drop((writer, reader));
+    let (_, reader) = open(storage, SEGMENT, Some(true));
+    assert_eq!(read_all(&reader), written);
+}
