@@ -450,6 +450,8 @@ pub struct Run {
     /// One bit per page: verified already.
     verified: Box<[AtomicU64]>,
     broken: AtomicBool,
+    /// The smallest and largest id in the run (read on first lookup).
+    id_range: std::sync::OnceLock<([u8; 16], [u8; 16])>,
 }
 
 impl std::fmt::Debug for Run {
@@ -528,6 +530,7 @@ impl Run {
             layout,
             verified,
             broken: AtomicBool::new(false),
+            id_range: std::sync::OnceLock::new(),
         })
     }
 
@@ -702,6 +705,22 @@ impl Run {
 
     /// The position of the event with this id, if it is in this run.
     pub fn find_id(&self, id: &[u8; 16]) -> Result<Option<u64>, LogError> {
+        // Outside the run's id range, it is not there: time-ordered ids
+        // made after the run was written skip it without a filter probe
+        // (a cache miss per run and id otherwise).
+        let Some(last) = self.layout.events.checked_sub(1) else {
+            return Ok(None);
+        };
+        let (low, high) = match self.id_range.get() {
+            Some(range) => *range,
+            None => {
+                let range = (self.id_entry(0)?.id, self.id_entry(last)?.id);
+                *self.id_range.get_or_init(|| range)
+            }
+        };
+        if id < &low || id > &high {
+            return Ok(None);
+        }
         if !self.bloom_has(self.layout.id_bloom_first, id_key(id))? {
             return Ok(None);
         }
@@ -1049,6 +1068,55 @@ mod tests {
         );
         assert_eq!(run.new_streams(), 0, "no version 0 lies in 100..1100");
         assert_eq!(write(&storage, 0, 50).new_streams(), 7);
+    }
+
+    #[test]
+    fn ids_outside_a_run_s_range_are_answered_without_its_filter() {
+        let storage = storage();
+        let run = write(&storage, 1, 400);
+        let (_, ids) = entries(1, 400);
+        // (Position 0's id would be all zeros: start at 1.)
+        assert!(ids[0].id > [0; 16] && ids[ids.len() - 1].id < [0xff; 16]);
+        let (low, high) = (ids[0].id, ids[ids.len() - 1].id);
+        let name = run.name().to_owned();
+        let mut bytes = run.map.bytes().to_vec();
+        let filter_page = run.layout.id_bloom_first as usize;
+        drop(run);
+        // Damage every page of the id filter: a lookup that reads it fails.
+        let filter_pages = bloom_blocks_for(399).div_ceil(BLOCKS_PER_PAGE as u64) as usize;
+        for page in filter_page..filter_page + filter_pages {
+            bytes[page * PAGE_BYTES + 1] ^= 0x40;
+        }
+        storage
+            .open(&name)
+            .unwrap()
+            .write_all_at(&bytes, 0)
+            .unwrap();
+        let run = Run::open(&storage, &name).unwrap();
+        let mut below = low;
+        below[15] = below[15].wrapping_sub(1);
+        if below > low {
+            below = [0; 16];
+        }
+        assert_eq!(run.find_id(&[0; 16]).unwrap(), None);
+        assert_eq!(run.find_id(&[0xff; 16]).unwrap(), None);
+        let mut above = high;
+        above[15] = above[15].wrapping_add(1);
+        if above < high {
+            above = [0xff; 16];
+        }
+        assert_eq!(run.find_id(&below).unwrap(), None);
+        assert_eq!(run.find_id(&above).unwrap(), None);
+        // Inside the range the filter is read, and its damage found.
+        assert!(run.find_id(&low).is_err());
+        assert!(run.is_broken());
+        // The bounds themselves are in the run.
+        let run = write(&storage, 1, 400);
+        assert_eq!(run.find_id(&low).unwrap(), Some(ids[0].position));
+        assert_eq!(
+            run.find_id(&high).unwrap(),
+            Some(ids[ids.len() - 1].position)
+        );
     }
 
     #[test]
