@@ -132,7 +132,8 @@ enum Command {
     },
     /// Generate load: threads append 1-3 events with exact expectations to
     /// streams of their own; one JSON line per acknowledged append, printed
-    /// only after the append returned Ok. Event data is "STREAM@VERSION".
+    /// only after the append returned Ok. Event data is "STREAM@VERSION"
+    /// (then --pad-bytes dots).
     Stress {
         /// Store directory (created if missing).
         dir: PathBuf,
@@ -149,6 +150,10 @@ enum Command {
         /// (small values make index writes and merges frequent).
         #[arg(long)]
         index_buffer_events: Option<u64>,
+        /// Dots appended to each event's data (large events fill segments
+        /// fast: rolls and zero-filling ahead of the writer under load).
+        #[arg(long, default_value_t = 0)]
+        pad_bytes: usize,
     },
     /// Run the demo: concurrent writers with expected versions, conflicts,
     /// aggregates read back.
@@ -248,7 +253,17 @@ fn main() -> ExitCode {
             streams,
             seconds,
             index_buffer_events,
-        } => stress::run(&dir, threads, streams, seconds, index_buffer_events),
+            pad_bytes,
+        } => stress::run(
+            &dir,
+            stress::Load {
+                threads,
+                streams,
+                seconds,
+                index_buffer_events,
+                pad_bytes,
+            },
+        ),
         Command::Bench {
             seconds,
             streams,

@@ -2,7 +2,8 @@
 //! expectations to streams of their own and print one JSON line per
 //! acknowledged append, only after `append` returned `Ok` — so a parent that
 //! kills the process knows exactly what was acknowledged. Event data is
-//! `"<stream>@<version>"`, so every event can be checked byte for byte.
+//! `"<stream>@<version>"` (then `pad_bytes` dots), so every event can be
+//! checked byte for byte.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -17,18 +18,33 @@ use crate::commands::open;
 use crate::Failure;
 
 /// The data of event `version` of `stream` in a stress run.
-pub fn stress_data(stream: &str, version: u64) -> String {
-    format!("\"{stream}@{version}\"")
+pub fn stress_data(stream: &str, version: u64, pad_bytes: usize) -> String {
+    format!("\"{stream}@{version}{}\"", ".".repeat(pad_bytes))
+}
+
+/// What a stress run does.
+pub struct Load {
+    /// Writer threads.
+    pub threads: usize,
+    /// Streams per thread.
+    pub streams: usize,
+    /// How long to run.
+    pub seconds: f64,
+    /// The index buffer, if not the default.
+    pub index_buffer_events: Option<u64>,
+    /// Dots appended to each event's data.
+    pub pad_bytes: usize,
 }
 
 /// Runs the load until `seconds` have passed (or the process is killed).
-pub fn run(
-    dir: &Path,
-    threads: usize,
-    streams: usize,
-    seconds: f64,
-    index_buffer_events: Option<u64>,
-) -> Result<(), Failure> {
+pub fn run(dir: &Path, load: Load) -> Result<(), Failure> {
+    let Load {
+        threads,
+        streams,
+        seconds,
+        index_buffer_events,
+        pad_bytes,
+    } = load;
     let store = match index_buffer_events {
         None => open(dir, true)?,
         Some(events) => {
@@ -60,7 +76,7 @@ pub fn run(
                     };
                     let n = 1 + (rng >> 20) % 3;
                     let events = (next..next + n)
-                        .map(|v| EventData::new("Stressed", stress_data(&stream, v)))
+                        .map(|v| EventData::new("Stressed", stress_data(&stream, v, pad_bytes)))
                         .collect();
                     let written = store.append(&stream, expected, events)?.map_err(|c| {
                         Failure::error(format!("unexpected conflict in a stress run: {c}"))

@@ -60,10 +60,13 @@ fn check(store: &Store, acked: &Acked) {
         );
         assert_eq!(
             &event.data[..],
-            format!("\"{}@{version}\"", acked.stream).as_bytes()
+            format!("\"{}@{version}{}\"", acked.stream, ".".repeat(PAD_BYTES)).as_bytes()
         );
     }
 }
+
+/// Dots after each event's `"stream@version"`.
+const PAD_BYTES: usize = 1500;
 
 #[test]
 fn kill_9_never_loses_an_acknowledged_append() {
@@ -92,6 +95,10 @@ fn kill_9_never_loses_an_acknowledged_append() {
                 // land in the middle of them.
                 "--index-buffer-events",
                 "300",
+                // Events of ~1.6 KB: segments fill fast, so kills also land
+                // while zeros are written ahead of the writer and at rolls.
+                "--pad-bytes",
+                &PAD_BYTES.to_string(),
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
