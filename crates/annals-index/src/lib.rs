@@ -25,6 +25,8 @@ mod ids;
 mod memtable;
 mod run;
 
+#[cfg(feature = "test-collisions")]
+pub use hash::collisions;
 pub use hash::{Fnv1aMix, StreamHasher};
 pub use ids::{IdHash, IdHasher, IdTable};
 pub use memtable::Memtable;
