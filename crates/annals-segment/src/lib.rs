@@ -69,7 +69,7 @@ pub struct LogOptions {
     /// blocks and their `fdatasync` writes no allocation metadata (see
     /// `zero.rs`). `None` (the default): when the storage says it helps
     /// ([`Storage::zero_fill_helps`](storage::Storage::zero_fill_helps):
-    /// real files).
+    /// a directory on ext2/3/4 or XFS).
     pub zero_ahead: Option<bool>,
 }
 

@@ -43,9 +43,10 @@ pub struct Options {
     /// ahead of the writer, so that a commit overwrites allocated blocks
     /// and its `fdatasync` writes no allocation metadata: on ext4 here,
     /// 100-event appends ~1.4× faster, for each log byte written to the
-    /// device twice (zeros, then data). `None` (default): on for stores in
-    /// a directory, off for other storage. Turn it off on copy-on-write
-    /// filesystems (btrfs, ZFS), where an overwrite allocates anyway.
+    /// device twice (zeros, then data). `None` (default): on for a
+    /// directory on ext2/3/4 or XFS, off elsewhere (copy-on-write
+    /// filesystems such as btrfs and ZFS allocate on every write anyway;
+    /// tmpfs has nothing to sync) and for other storage.
     pub zero_ahead: Option<bool>,
     /// Events the in-memory index buffer holds before it is written to an
     /// index file in the background (default 65,536). Bounds the index's

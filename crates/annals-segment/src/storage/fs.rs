@@ -117,9 +117,64 @@ impl Storage for FsStorage {
         self.dir.display().to_string()
     }
 
+    /// Yes on filesystems that allocate a block on its first write and
+    /// overwrite allocated blocks in place (ext2/3/4, XFS), found from
+    /// `/proc/self/mountinfo`; no elsewhere (copy-on-write filesystems
+    /// allocate on every write, tmpfs has no metadata to sync) and when the
+    /// filesystem cannot be told.
     fn zero_fill_helps(&self) -> bool {
-        true
+        let (Ok(dir), Ok(mounts)) = (
+            self.dir.canonicalize(),
+            std::fs::read_to_string("/proc/self/mountinfo"),
+        ) else {
+            return false;
+        };
+        matches!(
+            filesystem_of(&mounts, &dir),
+            Some("ext4" | "ext3" | "ext2" | "xfs")
+        )
     }
+}
+
+/// The type of the filesystem holding `path` (absolute, canonical), from
+/// the text of `/proc/self/mountinfo`: the entry with the longest mount
+/// point containing `path`, the last one of equal length (stacked mounts).
+fn filesystem_of<'a>(mountinfo: &'a str, path: &Path) -> Option<&'a str> {
+    let mut best: Option<(usize, &str)> = None;
+    for line in mountinfo.lines() {
+        let Some((mount, fs)) = line.split_once(" - ") else {
+            continue;
+        };
+        let (Some(point), Some(fs_type)) = (mount.split(' ').nth(4), fs.split(' ').next()) else {
+            continue;
+        };
+        let point = unescape_mount_point(point);
+        if path.starts_with(&point) && best.is_none_or(|(len, _)| point.len() >= len) {
+            best = Some((point.len(), fs_type));
+        }
+    }
+    best.map(|(_, fs_type)| fs_type)
+}
+
+/// Mount points in `mountinfo` write space, tab, newline and backslash as
+/// octal escapes (`\040`…).
+fn unescape_mount_point(point: &str) -> String {
+    let mut out = String::with_capacity(point.len());
+    let mut chars = point.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let digits: String = chars.clone().take(3).collect();
+            if digits.len() == 3 {
+                if let Ok(byte) = u8::from_str_radix(&digits, 8) {
+                    out.push(char::from(byte));
+                    chars.nth(2);
+                    continue;
+                }
+            }
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[derive(Debug)]
@@ -172,5 +227,49 @@ impl StorageFile for FsFile {
         // after the last valid frame), and unlinking a file keeps its pages.
         let map = unsafe { memmap2::MmapOptions::new().map(&self.file)? };
         Ok(Mapping::new(Arc::new(map), true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 1 252:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+25 22 0:21 / /tmp rw,nosuid shared:5 - tmpfs tmpfs rw,size=4096k
+30 22 0:40 / /data rw,relatime shared:9 - btrfs /dev/vdb rw,space_cache
+31 30 0:41 / /data/fast rw,relatime shared:10 - xfs /dev/vdc rw
+32 22 0:42 / /mnt/with\\040space rw - ext4 /dev/vdd rw
+33 25 0:43 / /tmp rw - ext4 /dev/vde rw
+garbage line without separator
+";
+
+    #[test]
+    fn the_filesystem_is_the_longest_mount_point_holding_the_path() {
+        let of = |path: &str| filesystem_of(MOUNTINFO, Path::new(path));
+        assert_eq!(of("/home/me/store"), Some("ext4"));
+        assert_eq!(of("/data/store"), Some("btrfs"));
+        assert_eq!(of("/data/fast/store"), Some("xfs"));
+        // Component-wise: /database is not under /data.
+        assert_eq!(of("/database"), Some("ext4"));
+        assert_eq!(of("/mnt/with space/x"), Some("ext4"));
+        assert_eq!(of("/mnt/with"), Some("ext4"));
+        // The later of two mounts on the same point is the one in use.
+        assert_eq!(of("/tmp/x"), Some("ext4"));
+        assert_eq!(filesystem_of("", Path::new("/x")), None);
+        assert_eq!(unescape_mount_point(r"a\040b\134c\9"), "a b\\c\\9");
+    }
+
+    #[test]
+    fn zero_fill_is_asked_for_only_where_it_helps() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::open(dir.path()).unwrap();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let fs = filesystem_of(&mounts, &dir.path().canonicalize().unwrap());
+        assert_eq!(
+            storage.zero_fill_helps(),
+            matches!(fs, Some("ext4" | "ext3" | "ext2" | "xfs")),
+            "{fs:?}"
+        );
     }
 }

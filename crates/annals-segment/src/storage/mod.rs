@@ -40,8 +40,8 @@ pub trait Storage: Send + Sync + Debug {
     /// A human-readable description of the location, for error messages.
     fn describe(&self) -> String;
     /// Whether writing zeros ahead of the log's writer makes its commits
-    /// cheaper (real files on a filesystem that allocates blocks on first
-    /// write). Default `false`.
+    /// cheaper (a filesystem that allocates blocks on first write and
+    /// overwrites in place). Default `false`.
     fn zero_fill_helps(&self) -> bool {
         false
     }
