@@ -318,7 +318,7 @@ pub fn sqlite_commands(threads: usize, secs: Duration) -> Measured {
 
 /// Bulk: one writer, 100 events × 128 B per append, exact expectations on
 /// 10,000 streams round robin; `zero_ahead` as in [`Options::zero_ahead`]
-/// (on is the default for a store in a directory).
+/// (on is the default for a store on ext4 or XFS).
 pub fn annals_bulk(secs: Duration, zero_ahead: bool) -> Measured {
     let dir = tempfile::tempdir().expect("temp dir");
     let options = Options::default().zero_ahead(zero_ahead);

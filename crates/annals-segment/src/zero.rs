@@ -18,9 +18,10 @@
 //! crash in the middle of a zero-fill leaves zeros. Zeroing never touches
 //! a byte at or before the writer's end (the writer publishes where it is
 //! about to write before writing, and waits if a chunk being zeroed
-//! overlaps it), and its failures are only logged in
-//! [`ZeroAhead::failed`]: the writer's own `fdatasync` makes its data
-//! durable either way.
+//! overlaps it). A failed zero write or sync stops the filler for that
+//! segment and nothing else: the writer's own `fdatasync` makes its data
+//! durable either way. After a reopen the filler starts from the writer's
+//! end again, so up to `AHEAD` bytes already zero may be zeroed twice.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -35,8 +36,8 @@ use crate::segment::Segment;
 const CHUNK: u64 = 256 << 10;
 /// How far ahead of the writer's end zeros are kept.
 const AHEAD: u64 = 8 << 20;
-/// Zero only once this much was written since open or the last roll
-/// began, or after a roll: a store that writes a little never pays for it.
+/// Zeroing starts once this much was written since open (after a roll, at
+/// once): a store that writes a little never pays for it.
 const ACTIVATE_AFTER: u64 = CHUNK;
 const PAGE: u64 = 4096;
 
