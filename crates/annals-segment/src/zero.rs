@@ -168,20 +168,45 @@ impl Shared {
                 state.busy = Some((start, end));
                 (Arc::clone(&state.segment), start, end)
             };
+            // Whatever happens below (even a panic in a storage backend),
+            // the chunk stops being busy: a writer may be waiting on it.
+            let mut chunk = Chunk {
+                shared: self,
+                segment,
+                end,
+                done: false,
+            };
             let len = (end - start) as usize;
-            let done = segment
+            chunk.done = chunk
+                .segment
                 .file
                 .write_all_at(zeros.get(..len).unwrap_or(&zeros), start)
-                .and_then(|()| segment.file.sync_data());
-            let mut state = self.state.lock();
-            state.busy = None;
-            if Arc::ptr_eq(&state.segment, &segment) {
-                match done {
-                    Ok(()) => state.zeroed = state.zeroed.max(end),
-                    Err(_) => state.failed += 1,
-                }
-            }
-            self.changed.notify_all();
+                .and_then(|()| chunk.segment.file.sync_data())
+                .is_ok();
         }
+    }
+}
+
+/// A chunk being zeroed; dropping it records the outcome and wakes the
+/// writer.
+struct Chunk<'a> {
+    shared: &'a Shared,
+    segment: Arc<Segment>,
+    end: u64,
+    done: bool,
+}
+
+impl Drop for Chunk<'_> {
+    fn drop(&mut self) {
+        let mut state = self.shared.state.lock();
+        state.busy = None;
+        if Arc::ptr_eq(&state.segment, &self.segment) {
+            if self.done {
+                state.zeroed = state.zeroed.max(self.end);
+            } else {
+                state.failed += 1;
+            }
+        }
+        self.shared.changed.notify_all();
     }
 }

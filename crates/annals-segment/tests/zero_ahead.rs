@@ -114,13 +114,21 @@ fn zero_filling_never_touches_what_the_writer_wrote() {
     assert_eq!(read_all(&reader), written);
 }
 
-/// Memory storage whose files refuse (`Err`) or delay (`Ok`) writes of
-/// zeros of 64 KiB or more — the filler's — and pass everything else.
+/// What a [`Zeros`] storage does to writes of zeros of 64 KiB or more —
+/// the filler's; everything else passes.
+#[derive(Debug, Clone, Copy)]
+enum OnZeros {
+    Refuse,
+    Delay(Duration),
+    Panic,
+}
+
+/// Memory storage that meddles with the filler's writes.
 #[derive(Debug)]
-struct Zeros(MemStorage, Result<Duration, ()>);
+struct Zeros(MemStorage, OnZeros);
 
 #[derive(Debug)]
-struct ZerosFile(Arc<dyn StorageFile>, Result<Duration, ()>);
+struct ZerosFile(Arc<dyn StorageFile>, OnZeros);
 
 impl Storage for Zeros {
     fn list(&self) -> io::Result<Vec<String>> {
@@ -159,8 +167,9 @@ impl StorageFile for ZerosFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         if buf.len() >= 64 << 10 && buf.iter().all(|&b| b == 0) {
             match self.1 {
-                Err(()) => return Err(io::Error::other("injected: zero fill refused")),
-                Ok(delay) => std::thread::sleep(delay),
+                OnZeros::Refuse => return Err(io::Error::other("injected: zero fill refused")),
+                OnZeros::Delay(delay) => std::thread::sleep(delay),
+                OnZeros::Panic => panic!("injected: a storage backend panics mid zero fill"),
             }
         }
         self.0.write_all_at(buf, offset)
@@ -183,7 +192,7 @@ impl StorageFile for ZerosFile {
 fn a_failing_zero_fill_leaves_the_writer_working() {
     const SEGMENT: u64 = 1 << 20;
     let memory = MemStorage::new();
-    let storage: Arc<dyn Storage> = Arc::new(Zeros(memory.handle(), Err(())));
+    let storage: Arc<dyn Storage> = Arc::new(Zeros(memory.handle(), OnZeros::Refuse));
     let (mut writer, reader) = open(Arc::clone(&storage), SEGMENT, Some(true));
     let written = write_commits(&mut writer, 2_000, 0);
     assert!(!writer.is_poisoned());
@@ -201,7 +210,10 @@ fn a_writer_overtaking_the_filler_waits_for_its_chunk() {
     // its data).
     const SEGMENT: u64 = 4 << 20;
     let memory = MemStorage::new();
-    let storage: Arc<dyn Storage> = Arc::new(Zeros(memory.handle(), Ok(Duration::from_millis(3))));
+    let storage: Arc<dyn Storage> = Arc::new(Zeros(
+        memory.handle(),
+        OnZeros::Delay(Duration::from_millis(3)),
+    ));
     let (mut writer, reader) = open(Arc::clone(&storage), SEGMENT, Some(true));
     let mut written = Vec::new();
     for i in 0..400u64 {
@@ -219,4 +231,32 @@ fn a_writer_overtaking_the_filler_waits_for_its_chunk() {
     drop((writer, reader));
     let (_, reader) = open(storage, SEGMENT, Some(true));
     assert_eq!(read_all(&reader), written);
+}
+
+#[test]
+fn a_filler_that_panics_mid_chunk_never_blocks_the_writer() {
+    // The chunk the filler was zeroing stays "busy" unless its end is
+    // recorded on unwind too: the writer, reaching it, would wait forever.
+    const SEGMENT: u64 = 4 << 20;
+    let memory = MemStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(Zeros(memory.handle(), OnZeros::Panic));
+    let (done, finished) = std::sync::mpsc::channel();
+    let writing = std::thread::spawn(move || {
+        let (mut writer, reader) = open(Arc::clone(&storage), SEGMENT, Some(true));
+        let mut written = Vec::new();
+        for i in 0..200u64 {
+            let batch: Vec<Owned> = (0..32).map(|k| event(i * 32 + k, 1000)).collect();
+            let records: Vec<Record<'_>> = batch.iter().map(Owned::record).collect();
+            writer.append(&[&records]).unwrap();
+            writer.sync().unwrap();
+            written.extend(batch);
+        }
+        assert_eq!(read_all(&reader), written);
+        let _ = done.send(());
+    });
+    assert!(
+        finished.recv_timeout(Duration::from_secs(60)).is_ok(),
+        "the writer hung behind a panicked filler"
+    );
+    writing.join().unwrap();
 }
