@@ -48,6 +48,23 @@ fn write_commits(writer: &mut LogWriter, count: u64, first: u64) -> Vec<Owned> {
     all
 }
 
+/// Appends `count` batches of 32 events of 1,000 bytes (32 KiB), syncing
+/// after every `sync_every`-th and at the end; returns the events.
+fn write_large_batches(writer: &mut LogWriter, count: u64, sync_every: u64) -> Vec<Owned> {
+    let mut written = Vec::new();
+    for i in 0..count {
+        let batch: Vec<Owned> = (0..32).map(|k| event(i * 32 + k, 1000)).collect();
+        let records: Vec<Record<'_>> = batch.iter().map(Owned::record).collect();
+        writer.append(&[&records]).unwrap();
+        if (i + 1) % sync_every == 0 {
+            writer.sync().unwrap();
+        }
+        written.extend(batch);
+    }
+    writer.sync().unwrap();
+    written
+}
+
 fn allocated_bytes(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).unwrap().blocks() * 512
 }
@@ -215,17 +232,7 @@ fn a_writer_overtaking_the_filler_waits_for_its_chunk() {
         OnZeros::Delay(Duration::from_millis(3)),
     ));
     let (mut writer, reader) = open(Arc::clone(&storage), SEGMENT, Some(true));
-    let mut written = Vec::new();
-    for i in 0..400u64 {
-        let batch: Vec<Owned> = (0..32).map(|k| event(i * 32 + k, 1000)).collect();
-        let records: Vec<Record<'_>> = batch.iter().map(Owned::record).collect();
-        writer.append(&[&records]).unwrap();
-        if i % 50 == 49 {
-            writer.sync().unwrap();
-        }
-        written.extend(batch);
-    }
-    writer.sync().unwrap();
+    let written = write_large_batches(&mut writer, 400, 50);
     assert!(reader.segments().len() >= 3, "the run should roll");
     assert_eq!(read_all(&reader), written);
     drop((writer, reader));
@@ -243,14 +250,7 @@ fn a_filler_that_panics_mid_chunk_never_blocks_the_writer() {
     let (done, finished) = std::sync::mpsc::channel();
     let writing = std::thread::spawn(move || {
         let (mut writer, reader) = open(Arc::clone(&storage), SEGMENT, Some(true));
-        let mut written = Vec::new();
-        for i in 0..200u64 {
-            let batch: Vec<Owned> = (0..32).map(|k| event(i * 32 + k, 1000)).collect();
-            let records: Vec<Record<'_>> = batch.iter().map(Owned::record).collect();
-            writer.append(&[&records]).unwrap();
-            writer.sync().unwrap();
-            written.extend(batch);
-        }
+        let written = write_large_batches(&mut writer, 200, 1);
         assert_eq!(read_all(&reader), written);
         let _ = done.send(());
     });
