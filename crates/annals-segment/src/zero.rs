@@ -66,15 +66,15 @@ struct State {
     activate_at: u64,
     /// The chunk being zeroed right now.
     busy: Option<(u64, u64)>,
-    /// Chunks whose write or sync failed (zeroing stops for the segment).
-    failed: u64,
+    /// A chunk's write or sync failed: zeroing stops for the segment.
+    failed: bool,
     stopping: bool,
 }
 
 impl State {
     fn wants_work(&self) -> bool {
         self.written >= self.activate_at
-            && self.failed == 0
+            && !self.failed
             && self.zeroed < self.written.saturating_add(AHEAD)
             && self.next_start() < self.segment_bytes
     }
@@ -97,7 +97,7 @@ impl ZeroAhead {
                 zeroed: written,
                 activate_at: written.saturating_add(ACTIVATE_AFTER),
                 busy: None,
-                failed: 0,
+                failed: false,
                 stopping: false,
             }),
             changed: Condvar::new(),
@@ -136,7 +136,7 @@ impl ZeroAhead {
         state.zeroed = written;
         // A roll means a log that is being written: start at once.
         state.activate_at = written;
-        state.failed = 0;
+        state.failed = false;
         self.shared.changed.notify_all();
     }
 }
@@ -204,7 +204,7 @@ impl Drop for Chunk<'_> {
             if self.done {
                 state.zeroed = state.zeroed.max(self.end);
             } else {
-                state.failed += 1;
+                state.failed = true;
             }
         }
         self.shared.changed.notify_all();

@@ -65,6 +65,12 @@ fn write_large_batches(writer: &mut LogWriter, count: u64, sync_every: u64) -> V
     written
 }
 
+/// Reopens the log (recovery runs) and checks it holds exactly `written`.
+fn assert_reopens_with(storage: Arc<dyn Storage>, segment_bytes: u64, written: &[Owned]) {
+    let (_, reader) = open(storage, segment_bytes, Some(true));
+    assert_eq!(read_all(&reader), written);
+}
+
 fn allocated_bytes(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).unwrap().blocks() * 512
 }
@@ -127,8 +133,7 @@ fn zero_filling_never_touches_what_the_writer_wrote() {
     written.extend(write_commits(&mut writer, 1_000, written.len() as u64 + 1));
     assert_eq!(read_all(&reader), written);
     drop((writer, reader));
-    let (_, reader) = open(storage, SEGMENT, Some(true));
-    assert_eq!(read_all(&reader), written);
+    assert_reopens_with(storage, SEGMENT, &written);
 }
 
 /// What a [`Zeros`] storage does to writes of zeros of 64 KiB or more —
@@ -215,8 +220,7 @@ fn a_failing_zero_fill_leaves_the_writer_working() {
     assert!(!writer.is_poisoned());
     assert_eq!(read_all(&reader), written);
     drop((writer, reader));
-    let (_, reader) = open(storage, SEGMENT, Some(true));
-    assert_eq!(read_all(&reader), written);
+    assert_reopens_with(storage, SEGMENT, &written);
 }
 
 #[test]
@@ -236,8 +240,7 @@ fn a_writer_overtaking_the_filler_waits_for_its_chunk() {
     assert!(reader.segments().len() >= 3, "the run should roll");
     assert_eq!(read_all(&reader), written);
     drop((writer, reader));
-    let (_, reader) = open(storage, SEGMENT, Some(true));
-    assert_eq!(read_all(&reader), written);
+    assert_reopens_with(storage, SEGMENT, &written);
 }
 
 #[test]
