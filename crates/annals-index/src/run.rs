@@ -687,10 +687,13 @@ impl Run {
         // Every entry before the page ahead of it is below the key, every
         // entry from that page on is not.
         let per_page = ENTRIES_PER_PAGE as u64;
-        let (mut low, mut high) = (
-            low.saturating_sub(1) * per_page,
-            (low * per_page).min(self.layout.events),
-        );
+        let page = low.saturating_sub(1);
+        // The search probes ~8 cache lines of the page, each depending on
+        // the last: ask for all of them at once.
+        if page < self.layout.entry_pages {
+            annals_segment::prefetch_all(self.page(self.layout.streams_first + page)?);
+        }
+        let (mut low, mut high) = (page * per_page, (low * per_page).min(self.layout.events));
         while low < high {
             let mid = low + (high - low) / 2;
             let entry = self.stream_entry(mid)?;

@@ -486,6 +486,20 @@ pub fn decode_record(
     salt: u64,
     position: u64,
 ) -> Result<(Record<'_>, usize), FrameFault> {
+    let (record, size) = decode_record_of(bytes, salt, position, None)?;
+    Ok((record.ok_or("stream name is not UTF-8")?, size))
+}
+
+/// [`decode_record`] for a reader that wants only the events of `stream`:
+/// the record is `None` when (its checksum verified) it belongs to another
+/// stream. A record of `stream` borrows the caller's name instead of
+/// checking its own bytes for UTF-8 again (they are the same bytes).
+pub fn decode_record_of<'a>(
+    bytes: &'a [u8],
+    salt: u64,
+    position: u64,
+    stream: Option<&'a str>,
+) -> Result<(Option<Record<'a>>, usize), FrameFault> {
     let size = get_u32(bytes, EV_BYTES).ok_or("truncated event header")? as usize;
     if !(EVENT_HEADER_BYTES..=EVENT_BYTES_MAX).contains(&size) {
         return Err("event length out of range");
@@ -508,12 +522,14 @@ pub fn decode_record(
     if data_end != size {
         return Err("event field lengths do not add up");
     }
-    let stream = std::str::from_utf8(
-        record
-            .get(EVENT_HEADER_BYTES..stream_end)
-            .unwrap_or_default(),
-    )
-    .map_err(|_| "stream name is not UTF-8")?;
+    let stream_bytes = record
+        .get(EVENT_HEADER_BYTES..stream_end)
+        .unwrap_or_default();
+    let stream = match stream {
+        Some(wanted) if wanted.as_bytes() == stream_bytes => wanted,
+        Some(_) => return Ok((None, size)),
+        None => std::str::from_utf8(stream_bytes).map_err(|_| "stream name is not UTF-8")?,
+    };
     let event_type = std::str::from_utf8(record.get(stream_end..type_end).unwrap_or_default())
         .map_err(|_| "event type is not UTF-8")?;
     let record = Record {
@@ -526,7 +542,7 @@ pub fn decode_record(
         metadata: record.get(type_end..metadata_end).unwrap_or_default(),
         data: record.get(metadata_end..data_end).unwrap_or_default(),
     };
-    Ok((record, size))
+    Ok((Some(record), size))
 }
 
 /// Decodes and verifies a whole frame: the header, then every event, that

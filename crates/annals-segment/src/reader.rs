@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
 use crate::format::{self, Record};
-use crate::segment::{frame_bytes_at, Segment};
+use crate::segment::{frame_bytes_at, Segment, VisitEvents};
 
 /// State shared by the writer and every reader.
 #[derive(Debug)]
@@ -100,6 +100,35 @@ impl LogReader {
         positions: &[u64],
         mut visit: impl FnMut(u64, Record<'_>, &bytes::Bytes) -> ControlFlow<()>,
     ) -> Result<()> {
+        self.read_events(positions, None, &mut |position, record, owner| {
+            // Without a stream to select, every record is decoded.
+            record.map_or(ControlFlow::Continue(()), |record| {
+                visit(position, record, owner)
+            })
+        })
+    }
+
+    /// Like [`with_events_shared`](LogReader::with_events_shared) for a
+    /// reader of one stream's events: `visit` gets `None` for an event at
+    /// one of `positions` that belongs to another stream (its checksum
+    /// verified), and a record of `stream` otherwise. A per-stream index that
+    /// keys streams by a hash of their name hands out such positions when
+    /// two names share a hash.
+    pub fn with_stream_events(
+        &self,
+        positions: &[u64],
+        stream: &str,
+        mut visit: impl FnMut(u64, Option<Record<'_>>, &bytes::Bytes) -> ControlFlow<()>,
+    ) -> Result<()> {
+        self.read_events(positions, Some(stream), &mut visit)
+    }
+
+    fn read_events(
+        &self,
+        positions: &[u64],
+        stream: Option<&str>,
+        visit: &mut VisitEvents<'_>,
+    ) -> Result<()> {
         let end = self.position_end();
         let mut rest = positions;
         while let Some(&first) = rest.first() {
@@ -129,7 +158,7 @@ impl LogReader {
                 .position(|p| !here.contains(p))
                 .unwrap_or(rest.len());
             let (group, tail) = rest.split_at(count);
-            if segment.with_events(group, &mut visit)?.is_break() {
+            if segment.with_events(group, stream, visit)?.is_break() {
                 return Ok(());
             }
             rest = tail;

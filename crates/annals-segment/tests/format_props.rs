@@ -48,6 +48,18 @@ proptest! {
             let located = format::decode_event_at(&buf, salt, position_first, position).unwrap();
             prop_assert_eq!(&located, record);
             prop_assert!(format::decode_event_at(&buf, salt ^ 1, position_first, position).is_err());
+            // A reader of one stream gets its records, and `None` (checksum
+            // verified) for another stream's; a bad checksum is an error
+            // either way.
+            let at = format::locate_event(&buf, position_first, position).unwrap();
+            let rest = &buf[at..];
+            let (own, _) = format::decode_record_of(rest, salt, position, Some(record.stream)).unwrap();
+            prop_assert_eq!(own.as_ref(), Some(record));
+            let other = format!("{}~", record.stream);
+            let (none, _) = format::decode_record_of(rest, salt, position, Some(&other)).unwrap();
+            prop_assert!(none.is_none());
+            prop_assert!(format::decode_record_of(rest, salt ^ 1, position, Some(&other)).is_err());
+            prop_assert!(format::decode_record_of(rest, salt, position + 1, Some(record.stream)).is_err());
         }
         let past = position_first + records.len() as u64;
         prop_assert!(format::decode_event_at(&buf, salt, position_first, past).is_err());

@@ -78,6 +78,24 @@ fn thousands_of_frames_over_many_segments_survive_reopen() {
             .collect();
         assert_eq!(got, expected);
     }
+    // A reader of one stream: that stream's records, `None` for the rest.
+    let stream = events[mixed[0] as usize].stream.clone();
+    let mut got = Vec::new();
+    reader
+        .with_stream_events(&mixed, &stream, |p, record, _| {
+            got.push((p, record.map(Owned::from_record)));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let expected: Vec<(u64, Option<Owned>)> = mixed
+        .iter()
+        .map(|p| {
+            let event = &events[*p as usize];
+            (*p, (event.stream == stream).then(|| event.clone()))
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert!(got.iter().any(|(_, r)| r.is_none()) && got.iter().any(|(_, r)| r.is_some()));
     // `Break` stops it; a position past the end is an error.
     let mut visited = 0;
     reader

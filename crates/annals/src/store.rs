@@ -502,14 +502,15 @@ impl Store {
         let mut versions = candidates.versions.iter();
         let mut failure = None;
         let mut flow = ControlFlow::Continue(());
-        self.inner.reader.with_events_shared(
+        self.inner.reader.with_stream_events(
             &candidates.positions,
+            stream,
             |position, record, owner| {
                 let version = versions.next().copied().unwrap_or(u64::MAX);
-                if record.stream != stream {
+                let Some(record) = record else {
                     // Another stream whose name has the same hash.
                     return ControlFlow::Continue(());
-                }
+                };
                 if record.stream_version != version {
                     failure = Some(Error::Index(format!(
                         "index maps {stream}@{version} to position {position}, which holds {}@{}",
