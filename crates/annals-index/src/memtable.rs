@@ -227,7 +227,8 @@ impl<H: StreamHasher> Memtable<H> {
         self.new_streams
     }
 
-    /// Every stream entry, sorted as a run stores them.
+    /// Every stream entry, sorted as a run stores them, with offset 0 (the
+    /// memtable does not keep where events are in their segments).
     pub fn stream_entries(&self) -> Vec<StreamEntry> {
         let mut entries = Vec::with_capacity(self.len() as usize);
         for entry in self.buckets.values().flatten() {
@@ -239,6 +240,8 @@ impl<H: StreamHasher> Memtable<H> {
                     version: entry.first_version + i as u64,
                     position,
                     tombstone: entry.deleted && i == last,
+                    // Not known here: the run writer fills it in.
+                    offset: 0,
                 });
             }
         }

@@ -21,10 +21,16 @@ use annals_segment::Error as LogError;
 pub const PAGE_BYTES: usize = 4096;
 /// Bytes of a page before its checksum.
 const PAYLOAD_BYTES: usize = PAGE_BYTES - 4;
-/// Size of one stream entry and of one id entry.
-const ENTRY_BYTES: usize = 24;
-/// Entries per page (170; the remaining 12 bytes of the payload are zero).
-const ENTRIES_PER_PAGE: usize = PAYLOAD_BYTES / ENTRY_BYTES;
+/// Size of one stream entry: hash, version, position, segment offset.
+const STREAM_ENTRY_BYTES: usize = 28;
+/// Stream entries per page (146; the remaining 4 bytes of the payload are
+/// zero).
+const STREAMS_PER_PAGE: usize = PAYLOAD_BYTES / STREAM_ENTRY_BYTES;
+/// Size of one id entry.
+const ID_ENTRY_BYTES: usize = 24;
+/// Id entries per page (170; the remaining 12 bytes of the payload are
+/// zero).
+const IDS_PER_PAGE: usize = PAYLOAD_BYTES / ID_ENTRY_BYTES;
 /// A Bloom block: one cache line, 512 bits.
 const BLOCK_BYTES: usize = 64;
 /// Bloom blocks per page (63; the remaining 60 bytes are zero).
@@ -38,7 +44,9 @@ const BITS_PER_KEY: u64 = 10;
 /// Bits set per key.
 const PROBES: u32 = 6;
 const MAGIC: &[u8; 8] = b"ANNALSIX";
-const FORMAT_VERSION: u32 = 1;
+/// 2: stream entries carry the event's offset in its segment (version 1
+/// runs are discarded and rebuilt from the log, like any invalid run).
+const FORMAT_VERSION: u32 = 2;
 /// Position bit marking a tombstone in a stored stream entry.
 const TOMBSTONE_BIT: u64 = 1 << 63;
 /// Bytes the writer gathers before one `write`.
@@ -55,6 +63,10 @@ pub struct StreamEntry {
     pub position: u64,
     /// Whether the event is the stream's tombstone.
     pub tombstone: bool,
+    /// Where the event starts in its segment file, so a read goes straight
+    /// to it (`LogReader::with_stream_events`). A memtable does not know
+    /// it and says 0; runs are written with the offsets the log reports.
+    pub offset: u32,
 }
 
 /// One event's entry in the id table.
@@ -123,6 +135,7 @@ fn bloom_blocks_for(keys: u64) -> u64 {
 struct Layout {
     events: u64,
     blocks: u64,
+    /// Pages of stream entries (one fence each).
     entry_pages: u64,
     streams_first: u64,
     ids_first: u64,
@@ -134,12 +147,13 @@ struct Layout {
 
 impl Layout {
     fn new(events: u64) -> Layout {
-        let entry_pages = events.div_ceil(ENTRIES_PER_PAGE as u64);
+        let entry_pages = events.div_ceil(STREAMS_PER_PAGE as u64);
+        let id_pages = events.div_ceil(IDS_PER_PAGE as u64);
         let blocks = bloom_blocks_for(events);
         let bloom_pages = blocks.div_ceil(BLOCKS_PER_PAGE as u64);
         let streams_first = 1;
         let ids_first = streams_first + entry_pages;
-        let fences_first = ids_first + entry_pages;
+        let fences_first = ids_first + id_pages;
         let stream_bloom_first = fences_first + entry_pages.div_ceil(FENCES_PER_PAGE as u64);
         let id_bloom_first = stream_bloom_first + bloom_pages;
         Layout {
@@ -322,17 +336,18 @@ fn write_bloom<I: Iterator<Item = Result<u64, LogError>>>(
     section.finish()
 }
 
-fn encode_stream(entry: StreamEntry) -> [u8; ENTRY_BYTES] {
-    let mut item = [0u8; ENTRY_BYTES];
+fn encode_stream(entry: StreamEntry) -> [u8; STREAM_ENTRY_BYTES] {
+    let mut item = [0u8; STREAM_ENTRY_BYTES];
     item[..8].copy_from_slice(&entry.hash.to_le_bytes());
     item[8..16].copy_from_slice(&entry.version.to_le_bytes());
     let position = entry.position | if entry.tombstone { TOMBSTONE_BIT } else { 0 };
-    item[16..].copy_from_slice(&position.to_le_bytes());
+    item[16..24].copy_from_slice(&position.to_le_bytes());
+    item[24..].copy_from_slice(&entry.offset.to_le_bytes());
     item
 }
 
-fn encode_id(entry: IdEntry) -> [u8; ENTRY_BYTES] {
-    let mut item = [0u8; ENTRY_BYTES];
+fn encode_id(entry: IdEntry) -> [u8; ID_ENTRY_BYTES] {
+    let mut item = [0u8; ID_ENTRY_BYTES];
     item[..16].copy_from_slice(&entry.id);
     item[16..].copy_from_slice(&entry.position.to_le_bytes());
     item
@@ -397,7 +412,7 @@ where
             fence[8..].copy_from_slice(&entry.version.to_le_bytes());
             fences.push_item(&fence, FENCES_PER_PAGE)?;
         }
-        entries.push_item(&encode_stream(entry), ENTRIES_PER_PAGE)?;
+        entries.push_item(&encode_stream(entry), STREAMS_PER_PAGE)?;
         count += 1;
     }
     entries.finish()?;
@@ -412,7 +427,7 @@ where
         if !(start..end).contains(&entry.position) {
             return Err(wrong_count("misplaced id", count));
         }
-        entries.push_item(&encode_id(entry), ENTRIES_PER_PAGE)?;
+        entries.push_item(&encode_id(entry), IDS_PER_PAGE)?;
         count += 1;
     }
     entries.finish()?;
@@ -625,19 +640,25 @@ impl Run {
 
     /// The `i`th stream entry, in (hash, version, position) order.
     pub fn stream_entry(&self, i: u64) -> Result<StreamEntry, LogError> {
-        let item = self.item(self.layout.streams_first, ENTRIES_PER_PAGE, ENTRY_BYTES, i)?;
+        let item = self.item(
+            self.layout.streams_first,
+            STREAMS_PER_PAGE,
+            STREAM_ENTRY_BYTES,
+            i,
+        )?;
         let raw = le_u64(item, 16);
         Ok(StreamEntry {
             hash: le_u64(item, 0),
             version: le_u64(item, 8),
             position: self.check_position(raw & !TOMBSTONE_BIT)?,
             tombstone: raw & TOMBSTONE_BIT != 0,
+            offset: le_u32(item, 24),
         })
     }
 
     /// The `i`th id entry, in id order.
     pub fn id_entry(&self, i: u64) -> Result<IdEntry, LogError> {
-        let item = self.item(self.layout.ids_first, ENTRIES_PER_PAGE, ENTRY_BYTES, i)?;
+        let item = self.item(self.layout.ids_first, IDS_PER_PAGE, ID_ENTRY_BYTES, i)?;
         let mut id = [0u8; 16];
         if let Some(bytes) = item.get(..16) {
             id.copy_from_slice(bytes);
@@ -686,7 +707,7 @@ impl Run {
         }
         // Every entry before the page ahead of it is below the key, every
         // entry from that page on is not.
-        let per_page = ENTRIES_PER_PAGE as u64;
+        let per_page = STREAMS_PER_PAGE as u64;
         let page = low.saturating_sub(1);
         // The search probes ~8 cache lines of the page, each depending on
         // the last: ask for all of them at once.
@@ -782,8 +803,8 @@ impl Run {
                     format!("entry {i} out of order"),
                 ));
             }
-            if i % ENTRIES_PER_PAGE as u64 == 0
-                && self.fence(i / ENTRIES_PER_PAGE as u64)? != (stream.hash, stream.version)
+            if i % STREAMS_PER_PAGE as u64 == 0
+                && self.fence(i / STREAMS_PER_PAGE as u64)? != (stream.hash, stream.version)
             {
                 return Err(LogError::corrupt(
                     &self.name,
@@ -819,7 +840,13 @@ impl EntryDigest {
     /// Adds a stream entry.
     pub fn add_stream(&mut self, entry: &StreamEntry) {
         let tombstone = u64::from(entry.tombstone) << 63;
-        self.add([1, entry.hash, entry.version, entry.position | tombstone]);
+        self.add(&[
+            1,
+            entry.hash,
+            entry.version,
+            entry.position | tombstone,
+            u64::from(entry.offset),
+        ]);
     }
 
     /// Adds an id entry.
@@ -830,10 +857,10 @@ impl EntryDigest {
             b.copy_from_slice(bytes);
             u64::from_le_bytes(b)
         };
-        self.add([2, word(low), word(high), entry.position]);
+        self.add(&[2, word(low), word(high), entry.position]);
     }
 
-    fn add(&mut self, words: [u64; 4]) {
+    fn add(&mut self, words: &[u64]) {
         let fold = |seed: u64| words.iter().fold(seed, |h, w| mix(h ^ w));
         self.count += 1;
         self.a = self.a.wrapping_add(fold(0x243f_6a88_85a3_08d3));
@@ -947,6 +974,7 @@ mod tests {
                 version: p / 7,
                 position: p,
                 tombstone: p == 49,
+                offset: 64 + p as u32 * 100,
             })
             .collect();
         let ids: Vec<IdEntry> = (0..50u64)
@@ -966,12 +994,13 @@ mod tests {
         rs.reverse();
         ri.rotate_left(13);
         assert_eq!(digest(&rs, &ri), base, "order does not matter");
-        let changes: [fn(&mut StreamEntry, &mut IdEntry); 5] = [
+        let changes: [fn(&mut StreamEntry, &mut IdEntry); 6] = [
             |s, _| s.hash ^= 1,
             |s, _| s.version += 1,
             |s, _| s.position ^= 1 << 40,
             |s, _| s.tombstone = !s.tombstone,
             |_, i| i.id[15] ^= 0x80,
+            |s, _| s.offset += 8,
         ];
         for (k, change) in changes.iter().enumerate() {
             let (mut s, mut i) = (streams.clone(), ids.clone());
@@ -999,6 +1028,7 @@ mod tests {
                 version: p / 7,
                 position: p,
                 tombstone: p % 11 == 0,
+                offset: (mix(p) >> 32) as u32,
             })
             .collect();
         let mut ids: Vec<IdEntry> = (start..end)

@@ -100,7 +100,7 @@ impl LogReader {
         positions: &[u64],
         mut visit: impl FnMut(u64, Record<'_>, &bytes::Bytes) -> ControlFlow<()>,
     ) -> Result<()> {
-        self.read_events(positions, None, &mut |position, record, owner| {
+        self.read_events(positions, &[], None, &mut |position, record, owner| {
             // Without a stream to select, every record is decoded.
             record.map_or(ControlFlow::Continue(()), |record| {
                 visit(position, record, owner)
@@ -114,18 +114,34 @@ impl LogReader {
     /// verified), and a record of `stream` otherwise. A per-stream index that
     /// keys streams by a hash of their name hands out such positions when
     /// two names share a hash.
+    ///
+    /// `offsets`, if not empty, holds for each position where its event
+    /// starts in its segment (as [`scan_located`](LogReader::scan_located)
+    /// reported it), or `None` where that is not known: a known offset is
+    /// read directly, without the frame index and the frame's offset table.
+    /// The event's checksum binds it to its position, so a wrong offset is
+    /// an error ([`Error::Corrupt`]), never another event.
     pub fn with_stream_events(
         &self,
         positions: &[u64],
+        offsets: &[Option<u32>],
         stream: &str,
         mut visit: impl FnMut(u64, Option<Record<'_>>, &bytes::Bytes) -> ControlFlow<()>,
     ) -> Result<()> {
-        self.read_events(positions, Some(stream), &mut visit)
+        if !offsets.is_empty() && offsets.len() != positions.len() {
+            return Err(Error::Invalid(format!(
+                "{} offsets for {} positions",
+                offsets.len(),
+                positions.len()
+            )));
+        }
+        self.read_events(positions, offsets, Some(stream), &mut visit)
     }
 
     fn read_events(
         &self,
         positions: &[u64],
+        mut offsets: &[Option<u32>],
         stream: Option<&str>,
         visit: &mut VisitEvents<'_>,
     ) -> Result<()> {
@@ -158,10 +174,15 @@ impl LogReader {
                 .position(|p| !here.contains(p))
                 .unwrap_or(rest.len());
             let (group, tail) = rest.split_at(count);
-            if segment.with_events(group, stream, visit)?.is_break() {
+            let (group_offsets, offsets_tail) = offsets.split_at(count.min(offsets.len()));
+            if segment
+                .with_events(group, group_offsets, stream, visit)?
+                .is_break()
+            {
                 return Ok(());
             }
             rest = tail;
+            offsets = offsets_tail;
         }
         Ok(())
     }
@@ -183,6 +204,20 @@ impl LogReader {
         &self,
         from: u64,
         mut visit: impl FnMut(u64, Record<'_>, &bytes::Bytes) -> ControlFlow<()>,
+    ) -> Result<()> {
+        self.scan_located(from, |position, _, record, owner| {
+            visit(position, record, owner)
+        })
+    }
+
+    /// Like [`scan_shared`](LogReader::scan_shared), also passing where each
+    /// event starts in its segment file (what an index keeps to read the
+    /// event again without the frame index: see
+    /// [`with_stream_events`](LogReader::with_stream_events)).
+    pub fn scan_located(
+        &self,
+        from: u64,
+        mut visit: impl FnMut(u64, u32, Record<'_>, &bytes::Bytes) -> ControlFlow<()>,
     ) -> Result<()> {
         let end = self.position_end();
         let mut position = from;
@@ -221,7 +256,11 @@ impl LogReader {
                 for (k, record) in records.into_iter().enumerate() {
                     let p = header.position_first + k as u64;
                     if p >= position {
-                        if visit(p, record, map.shared()).is_break() {
+                        // `decode_frame` checked the table against the events.
+                        let at = format::event_offset(bytes, k)
+                            .and_then(|at| u32::try_from(entry.offset + at as u64).ok())
+                            .unwrap_or(u32::MAX);
+                        if visit(p, at, record, map.shared()).is_break() {
                             return Ok(());
                         }
                         position = p + 1;

@@ -118,10 +118,13 @@ impl Segment {
     /// is taken once per call.
     ///
     /// With `stream`, an event of another stream is visited as `None`
-    /// (after its checksum is verified).
+    /// (after its checksum is verified). `offsets` (empty, or one per
+    /// position) gives where events start when the caller knows it: those
+    /// skip the frame index and the offset table.
     pub(crate) fn with_events(
         &self,
         positions: &[u64],
+        offsets: &[Option<u32>],
         stream: Option<&str>,
         visit: &mut VisitEvents<'_>,
     ) -> Result<ControlFlow<()>> {
@@ -130,52 +133,62 @@ impl Segment {
         let written = usize::try_from(self.written())
             .unwrap_or(usize::MAX)
             .min(bytes.len());
-        let mut frames = [FrameSpan::default(); LOCATE_BATCH];
         let mut spots = [Spot::default(); LOCATE_BATCH];
         // The frame of the previous position: events of one append share a
         // frame, and the next position is often in it.
         let mut last: Option<FrameSpan> = None;
-        for chunk in positions.chunks(LOCATE_BATCH) {
-            let frames = frames.get_mut(..chunk.len()).unwrap_or_default();
-            {
+        for (k, chunk) in positions.chunks(LOCATE_BATCH).enumerate() {
+            let spots = spots.get_mut(..chunk.len()).unwrap_or_default();
+            let known = |i: usize| offsets.get(k * LOCATE_BATCH + i).copied().flatten();
+            // Pass 1: events whose offsets are known are placed at once;
+            // the others' frames are found and their table entries fetched.
+            let mut frames_needed = false;
+            for (i, (spot, &position)) in spots.iter_mut().zip(chunk).enumerate() {
+                *spot = match known(i) {
+                    Some(offset) => Spot::at(position, offset as usize, written),
+                    None => {
+                        frames_needed = true;
+                        Spot::default()
+                    }
+                };
+            }
+            if frames_needed {
                 let index = self.frames.read();
-                for (frame, &position) in frames.iter_mut().zip(chunk) {
-                    *frame = match last {
+                for (i, (spot, &position)) in spots.iter_mut().zip(chunk).enumerate() {
+                    if known(i).is_some() {
+                        continue;
+                    }
+                    let frame = match last {
                         Some(last) if (last.first..last.next).contains(&position) => last,
                         _ => self.frame_of(&index, written, position)?,
                     };
-                    last = Some(*frame);
+                    last = Some(frame);
+                    *spot = Spot::in_frame(position, frame);
                     let entry = usize::try_from(position.saturating_sub(frame.first))
                         .unwrap_or(usize::MAX)
                         .saturating_mul(format::EVENT_OFFSET_BYTES);
-                    prefetch(
-                        bytes,
-                        frame
-                            .start
-                            .saturating_add(FRAME_TABLE)
-                            .saturating_add(entry),
-                    );
+                    let table = frame.start.saturating_add(FRAME_TABLE);
+                    prefetch(bytes, table.saturating_add(entry));
                 }
             }
-            for ((spot, frame), &position) in spots.iter_mut().zip(frames.iter()).zip(chunk) {
-                let frame_bytes = bytes.get(frame.start..frame.end).unwrap_or_default();
-                let at = format::locate_event(frame_bytes, frame.first, position)
-                    .map_err(|reason| Error::corrupt(&self.name, frame.start as u64, reason))?;
-                *spot = Spot {
-                    position,
-                    frame_offset: frame.start as u64,
-                    frame_end: frame.end,
-                    event: frame.start + at,
-                };
+            // Pass 2: read the table entries; fetch every event.
+            for spot in spots.iter_mut() {
+                if let Some(frame) = spot.frame {
+                    let frame_bytes = bytes.get(frame.start..frame.end).unwrap_or_default();
+                    let at = format::locate_event(frame_bytes, frame.first, spot.position)
+                        .map_err(|reason| Error::corrupt(&self.name, frame.start as u64, reason))?;
+                    spot.event = frame.start + at;
+                }
                 for line in 0..PREFETCH_LINES {
                     prefetch(bytes, spot.event.saturating_add(line * 64));
                 }
             }
-            for spot in spots.iter().take(chunk.len()) {
-                let rest = bytes.get(spot.event..spot.frame_end).unwrap_or_default();
+            // Pass 3: verify, decode, visit.
+            for spot in spots.iter() {
+                let rest = bytes.get(spot.event..spot.end).unwrap_or_default();
                 let (record, _) =
                     format::decode_record_of(rest, self.header.salt, spot.position, stream)
-                        .map_err(|reason| Error::corrupt(&self.name, spot.frame_offset, reason))?;
+                        .map_err(|reason| Error::corrupt(&self.name, spot.reported(), reason))?;
                 if visit(spot.position, record, map.shared()).is_break() {
                     return Ok(ControlFlow::Break(()));
                 }
@@ -233,12 +246,39 @@ const PREFETCH_LINES: usize = 3;
 #[derive(Debug, Clone, Copy, Default)]
 struct Spot {
     position: u64,
-    /// Offset of its frame (for error reports).
-    frame_offset: u64,
-    /// Where its frame's bytes end: the next frame, or the written end.
-    frame_end: usize,
-    /// Where the event starts.
+    /// Its frame, when the event is found through the frame index.
+    frame: Option<FrameSpan>,
+    /// Where the event starts (once known).
     event: usize,
+    /// How far its bytes may reach: its frame's end, or the written end.
+    end: usize,
+}
+
+impl Spot {
+    /// An event whose offset the caller gave.
+    fn at(position: u64, event: usize, written: usize) -> Self {
+        Spot {
+            position,
+            frame: None,
+            event,
+            end: written,
+        }
+    }
+
+    /// An event to locate through `frame`'s offset table.
+    fn in_frame(position: u64, frame: FrameSpan) -> Self {
+        Spot {
+            position,
+            frame: Some(frame),
+            event: frame.start,
+            end: frame.end,
+        }
+    }
+
+    /// The offset an error names: the frame's, else the event's.
+    fn reported(&self) -> u64 {
+        self.frame.map_or(self.event, |f| f.start) as u64
+    }
 }
 
 /// The bytes from `offset` on (empty when out of range).

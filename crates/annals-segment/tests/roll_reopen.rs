@@ -78,15 +78,24 @@ fn thousands_of_frames_over_many_segments_survive_reopen() {
             .collect();
         assert_eq!(got, expected);
     }
-    // A reader of one stream: that stream's records, `None` for the rest.
+    // A reader of one stream: that stream's records, `None` for the rest,
+    // located through the frame index or at the offsets a scan reported.
     let stream = events[mixed[0] as usize].stream.clone();
-    let mut got = Vec::new();
+    let mut located = Vec::new();
     reader
-        .with_stream_events(&mixed, &stream, |p, record, _| {
-            got.push((p, record.map(Owned::from_record)));
+        .scan_located(0, |p, offset, _, _| {
+            assert_eq!(p, located.len() as u64);
+            located.push(offset);
             ControlFlow::Continue(())
         })
         .unwrap();
+    assert_eq!(located.len() as u64, n);
+    let offsets: Vec<Option<u32>> = mixed.iter().map(|p| Some(located[*p as usize])).collect();
+    let some_known: Vec<Option<u32>> = offsets
+        .iter()
+        .enumerate()
+        .map(|(i, o)| o.filter(|_| i % 3 == 0))
+        .collect();
     let expected: Vec<(u64, Option<Owned>)> = mixed
         .iter()
         .map(|p| {
@@ -94,8 +103,36 @@ fn thousands_of_frames_over_many_segments_survive_reopen() {
             (*p, (event.stream == stream).then(|| event.clone()))
         })
         .collect();
-    assert_eq!(got, expected);
-    assert!(got.iter().any(|(_, r)| r.is_none()) && got.iter().any(|(_, r)| r.is_some()));
+    for offsets in [&[][..], &offsets, &some_known] {
+        let mut got = Vec::new();
+        reader
+            .with_stream_events(&mixed, offsets, &stream, |p, record, _| {
+                got.push((p, record.map(Owned::from_record)));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(got, expected);
+    }
+    assert!(expected.iter().any(|(_, r)| r.is_none()));
+    assert!(expected.iter().any(|(_, r)| r.is_some()));
+    // A wrong offset finds bytes whose checksum (bound to the position)
+    // cannot match: an error, never another event.
+    for wrong in [0, 8, located[0] + 8, located[1], u32::MAX] {
+        let mut offsets = offsets.clone();
+        offsets[5] = Some(wrong);
+        let result = reader.with_stream_events(&mixed, &offsets, &stream, |_, _, _| {
+            ControlFlow::Continue(())
+        });
+        assert!(
+            matches!(result, Err(annals_segment::Error::Corrupt { .. })),
+            "{wrong}: {result:?}"
+        );
+    }
+    assert!(reader
+        .with_stream_events(&mixed, &offsets[1..], &stream, |_, _, _| {
+            ControlFlow::Continue(())
+        })
+        .is_err());
     // `Break` stops it; a position past the end is an error.
     let mut visited = 0;
     reader

@@ -291,7 +291,7 @@ impl Index {
         from: u64,
         direction: Direction,
         max: usize,
-        visit: &mut dyn FnMut(u64, u64) -> Result<ControlFlow<()>>,
+        visit: &mut dyn FnMut(Candidate) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
         self.shared.read(stream, from, direction, max, visit)
     }
@@ -365,7 +365,9 @@ impl Index {
                     "memtable starts at {start}, the index before it ends at {expected_start}"
                 )));
             }
-            let (log_streams, log_ids, _) = entries_from_log(&self.shared.reader, start, end)?;
+            let (mut log_streams, log_ids, _) = entries_from_log(&self.shared.reader, start, end)?;
+            // A memtable does not keep offsets (its entries say 0).
+            log_streams.iter_mut().for_each(|e| e.offset = 0);
             if streams != log_streams || ids != log_ids {
                 return Err(Error::Index(format!(
                     "memtable {start}..{end} differs from the log"
@@ -502,11 +504,14 @@ impl Shared {
             let Some(memtable) = self.levels.read().frozen.first().cloned() else {
                 return Ok(());
             };
+            let (start, end) = (memtable.start(), memtable.end());
+            let mut streams = memtable.stream_entries();
+            locate_entries(&self.reader, start, end, &mut streams)?;
             let run = write_sorted(
                 &self.storage,
-                (memtable.start(), memtable.end()),
+                (start, end),
                 memtable.new_streams(),
-                &memtable.stream_entries(),
+                &streams,
                 &memtable.id_entries(),
             )?;
             let mut levels = self.levels.write();
@@ -716,7 +721,7 @@ impl Shared {
         from: u64,
         direction: Direction,
         max: usize,
-        visit: &mut dyn FnMut(u64, u64) -> Result<ControlFlow<()>>,
+        visit: &mut dyn FnMut(Candidate) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
         let (active, runs, frozen) = {
             let levels = self.levels.read();
@@ -728,9 +733,17 @@ impl Shared {
         };
         let hash = Fnv1aMix.hash(stream);
         let memtable = |m: &Memtable| m.read(stream, from, direction, max);
-        let mut visit_all = |pairs: &[(u64, u64)]| -> Result<ControlFlow<()>> {
+        // Memtable pairs: no offsets.
+        let visit_all = |pairs: &[(u64, u64)],
+                         visit: &mut dyn FnMut(Candidate) -> Result<ControlFlow<()>>|
+         -> Result<ControlFlow<()>> {
             for &(version, position) in pairs {
-                if visit(version, position)?.is_break() {
+                let candidate = Candidate {
+                    version,
+                    position,
+                    offset: None,
+                };
+                if visit(candidate)?.is_break() {
                     return Ok(ControlFlow::Break(()));
                 }
             }
@@ -739,29 +752,29 @@ impl Shared {
         match direction {
             Direction::Forward => {
                 for run in runs.iter() {
-                    if visit_run(run, hash, from, direction, &mut visit_all)?.is_break() {
+                    if visit_run(run, hash, from, direction, visit)?.is_break() {
                         return Ok(());
                     }
                 }
                 for m in &frozen {
-                    if visit_all(&memtable(m))?.is_break() {
+                    if visit_all(&memtable(m), visit)?.is_break() {
                         return Ok(());
                     }
                 }
                 // Last source: whether it stopped early changes nothing.
-                let _ = visit_all(&active)?;
+                let _ = visit_all(&active, visit)?;
             }
             Direction::Backward => {
-                if visit_all(&active)?.is_break() {
+                if visit_all(&active, visit)?.is_break() {
                     return Ok(());
                 }
                 for m in frozen.iter().rev() {
-                    if visit_all(&memtable(m))?.is_break() {
+                    if visit_all(&memtable(m), visit)?.is_break() {
                         return Ok(());
                     }
                 }
                 for run in runs.iter().rev() {
-                    if visit_run(run, hash, from, direction, &mut visit_all)?.is_break() {
+                    if visit_run(run, hash, from, direction, visit)?.is_break() {
                         return Ok(());
                     }
                 }
@@ -771,7 +784,16 @@ impl Shared {
     }
 }
 
-type VisitPairs<'a> = dyn FnMut(&[(u64, u64)]) -> Result<ControlFlow<()>> + 'a;
+/// An event the index gives for a stream: it may belong to another stream
+/// whose name has the same hash (the reader checks).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    pub(crate) version: u64,
+    pub(crate) position: u64,
+    /// Where the event starts in its segment, when a run says so
+    /// (memtables do not keep it).
+    pub(crate) offset: Option<u32>,
+}
 
 /// Visits a run's entries of streams with `hash`, from version `from` in
 /// `direction`.
@@ -780,7 +802,7 @@ fn visit_run(
     hash: u64,
     from: u64,
     direction: Direction,
-    visit: &mut VisitPairs<'_>,
+    visit: &mut dyn FnMut(Candidate) -> Result<ControlFlow<()>>,
 ) -> Result<ControlFlow<()>> {
     if !run.may_hold_stream(hash)? {
         return Ok(ControlFlow::Continue(()));
@@ -809,7 +831,14 @@ fn visit_run(
         if entry.hash != hash {
             return Ok(ControlFlow::Continue(()));
         }
-        if visit(&[(entry.version, entry.position)])?.is_break() {
+        let candidate = Candidate {
+            version: entry.version,
+            position: entry.position,
+            // 0 is never an event's offset (the segment header is there):
+            // an entry without one is read through the frame index.
+            offset: (entry.offset != 0).then_some(entry.offset),
+        };
+        if visit(candidate)?.is_break() {
             return Ok(ControlFlow::Break(()));
         }
         i = if forward { at + 1 } else { at };
@@ -855,6 +884,43 @@ fn write_sorted(
     Ok(run)
 }
 
+/// Sets each entry's offset (the memtable does not keep them) to where the
+/// log's scan of `[start, end)` finds its event. `entries` covers exactly
+/// those positions.
+fn locate_entries(
+    reader: &LogReader,
+    start: u64,
+    end: u64,
+    entries: &mut [StreamEntry],
+) -> Result<()> {
+    let mut offsets = vec![0u32; usize::try_from(end - start).unwrap_or(0)];
+    let mut seen = 0u64;
+    reader.scan_located(start, |position, offset, _, _| {
+        if position >= end {
+            return ControlFlow::Break(());
+        }
+        if let Some(slot) = offsets.get_mut((position - start) as usize) {
+            *slot = offset;
+            seen += 1;
+        }
+        ControlFlow::Continue(())
+    })?;
+    if seen != end - start {
+        return Err(Error::Index(format!(
+            "the log holds {seen} of the events {start}..{end}"
+        )));
+    }
+    for entry in entries {
+        entry.offset = entry
+            .position
+            .checked_sub(start)
+            .and_then(|i| offsets.get(i as usize))
+            .copied()
+            .ok_or_else(|| missing(entry.position))?;
+    }
+    Ok(())
+}
+
 /// The digest of the entries the log's events `[start, end)` imply, in
 /// constant memory.
 fn digest_from_log(reader: &LogReader, start: u64, end: u64) -> Result<EntryDigest> {
@@ -875,7 +941,7 @@ fn visit_log_entries(
     mut visit: impl FnMut(StreamEntry, IdEntry),
 ) -> Result<()> {
     let mut seen = 0u64;
-    reader.scan(start, |position, record| {
+    reader.scan_located(start, |position, offset, record, _| {
         if position >= end {
             return ControlFlow::Break(());
         }
@@ -886,6 +952,7 @@ fn visit_log_entries(
                 version: record.stream_version,
                 position,
                 tombstone: record.flags & TOMBSTONE_FLAG != 0,
+                offset,
             },
             IdEntry {
                 id: record.id,

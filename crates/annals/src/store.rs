@@ -458,22 +458,17 @@ impl Store {
             let remaining = max - delivered.get();
             let mut wanted = remaining.min(READ_BATCH);
             let mut flow = ControlFlow::Continue(());
-            index.read(
-                stream,
-                from,
-                direction,
-                remaining,
-                &mut |version, position| {
-                    candidates.versions.push(version);
-                    candidates.positions.push(position);
-                    if candidates.len() < wanted {
-                        return Ok(ControlFlow::Continue(()));
-                    }
-                    flow = self.read_candidates(stream, &mut candidates, &mut deliver)?;
-                    wanted = (max - delivered.get()).min(READ_BATCH);
-                    Ok(flow)
-                },
-            )?;
+            index.read(stream, from, direction, remaining, &mut |candidate| {
+                candidates.versions.push(candidate.version);
+                candidates.positions.push(candidate.position);
+                candidates.offsets.push(candidate.offset);
+                if candidates.len() < wanted {
+                    return Ok(ControlFlow::Continue(()));
+                }
+                flow = self.read_candidates(stream, &mut candidates, &mut deliver)?;
+                wanted = (max - delivered.get()).min(READ_BATCH);
+                Ok(flow)
+            })?;
             if flow.is_continue() {
                 // The last batch: whether it stopped early changes nothing.
                 let _ = self.read_candidates(stream, &mut candidates, &mut deliver)?;
@@ -504,6 +499,7 @@ impl Store {
         let mut flow = ControlFlow::Continue(());
         self.inner.reader.with_stream_events(
             &candidates.positions,
+            &candidates.offsets,
             stream,
             |position, record, owner| {
                 let version = versions.next().copied().unwrap_or(u64::MAX);
@@ -524,6 +520,7 @@ impl Store {
         )?;
         candidates.versions.clear();
         candidates.positions.clear();
+        candidates.offsets.clear();
         failure.map_or(Ok(flow), Err)
     }
 
@@ -612,6 +609,8 @@ const READ_BATCH: usize = 256;
 struct Candidates {
     versions: Vec<u64>,
     positions: Vec<u64>,
+    /// Where each event starts in its segment, if the index knows.
+    offsets: Vec<Option<u32>>,
 }
 
 impl Candidates {

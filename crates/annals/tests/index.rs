@@ -648,7 +648,7 @@ fn a_read_repairing_a_run_halfway_visits_every_event_once() {
     let runs = run_files(dir.path());
     assert_eq!(runs.len(), 2, "{runs:?}");
     // The newer run holds versions 1,000..2,000 of the one stream; its
-    // second page of stream entries (versions 1,170..) is damaged, so a
+    // second page of stream entries (versions 1,146..) is damaged, so a
     // forward read delivers the older run's events and more before it
     // finds the damage.
     let newer = dir.path().join(&runs[1].0);
@@ -683,6 +683,56 @@ fn a_read_repairing_a_run_halfway_visits_every_event_once() {
 /// to each other's positions is reported.
 #[test]
 fn verify_finds_a_valid_run_whose_entries_differ_from_the_log() {
+    let (dir, store) = with_rewritten_run(|streams| {
+        // Two entries of different streams swap positions: still sorted by
+        // (hash, version), still each position once.
+        let other = streams
+            .iter()
+            .position(|e| e.hash != streams[0].hash)
+            .unwrap();
+        let (a, b) = (streams[0].position, streams[other].position);
+        streams[0].position = b;
+        streams[other].position = a;
+    });
+    let error = store.verify().unwrap_err();
+    assert!(error.to_string().contains("differ from the log"), "{error}");
+    drop(dir);
+}
+
+/// A run entry whose offset points at another event (a valid place, the
+/// wrong event): the read fails on the event's checksum, bound to the
+/// position the entry names, instead of returning the other event; and
+/// `verify` reports the run.
+#[test]
+fn a_run_offset_pointing_at_another_event_is_an_error_not_that_event() {
+    let mut victim = None;
+    let (dir, store) = with_rewritten_run(|streams| {
+        let other = streams
+            .iter()
+            .position(|e| e.hash != streams[0].hash)
+            .unwrap();
+        streams[0].offset = streams[other].offset;
+        victim = Some(streams[0].hash);
+    });
+    let victim = victim.unwrap();
+    let stream = (0..5)
+        .map(|k| format!("s-{k}"))
+        .find(|s| annals_index::StreamHasher::hash(&annals_index::Fnv1aMix, s) == victim)
+        .unwrap();
+    let error = store
+        .read_stream(&stream, 0, Direction::Forward, usize::MAX)
+        .unwrap_err();
+    assert!(error.to_string().contains("checksum"), "{error}");
+    let error = store.verify().unwrap_err();
+    assert!(error.to_string().contains("differ from the log"), "{error}");
+    drop(dir);
+}
+
+/// A store of 200 events over 5 streams whose one run was rewritten —
+/// valid pages, sorted — with its stream entries changed by `change`.
+fn with_rewritten_run(
+    change: impl FnOnce(&mut Vec<annals_index::StreamEntry>),
+) -> (tempfile::TempDir, Store) {
     use annals_index::{write_run, Run, StreamEntry};
     let dir = tempfile::tempdir().unwrap();
     let options = || Options::default().index_buffer_events(100_000);
@@ -701,15 +751,7 @@ fn verify_finds_a_valid_run_whose_entries_differ_from_the_log() {
     let ids: Vec<_> = (0..run.events())
         .map(|i| run.id_entry(i).unwrap())
         .collect();
-    // Two entries of different streams swap positions: still sorted by
-    // (hash, version), still each position once.
-    let other = streams
-        .iter()
-        .position(|e| e.hash != streams[0].hash)
-        .unwrap();
-    let (a, b) = (streams[0].position, streams[other].position);
-    streams[0].position = b;
-    streams[other].position = a;
+    change(&mut streams);
     let (start, end, new_streams) = (run.start(), run.end(), run.new_streams());
     drop(run);
     std::fs::remove_file(dir.path().join(&runs[0].0)).unwrap();
@@ -723,15 +765,13 @@ fn verify_finds_a_valid_run_whose_entries_differ_from_the_log() {
     )
     .unwrap();
     drop(storage);
-
     let store = Store::open_with(dir.path(), options()).unwrap();
     assert_eq!(
         store.index_report().replayed,
         0,
         "the run is trusted at open"
     );
-    let error = store.verify().unwrap_err();
-    assert!(error.to_string().contains("differ from the log"), "{error}");
+    (dir, store)
 }
 
 /// Rebuilding a damaged run holds at most four buffers' worth of entries:
