@@ -467,6 +467,9 @@ pub struct Run {
     broken: AtomicBool,
     /// The smallest and largest id in the run (read on first lookup).
     id_range: std::sync::OnceLock<([u8; 16], [u8; 16])>,
+    /// The first fence of each page of fences (read on first lookup): 16
+    /// bytes per ~37,000 events, so a lookup reads one page of fences.
+    fence_pages: std::sync::OnceLock<Box<[(u64, u64)]>>,
 }
 
 impl std::fmt::Debug for Run {
@@ -546,6 +549,7 @@ impl Run {
             verified,
             broken: AtomicBool::new(false),
             id_range: std::sync::OnceLock::new(),
+            fence_pages: std::sync::OnceLock::new(),
         })
     }
 
@@ -690,13 +694,39 @@ impl Run {
         Ok((le_u64(item, 0), le_u64(item, 8)))
     }
 
-    /// Index of the first stream entry at or after `(hash, version)`: a
-    /// binary search over the fences (few pages, shared by every lookup),
-    /// then over one page of entries.
+    /// The first fence of each page of fences.
+    fn fence_pages(&self) -> Result<&[(u64, u64)], LogError> {
+        if let Some(firsts) = self.fence_pages.get() {
+            return Ok(firsts);
+        }
+        let per_page = FENCES_PER_PAGE as u64;
+        let firsts = (0..self.layout.entry_pages.div_ceil(per_page))
+            .map(|page| self.fence(page * per_page))
+            .collect::<Result<Box<[_]>, _>>()?;
+        Ok(self.fence_pages.get_or_init(|| firsts))
+    }
+
+    /// Index of the first stream entry at or after `(hash, version)`: the
+    /// page of fences from the first fence of each (in memory), a binary
+    /// search in that page, then in one page of entries — each page's lines
+    /// fetched together before its search probes them one after another.
     pub fn seek_stream(&self, hash: u64, version: u64) -> Result<u64, LogError> {
         let key = (hash, version);
-        // First page whose fence is not below the key.
-        let (mut low, mut high) = (0u64, self.layout.entry_pages);
+        // First page whose fence is not below the key. Fence page `f - 1`
+        // starts below the key and page `f` does not, so the answer is in
+        // page `f - 1` after its first fence, or is page `f`'s first.
+        let per_fence_page = FENCES_PER_PAGE as u64;
+        let f = self.fence_pages()?.partition_point(|first| *first < key) as u64;
+        let (mut low, mut high) = match f.checked_sub(1) {
+            None => (0, 0),
+            Some(page) => {
+                annals_segment::prefetch_all(self.page(self.layout.fences_first + page)?);
+                (
+                    page * per_fence_page + 1,
+                    (f * per_fence_page).min(self.layout.entry_pages),
+                )
+            }
+        };
         while low < high {
             let mid = low + (high - low) / 2;
             if self.fence(mid)? < key {
@@ -1054,6 +1084,40 @@ mod tests {
             || ids.iter().copied().map(Ok),
         )
         .unwrap()
+    }
+
+    /// A run of several pages of fences (the in-memory first fence of each
+    /// page picks one): the search equals a lower bound over the entries,
+    /// for keys at, just before and just after every page boundary.
+    #[test]
+    fn a_seek_through_several_pages_of_fences_finds_the_lower_bound() {
+        let storage = storage();
+        let (start, end) = (
+            0,
+            3 * FENCES_PER_PAGE as u64 * STREAMS_PER_PAGE as u64 + 777,
+        );
+        let run = write(&storage, start, end);
+        let (streams, _) = entries(start, end);
+        assert_eq!(run.fence_pages().unwrap().len(), 4);
+        let keys = streams
+            .iter()
+            .step_by(STREAMS_PER_PAGE)
+            .flat_map(|e| {
+                [
+                    (e.hash, e.version),
+                    (e.hash, e.version.wrapping_sub(1)),
+                    (e.hash, e.version + 1),
+                ]
+            })
+            .chain([(0, 0), (u64::MAX, u64::MAX), (streams[0].hash, 0)]);
+        for (hash, version) in keys {
+            let lower = streams.partition_point(|e| (e.hash, e.version) < (hash, version));
+            assert_eq!(
+                run.seek_stream(hash, version).unwrap(),
+                lower as u64,
+                "{hash:x}/{version}"
+            );
+        }
     }
 
     #[test]

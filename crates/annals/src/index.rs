@@ -648,10 +648,19 @@ impl Shared {
             .ok_or_else(|| Error::Index(format!("no events to index in {start}..{end}")))
     }
 
-    fn is_stream(&self, position: u64, stream: &str) -> Result<bool> {
+    /// Whether the event at `position` (starting at `offset` in its
+    /// segment, if known) belongs to `stream`.
+    fn is_stream(&self, position: u64, offset: Option<u32>, stream: &str) -> Result<bool> {
+        if position >= self.reader.position_end() {
+            return Err(missing(position));
+        }
+        let mut found = false;
         self.reader
-            .with_event(position, |r| r.stream == stream)?
-            .ok_or_else(|| missing(position))
+            .with_stream_events(&[position], &[offset], stream, |_, record, _| {
+                found = record.is_some();
+                ControlFlow::Break(())
+            })?;
+        Ok(found)
     }
 
     fn snapshot(&self) -> (Arc<Vec<Arc<Run>>>, Vec<Arc<Memtable>>) {
@@ -683,7 +692,11 @@ impl Shared {
                 if entry.hash != hash {
                     break;
                 }
-                if self.is_stream(entry.position, stream)? {
+                if self.is_stream(
+                    entry.position,
+                    (entry.offset != 0).then_some(entry.offset),
+                    stream,
+                )? {
                     return Ok(Some(StreamState {
                         len: entry.version + 1,
                         deleted: entry.tombstone,
