@@ -1110,6 +1110,15 @@ mod tests {
                 ]
             })
             .chain([(0, 0), (u64::MAX, u64::MAX), (streams[0].hash, 0)]);
+        assert_seeks_find_lower_bounds(&run, &streams, keys);
+    }
+
+    /// `seek_stream` of each key equals a lower bound over `streams`.
+    fn assert_seeks_find_lower_bounds(
+        run: &Run,
+        streams: &[StreamEntry],
+        keys: impl Iterator<Item = (u64, u64)>,
+    ) {
         for (hash, version) in keys {
             let lower = streams.partition_point(|e| (e.hash, e.version) < (hash, version));
             assert_eq!(
@@ -1148,14 +1157,7 @@ mod tests {
                 ]
             })
             .chain([(0, 0), (u64::MAX, u64::MAX)]);
-        for (hash, version) in keys {
-            let linear = streams.partition_point(|e| (e.hash, e.version) < (hash, version));
-            assert_eq!(
-                run.seek_stream(hash, version).unwrap(),
-                linear as u64,
-                "{hash:x}/{version}"
-            );
-        }
+        assert_seeks_find_lower_bounds(&run, &streams, keys);
         let absent = (1000..2000)
             .filter(|k| run.may_hold_stream(mix(*k)).unwrap())
             .count();
