@@ -69,6 +69,14 @@ pub struct StreamEntry {
     pub offset: u32,
 }
 
+impl StreamEntry {
+    /// The event's offset in its segment, if the entry knows it (0 is
+    /// never an event's offset: the segment header is there).
+    pub fn known_offset(&self) -> Option<u32> {
+        (self.offset != 0).then_some(self.offset)
+    }
+}
+
 /// One event's entry in the id table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IdEntry {

@@ -291,7 +291,7 @@ impl Index {
         from: u64,
         direction: Direction,
         max: usize,
-        visit: &mut dyn FnMut(Candidate) -> Result<ControlFlow<()>>,
+        visit: &mut VisitCandidates<'_>,
     ) -> Result<()> {
         self.shared.read(stream, from, direction, max, visit)
     }
@@ -692,11 +692,7 @@ impl Shared {
                 if entry.hash != hash {
                     break;
                 }
-                if self.is_stream(
-                    entry.position,
-                    (entry.offset != 0).then_some(entry.offset),
-                    stream,
-                )? {
+                if self.is_stream(entry.position, entry.known_offset(), stream)? {
                     return Ok(Some(StreamState {
                         len: entry.version + 1,
                         deleted: entry.tombstone,
@@ -734,7 +730,7 @@ impl Shared {
         from: u64,
         direction: Direction,
         max: usize,
-        visit: &mut dyn FnMut(Candidate) -> Result<ControlFlow<()>>,
+        visit: &mut VisitCandidates<'_>,
     ) -> Result<()> {
         let (active, runs, frozen) = {
             let levels = self.levels.read();
@@ -747,21 +743,20 @@ impl Shared {
         let hash = Fnv1aMix.hash(stream);
         let memtable = |m: &Memtable| m.read(stream, from, direction, max);
         // Memtable pairs: no offsets.
-        let visit_all = |pairs: &[(u64, u64)],
-                         visit: &mut dyn FnMut(Candidate) -> Result<ControlFlow<()>>|
-         -> Result<ControlFlow<()>> {
-            for &(version, position) in pairs {
-                let candidate = Candidate {
-                    version,
-                    position,
-                    offset: None,
-                };
-                if visit(candidate)?.is_break() {
-                    return Ok(ControlFlow::Break(()));
+        let visit_all =
+            |pairs: &[(u64, u64)], visit: &mut VisitCandidates<'_>| -> Result<ControlFlow<()>> {
+                for &(version, position) in pairs {
+                    let candidate = Candidate {
+                        version,
+                        position,
+                        offset: None,
+                    };
+                    if visit(candidate)?.is_break() {
+                        return Ok(ControlFlow::Break(()));
+                    }
                 }
-            }
-            Ok(ControlFlow::Continue(()))
-        };
+                Ok(ControlFlow::Continue(()))
+            };
         match direction {
             Direction::Forward => {
                 for run in runs.iter() {
@@ -797,6 +792,9 @@ impl Shared {
     }
 }
 
+/// What a stream read through the index calls with each candidate.
+pub(crate) type VisitCandidates<'a> = dyn FnMut(Candidate) -> Result<ControlFlow<()>> + 'a;
+
 /// An event the index gives for a stream: it may belong to another stream
 /// whose name has the same hash (the reader checks).
 #[derive(Debug, Clone, Copy)]
@@ -815,7 +813,7 @@ fn visit_run(
     hash: u64,
     from: u64,
     direction: Direction,
-    visit: &mut dyn FnMut(Candidate) -> Result<ControlFlow<()>>,
+    visit: &mut VisitCandidates<'_>,
 ) -> Result<ControlFlow<()>> {
     if !run.may_hold_stream(hash)? {
         return Ok(ControlFlow::Continue(()));
@@ -847,9 +845,8 @@ fn visit_run(
         let candidate = Candidate {
             version: entry.version,
             position: entry.position,
-            // 0 is never an event's offset (the segment header is there):
-            // an entry without one is read through the frame index.
-            offset: (entry.offset != 0).then_some(entry.offset),
+            // An entry without one is read through the frame index.
+            offset: entry.known_offset(),
         };
         if visit(candidate)?.is_break() {
             return Ok(ControlFlow::Break(()));
