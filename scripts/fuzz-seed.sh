@@ -14,7 +14,7 @@ salt = data[24:32]
 end = len(data.rstrip(b'\0'))
 end = (end + 7) // 8 * 8
 body = data[64:end]
-for t in ['frame_decode', 'segment_open', 'store_open', 'frame_index_load']:
+for t in ['frame_decode', 'segment_open', 'store_open', 'frame_index_load', 'run_pages']:
     os.makedirs(os.path.join(out, t), exist_ok=True)
 def put(target, name, blob):
     open(os.path.join(out, target, name), 'wb').write(blob)
@@ -30,5 +30,8 @@ for i, cut in enumerate([len(body), 4096, 16 << 10, 60 << 10]):
     put('segment_open', f'real-segment-{i}', salt + body[:cut])
 first = body[:(16 << 10) - 64]
 put('store_open', 'real-store-0', salt + struct.pack('<I', len(first)) + first)
+# run_pages: a start (2 bytes, in 16-byte steps) and bytes to XOR over run pages.
+for i, start in enumerate([0, 1, 40, 255, 600]):
+    put('run_pages', f'xor-{i}', struct.pack('>H', start) + bytes((k * 37 + i) & 0xff for k in range(256)))
 print(f'seeded {n} frames and {len(body)} body bytes from {seg}')
 PY
