@@ -13,9 +13,9 @@ use std::sync::{Arc, OnceLock};
 
 use annals::storage::{MemStorage, Storage};
 use annals::{Direction, EventData, EventId, ExpectedVersion, Options, Store};
+use annals_index::{page_crc, PAGE_BYTES as PAGE};
 use libfuzzer_sys::fuzz_target;
 
-const PAGE: usize = 4096;
 const STREAMS: u64 = 4;
 const EVENTS: u64 = 120;
 
@@ -53,14 +53,6 @@ fn base() -> &'static Vec<(String, Vec<u8>)> {
             .filter_map(|n| storage.read_file(&n).map(|b| (n, b)))
             .collect()
     })
-}
-
-fn page_crc(salt: u64, page: u64, payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&salt.to_le_bytes());
-    hasher.update(&page.to_le_bytes());
-    hasher.update(payload);
-    hasher.finalize()
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -31,8 +31,8 @@ pub use hash::{Fnv1aMix, StreamHasher};
 pub use ids::{IdHash, IdHasher, IdTable};
 pub use memtable::Memtable;
 pub use run::{
-    id_key, merge_runs, parse_run_file_name, run_file_name, write_run, EntryDigest, IdEntry, Run,
-    StreamEntry, PAGE_BYTES,
+    id_key, merge_runs, page_crc, parse_run_file_name, run_file_name, write_run, EntryDigest,
+    IdEntry, Run, StreamEntry, PAGE_BYTES,
 };
 
 /// Errors of the index.

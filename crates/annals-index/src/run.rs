@@ -178,7 +178,9 @@ impl Layout {
     }
 }
 
-fn page_crc(salt: u64, page: u64, payload: &[u8]) -> u32 {
+/// The checksum that ends page `page` of a run file whose salt is `salt`:
+/// CRC-32 of `salt ‖ page ‖ payload` (FORMAT.md).
+pub fn page_crc(salt: u64, page: u64, payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&salt.to_le_bytes());
     hasher.update(&page.to_le_bytes());

@@ -215,7 +215,7 @@ impl Segment {
 }
 
 /// One frame as a read sees it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct FrameSpan {
     /// Its first position.
     first: u64,
