@@ -74,6 +74,8 @@ struct Plan {
     counts: [AtomicU64; 8],
     faults: Mutex<Vec<(Fault, u64)>>,
     injected: AtomicU64,
+    /// Microseconds every sync sleeps before it runs.
+    sync_delay_us: AtomicU64,
 }
 
 impl Plan {
@@ -93,6 +95,13 @@ impl Plan {
             self.injected.fetch_add(1, Ordering::SeqCst);
         }
         kind
+    }
+
+    fn sync_delay(&self) {
+        let us = self.sync_delay_us.load(Ordering::SeqCst);
+        if us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(us));
+        }
     }
 
     fn count(&self, op: FaultOp) -> u64 {
@@ -135,6 +144,15 @@ impl FaultyStorage {
     /// Removes every planned fault (space is back, the device is healthy).
     pub fn heal(&self) {
         self.plan.faults.lock().clear();
+    }
+
+    /// Makes every later `sync_data`/`sync_all` take `delay` longer (it
+    /// sleeps, then syncs): a slow disk, for tests of what concurrency
+    /// does while an fsync runs.
+    pub fn slow_syncs(&self, delay: std::time::Duration) {
+        self.plan
+            .sync_delay_us
+            .store(delay.as_micros() as u64, Ordering::SeqCst);
     }
 
     /// How many faults were injected so far.
@@ -242,6 +260,7 @@ impl StorageFile for FaultyFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.plan.sync_delay();
         match self.plan.check(FaultOp::Sync) {
             Some(kind) => Err(error(kind)),
             None => self.inner.sync_data(),
@@ -249,6 +268,7 @@ impl StorageFile for FaultyFile {
     }
 
     fn sync_all(&self) -> io::Result<()> {
+        self.plan.sync_delay();
         match self.plan.check(FaultOp::Sync) {
             Some(kind) => Err(error(kind)),
             None => self.inner.sync_all(),
