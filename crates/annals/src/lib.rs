@@ -51,7 +51,7 @@ pub use event::{EventData, EventId, EventRef, ParseEventIdError, RecordedEvent};
 pub use expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
 pub use index::IndexReport;
 pub use options::{Durability, Options};
-pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport};
+pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport, WriteStats};
 
 /// Event type of the tombstone a stream delete writes.
 pub const TOMBSTONE_TYPE: &str = "$stream-deleted";

@@ -53,6 +53,13 @@ pub struct Options {
     /// memory: at most four buffers exist at once (the active one and up
     /// to three frozen ones; the writer persists them itself at three).
     pub index_buffer_events: u64,
+    /// In [`Durability::Fsync`] mode, whether the leader of a group commit
+    /// waits briefly for the callers the previous group answered, so that
+    /// writers appending in a loop share one `fdatasync` instead of taking
+    /// turns in two halves. The wait ends when they are all back, and never
+    /// lasts more than a quarter of a recent group's commit time; a caller
+    /// appending alone never waits. Default on.
+    pub gather: bool,
 }
 
 impl Default for Options {
@@ -64,6 +71,7 @@ impl Default for Options {
             durability: Durability::Fsync,
             zero_ahead: None,
             index_buffer_events: 1 << 16,
+            gather: true,
         }
     }
 }
@@ -91,6 +99,12 @@ impl Options {
     /// [`Options::zero_ahead`]).
     pub fn zero_ahead(mut self, on: bool) -> Self {
         self.zero_ahead = Some(on);
+        self
+    }
+
+    /// Turns gathering on or off (see [`Options::gather`]).
+    pub fn gather(mut self, on: bool) -> Self {
+        self.gather = on;
         self
     }
 

@@ -72,6 +72,24 @@ pub struct Stats {
     pub index_error: Option<String>,
 }
 
+/// Counts describing the write path since the store was opened (see
+/// [`Store::write_stats`]). `requests / groups` is the average group size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct WriteStats {
+    /// Group commits: each one `write` (and in `Fsync` and `Batched`
+    /// modes one `fdatasync`).
+    pub groups: u64,
+    /// Requests those groups answered: appends, `append_many`s and
+    /// flushes, accepted or not.
+    pub requests: u64,
+    /// Groups whose leader waited for the callers the previous group
+    /// answered (see [`Options::gather`](crate::Options::gather)).
+    pub gathers: u64,
+    /// Gathers that ended at their time limit, not with everyone back.
+    pub gather_timeouts: u64,
+}
+
 /// What [`Store::verify`] checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -203,7 +221,12 @@ impl Store {
                 location,
                 reader,
                 index,
-                pipeline: Pipeline::new(writer, options.queue_max, options.group_max),
+                pipeline: Pipeline::new(
+                    writer,
+                    options.queue_max,
+                    options.group_max,
+                    options.gather,
+                ),
                 frame_bytes_max,
                 recovery,
             }),
@@ -565,6 +588,11 @@ impl Store {
             index_buffered: index.buffered,
             index_error: index.error,
         }
+    }
+
+    /// Counts of group commits and gathering since the store was opened.
+    pub fn write_stats(&self) -> WriteStats {
+        self.inner.pipeline.stats()
     }
 
     /// Reads every byte of the log, verifying every checksum; then reads
