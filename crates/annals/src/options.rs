@@ -11,8 +11,9 @@ pub enum Durability {
     #[default]
     Fsync,
     /// Like [`Fsync`](Durability::Fsync), but the writer waits up to `delay`
-    /// after the first waiting append to gather more into the same group:
-    /// fewer, larger fsyncs for more latency. Loses nothing acknowledged.
+    /// after the first waiting append to gather more into the same group
+    /// (less if [`Options::group_max`] appends are waiting sooner): fewer,
+    /// larger fsyncs for more latency. Loses nothing acknowledged.
     Batched {
         /// Longest wait for more appends before committing.
         delay: Duration,

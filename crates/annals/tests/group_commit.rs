@@ -7,10 +7,10 @@
 //! `Store::write_stats` to count groups.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use annals::storage::{FaultyStorage, MemStorage};
-use annals::{EventData, ExpectedVersion, Options, Store};
+use annals::{Durability, EventData, ExpectedVersion, Options, Store};
 
 /// A store whose every fsync takes `sync` longer.
 fn slow_store(sync: Duration, options: Options) -> Store {
@@ -112,5 +112,39 @@ fn callers_that_do_not_come_back_soon_turn_gathering_off_for_a_while() {
     assert!(
         stats.gather_timeouts <= stats.groups / 9 + 1,
         "futile gathers not bounded: {stats:?}"
+    );
+}
+
+#[test]
+fn batched_mode_gathers_writers_for_its_delay() {
+    let options = Options::default().durability(Durability::Batched {
+        delay: Duration::from_millis(20),
+    });
+    let store = slow_store(Duration::ZERO, options);
+    let stats = appends_in_a_loop(&store, 4, 10, Duration::ZERO);
+    assert_eq!(stats.requests, 40);
+    assert!(
+        stats.groups * 3 <= stats.requests,
+        "a 20 ms batching delay left groups under 3 of 4 writers: {stats:?}"
+    );
+    assert_eq!(stats.gathers, 0, "gathering is for Fsync mode: {stats:?}");
+}
+
+#[test]
+fn a_full_batch_commits_without_waiting_out_the_delay() {
+    // Groups of at most 4 and 4 writers: every group fills at once, so 3
+    // rounds take far less than one 2 s delay.
+    let mut options = Options::default().durability(Durability::Batched {
+        delay: Duration::from_secs(2),
+    });
+    options.group_max = 4;
+    let store = slow_store(Duration::ZERO, options);
+    let started = Instant::now();
+    let stats = appends_in_a_loop(&store, 4, 3, Duration::ZERO);
+    let took = started.elapsed();
+    assert_eq!((stats.groups, stats.requests), (3, 12), "{stats:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "waited out the delay: {took:?}"
     );
 }

@@ -87,7 +87,8 @@ struct Queue {
     /// those waiting when it finished, plus those it answered (callers
     /// that append in a loop come straight back).
     expected: usize,
-    /// While a leader gathers: the queue length at which it stops.
+    /// While a leader gathers (or waits out a batching delay): the queue
+    /// length at which it stops.
     gather_target: usize,
     /// Groups to commit without gathering, after a gather that waited its
     /// whole time for nobody.
@@ -178,16 +179,14 @@ impl Pipeline {
     /// Commits one group, which holds the leader's own request (it is at
     /// the front of the queue), then passes leadership on.
     fn lead(&self, own: &Arc<Slot>) -> Answer {
-        if let Some(delay) = self.delay {
-            // Batched durability: give more writers time to join the group.
-            let deadline = Instant::now() + delay;
-            while Instant::now() < deadline && self.queue.lock().pending.len() < self.group_max {
-                std::thread::sleep(Duration::from_micros(50).min(delay));
-            }
-        }
         let group: Vec<Request> = {
             let mut queue = self.queue.lock();
-            if self.gather {
+            if let Some(delay) = self.delay {
+                // Batched durability: give more writers time to join the
+                // group, until it is full.
+                let target = self.group_max.min(self.queue_max);
+                self.wait_for_queue(&mut queue, target, Instant::now() + delay);
+            } else if self.gather {
                 self.gather(&mut queue);
             }
             let n = queue.pending.len().min(self.group_max);
@@ -264,19 +263,34 @@ impl Pipeline {
         if before >= target {
             return;
         }
-        let deadline = Instant::now() + queue.commit_time / 4;
-        queue.gather_target = target;
         queue.stats.gathers += 1;
+        let deadline = Instant::now() + queue.commit_time / 4;
+        if !self.wait_for_queue(queue, target, deadline) {
+            queue.stats.gather_timeouts += 1;
+            if queue.pending.len() == before {
+                queue.gather_skip = GATHER_SKIP_GROUPS;
+            }
+        }
+    }
+
+    /// Waits until the queue holds `target` requests (true) or `deadline`
+    /// passes (false). Submitters wake the waiter when they reach it.
+    fn wait_for_queue(
+        &self,
+        queue: &mut parking_lot::MutexGuard<'_, Queue>,
+        target: usize,
+        deadline: Instant,
+    ) -> bool {
+        queue.gather_target = target;
+        let mut reached = true;
         while queue.pending.len() < target {
             if self.gathered.wait_until(queue, deadline).timed_out() {
-                queue.stats.gather_timeouts += 1;
-                if queue.pending.len() == before {
-                    queue.gather_skip = GATHER_SKIP_GROUPS;
-                }
+                reached = queue.pending.len() >= target;
                 break;
             }
         }
         queue.gather_target = 0;
+        reached
     }
 
     /// Counts of what the write path did since open.
