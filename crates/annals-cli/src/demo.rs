@@ -126,6 +126,13 @@ fn run_tellers(
         "conflicts: {} appends were rejected with WrongExpectedVersion, reloaded and retried",
         conflicts.load(Ordering::Relaxed)
     );
+    let writes = store.write_stats();
+    println!(
+        "group commit: {} appends answered by {} groups ({:.1} per group; a group is at most one write and one fdatasync)",
+        writes.requests,
+        writes.groups,
+        writes.requests as f64 / writes.groups.max(1) as f64
+    );
 
     Ok(deposited.load(Ordering::Relaxed))
 }

@@ -368,6 +368,7 @@ fn demo_runs_and_checks_itself() {
     assert!(
         text.contains("committed 400 deposits")
             && text.contains("conflicts:")
+            && text.contains("group commit: ")
             && text.contains("balances add up"),
         "{text}"
     );

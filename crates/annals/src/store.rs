@@ -77,8 +77,9 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct WriteStats {
-    /// Group commits: each one `write` (and in `Fsync` and `Batched`
-    /// modes one `fdatasync`).
+    /// Group commits: each at most one `write` (and in `Fsync` and
+    /// `Batched` modes one `fdatasync`); a group that only rejected
+    /// requests writes nothing.
     pub groups: u64,
     /// Requests those groups answered: appends, `append_many`s and
     /// flushes, accepted or not.
