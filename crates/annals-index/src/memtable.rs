@@ -59,6 +59,10 @@ pub struct Memtable<H: StreamHasher = Fnv1aMix> {
     hasher: H,
     buckets: HashMap<u64, Vec<Entry>, PremixedKey>,
     ids: IdTable,
+    /// Each event's byte offset in its segment, by position − `start`;
+    /// 0 where not known (see [`Memtable::record_offsets`]). 4 bytes per
+    /// event, not per stream: positions here are dense.
+    offsets: Vec<u32>,
     start: u64,
     end: u64,
     new_streams: u64,
@@ -78,6 +82,7 @@ impl<H: StreamHasher> Memtable<H> {
             hasher,
             buckets: HashMap::default(),
             ids: IdTable::default(),
+            offsets: Vec::new(),
             start,
             end: start,
             new_streams: 0,
@@ -163,25 +168,57 @@ impl<H: StreamHasher> Memtable<H> {
             self.ids.insert(*id, position + i as u64);
         }
         self.end += count;
+        self.offsets
+            .resize(usize::try_from(self.end - self.start).unwrap_or(0), 0);
         Ok(())
     }
 
-    /// Up to `max` (version, position) pairs of `stream` held here, from
-    /// version `from` (inclusive) in `direction`. Backward from a version
-    /// past the end starts at the last one.
+    /// Records where the events from `position` on sit in their segments
+    /// (byte offsets, as the log writer reported them), so that reads and
+    /// the run written from this memtable go straight to them. The
+    /// positions must already be here.
+    pub fn record_offsets(&mut self, position: u64, offsets: &[u32]) -> Result<(), Error> {
+        let from = position
+            .checked_sub(self.start)
+            .and_then(|i| usize::try_from(i).ok());
+        let slots = from.and_then(|from| self.offsets.get_mut(from..from + offsets.len()));
+        match slots {
+            Some(slots) => {
+                slots.copy_from_slice(offsets);
+                Ok(())
+            }
+            None => Err(Error::PositionGap {
+                position: position + offsets.len() as u64,
+                end: self.end,
+            }),
+        }
+    }
+
+    /// The byte offset recorded for the event at `position`, if any.
+    pub fn offset_of(&self, position: u64) -> Option<u32> {
+        let i = usize::try_from(position.checked_sub(self.start)?).ok()?;
+        self.offsets.get(i).copied().filter(|&offset| offset != 0)
+    }
+
+    /// Up to `max` (version, position, byte offset if recorded) of
+    /// `stream` held here, from version `from` (inclusive) in `direction`.
+    /// Backward from a version past the end starts at the last one.
     pub fn read(
         &self,
         stream: &str,
         from: u64,
         direction: Direction,
         max: usize,
-    ) -> Vec<(u64, u64)> {
+    ) -> Vec<(u64, u64, Option<u32>)> {
         let Some(entry) = self.entry(stream) else {
             return Vec::new();
         };
         let first = entry.first_version;
         let len = entry.len();
-        let at = |v: u64| Some((v, *entry.positions.get((v - first) as usize)?));
+        let at = |v: u64| {
+            let position = *entry.positions.get((v - first) as usize)?;
+            Some((v, position, self.offset_of(position)))
+        };
         match direction {
             Direction::Forward => (from.max(first)..len).take(max).filter_map(at).collect(),
             Direction::Backward => {
@@ -227,8 +264,8 @@ impl<H: StreamHasher> Memtable<H> {
         self.new_streams
     }
 
-    /// Every stream entry, sorted as a run stores them, with offset 0 (the
-    /// memtable does not keep where events are in their segments).
+    /// Every stream entry, sorted as a run stores them, with the offsets
+    /// recorded (0 where none was).
     pub fn stream_entries(&self) -> Vec<StreamEntry> {
         let mut entries = Vec::with_capacity(self.len() as usize);
         for entry in self.buckets.values().flatten() {
@@ -240,8 +277,7 @@ impl<H: StreamHasher> Memtable<H> {
                     version: entry.first_version + i as u64,
                     position,
                     tombstone: entry.deleted && i == last,
-                    // Not known here: the run writer fills it in.
-                    offset: 0,
+                    offset: self.offset_of(position).unwrap_or(0),
                 });
             }
         }
@@ -313,7 +349,7 @@ mod tests {
             let i = i as u64;
             assert_eq!(
                 table.read(name, 0, Direction::Forward, 10),
-                vec![(0, i), (1, 200 + i), (2, 400 + i)]
+                vec![(0, i, None), (1, 200 + i, None), (2, 400 + i, None)]
             );
             assert_eq!(
                 table.state(name),
@@ -381,18 +417,47 @@ mod tests {
         assert_eq!(table.new_streams(), 0);
         assert_eq!(
             table.read("s", 7, Direction::Forward, 5),
-            vec![(7, 102), (8, 103), (9, 104)]
+            vec![(7, 102, None), (8, 103, None), (9, 104, None)]
         );
         assert_eq!(
             table.read("s", 0, Direction::Forward, 2),
-            vec![(5, 100), (6, 101)]
+            vec![(5, 100, None), (6, 101, None)]
         );
         assert_eq!(
             table.read("s", u64::MAX, Direction::Backward, 2),
-            vec![(9, 104), (8, 103)]
+            vec![(9, 104, None), (8, 103, None)]
         );
         assert_eq!(table.read("s", 4, Direction::Backward, 5), vec![]);
         assert_eq!(table.read("s", 10, Direction::Forward, 5), vec![]);
         assert_eq!(table.read("none", 0, Direction::Backward, 5), vec![]);
+    }
+
+    #[test]
+    fn recorded_offsets_come_back_from_reads_and_entries() {
+        let mut table = Memtable::new(100);
+        table.push_run("a", 0, 100, &[id(0), id(1)], false).unwrap();
+        table.push_run("b", 0, 102, &[id(2)], false).unwrap();
+        // Offsets of the middle events only; the first stays unknown.
+        table.record_offsets(101, &[4096, 8192]).unwrap();
+        assert_eq!(
+            table.read("a", 0, Direction::Forward, 5),
+            vec![(0, 100, None), (1, 101, Some(4096))]
+        );
+        assert_eq!(
+            table.read("b", 0, Direction::Forward, 5),
+            vec![(0, 102, Some(8192))]
+        );
+        let mut offsets: Vec<(u64, u32)> = table
+            .stream_entries()
+            .iter()
+            .map(|e| (e.position, e.offset))
+            .collect();
+        offsets.sort_unstable();
+        assert_eq!(offsets, vec![(100, 0), (101, 4096), (102, 8192)]);
+        // Positions not here are refused, not recorded.
+        assert!(table.record_offsets(102, &[1, 2]).is_err());
+        assert!(table.record_offsets(99, &[1]).is_err());
+        assert_eq!(table.offset_of(103), None);
+        assert_eq!(table.offset_of(99), None);
     }
 }

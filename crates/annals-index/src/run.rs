@@ -64,8 +64,9 @@ pub struct StreamEntry {
     /// Whether the event is the stream's tombstone.
     pub tombstone: bool,
     /// Where the event starts in its segment file, so a read goes straight
-    /// to it (`LogReader::with_stream_events`). A memtable does not know
-    /// it and says 0; runs are written with the offsets the log reports.
+    /// to it (`LogReader::with_stream_events`). 0 where not known (a
+    /// memtable entry nobody recorded an offset for); runs are written
+    /// with the offsets the log reports.
     pub offset: u32,
 }
 

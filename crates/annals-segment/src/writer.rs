@@ -32,6 +32,8 @@ pub struct LogWriter {
     poisoned: bool,
     buf: Vec<u8>,
     pending: Vec<FrameEntry>,
+    /// Byte offset in its segment of each event of the last `append`.
+    located: Vec<u32>,
     /// Zero-fills the active segment ahead of `write_offset` (dropped, and
     /// its thread joined, with the writer).
     zero: Option<ZeroAhead>,
@@ -80,6 +82,7 @@ pub fn open(
         poisoned: false,
         buf: Vec::new(),
         pending: Vec::new(),
+        located: Vec::new(),
         zero,
     };
     Ok((writer, LogReader { shared }, report))
@@ -190,6 +193,7 @@ impl LogWriter {
         let mut cursor = self.position_next;
         self.buf.clear();
         self.pending.clear();
+        self.located.clear();
         for (batch, &size) in batches.iter().zip(sizes) {
             let too_many = frame.len() + batch.len() > format::FRAME_EVENTS_MAX as usize;
             if !frame.is_empty() && (frame_bytes + size > self.frame_bytes_max() || too_many) {
@@ -226,7 +230,17 @@ impl LogWriter {
             position_first: self.position_next,
             synced_before: self.synced_offset,
         };
+        let frame_start = self.buf.len();
         let encoded = format::encode_frame(&mut self.buf, place, records)?;
+        let frame = self.buf.get(frame_start..).unwrap_or_default();
+        for i in 0..records.len() {
+            // 0 (unknown) if it did not fit: readers then locate the event
+            // through the frame index.
+            let offset = format::event_offset(frame, i)
+                .and_then(|o| u32::try_from(place.offset + o as u64).ok())
+                .unwrap_or(0);
+            self.located.push(offset);
+        }
         if encoded != frame_bytes {
             // Cannot happen (both sizes come from the same records); if it
             // did, the fit check above was wrong: refuse, and be poisoned.
@@ -339,6 +353,14 @@ impl LogWriter {
                 position_end: self.position_next,
             },
         )
+    }
+
+    /// The byte offset, in its segment, of each event of the last
+    /// [`append`](LogWriter::append), in the order of its records (0 for
+    /// one whose offset does not fit 32 bits). The index keeps them so that
+    /// a read goes straight to the event.
+    pub fn appended_offsets(&self) -> &[u32] {
+        &self.located
     }
 
     /// Lets readers see everything appended so far *without* making it

@@ -174,31 +174,39 @@ impl Index {
     fn replay(&self, from: u64, to: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
         let mut failure = None;
         let mut done = 0u64;
-        self.shared.reader.scan(from, |position, record| {
-            if position >= to {
-                return ControlFlow::Break(());
-            }
-            let tombstone = record.flags & TOMBSTONE_FLAG != 0;
-            let pushed = self.shared.levels.write().active.push_run(
-                record.stream,
-                record.stream_version,
-                position,
-                &[record.id],
-                tombstone,
-            );
-            if let Err(e) = pushed {
-                failure = Some(Error::Index(format!("at position {position}: {e}")));
-                return ControlFlow::Break(());
-            }
-            done += 1;
-            if done.is_multiple_of(1 << 16) {
-                progress(done, to - from);
-            }
-            if self.wants_freeze() {
-                self.freeze();
-            }
-            ControlFlow::Continue(())
-        })?;
+        self.shared
+            .reader
+            .scan_located(from, |position, offset, record, _| {
+                if position >= to {
+                    return ControlFlow::Break(());
+                }
+                let tombstone = record.flags & TOMBSTONE_FLAG != 0;
+                let pushed = {
+                    let mut levels = self.shared.levels.write();
+                    levels
+                        .active
+                        .push_run(
+                            record.stream,
+                            record.stream_version,
+                            position,
+                            &[record.id],
+                            tombstone,
+                        )
+                        .and_then(|()| levels.active.record_offsets(position, &[offset]))
+                };
+                if let Err(e) = pushed {
+                    failure = Some(Error::Index(format!("at position {position}: {e}")));
+                    return ControlFlow::Break(());
+                }
+                done += 1;
+                if done.is_multiple_of(1 << 16) {
+                    progress(done, to - from);
+                }
+                if self.wants_freeze() {
+                    self.freeze();
+                }
+                ControlFlow::Continue(())
+            })?;
         progress(done, to - from);
         failure.map_or(Ok(()), Err)
     }
@@ -366,8 +374,12 @@ impl Index {
                 )));
             }
             let (mut log_streams, log_ids, _) = entries_from_log(&self.shared.reader, start, end)?;
-            // A memtable does not keep offsets (its entries say 0).
-            log_streams.iter_mut().for_each(|e| e.offset = 0);
+            // Where the memtable has no offset (0), it is not compared.
+            for (held, logged) in streams.iter().zip(log_streams.iter_mut()) {
+                if held.offset == 0 {
+                    logged.offset = 0;
+                }
+            }
             if streams != log_streams || ids != log_ids {
                 return Err(Error::Index(format!(
                     "memtable {start}..{end} differs from the log"
@@ -506,7 +518,10 @@ impl Shared {
             };
             let (start, end) = (memtable.start(), memtable.end());
             let mut streams = memtable.stream_entries();
-            locate_entries(&self.reader, start, end, &mut streams)?;
+            // Offsets the writer or the replay did not report: from the log.
+            if streams.iter().any(|e| e.offset == 0) {
+                locate_entries(&self.reader, start, end, &mut streams)?;
+            }
             let run = write_sorted(
                 &self.storage,
                 (start, end),
@@ -742,21 +757,21 @@ impl Shared {
         };
         let hash = Fnv1aMix.hash(stream);
         let memtable = |m: &Memtable| m.read(stream, from, direction, max);
-        // Memtable pairs: no offsets.
-        let visit_all =
-            |pairs: &[(u64, u64)], visit: &mut VisitCandidates<'_>| -> Result<ControlFlow<()>> {
-                for &(version, position) in pairs {
-                    let candidate = Candidate {
-                        version,
-                        position,
-                        offset: None,
-                    };
-                    if visit(candidate)?.is_break() {
-                        return Ok(ControlFlow::Break(()));
-                    }
+        let visit_all = |hits: &[(u64, u64, Option<u32>)],
+                         visit: &mut VisitCandidates<'_>|
+         -> Result<ControlFlow<()>> {
+            for &(version, position, offset) in hits {
+                let candidate = Candidate {
+                    version,
+                    position,
+                    offset,
+                };
+                if visit(candidate)?.is_break() {
+                    return Ok(ControlFlow::Break(()));
                 }
-                Ok(ControlFlow::Continue(()))
-            };
+            }
+            Ok(ControlFlow::Continue(()))
+        };
         match direction {
             Direction::Forward => {
                 for run in runs.iter() {
@@ -894,9 +909,9 @@ fn write_sorted(
     Ok(run)
 }
 
-/// Sets each entry's offset (the memtable does not keep them) to where the
-/// log's scan of `[start, end)` finds its event. `entries` covers exactly
-/// those positions.
+/// Sets each entry's offset to where the log's scan of `[start, end)` finds
+/// its event (for memtables holding entries without one). `entries` covers
+/// exactly those positions.
 fn locate_entries(
     reader: &LogReader,
     start: u64,

@@ -94,9 +94,10 @@ impl Writer {
         } else {
             self.log.sync()?;
         }
+        let offsets = self.log.appended_offsets();
         let results = self
             .index
-            .update(|memtable| apply(memtable, group, decisions, firsts))?;
+            .update(|memtable| apply(memtable, group, decisions, firsts, offsets))?;
         if self.index.wants_freeze() {
             // A frozen memtable is written to an index file: only what is
             // durable in the log may be.
@@ -115,16 +116,19 @@ impl Writer {
     }
 }
 
-/// Records what the group wrote in the memtable and builds each request's
-/// answer (`None` for flushes).
+/// Records what the group wrote in the memtable (with each event's byte
+/// offset, `offsets` in the order the events were written) and builds each
+/// request's answer (`None` for flushes).
 fn apply(
     memtable: &mut annals_index::Memtable,
     group: &[Request],
     decisions: Vec<Decision>,
     firsts: Vec<u64>,
+    offsets: &[u32],
 ) -> Result<Vec<Option<Outcome>>> {
     let mut results: Vec<Option<Outcome>> = Vec::with_capacity(group.len());
     let mut firsts = firsts.into_iter();
+    let mut offsets = offsets;
     for (request, decision) in group.iter().zip(decisions) {
         let Work::Append(appends) = &request.work else {
             results.push(None);
@@ -174,6 +178,13 @@ fn apply(
                     &ids,
                     append.tombstone,
                 )
+                .map_err(|e| Error::Index(e.to_string()))?;
+            let Some((located, rest)) = offsets.split_at_checked(count as usize) else {
+                return Err(Error::Index("log returned too few offsets".into()));
+            };
+            offsets = rest;
+            memtable
+                .record_offsets(position, located)
                 .map_err(|e| Error::Index(e.to_string()))?;
             per_stream.push(AppendResult {
                 stream: append.stream.clone(),
