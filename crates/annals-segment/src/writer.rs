@@ -234,8 +234,8 @@ impl LogWriter {
         let encoded = format::encode_frame(&mut self.buf, place, records)?;
         let frame = self.buf.get(frame_start..).unwrap_or_default();
         for i in 0..records.len() {
-            // 0 (unknown) if it did not fit: readers then locate the event
-            // through the frame index.
+            // Always fits: segments are at most 4 GiB (SEGMENT_BYTES_MAX).
+            // 0 would mean "unknown" to readers (they use the frame index).
             let offset = format::event_offset(frame, i)
                 .and_then(|o| u32::try_from(place.offset + o as u64).ok())
                 .unwrap_or(0);

@@ -373,13 +373,8 @@ impl Index {
                     "memtable starts at {start}, the index before it ends at {expected_start}"
                 )));
             }
-            let (mut log_streams, log_ids, _) = entries_from_log(&self.shared.reader, start, end)?;
-            // Where the memtable has no offset (0), it is not compared.
-            for (held, logged) in streams.iter().zip(log_streams.iter_mut()) {
-                if held.offset == 0 {
-                    logged.offset = 0;
-                }
-            }
+            // Offsets included: the writer and the replay record every one.
+            let (log_streams, log_ids, _) = entries_from_log(&self.shared.reader, start, end)?;
             if streams != log_streams || ids != log_ids {
                 return Err(Error::Index(format!(
                     "memtable {start}..{end} differs from the log"
@@ -516,17 +511,11 @@ impl Shared {
             let Some(memtable) = self.levels.read().frozen.first().cloned() else {
                 return Ok(());
             };
-            let (start, end) = (memtable.start(), memtable.end());
-            let mut streams = memtable.stream_entries();
-            // Offsets the writer or the replay did not report: from the log.
-            if streams.iter().any(|e| e.offset == 0) {
-                locate_entries(&self.reader, start, end, &mut streams)?;
-            }
             let run = write_sorted(
                 &self.storage,
-                (start, end),
+                (memtable.start(), memtable.end()),
                 memtable.new_streams(),
-                &streams,
+                &memtable.stream_entries(),
                 &memtable.id_entries(),
             )?;
             let mut levels = self.levels.write();
@@ -816,8 +805,8 @@ pub(crate) type VisitCandidates<'a> = dyn FnMut(Candidate) -> Result<ControlFlow
 pub(crate) struct Candidate {
     pub(crate) version: u64,
     pub(crate) position: u64,
-    /// Where the event starts in its segment, when a run says so
-    /// (memtables do not keep it).
+    /// Where the event starts in its segment, when the index knows (runs
+    /// and memtables record it; 0 in a run entry means not known).
     pub(crate) offset: Option<u32>,
 }
 
@@ -907,43 +896,6 @@ fn write_sorted(
         || ids.iter().copied().map(Ok),
     )?;
     Ok(run)
-}
-
-/// Sets each entry's offset to where the log's scan of `[start, end)` finds
-/// its event (for memtables holding entries without one). `entries` covers
-/// exactly those positions.
-fn locate_entries(
-    reader: &LogReader,
-    start: u64,
-    end: u64,
-    entries: &mut [StreamEntry],
-) -> Result<()> {
-    let mut offsets = vec![0u32; usize::try_from(end - start).unwrap_or(0)];
-    let mut seen = 0u64;
-    reader.scan_located(start, |position, offset, _, _| {
-        if position >= end {
-            return ControlFlow::Break(());
-        }
-        if let Some(slot) = offsets.get_mut((position - start) as usize) {
-            *slot = offset;
-            seen += 1;
-        }
-        ControlFlow::Continue(())
-    })?;
-    if seen != end - start {
-        return Err(Error::Index(format!(
-            "the log holds {seen} of the events {start}..{end}"
-        )));
-    }
-    for entry in entries {
-        entry.offset = entry
-            .position
-            .checked_sub(start)
-            .and_then(|i| offsets.get(i as usize))
-            .copied()
-            .ok_or_else(|| missing(entry.position))?;
-    }
-    Ok(())
 }
 
 /// The digest of the entries the log's events `[start, end)` imply, in
