@@ -222,20 +222,22 @@ impl Pipeline {
             next.set(SlotState::Lead);
         }
         let mut own_answer = None;
-        let mut answered = Vec::with_capacity(group.len());
+        let mut slots = Vec::with_capacity(group.len());
+        let mut their_answers = Vec::with_capacity(group.len());
         for (request, answer) in group.into_iter().zip(answers) {
             if Arc::ptr_eq(&request.slot, own) {
                 own_answer = Some(answer);
             } else {
-                answered.push((request.slot, answer));
+                slots.push(request.slot);
+                their_answers.push(answer);
             }
         }
-        if !answered.is_empty() {
+        if !slots.is_empty() {
             let wakes = Arc::new(Wakes {
-                slots: answered.iter().map(|(slot, _)| Arc::clone(slot)).collect(),
+                slots,
                 next: AtomicUsize::new(0),
             });
-            for (slot, answer) in answered {
+            for (slot, answer) in wakes.slots.iter().zip(their_answers) {
                 slot.fill(SlotState::Done(answer, Arc::clone(&wakes)));
             }
             wakes.help();
