@@ -63,6 +63,11 @@ pub struct Memtable<H: StreamHasher = Fnv1aMix> {
     /// 0 where not known (see [`Memtable::record_offsets`]). 4 bytes per
     /// event, not per stream: positions here are dense.
     offsets: Vec<u32>,
+    /// One bit per event, by position − `start`: set where the event
+    /// continues the stream entry of the event before it (same append,
+    /// same stream), so that [`Memtable::stream_entries`] gives one entry
+    /// per stream per append, as the log's flags imply.
+    continues: Vec<u64>,
     start: u64,
     end: u64,
     new_streams: u64,
@@ -83,6 +88,7 @@ impl<H: StreamHasher> Memtable<H> {
             buckets: HashMap::default(),
             ids: IdTable::default(),
             offsets: Vec::new(),
+            continues: Vec::new(),
             start,
             end: start,
             new_streams: 0,
@@ -109,6 +115,9 @@ impl<H: StreamHasher> Memtable<H> {
     /// end), one per id. Only the last may be a `tombstone`. Versions of a
     /// stream already here must follow on densely; a stream new to the
     /// memtable starts at whatever version the caller found in older runs.
+    /// `starts_append`: whether these are the first events of an append
+    /// (a later run of the same append, in the same stream right after the
+    /// previous one, extends its stream entry).
     pub fn push_run(
         &mut self,
         stream: &str,
@@ -116,6 +125,7 @@ impl<H: StreamHasher> Memtable<H> {
         position: u64,
         ids: &[[u8; 16]],
         tombstone: bool,
+        starts_append: bool,
     ) -> Result<(), Error> {
         if position != self.end {
             return Err(Error::PositionGap {
@@ -162,15 +172,37 @@ impl<H: StreamHasher> Memtable<H> {
             self.new_streams += 1;
         }
         let count = ids.len() as u64;
+        let joins_previous = !starts_append
+            && entry
+                .positions
+                .last()
+                .is_some_and(|&last| last + 1 == position);
         entry.positions.extend(position..position + count);
         entry.deleted = tombstone;
         for (i, id) in ids.iter().enumerate() {
             self.ids.insert(*id, position + i as u64);
         }
+        let first = usize::try_from(position - self.start).unwrap_or(usize::MAX);
         self.end += count;
-        self.offsets
-            .resize(usize::try_from(self.end - self.start).unwrap_or(0), 0);
+        let len = usize::try_from(self.end - self.start).unwrap_or(0);
+        self.offsets.resize(len, 0);
+        self.continues.resize(len.div_ceil(64), 0);
+        let skip = usize::from(!joins_previous);
+        for i in first.saturating_add(skip)..len {
+            if let Some(word) = self.continues.get_mut(i / 64) {
+                *word |= 1 << (i % 64);
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the event at `position` continues the stream entry of the
+    /// one before it.
+    fn continues(&self, position: u64) -> bool {
+        let i = usize::try_from(position.wrapping_sub(self.start)).unwrap_or(usize::MAX);
+        self.continues
+            .get(i / 64)
+            .is_some_and(|word| word & (1 << (i % 64)) != 0)
     }
 
     /// Records where the events from `position` on sit in their segments
@@ -264,20 +296,30 @@ impl<H: StreamHasher> Memtable<H> {
         self.new_streams
     }
 
-    /// Every stream entry, sorted as a run stores them, with the offsets
-    /// recorded (0 where none was).
+    /// Every stream entry (one per stream per append), sorted as a run
+    /// stores them, with the offsets recorded (0 where none was).
     pub fn stream_entries(&self) -> Vec<StreamEntry> {
-        let mut entries = Vec::with_capacity(self.len() as usize);
+        let mut entries = Vec::new();
         for entry in self.buckets.values().flatten() {
             let hash = self.hasher.hash(&entry.name);
             let last = entry.positions.len().saturating_sub(1);
             for (i, &position) in entry.positions.iter().enumerate() {
+                if let Some(open) = entries
+                    .last_mut()
+                    .filter(|_| i > 0 && self.continues(position))
+                {
+                    let open: &mut StreamEntry = open;
+                    open.count += 1;
+                    open.tombstone = entry.deleted && i == last;
+                    continue;
+                }
                 entries.push(StreamEntry {
                     hash,
                     version: entry.first_version + i as u64,
                     position,
                     tombstone: entry.deleted && i == last,
                     offset: self.offset_of(position).unwrap_or(0),
+                    count: 1,
                 });
             }
         }
@@ -338,7 +380,7 @@ mod tests {
         for round in 0..3u64 {
             for name in &names {
                 table
-                    .push_run(name, round, position, &[id(position)], false)
+                    .push_run(name, round, position, &[id(position)], false, true)
                     .unwrap();
                 position += 1;
             }
@@ -369,22 +411,22 @@ mod tests {
     fn versions_and_positions_must_be_dense_and_nothing_follows_a_tombstone() {
         let mut table = Memtable::new(10);
         assert_eq!(
-            table.push_run("a", 0, 11, &[id(1)], false),
+            table.push_run("a", 0, 11, &[id(1)], false, true),
             Err(Error::PositionGap {
                 position: 11,
                 end: 10
             })
         );
-        table.push_run("a", 0, 10, &[id(1)], false).unwrap();
+        table.push_run("a", 0, 10, &[id(1)], false, true).unwrap();
         assert_eq!(
-            table.push_run("a", 2, 11, &[id(2)], false),
+            table.push_run("a", 2, 11, &[id(2)], false, true),
             Err(Error::VersionGap {
                 stream: "a".into(),
                 version: 2,
                 expected: 1
             })
         );
-        table.push_run("a", 1, 11, &[id(2)], true).unwrap();
+        table.push_run("a", 1, 11, &[id(2)], true, true).unwrap();
         assert_eq!(
             table.state("a"),
             Some(StreamState {
@@ -393,7 +435,7 @@ mod tests {
             })
         );
         assert_eq!(
-            table.push_run("a", 2, 12, &[id(3)], false),
+            table.push_run("a", 2, 12, &[id(3)], false, true),
             Err(Error::Deleted("a".into()))
         );
         let entries = table.stream_entries();
@@ -405,7 +447,14 @@ mod tests {
     fn a_stream_continued_from_older_runs_reads_only_its_recent_versions() {
         let mut table = Memtable::new(100);
         table
-            .push_run("s", 5, 100, &[id(0), id(1), id(2), id(3), id(4)], false)
+            .push_run(
+                "s",
+                5,
+                100,
+                &[id(0), id(1), id(2), id(3), id(4)],
+                false,
+                true,
+            )
             .unwrap();
         assert_eq!(
             table.state("s"),
@@ -433,10 +482,43 @@ mod tests {
     }
 
     #[test]
+    fn stream_entries_hold_one_append_to_one_stream_each() {
+        let mut table = Memtable::new(0);
+        let ids = |from: u64, n: u64| (from..from + n).map(id).collect::<Vec<_>>();
+        // a: 3 events; then a again in a new append right after it (its
+        // own entry); then one append that writes a twice in a row (one
+        // entry), then b; then a in a later append, after b.
+        table.push_run("a", 0, 0, &ids(0, 3), false, true).unwrap();
+        table.push_run("a", 3, 3, &ids(3, 2), false, true).unwrap();
+        table.push_run("a", 5, 5, &ids(5, 1), false, true).unwrap();
+        table.push_run("a", 6, 6, &ids(6, 2), false, false).unwrap();
+        table.push_run("b", 0, 8, &ids(8, 2), false, false).unwrap();
+        table.push_run("a", 8, 10, &ids(10, 1), true, true).unwrap();
+        let spans: Vec<(u64, u64, u32, bool)> = table
+            .stream_entries()
+            .iter()
+            .map(|e| (e.version, e.position, e.count, e.tombstone))
+            .collect();
+        let hash = |name: &str| Fnv1aMix.hash(name);
+        let mut expected = vec![
+            (hash("a"), (0, 0, 3, false)),
+            (hash("a"), (3, 3, 2, false)),
+            (hash("a"), (5, 5, 3, false)),
+            (hash("a"), (8, 10, 1, true)),
+            (hash("b"), (0, 8, 2, false)),
+        ];
+        expected.sort_unstable();
+        let expected: Vec<_> = expected.into_iter().map(|(_, span)| span).collect();
+        assert_eq!(spans, expected);
+    }
+
+    #[test]
     fn recorded_offsets_come_back_from_reads_and_entries() {
         let mut table = Memtable::new(100);
-        table.push_run("a", 0, 100, &[id(0), id(1)], false).unwrap();
-        table.push_run("b", 0, 102, &[id(2)], false).unwrap();
+        table
+            .push_run("a", 0, 100, &[id(0), id(1)], false, true)
+            .unwrap();
+        table.push_run("b", 0, 102, &[id(2)], false, true).unwrap();
         // Offsets of the middle events only; the first stays unknown.
         table.record_offsets(101, &[4096, 8192]).unwrap();
         assert_eq!(
@@ -447,13 +529,14 @@ mod tests {
             table.read("b", 0, Direction::Forward, 5),
             vec![(0, 102, Some(8192))]
         );
-        let mut offsets: Vec<(u64, u32)> = table
+        // An entry carries its first event's offset.
+        let mut offsets: Vec<(u64, u32, u32)> = table
             .stream_entries()
             .iter()
-            .map(|e| (e.position, e.offset))
+            .map(|e| (e.position, e.offset, e.count))
             .collect();
         offsets.sort_unstable();
-        assert_eq!(offsets, vec![(100, 0), (101, 4096), (102, 8192)]);
+        assert_eq!(offsets, vec![(100, 0, 2), (102, 8192, 1)]);
         // Positions not here are refused, not recorded.
         assert!(table.record_offsets(102, &[1, 2]).is_err());
         assert!(table.record_offsets(99, &[1]).is_err());

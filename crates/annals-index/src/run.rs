@@ -2,7 +2,9 @@
 //! contiguous range of global positions `[start, end)`.
 //!
 //! A run has two sorted tables — stream entries `(stream hash, version,
-//! position)` and event ids `(id, position)` — and a blocked Bloom filter
+//! position, count)`, one per stream per append (the events one append
+//! wrote to one stream are consecutive in version and position) — and
+//! event ids `(id, position)`, one per event; and a blocked Bloom filter
 //! for each, so a lookup skips a run that cannot hold its key after touching
 //! one 64-byte block. The file is a sequence of 4 KiB pages, each ending in
 //! a CRC-32 bound to the file's salt and the page's number; a page is
@@ -21,9 +23,10 @@ use annals_segment::Error as LogError;
 pub const PAGE_BYTES: usize = 4096;
 /// Bytes of a page before its checksum.
 const PAYLOAD_BYTES: usize = PAGE_BYTES - 4;
-/// Size of one stream entry: hash, version, position, segment offset.
-const STREAM_ENTRY_BYTES: usize = 28;
-/// Stream entries per page (146; the remaining 4 bytes of the payload are
+/// Size of one stream entry: hash, version, position, segment offset,
+/// count.
+const STREAM_ENTRY_BYTES: usize = 32;
+/// Stream entries per page (127; the remaining 28 bytes of the payload are
 /// zero).
 const STREAMS_PER_PAGE: usize = PAYLOAD_BYTES / STREAM_ENTRY_BYTES;
 /// Size of one id entry.
@@ -44,37 +47,59 @@ const BITS_PER_KEY: u64 = 10;
 /// Bits set per key.
 const PROBES: u32 = 6;
 const MAGIC: &[u8; 8] = b"ANNALSIX";
-/// 2: stream entries carry the event's offset in its segment (version 1
-/// runs are discarded and rebuilt from the log, like any invalid run).
-const FORMAT_VERSION: u32 = 2;
+/// 3: a stream entry covers the events one append wrote to one stream (2:
+/// one entry per event, with its offset; 1: without offsets). Runs of
+/// another version are discarded and rebuilt from the log, like any
+/// invalid run.
+const FORMAT_VERSION: u32 = 3;
 /// Position bit marking a tombstone in a stored stream entry.
 const TOMBSTONE_BIT: u64 = 1 << 63;
 /// Bytes the writer gathers before one `write`.
 const WRITE_CHUNK: usize = 1 << 20;
 
-/// One event's entry in the stream table.
+/// An entry of the stream table: `count` events of one stream written by
+/// one append, at versions `version..version + count` and positions
+/// `position..position + count` (so in one frame, one after another).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamEntry {
     /// Hash of the stream name ([`Fnv1aMix`](crate::Fnv1aMix)).
     pub hash: u64,
-    /// The event's version in its stream.
+    /// The first event's version in its stream.
     pub version: u64,
-    /// The event's global position.
+    /// The first event's global position.
     pub position: u64,
-    /// Whether the event is the stream's tombstone.
+    /// Whether the last event is the stream's tombstone.
     pub tombstone: bool,
-    /// Where the event starts in its segment file, so a read goes straight
-    /// to it (`LogReader::with_stream_events`). 0 where not known (a
-    /// memtable entry nobody recorded an offset for); runs are written
+    /// Where the first event starts in its segment file, so a read goes
+    /// straight to it (`LogReader::with_stream_events`). 0 where not known
+    /// (a memtable entry nobody recorded an offset for); runs are written
     /// with the offsets the log reports.
     pub offset: u32,
+    /// Number of events, at least 1.
+    pub count: u32,
 }
 
 impl StreamEntry {
-    /// The event's offset in its segment, if the entry knows it (0 is
-    /// never an event's offset: the segment header is there).
+    /// The first event's offset in its segment, if the entry knows it (0
+    /// is never an event's offset: the segment header is there).
     pub fn known_offset(&self) -> Option<u32> {
         (self.offset != 0).then_some(self.offset)
+    }
+
+    /// One past the last event's version.
+    pub fn end_version(&self) -> u64 {
+        self.version.saturating_add(u64::from(self.count))
+    }
+
+    /// Whether `next` could extend this entry: same hash, the next version
+    /// at the next position, and this one not ending in a tombstone. (That
+    /// both belong to one append to one stream is the caller's to know.)
+    pub fn is_continued_by(&self, next: &StreamEntry) -> bool {
+        self.hash == next.hash
+            && !self.tombstone
+            && self.count < u32::MAX
+            && next.version == self.end_version()
+            && next.position == self.position.saturating_add(u64::from(self.count))
     }
 }
 
@@ -139,11 +164,16 @@ fn bloom_blocks_for(keys: u64) -> u64 {
         .max(1)
 }
 
-/// Where each table of a run with `events` entries starts, in pages.
+/// Where each table of a run of `events` events in `streams` stream
+/// entries starts, in pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Layout {
     events: u64,
-    blocks: u64,
+    streams: u64,
+    /// Blocks of the stream filter (one key per stream entry).
+    stream_blocks: u64,
+    /// Blocks of the id filter (one key per event).
+    id_blocks: u64,
     /// Pages of stream entries (one fence each).
     entry_pages: u64,
     streams_first: u64,
@@ -155,26 +185,29 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(events: u64) -> Layout {
-        let entry_pages = events.div_ceil(STREAMS_PER_PAGE as u64);
+    fn new(events: u64, streams: u64) -> Layout {
+        let entry_pages = streams.div_ceil(STREAMS_PER_PAGE as u64);
         let id_pages = events.div_ceil(IDS_PER_PAGE as u64);
-        let blocks = bloom_blocks_for(events);
-        let bloom_pages = blocks.div_ceil(BLOCKS_PER_PAGE as u64);
+        let stream_blocks = bloom_blocks_for(streams);
+        let id_blocks = bloom_blocks_for(events);
+        let bloom_pages = |blocks: u64| blocks.div_ceil(BLOCKS_PER_PAGE as u64);
         let streams_first = 1;
         let ids_first = streams_first + entry_pages;
         let fences_first = ids_first + id_pages;
         let stream_bloom_first = fences_first + entry_pages.div_ceil(FENCES_PER_PAGE as u64);
-        let id_bloom_first = stream_bloom_first + bloom_pages;
+        let id_bloom_first = stream_bloom_first + bloom_pages(stream_blocks);
         Layout {
             events,
-            blocks,
+            streams,
+            stream_blocks,
+            id_blocks,
             entry_pages,
             streams_first,
             ids_first,
             fences_first,
             stream_bloom_first,
             id_bloom_first,
-            pages: id_bloom_first + bloom_pages,
+            pages: id_bloom_first + bloom_pages(id_blocks),
         }
     }
 }
@@ -206,6 +239,10 @@ struct Header {
     end: u64,
     salt: u64,
     new_streams: u64,
+    /// Stream entries.
+    streams: u64,
+    /// The most events one stream entry covers.
+    max_count: u64,
 }
 
 impl Header {
@@ -222,6 +259,8 @@ impl Header {
         put(24, &self.end.to_le_bytes());
         put(32, &self.salt.to_le_bytes());
         put(40, &self.new_streams.to_le_bytes());
+        put(48, &self.streams.to_le_bytes());
+        put(56, &self.max_count.to_le_bytes());
         payload
     }
 }
@@ -353,7 +392,8 @@ fn encode_stream(entry: StreamEntry) -> [u8; STREAM_ENTRY_BYTES] {
     item[8..16].copy_from_slice(&entry.version.to_le_bytes());
     let position = entry.position | if entry.tombstone { TOMBSTONE_BIT } else { 0 };
     item[16..24].copy_from_slice(&position.to_le_bytes());
-    item[24..].copy_from_slice(&entry.offset.to_le_bytes());
+    item[24..28].copy_from_slice(&entry.offset.to_le_bytes());
+    item[28..].copy_from_slice(&entry.count.to_le_bytes());
     item
 }
 
@@ -364,12 +404,13 @@ fn encode_id(entry: IdEntry) -> [u8; ID_ENTRY_BYTES] {
     item
 }
 
-/// Writes the run `[start, end)` from sorted entries (one stream entry and
-/// one id entry per position), durably: a temporary file, `fsync`, rename,
-/// directory `fsync`. Returns the opened run. `streams` and `ids` must
-/// yield the same entries each time they are called: the Bloom filters are
-/// built in bounded passes over them, so writing a run of any size holds
-/// only a few MiB.
+/// Writes the run `[start, end)` from sorted entries (stream entries that
+/// cover each position once, one id entry per position), durably: a
+/// temporary file, `fsync`, rename, directory `fsync`. Returns the opened
+/// run. `streams` and `ids` must yield the same entries each time they are
+/// called: the table sizes are counted and the Bloom filters built in
+/// bounded passes over them, so writing a run of any size holds only a few
+/// MiB.
 pub fn write_run<S, I>(
     storage: &Arc<dyn Storage>,
     start: u64,
@@ -389,10 +430,34 @@ where
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(LogError::io("remove", temp, e)),
     }
+    let wrong_count = |what: &str, count: u64| {
+        LogError::Invalid(format!(
+            "index run {start}..{end} given {count} {what} for {} positions",
+            end - start
+        ))
+    };
+    // The stream table's size and widest entry, before anything is written.
+    let (mut stream_entries, mut covered, mut max_count) = (0u64, 0u64, 0u64);
+    for entry in streams() {
+        let entry = entry?;
+        let past = entry.position.checked_add(u64::from(entry.count));
+        if entry.count == 0 || entry.position < start || past.is_none_or(|past| past > end) {
+            return Err(wrong_count(
+                "stream entries, one misplaced,",
+                stream_entries,
+            ));
+        }
+        stream_entries += 1;
+        covered += u64::from(entry.count);
+        max_count = max_count.max(u64::from(entry.count));
+    }
+    if covered != end - start {
+        return Err(wrong_count("stream entries' events", covered));
+    }
     let file = storage
         .create(&temp)
         .map_err(|e| LogError::io("create", temp.clone(), e))?;
-    let layout = Layout::new(end - start);
+    let layout = Layout::new(end - start, stream_entries);
     let salt = annals_segment::random_u64();
     let section = |first_page| SectionWriter::new(&file, &temp, salt, first_page);
     let header = Header {
@@ -400,23 +465,16 @@ where
         end,
         salt,
         new_streams,
+        streams: stream_entries,
+        max_count,
     };
     let mut header_page = section(0);
     header_page.push_payload(&header.encode())?;
     header_page.finish()?;
-    let wrong_count = |what: &str, count: u64| {
-        LogError::Invalid(format!(
-            "index run {start}..{end} given {count} {what} entries for {} positions",
-            end - start
-        ))
-    };
     let (mut entries, mut fences) = (section(layout.streams_first), section(layout.fences_first));
     let mut count = 0u64;
     for entry in streams() {
         let entry = entry?;
-        if !(start..end).contains(&entry.position) {
-            return Err(wrong_count("misplaced stream", count));
-        }
         if entries.page.is_empty() {
             let mut fence = [0u8; FENCE_BYTES];
             fence[..8].copy_from_slice(&entry.hash.to_le_bytes());
@@ -428,33 +486,36 @@ where
     }
     entries.finish()?;
     fences.finish()?;
-    if count != layout.events {
-        return Err(wrong_count("stream", count));
+    if count != layout.streams {
+        return Err(wrong_count("stream entries (a second pass)", count));
     }
     let mut entries = section(layout.ids_first);
     count = 0;
     for entry in ids() {
         let entry = entry?;
         if !(start..end).contains(&entry.position) {
-            return Err(wrong_count("misplaced id", count));
+            return Err(wrong_count("id entries, one misplaced,", count));
         }
         entries.push_item(&encode_id(entry), IDS_PER_PAGE)?;
         count += 1;
     }
     entries.finish()?;
     if count != layout.events {
-        return Err(wrong_count("id", count));
+        return Err(wrong_count("id entries", count));
     }
-    let (blocks, pass) = (layout.blocks, BLOOM_PASS_BLOCKS);
+    let pass = BLOOM_PASS_BLOCKS;
     write_bloom(
         &mut section(layout.stream_bloom_first),
-        blocks,
+        layout.stream_blocks,
         pass,
         || streams().map(|e| e.map(|e| e.hash)),
     )?;
-    write_bloom(&mut section(layout.id_bloom_first), blocks, pass, || {
-        ids().map(|e| e.map(|e| id_key(&e.id)))
-    })?;
+    write_bloom(
+        &mut section(layout.id_bloom_first),
+        layout.id_blocks,
+        pass,
+        || ids().map(|e| e.map(|e| id_key(&e.id))),
+    )?;
     file.sync_all()
         .map_err(|e| LogError::io("fsync", temp.clone(), e))?;
     drop(file);
@@ -528,17 +589,25 @@ impl Run {
             end: le_u64(payload, 24),
             salt,
             new_streams: le_u64(payload, 40),
+            streams: le_u64(payload, 48),
+            max_count: le_u64(payload, 56),
         };
-        if (header.start, header.end) != (start, end) || header.new_streams > end - start {
+        let events = end - start;
+        if (header.start, header.end) != (start, end)
+            || header.new_streams > events
+            || !(1..=events).contains(&header.streams)
+            || !(1..=events.min(u64::from(u32::MAX))).contains(&header.max_count)
+        {
             return Err(corrupt(
                 16,
                 format!(
-                    "header says {}..{} with {} new streams, the name {start}..{end}",
-                    header.start, header.end, header.new_streams
+                    "header says {}..{} with {} new streams, {} stream entries of at most {} \
+                     events, the name {start}..{end}",
+                    header.start, header.end, header.new_streams, header.streams, header.max_count
                 ),
             ));
         }
-        let layout = Layout::new(end - start);
+        let layout = Layout::new(events, header.streams);
         if bytes.len() as u64 != layout.pages * PAGE_BYTES as u64 {
             return Err(corrupt(
                 0,
@@ -579,9 +648,20 @@ impl Run {
         self.header.end
     }
 
-    /// Number of events (positions) covered.
+    /// Number of events (positions) covered: as many id entries.
     pub fn events(&self) -> u64 {
         self.layout.events
+    }
+
+    /// Number of stream entries (one per stream per append).
+    pub fn stream_entries(&self) -> u64 {
+        self.layout.streams
+    }
+
+    /// The most events one stream entry covers: an entry holding version
+    /// `v` starts at a version above `v − max_count`.
+    pub fn max_count(&self) -> u64 {
+        self.header.max_count
     }
 
     /// Streams whose first event (version 0) lies in this run.
@@ -655,6 +735,13 @@ impl Run {
 
     /// The `i`th stream entry, in (hash, version, position) order.
     pub fn stream_entry(&self, i: u64) -> Result<StreamEntry, LogError> {
+        if i >= self.layout.streams {
+            return Err(LogError::corrupt(
+                &self.name,
+                0,
+                "stream entry out of range",
+            ));
+        }
         let item = self.item(
             self.layout.streams_first,
             STREAMS_PER_PAGE,
@@ -662,12 +749,31 @@ impl Run {
             i,
         )?;
         let raw = le_u64(item, 16);
+        let count = le_u32(item, 28);
+        let position = self.check_position(raw & !TOMBSTONE_BIT)?;
+        let version = le_u64(item, 8);
+        // Every event it covers is in the run, its versions fit, and it is
+        // no wider than the header says.
+        let last = position.checked_add(u64::from(count).saturating_sub(1));
+        if count == 0
+            || u64::from(count) > self.header.max_count
+            || version.checked_add(u64::from(count)).is_none()
+        {
+            self.broken.store(true, Ordering::Release);
+            return Err(LogError::corrupt(
+                &self.name,
+                0,
+                format!("stream entry {i} covers {count} events"),
+            ));
+        }
+        self.check_position(last.unwrap_or(u64::MAX))?;
         Ok(StreamEntry {
             hash: le_u64(item, 0),
-            version: le_u64(item, 8),
-            position: self.check_position(raw & !TOMBSTONE_BIT)?,
+            version,
+            position,
             tombstone: raw & TOMBSTONE_BIT != 0,
             offset: le_u32(item, 24),
+            count,
         })
     }
 
@@ -684,8 +790,8 @@ impl Run {
         })
     }
 
-    fn bloom_has(&self, first_page: u64, key: u64) -> Result<bool, LogError> {
-        let block = bloom_block(key, self.layout.blocks);
+    fn bloom_has(&self, first_page: u64, blocks: u64, key: u64) -> Result<bool, LogError> {
+        let block = bloom_block(key, blocks);
         let bytes = self.item(first_page, BLOCKS_PER_PAGE, BLOCK_BYTES, block)?;
         Ok(bloom_bits(key).all(|bit| {
             bytes
@@ -696,7 +802,11 @@ impl Run {
 
     /// Whether the run may hold entries of streams with this hash.
     pub fn may_hold_stream(&self, hash: u64) -> Result<bool, LogError> {
-        self.bloom_has(self.layout.stream_bloom_first, hash)
+        self.bloom_has(
+            self.layout.stream_bloom_first,
+            self.layout.stream_blocks,
+            hash,
+        )
     }
 
     /// The fence of stream entry page `page`: its first (hash, version).
@@ -755,7 +865,7 @@ impl Run {
         if page < self.layout.entry_pages {
             annals_segment::prefetch_all(self.page(self.layout.streams_first + page)?);
         }
-        let (mut low, mut high) = (page * per_page, (low * per_page).min(self.layout.events));
+        let (mut low, mut high) = (page * per_page, (low * per_page).min(self.layout.streams));
         while low < high {
             let mid = low + (high - low) / 2;
             let entry = self.stream_entry(mid)?;
@@ -786,7 +896,8 @@ impl Run {
         if id < &low || id > &high {
             return Ok(None);
         }
-        if !self.bloom_has(self.layout.id_bloom_first, id_key(id))? {
+        let (first, blocks) = (self.layout.id_bloom_first, self.layout.id_blocks);
+        if !self.bloom_has(first, blocks, id_key(id))? {
             return Ok(None);
         }
         let (mut low, mut high) = (0u64, self.layout.events);
@@ -832,17 +943,16 @@ impl Run {
                 )),
             }
         };
+        let out_of_order = |what: &str, i: u64| {
+            LogError::corrupt(&self.name, 0, format!("{what} entry {i} out of order"))
+        };
         let mut last_stream: Option<StreamEntry> = None;
-        let mut last_id: Option<IdEntry> = None;
-        for i in 0..self.layout.events {
+        for i in 0..self.layout.streams {
             let stream = self.stream_entry(i)?;
-            let id = self.id_entry(i)?;
-            if last_stream.is_some_and(|l| l >= stream) || last_id.is_some_and(|l| l.id >= id.id) {
-                return Err(LogError::corrupt(
-                    &self.name,
-                    0,
-                    format!("entry {i} out of order"),
-                ));
+            // Sorted. (Entries of one hash may overlap in versions: two
+            // streams can share a hash.)
+            if last_stream.is_some_and(|l| l >= stream) {
+                return Err(out_of_order("stream", i));
             }
             if i % STREAMS_PER_PAGE as u64 == 0
                 && self.fence(i / STREAMS_PER_PAGE as u64)? != (stream.hash, stream.version)
@@ -853,11 +963,20 @@ impl Run {
                     format!("fence of entry {i} is wrong"),
                 ));
             }
-            mark(stream.position, 0)?;
-            mark(id.position, 1)?;
+            for k in 0..u64::from(stream.count) {
+                mark(stream.position + k, 0)?;
+            }
             digest.add_stream(&stream);
-            digest.add_id(&id);
             last_stream = Some(stream);
+        }
+        let mut last_id: Option<IdEntry> = None;
+        for i in 0..self.layout.events {
+            let id = self.id_entry(i)?;
+            if last_id.is_some_and(|l| l.id >= id.id) {
+                return Err(out_of_order("id", i));
+            }
+            mark(id.position, 1)?;
+            digest.add_id(&id);
             last_id = Some(id);
         }
         Ok(digest)
@@ -887,6 +1006,7 @@ impl EntryDigest {
             entry.version,
             entry.position | tombstone,
             u64::from(entry.offset),
+            u64::from(entry.count),
         ]);
     }
 
@@ -912,6 +1032,7 @@ impl EntryDigest {
 /// The entries of several adjacent runs merged into one sorted sequence.
 fn merged<'a, T: Ord + Copy + 'a>(
     runs: &'a [Arc<Run>],
+    len: impl Fn(&Run) -> u64 + 'a,
     get: impl Fn(&Run, u64) -> Result<T, LogError> + 'a,
 ) -> impl Iterator<Item = Result<T, LogError>> + 'a {
     let mut cursors = vec![0u64; runs.len()];
@@ -926,7 +1047,7 @@ fn merged<'a, T: Ord + Copy + 'a>(
             let (Some(head), Some(cursor)) = (heads.get_mut(k), cursors.get(k)) else {
                 continue;
             };
-            if head.is_none() && *cursor < run.events() {
+            if head.is_none() && *cursor < len(run) {
                 match get(run, *cursor) {
                     Ok(entry) => *head = Some(entry),
                     Err(e) => {
@@ -970,8 +1091,8 @@ pub fn merge_runs(storage: &Arc<dyn Storage>, runs: &[Arc<Run>]) -> Result<Run, 
         first.start(),
         last.end(),
         new_streams,
-        || merged(runs, Run::stream_entry),
-        || merged(runs, Run::id_entry),
+        || merged(runs, Run::stream_entries, Run::stream_entry),
+        || merged(runs, Run::events, Run::id_entry),
     )
 }
 
@@ -1016,6 +1137,7 @@ mod tests {
                 position: p,
                 tombstone: p == 49,
                 offset: 64 + p as u32 * 100,
+                count: 1 + (p % 3) as u32,
             })
             .collect();
         let ids: Vec<IdEntry> = (0..50u64)
@@ -1035,17 +1157,18 @@ mod tests {
         rs.reverse();
         ri.rotate_left(13);
         assert_eq!(digest(&rs, &ri), base, "order does not matter");
-        let changes: [fn(&mut StreamEntry, &mut IdEntry); 6] = [
+        let changes: [fn(&mut StreamEntry, &mut IdEntry); 7] = [
             |s, _| s.hash ^= 1,
             |s, _| s.version += 1,
             |s, _| s.position ^= 1 << 40,
             |s, _| s.tombstone = !s.tombstone,
             |_, i| i.id[15] ^= 0x80,
             |s, _| s.offset += 8,
+            |s, _| s.count += 1,
         ];
         for (k, change) in changes.iter().enumerate() {
             let (mut s, mut i) = (streams.clone(), ids.clone());
-            change(&mut s[k * 9], &mut i[k * 9]);
+            change(&mut s[k * 7], &mut i[k * 7]);
             assert_ne!(digest(&s, &i), base, "change {k}");
         }
         // Two entries swapping positions: the same multiset of positions,
@@ -1062,14 +1185,20 @@ mod tests {
         Arc::new(MemStorage::new())
     }
 
+    /// Appends of 3 events (`SPAN`), to 7 streams in turn, cut at `start`
+    /// and `end`.
     fn entries(start: u64, end: u64) -> (Vec<StreamEntry>, Vec<IdEntry>) {
-        let mut streams: Vec<StreamEntry> = (start..end)
-            .map(|p| StreamEntry {
-                hash: mix(p % 7),
-                version: p / 7,
-                position: p,
-                tombstone: p % 11 == 0,
-                offset: (mix(p) >> 32) as u32,
+        let mut streams: Vec<StreamEntry> = (start / SPAN..end.div_ceil(SPAN))
+            .map(|j| {
+                let (first, past) = ((j * SPAN).max(start), (j * SPAN + SPAN).min(end));
+                StreamEntry {
+                    hash: mix(j % 7),
+                    version: j / 7 * SPAN + (first - j * SPAN),
+                    position: first,
+                    tombstone: j % 11 == 0,
+                    offset: (mix(first) >> 32) as u32,
+                    count: (past - first) as u32,
+                }
             })
             .collect();
         let mut ids: Vec<IdEntry> = (start..end)
@@ -1082,6 +1211,8 @@ mod tests {
         ids.sort_unstable();
         (streams, ids)
     }
+
+    const SPAN: u64 = 3;
 
     fn write(storage: &Arc<dyn Storage>, start: u64, end: u64) -> Run {
         let (streams, ids) = entries(start, end);
@@ -1105,7 +1236,7 @@ mod tests {
         let storage = storage();
         let (start, end) = (
             0,
-            3 * FENCES_PER_PAGE as u64 * STREAMS_PER_PAGE as u64 + 777,
+            SPAN * (3 * FENCES_PER_PAGE as u64 * STREAMS_PER_PAGE as u64 + 777),
         );
         let run = write(&storage, start, end);
         let (streams, _) = entries(start, end);
@@ -1232,7 +1363,8 @@ mod tests {
     #[test]
     fn merging_adjacent_runs_equals_writing_them_at_once() {
         let storage = storage();
-        let parts: Vec<Arc<Run>> = [(0, 300), (300, 301), (301, 1000)]
+        // Cut where appends end (runs do: a run holds whole appends).
+        let parts: Vec<Arc<Run>> = [(0, 300), (300, 303), (303, 1000)]
             .iter()
             .map(|&(s, e)| Arc::new(write(&storage, s, e)))
             .collect();
@@ -1240,8 +1372,11 @@ mod tests {
         merged.verify().unwrap();
         let (streams, ids) = entries(0, 1000);
         assert_eq!(merged.events(), 1000);
-        for (i, (s, d)) in streams.iter().zip(&ids).enumerate() {
+        assert_eq!(merged.stream_entries(), streams.len() as u64);
+        for (i, s) in streams.iter().enumerate() {
             assert_eq!(merged.stream_entry(i as u64).unwrap(), *s);
+        }
+        for (i, d) in ids.iter().enumerate() {
             assert_eq!(merged.id_entry(i as u64).unwrap(), *d);
         }
         assert_eq!(merged.new_streams(), 7);

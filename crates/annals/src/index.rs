@@ -46,7 +46,7 @@ use annals_segment::LogReader;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::TOMBSTONE_FLAG;
+use crate::{APPEND_FIRST_FLAG, TOMBSTONE_FLAG};
 
 /// Frozen memtables allowed to wait for the background writer.
 const FROZEN_MAX: usize = 2;
@@ -181,6 +181,12 @@ impl Index {
                     return ControlFlow::Break(());
                 }
                 let tombstone = record.flags & TOMBSTONE_FLAG != 0;
+                let starts_append = record.flags & APPEND_FIRST_FLAG != 0;
+                // A run holds whole appends (its stream entries are one per
+                // stream per append): freeze only where one begins.
+                if starts_append && self.wants_freeze() {
+                    self.freeze();
+                }
                 let pushed = {
                     let mut levels = self.shared.levels.write();
                     levels
@@ -191,6 +197,7 @@ impl Index {
                             position,
                             &[record.id],
                             tombstone,
+                            starts_append,
                         )
                         .and_then(|()| levels.active.record_offsets(position, &[offset]))
                 };
@@ -201,9 +208,6 @@ impl Index {
                 done += 1;
                 if done.is_multiple_of(1 << 16) {
                     progress(done, to - from);
-                }
-                if self.wants_freeze() {
-                    self.freeze();
                 }
                 ControlFlow::Continue(())
             })?;
@@ -397,7 +401,7 @@ impl Index {
         };
         let mut all: BTreeMap<String, (BTreeMap<u64, u64>, bool)> = BTreeMap::new();
         for run in runs.iter() {
-            for i in 0..run.events() {
+            for i in 0..run.stream_entries() {
                 let entry = run.stream_entry(i)?;
                 let name = self
                     .shared
@@ -405,7 +409,9 @@ impl Index {
                     .with_event(entry.position, |r| r.stream.to_owned())?
                     .ok_or_else(|| missing(entry.position))?;
                 let slot = all.entry(name).or_default();
-                slot.0.insert(entry.version, entry.position);
+                for k in 0..u64::from(entry.count) {
+                    slot.0.insert(entry.version + k, entry.position + k);
+                }
                 slot.1 = entry.tombstone;
             }
         }
@@ -625,7 +631,8 @@ impl Shared {
         let mut pieces = Vec::new();
         let mut from = start;
         while from < end {
-            let to = from.saturating_add(piece).min(end);
+            // Pieces hold whole appends, as every run does.
+            let to = append_start_from(&self.reader, from.saturating_add(piece), end)?;
             pieces.push(write_piece(from, to)?);
             from = to;
         }
@@ -698,7 +705,7 @@ impl Shared {
                 }
                 if self.is_stream(entry.position, entry.known_offset(), stream)? {
                     return Ok(Some(StreamState {
-                        len: entry.version + 1,
+                        len: entry.end_version(),
                         deleted: entry.tombstone,
                     }));
                 }
@@ -810,8 +817,8 @@ pub(crate) struct Candidate {
     pub(crate) offset: Option<u32>,
 }
 
-/// Visits a run's entries of streams with `hash`, from version `from` in
-/// `direction`.
+/// Visits the events a run's entries of streams with `hash` hold, from
+/// version `from` in `direction`.
 fn visit_run(
     run: &Run,
     hash: u64,
@@ -823,19 +830,19 @@ fn visit_run(
         return Ok(ControlFlow::Continue(()));
     }
     let forward = direction == Direction::Forward;
-    // Forward: the first entry at or after `from`; backward: the entry
-    // before the first one past `from`.
-    let mut i = run.seek_stream(
-        hash,
-        if forward {
-            from
-        } else {
-            from.saturating_add(1)
-        },
-    )?;
+    // Forward: the first entry that can hold `from` starts at most
+    // `max_count − 1` versions before it (entries of a stream do not
+    // overlap; another stream with the same hash may interleave, which is
+    // why this is a bound and not a step back). Backward: the entries
+    // before the first one that starts past `from`.
+    let mut i = if forward {
+        run.seek_stream(hash, from.saturating_sub(run.max_count() - 1))?
+    } else {
+        run.seek_stream(hash, from.saturating_add(1))?
+    };
     loop {
         let at = if forward {
-            (i < run.events()).then_some(i)
+            (i < run.stream_entries()).then_some(i)
         } else {
             i.checked_sub(1)
         };
@@ -846,14 +853,27 @@ fn visit_run(
         if entry.hash != hash {
             return Ok(ControlFlow::Continue(()));
         }
-        let candidate = Candidate {
-            version: entry.version,
-            position: entry.position,
-            // An entry without one is read through the frame index.
-            offset: entry.known_offset(),
+        let (low, past) = if forward {
+            (entry.version.max(from), entry.end_version())
+        } else {
+            (
+                entry.version,
+                entry.end_version().min(from.saturating_add(1)),
+            )
         };
-        if visit(candidate)?.is_break() {
-            return Ok(ControlFlow::Break(()));
+        for n in 0..past.saturating_sub(low) {
+            let version = if forward { low + n } else { past - 1 - n };
+            let k = version - entry.version;
+            let candidate = Candidate {
+                version,
+                position: entry.position + k,
+                // The first event's offset; the others are found through
+                // the frame index (one frame holds them all).
+                offset: entry.known_offset().filter(|_| k == 0),
+            };
+            if visit(candidate)?.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
         }
         i = if forward { at + 1 } else { at };
     }
@@ -867,12 +887,14 @@ fn entries_from_log(
     end: u64,
 ) -> Result<(Vec<StreamEntry>, Vec<IdEntry>, u64)> {
     let capacity = (end - start) as usize;
-    let (mut streams, mut ids) = (Vec::with_capacity(capacity), Vec::with_capacity(capacity));
+    let (mut streams, mut ids) = (Vec::new(), Vec::with_capacity(capacity));
     let mut new_streams = 0;
-    visit_log_entries(reader, start, end, |stream, id| {
-        new_streams += u64::from(stream.version == 0);
-        streams.push(stream);
-        ids.push(id);
+    visit_log_entries(reader, start, end, |entry| match entry {
+        LogEntry::Stream(stream) => {
+            new_streams += u64::from(stream.version == 0);
+            streams.push(stream);
+        }
+        LogEntry::Id(id) => ids.push(id),
     })?;
     streams.sort_unstable();
     ids.sort_unstable();
@@ -902,42 +924,89 @@ fn write_sorted(
 /// constant memory.
 fn digest_from_log(reader: &LogReader, start: u64, end: u64) -> Result<EntryDigest> {
     let mut digest = EntryDigest::default();
-    visit_log_entries(reader, start, end, |stream, id| {
-        digest.add_stream(&stream);
-        digest.add_id(&id);
+    visit_log_entries(reader, start, end, |entry| match entry {
+        LogEntry::Stream(stream) => digest.add_stream(&stream),
+        LogEntry::Id(id) => digest.add_id(&id),
     })?;
     Ok(digest)
 }
 
-/// Calls `visit` with the index entries of each of the log's events
-/// `[start, end)`, in position order; fails unless the log holds them all.
+/// The position of the first event at or after `position` that begins an
+/// append, or `end` if none does before it.
+fn append_start_from(reader: &LogReader, position: u64, end: u64) -> Result<u64> {
+    if position >= end {
+        return Ok(end);
+    }
+    let mut found = end;
+    reader.scan(position, |at, record| {
+        if at < end && record.flags & APPEND_FIRST_FLAG == 0 {
+            return ControlFlow::Continue(());
+        }
+        found = at.min(end);
+        ControlFlow::Break(())
+    })?;
+    Ok(found)
+}
+
+/// An index entry the log implies.
+enum LogEntry {
+    Stream(StreamEntry),
+    Id(IdEntry),
+}
+
+/// Calls `visit` with the stream entries of the log's events `[start,
+/// end)` — one per stream per append, as the memtable makes them: an event
+/// extends the entry of the event before it when it is of the same stream,
+/// at the next version, not the first of an append, and the one before is
+/// no tombstone — and with each event's id entry, in position order; fails
+/// unless the log holds them all.
 fn visit_log_entries(
     reader: &LogReader,
     start: u64,
     end: u64,
-    mut visit: impl FnMut(StreamEntry, IdEntry),
+    mut visit: impl FnMut(LogEntry),
 ) -> Result<()> {
     let mut seen = 0u64;
+    let mut open: Option<StreamEntry> = None;
+    let mut open_stream = String::new();
     reader.scan_located(start, |position, offset, record, _| {
         if position >= end {
             return ControlFlow::Break(());
         }
         seen += 1;
-        visit(
-            StreamEntry {
-                hash: Fnv1aMix.hash(record.stream),
-                version: record.stream_version,
-                position,
-                tombstone: record.flags & TOMBSTONE_FLAG != 0,
-                offset,
-            },
-            IdEntry {
-                id: record.id,
-                position,
-            },
-        );
+        let entry = StreamEntry {
+            hash: Fnv1aMix.hash(record.stream),
+            version: record.stream_version,
+            position,
+            tombstone: record.flags & TOMBSTONE_FLAG != 0,
+            offset,
+            count: 1,
+        };
+        let starts_append = record.flags & APPEND_FIRST_FLAG != 0;
+        match open.as_mut() {
+            Some(o)
+                if !starts_append && o.is_continued_by(&entry) && open_stream == record.stream =>
+            {
+                o.count += 1;
+                o.tombstone = entry.tombstone;
+            }
+            _ => {
+                if let Some(done) = open.replace(entry) {
+                    visit(LogEntry::Stream(done));
+                }
+                open_stream.clear();
+                open_stream.push_str(record.stream);
+            }
+        }
+        visit(LogEntry::Id(IdEntry {
+            id: record.id,
+            position,
+        }));
         ControlFlow::Continue(())
     })?;
+    if let Some(done) = open {
+        visit(LogEntry::Stream(done));
+    }
     if seen != end - start {
         return Err(Error::Index(format!(
             "the log holds {seen} of the events {start}..{end}"

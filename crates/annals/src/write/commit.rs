@@ -167,9 +167,10 @@ fn apply(
             .next()
             .ok_or_else(|| Error::Index("log returned too few positions".into()))?;
         let mut per_stream = Vec::with_capacity(appends.len());
-        for (append, first_version) in appends.iter().zip(first_versions) {
+        for (k, (append, first_version)) in appends.iter().zip(first_versions).enumerate() {
             let count = append.events.len() as u64;
             let ids: Vec<[u8; 16]> = append.events.iter().map(|e| e.id.0).collect();
+            let starts_append = k == 0;
             memtable
                 .push_run(
                     &append.stream,
@@ -177,6 +178,7 @@ fn apply(
                     position,
                     &ids,
                     append.tombstone,
+                    starts_append,
                 )
                 .map_err(|e| Error::Index(e.to_string()))?;
             let Some((located, rest)) = offsets.split_at_checked(count as usize) else {
