@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::hash::{Fnv1aMix, StreamHasher};
 use crate::ids::IdTable;
-use crate::run::{IdEntry, StreamEntry};
+use crate::run::{IdEntry, StreamEntry, MAX_ENTRY_EVENTS};
 use crate::{Direction, Error, StreamState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,11 +304,10 @@ impl<H: StreamHasher> Memtable<H> {
             let hash = self.hasher.hash(&entry.name);
             let last = entry.positions.len().saturating_sub(1);
             for (i, &position) in entry.positions.iter().enumerate() {
-                if let Some(open) = entries
-                    .last_mut()
-                    .filter(|_| i > 0 && self.continues(position))
-                {
-                    let open: &mut StreamEntry = open;
+                let open = entries.last_mut().filter(|open: &&mut StreamEntry| {
+                    i > 0 && self.continues(position) && open.count < MAX_ENTRY_EVENTS
+                });
+                if let Some(open) = open {
                     open.count += 1;
                     open.tombstone = entry.deleted && i == last;
                     continue;
@@ -510,6 +509,28 @@ mod tests {
         expected.sort_unstable();
         let expected: Vec<_> = expected.into_iter().map(|(_, span)| span).collect();
         assert_eq!(spans, expected);
+    }
+
+    #[test]
+    fn an_append_longer_than_an_entry_takes_several() {
+        let mut table = Memtable::new(0);
+        let n = u64::from(MAX_ENTRY_EVENTS) * 2 + 5;
+        let ids: Vec<[u8; 16]> = (0..n).map(id).collect();
+        table.push_run("a", 0, 0, &ids, true, true).unwrap();
+        let spans: Vec<(u64, u64, u32, bool)> = table
+            .stream_entries()
+            .iter()
+            .map(|e| (e.version, e.position, e.count, e.tombstone))
+            .collect();
+        let max = u64::from(MAX_ENTRY_EVENTS);
+        assert_eq!(
+            spans,
+            vec![
+                (0, 0, MAX_ENTRY_EVENTS, false),
+                (max, max, MAX_ENTRY_EVENTS, false),
+                (2 * max, 2 * max, 5, true),
+            ]
+        );
     }
 
     #[test]

@@ -23,10 +23,10 @@ use annals_segment::Error as LogError;
 pub const PAGE_BYTES: usize = 4096;
 /// Bytes of a page before its checksum.
 const PAYLOAD_BYTES: usize = PAGE_BYTES - 4;
-/// Size of one stream entry: hash, version, position, segment offset,
-/// count.
-const STREAM_ENTRY_BYTES: usize = 32;
-/// Stream entries per page (127; the remaining 28 bytes of the payload are
+/// Size of one stream entry: hash, version, position word (position,
+/// count, tombstone bit), segment offset.
+const STREAM_ENTRY_BYTES: usize = 28;
+/// Stream entries per page (146; the remaining 4 bytes of the payload are
 /// zero).
 const STREAMS_PER_PAGE: usize = PAYLOAD_BYTES / STREAM_ENTRY_BYTES;
 /// Size of one id entry.
@@ -54,6 +54,15 @@ const MAGIC: &[u8; 8] = b"ANNALSIX";
 const FORMAT_VERSION: u32 = 3;
 /// Position bit marking a tombstone in a stored stream entry.
 const TOMBSTONE_BIT: u64 = 1 << 63;
+/// Where a stored stream entry's `count − 1` sits in its position word
+/// (bits 48..63).
+const COUNT_SHIFT: u32 = 48;
+/// The most events one stream entry covers (a longer append to one stream
+/// takes several entries).
+pub const MAX_ENTRY_EVENTS: u32 = 1 << 15;
+/// Positions a run can hold: below 2⁴⁸ (at a million events a second,
+/// about nine years of them).
+pub const POSITION_LIMIT: u64 = 1 << COUNT_SHIFT;
 /// Bytes the writer gathers before one `write`.
 const WRITE_CHUNK: usize = 1 << 20;
 
@@ -92,12 +101,13 @@ impl StreamEntry {
     }
 
     /// Whether `next` could extend this entry: same hash, the next version
-    /// at the next position, and this one not ending in a tombstone. (That
-    /// both belong to one append to one stream is the caller's to know.)
+    /// at the next position, this one not ending in a tombstone nor full
+    /// ([`MAX_ENTRY_EVENTS`]). (That both belong to one append to one
+    /// stream is the caller's to know.)
     pub fn is_continued_by(&self, next: &StreamEntry) -> bool {
         self.hash == next.hash
             && !self.tombstone
-            && self.count < u32::MAX
+            && self.count < MAX_ENTRY_EVENTS
             && next.version == self.end_version()
             && next.position == self.position.saturating_add(u64::from(self.count))
     }
@@ -390,10 +400,11 @@ fn encode_stream(entry: StreamEntry) -> [u8; STREAM_ENTRY_BYTES] {
     let mut item = [0u8; STREAM_ENTRY_BYTES];
     item[..8].copy_from_slice(&entry.hash.to_le_bytes());
     item[8..16].copy_from_slice(&entry.version.to_le_bytes());
-    let position = entry.position | if entry.tombstone { TOMBSTONE_BIT } else { 0 };
-    item[16..24].copy_from_slice(&position.to_le_bytes());
-    item[24..28].copy_from_slice(&entry.offset.to_le_bytes());
-    item[28..].copy_from_slice(&entry.count.to_le_bytes());
+    let word = entry.position
+        | u64::from(entry.count.saturating_sub(1)) << COUNT_SHIFT
+        | if entry.tombstone { TOMBSTONE_BIT } else { 0 };
+    item[16..24].copy_from_slice(&word.to_le_bytes());
+    item[24..].copy_from_slice(&entry.offset.to_le_bytes());
     item
 }
 
@@ -423,6 +434,11 @@ where
     S: Iterator<Item = Result<StreamEntry, LogError>>,
     I: Iterator<Item = Result<IdEntry, LogError>>,
 {
+    if end > POSITION_LIMIT {
+        return Err(LogError::Invalid(format!(
+            "index runs hold positions below {POSITION_LIMIT}, not {start}..{end}"
+        )));
+    }
     let name = run_file_name(start, end);
     let temp = format!("{name}.tmp");
     match storage.remove(&temp) {
@@ -441,7 +457,11 @@ where
     for entry in streams() {
         let entry = entry?;
         let past = entry.position.checked_add(u64::from(entry.count));
-        if entry.count == 0 || entry.position < start || past.is_none_or(|past| past > end) {
+        if entry.count == 0
+            || entry.count > MAX_ENTRY_EVENTS
+            || entry.position < start
+            || past.is_none_or(|past| past > end)
+        {
             return Err(wrong_count(
                 "stream entries, one misplaced,",
                 stream_entries,
@@ -594,9 +614,10 @@ impl Run {
         };
         let events = end - start;
         if (header.start, header.end) != (start, end)
+            || end > POSITION_LIMIT
             || header.new_streams > events
             || !(1..=events).contains(&header.streams)
-            || !(1..=events.min(u64::from(u32::MAX))).contains(&header.max_count)
+            || !(1..=events.min(u64::from(MAX_ENTRY_EVENTS))).contains(&header.max_count)
         {
             return Err(corrupt(
                 16,
@@ -749,14 +770,13 @@ impl Run {
             i,
         )?;
         let raw = le_u64(item, 16);
-        let count = le_u32(item, 28);
-        let position = self.check_position(raw & !TOMBSTONE_BIT)?;
+        let count = ((raw & !TOMBSTONE_BIT) >> COUNT_SHIFT) as u32 + 1;
+        let position = self.check_position(raw & (POSITION_LIMIT - 1))?;
         let version = le_u64(item, 8);
         // Every event it covers is in the run, its versions fit, and it is
         // no wider than the header says.
         let last = position.checked_add(u64::from(count).saturating_sub(1));
-        if count == 0
-            || u64::from(count) > self.header.max_count
+        if u64::from(count) > self.header.max_count
             || version.checked_add(u64::from(count)).is_none()
         {
             self.broken.store(true, Ordering::Release);
@@ -1429,6 +1449,69 @@ mod tests {
         assert_eq!(files[0], files[1]);
         assert_eq!(files[0], files[2]);
         assert!(files[0].iter().any(|b| *b != 0));
+    }
+
+    #[test]
+    fn the_widest_entries_at_the_highest_positions_round_trip_and_wider_are_refused() {
+        let storage = storage();
+        let max = u64::from(MAX_ENTRY_EVENTS);
+        let (start, end) = (POSITION_LIMIT - max - 1, POSITION_LIMIT);
+        let wide = StreamEntry {
+            hash: 7,
+            version: u64::MAX - max,
+            position: start,
+            tombstone: true,
+            offset: u32::MAX,
+            count: MAX_ENTRY_EVENTS,
+        };
+        let one = StreamEntry {
+            hash: 8,
+            version: 0,
+            position: end - 1,
+            tombstone: false,
+            offset: 64,
+            count: 1,
+        };
+        let ids: Vec<IdEntry> = (start..end)
+            .map(|p| IdEntry {
+                id: mix(p).to_le_bytes().repeat(2).try_into().unwrap(),
+                position: p,
+            })
+            .collect();
+        let mut ids = ids;
+        ids.sort_unstable();
+        let write = |streams: &[StreamEntry], start: u64, end: u64| {
+            write_run(
+                &storage,
+                start,
+                end,
+                1,
+                || streams.iter().copied().map(Ok),
+                || ids.iter().copied().map(Ok),
+            )
+        };
+        let run = write(&[wide, one], start, end).unwrap();
+        run.verify().unwrap();
+        assert_eq!(run.stream_entry(0).unwrap(), wide);
+        assert_eq!(run.stream_entry(1).unwrap(), one);
+        assert_eq!(run.max_count(), max);
+        // One event wider, or a run past the position limit: refused.
+        let wider = StreamEntry {
+            count: MAX_ENTRY_EVENTS + 1,
+            ..wide
+        };
+        assert!(write(&[wider], start, end).is_err());
+        let shifted = [
+            StreamEntry {
+                position: start + 1,
+                ..wide
+            },
+            StreamEntry {
+                position: end,
+                ..one
+            },
+        ];
+        assert!(write(&shifted, start + 1, end + 1).is_err());
     }
 
     #[test]

@@ -940,3 +940,67 @@ fn runs_hold_one_stream_entry_per_append_however_they_are_written() {
     drop(store);
     assert_eq!(stream_entries_on_disk(dir.path()), (appends, 3 * appends));
 }
+
+/// An append of more events to one stream than one stream entry holds
+/// takes several entries, cut at the same events whether the run comes
+/// from the writer's memtable, a replay or `verify`'s reading of the log;
+/// every version reads back across the cuts.
+#[test]
+fn an_append_wider_than_a_stream_entry_is_indexed_in_several() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = u64::from(annals_index::MAX_ENTRY_EVENTS);
+    let n = max + 100;
+    let events = |from: u64, count: u64| -> Vec<EventData> {
+        (from..from + count)
+            .map(|v| EventData::new("Tiny", v.to_le_bytes().to_vec()))
+            .collect()
+    };
+    for replay in [false, true] {
+        let path = dir.path().join(format!("replay-{replay}"));
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .append("wide", ExpectedVersion::NoStream, events(0, n))
+                .unwrap()
+                .unwrap();
+            store
+                .append("wide", ExpectedVersion::Exact(n - 1), events(n, 3))
+                .unwrap()
+                .unwrap();
+            store.verify().unwrap();
+        }
+        if replay {
+            for (name, _) in run_files(&path) {
+                std::fs::remove_file(path.join(name)).unwrap();
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.index_report().replayed,
+            if replay { n + 3 } else { 0 }
+        );
+        store.maintain_index().unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        store.verify().unwrap();
+        for from in [0, max - 2, max - 1, max, n - 1, n] {
+            let forward = store
+                .read_stream("wide", from, Direction::Forward, 4)
+                .unwrap();
+            let versions: Vec<u64> = forward.iter().map(|e| e.version).collect();
+            assert_eq!(versions, (from..(from + 4).min(n + 3)).collect::<Vec<_>>());
+            for e in &forward {
+                assert_eq!(&e.data[..], &e.version.to_le_bytes()[..]);
+            }
+            let backward = store
+                .read_stream("wide", from, Direction::Backward, 3)
+                .unwrap();
+            let versions: Vec<u64> = backward.iter().map(|e| e.version).collect();
+            let want: Vec<u64> = (from.saturating_sub(2)..=from).rev().collect();
+            assert_eq!(versions, want);
+        }
+        drop(store);
+        // The append's entries: one full, one of 100; then the next append.
+        assert_eq!(stream_entries_on_disk(&path), (3, n + 3), "replay {replay}");
+    }
+}
