@@ -752,6 +752,7 @@ impl Shared {
             )
         };
         let hash = Fnv1aMix.hash(stream);
+        let is_ours = |position, offset| self.is_stream(position, offset, stream);
         let memtable = |m: &Memtable| m.read(stream, from, direction, max);
         let visit_all = |hits: &[(u64, u64, Option<u32>)],
                          visit: &mut VisitCandidates<'_>|
@@ -771,7 +772,7 @@ impl Shared {
         match direction {
             Direction::Forward => {
                 for run in runs.iter() {
-                    if visit_run(run, hash, from, direction, visit)?.is_break() {
+                    if visit_run(run, hash, &is_ours, from, direction, visit)?.is_break() {
                         return Ok(());
                     }
                 }
@@ -793,7 +794,7 @@ impl Shared {
                     }
                 }
                 for run in runs.iter().rev() {
-                    if visit_run(run, hash, from, direction, visit)?.is_break() {
+                    if visit_run(run, hash, &is_ours, from, direction, visit)?.is_break() {
                         return Ok(());
                     }
                 }
@@ -818,10 +819,12 @@ pub(crate) struct Candidate {
 }
 
 /// Visits the events a run's entries of streams with `hash` hold, from
-/// version `from` in `direction`.
+/// version `from` in `direction`. `is_ours(position, offset)` tells
+/// whether an event is of the stream read (another may share its hash).
 fn visit_run(
     run: &Run,
     hash: u64,
+    is_ours: &dyn Fn(u64, Option<u32>) -> Result<bool>,
     from: u64,
     direction: Direction,
     visit: &mut VisitCandidates<'_>,
@@ -830,16 +833,12 @@ fn visit_run(
         return Ok(ControlFlow::Continue(()));
     }
     let forward = direction == Direction::Forward;
-    // Forward: the first entry that can hold `from` starts at most
-    // `max_count − 1` versions before it (entries of a stream do not
-    // overlap; another stream with the same hash may interleave, which is
-    // why this is a bound and not a step back). Backward: the entries
-    // before the first one that starts past `from`.
-    let mut i = if forward {
-        run.seek_stream(hash, from.saturating_sub(run.max_count() - 1))?
-    } else {
-        run.seek_stream(hash, from.saturating_add(1))?
-    };
+    // Backward: the entries before the first one that starts past `from`.
+    // Forward: from the entry that holds `from`, which may start before it.
+    let mut i = run.seek_stream(hash, from.saturating_add(u64::from(!forward)))?;
+    if forward && from > 0 {
+        i = forward_start(run, hash, is_ours, from, i)?;
+    }
     loop {
         let at = if forward {
             (i < run.stream_entries()).then_some(i)
@@ -877,6 +876,37 @@ fn visit_run(
         }
         i = if forward { at + 1 } else { at };
     }
+}
+
+/// Where a forward read of a run from version `from` starts, given `i`, the
+/// first entry of `hash` at or after `from`: one step back, to the entry
+/// that holds `from` if it is the stream's. Entries of one stream do not
+/// overlap, so the stream's entry just before `i` holds `from` or none of
+/// its entries does. Another stream with the same hash can have entries in
+/// between: those are kept (the reader skips their events) and the search
+/// goes on, never further than `max_count` versions, the widest entry of
+/// the run.
+fn forward_start(
+    run: &Run,
+    hash: u64,
+    is_ours: &dyn Fn(u64, Option<u32>) -> Result<bool>,
+    from: u64,
+    mut i: u64,
+) -> Result<u64> {
+    while let Some(before) = i.checked_sub(1) {
+        let entry = run.stream_entry(before)?;
+        if entry.hash != hash || entry.version.saturating_add(run.max_count()) <= from {
+            break;
+        }
+        if is_ours(entry.position, entry.known_offset())? {
+            if entry.end_version() > from {
+                i = before;
+            }
+            break;
+        }
+        i = before;
+    }
+    Ok(i)
 }
 
 /// The sorted entries a run of the log's `[start, end)` holds, and how many
