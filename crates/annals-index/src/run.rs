@@ -84,7 +84,7 @@ pub struct StreamEntry {
     /// (a memtable entry nobody recorded an offset for); runs are written
     /// with the offsets the log reports.
     pub offset: u32,
-    /// Number of events, at least 1.
+    /// Number of events: 1 to [`MAX_ENTRY_EVENTS`].
     pub count: u32,
 }
 
