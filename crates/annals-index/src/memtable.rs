@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::hash::{Fnv1aMix, StreamHasher};
 use crate::ids::IdTable;
-use crate::run::{IdEntry, StreamEntry, MAX_ENTRY_EVENTS};
+use crate::run::{IdEntry, StreamEntry};
 use crate::{Direction, Error, StreamState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,22 +304,25 @@ impl<H: StreamHasher> Memtable<H> {
             let hash = self.hasher.hash(&entry.name);
             let last = entry.positions.len().saturating_sub(1);
             for (i, &position) in entry.positions.iter().enumerate() {
-                let open = entries.last_mut().filter(|open: &&mut StreamEntry| {
-                    i > 0 && self.continues(position) && open.count < MAX_ENTRY_EVENTS
-                });
-                if let Some(open) = open {
-                    open.count += 1;
-                    open.tombstone = entry.deleted && i == last;
-                    continue;
-                }
-                entries.push(StreamEntry {
+                let event = StreamEntry {
                     hash,
                     version: entry.first_version + i as u64,
                     position,
                     tombstone: entry.deleted && i == last,
                     offset: self.offset_of(position).unwrap_or(0),
                     count: 1,
+                };
+                // Same append, same stream: the rule the log scan applies.
+                let open = entries.last_mut().filter(|open: &&mut StreamEntry| {
+                    i > 0 && self.continues(position) && open.is_continued_by(&event)
                 });
+                match open {
+                    Some(open) => {
+                        open.count += 1;
+                        open.tombstone = event.tombstone;
+                    }
+                    None => entries.push(event),
+                }
             }
         }
         entries.sort_unstable();
@@ -355,6 +358,7 @@ impl<H: StreamHasher> Memtable<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::MAX_ENTRY_EVENTS;
 
     /// A hash that sends every stream to one of two buckets.
     #[derive(Debug)]
