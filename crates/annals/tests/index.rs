@@ -336,6 +336,12 @@ fn run_files(dir: &std::path::Path) -> Vec<(String, u64)> {
     runs
 }
 
+/// The number of events a run file covers, from its name.
+fn events_of(name: &str) -> u64 {
+    let (start, end) = annals_index::parse_run_file_name(name).unwrap();
+    end - start
+}
+
 fn flip(path: &std::path::Path, offset: u64) {
     let mut bytes = std::fs::read(path).unwrap();
     bytes[offset as usize] ^= 0x40;
@@ -789,15 +795,6 @@ fn a_large_damaged_run_is_rebuilt_in_pieces_and_nothing_is_left_behind() {
         store.maintain_index().unwrap();
     }
     let before = run_files(dir.path());
-    let events_of = |name: &str| {
-        let range = name
-            .strip_prefix("index-")
-            .unwrap()
-            .strip_suffix(".run")
-            .unwrap();
-        let (a, b) = range.split_once('-').unwrap();
-        u64::from_str_radix(b, 16).unwrap() - u64::from_str_radix(a, 16).unwrap()
-    };
     let (name, bytes) = before
         .iter()
         .max_by_key(|(name, _)| events_of(name))
@@ -918,10 +915,6 @@ fn runs_hold_one_stream_entry_per_append_however_they_are_written() {
 
     // Rebuild: the largest run damaged, rebuilt by the reads in pieces of
     // four buffers (40 events: inside an append).
-    let events_of = |name: &str| {
-        let (a, b) = name[6..name.len() - 4].split_once('-').unwrap();
-        u64::from_str_radix(b, 16).unwrap() - u64::from_str_radix(a, 16).unwrap()
-    };
     let (name, _) = run_files(dir.path())
         .into_iter()
         .max_by_key(|(name, _)| events_of(name))
