@@ -20,7 +20,11 @@
 //! about to write before writing, and waits if a chunk being zeroed
 //! overlaps it). A failed zero write or sync stops the filler for that
 //! segment and nothing else: the writer's own `fdatasync` makes its data
-//! durable either way. After a reopen the filler starts from the writer's
+//! durable either way. The filler writes and syncs through a handle of its
+//! own ([`StorageFile::reopen`](crate::storage::StorageFile::reopen)): a
+//! failed writeback is reported once per open file description, and a
+//! filler syncing through the writer's would take the report the writer's
+//! next `fdatasync` must give. After a reopen the filler starts from the writer's
 //! end again, so up to `AHEAD` bytes already zero may be zeroed twice.
 
 use std::sync::Arc;
@@ -29,6 +33,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex};
 
 use crate::segment::Segment;
+use crate::storage::StorageFile;
 
 /// Bytes zeroed (then synced) per step. Each step's pages can be caught
 /// by a commit's `fdatasync` running meanwhile: 64 KiB to 4 MiB measured,
@@ -154,6 +159,8 @@ impl Drop for ZeroAhead {
 impl Shared {
     fn run(&self) {
         let zeros = vec![0u8; CHUNK as usize];
+        // The segment being zeroed and the filler's own handle on it.
+        let mut own: Option<(Arc<Segment>, Arc<dyn StorageFile>)> = None;
         loop {
             let (segment, start, end) = {
                 let mut state = self.state.lock();
@@ -176,12 +183,21 @@ impl Shared {
                 end,
                 done: false,
             };
+            let file = match &own {
+                Some((segment, file)) if Arc::ptr_eq(segment, &chunk.segment) => Arc::clone(file),
+                _ => match chunk.segment.file.reopen() {
+                    Ok(file) => {
+                        own = Some((Arc::clone(&chunk.segment), Arc::clone(&file)));
+                        file
+                    }
+                    // Not done: zeroing stops for this segment.
+                    Err(_) => continue,
+                },
+            };
             let len = (end - start) as usize;
-            chunk.done = chunk
-                .segment
-                .file
+            chunk.done = file
                 .write_all_at(zeros.get(..len).unwrap_or(&zeros), start)
-                .and_then(|()| chunk.segment.file.sync_data())
+                .and_then(|()| file.sync_data())
                 .is_ok();
         }
     }

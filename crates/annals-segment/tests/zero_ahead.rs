@@ -11,7 +11,9 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use annals_segment::storage::{FsStorage, MemStorage, Storage, StorageFile};
+use annals_segment::storage::{
+    FaultOp, FaultyStorage, FsStorage, MemStorage, Storage, StorageFile,
+};
 use annals_segment::{segment_file_name, LogOptions, LogReader, LogWriter, Record};
 use common::{event, read_all, Owned};
 
@@ -208,6 +210,9 @@ impl StorageFile for ZerosFile {
     fn map(&self) -> io::Result<annals_segment::storage::Mapping> {
         self.0.map()
     }
+    fn reopen(&self) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(ZerosFile(self.0.reopen()?, self.1)))
+    }
 }
 
 #[test]
@@ -221,6 +226,50 @@ fn a_failing_zero_fill_leaves_the_writer_working() {
     assert_eq!(read_all(&reader), written);
     drop((writer, reader));
     assert_reopens_with(storage, SEGMENT, &written);
+}
+
+#[test]
+fn a_writeback_error_the_filler_syncs_first_still_fails_the_writers_sync() {
+    // The kernel reports a failed writeback to the next fsync through each
+    // open file description, once. A filler syncing through the writer's
+    // own handle takes that report, and the writer's next `fdatasync`
+    // returns success over data that never reached the disk.
+    const SEGMENT: u64 = 16 << 20;
+    let faulty = FaultyStorage::new(Arc::new(MemStorage::new()));
+    let (mut writer, reader) = open(Arc::new(faulty.clone()), SEGMENT, Some(true));
+    // Past the point where filling starts, synced; then the filler's
+    // zeros reach as far ahead as they go, and it idles.
+    let written = write_large_batches(&mut writer, 10, 10);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut syncs = faulty.calls(FaultOp::Sync);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = faulty.calls(FaultOp::Sync);
+        if now == syncs {
+            break;
+        }
+        syncs = now;
+        assert!(Instant::now() < deadline, "the filler never idled");
+    }
+    faulty.writeback_error();
+    // More data (more than a chunk), not yet synced: the filler zeroes
+    // (and syncs) further on, after the error.
+    for i in 0..10 {
+        let more: Vec<Owned> = (0..32).map(|k| event(1_000 + i * 32 + k, 1000)).collect();
+        let records: Vec<Record<'_>> = more.iter().map(Owned::record).collect();
+        writer.append(&[&records]).unwrap();
+    }
+    while faulty.calls(FaultOp::Sync) == syncs {
+        assert!(Instant::now() < deadline, "the filler never synced");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(
+        writer.sync().is_err(),
+        "the writer's fdatasync must report the writeback error the filler's sync saw"
+    );
+    assert!(writer.is_poisoned());
+    assert_eq!(read_all(&reader), written, "nothing unsynced is published");
 }
 
 #[test]

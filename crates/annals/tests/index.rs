@@ -244,6 +244,16 @@ impl StorageFile for ImagingFile {
     fn map(&self) -> io::Result<Mapping> {
         self.inner.map()
     }
+    fn reopen(&self) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(ImagingFile {
+            inner: self.inner.reopen()?,
+            storage: Imaging {
+                inner: self.storage.inner.handle(),
+                acked: Arc::clone(&self.storage.acked),
+                images: Arc::clone(&self.storage.images),
+            },
+        }))
+    }
 }
 
 #[test]

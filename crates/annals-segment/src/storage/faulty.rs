@@ -76,6 +76,8 @@ struct Plan {
     injected: AtomicU64,
     /// Microseconds every sync sleeps before it runs.
     sync_delay_us: AtomicU64,
+    /// Writeback errors so far (see [`FaultyStorage::writeback_error`]).
+    writeback_errors: AtomicU64,
 }
 
 impl Plan {
@@ -155,6 +157,16 @@ impl FaultyStorage {
             .store(delay.as_micros() as u64, Ordering::SeqCst);
     }
 
+    /// Simulates a failed writeback of cached pages, as the kernel reports
+    /// it: the next `sync_data`/`sync_all` through *each* handle open now
+    /// fails with `EIO`, once (Linux's `errseq_t`, per open file
+    /// description). Handles from [`StorageFile::reopen`] are descriptions
+    /// of their own; clones of one `Arc` share one, and with it the one
+    /// report.
+    pub fn writeback_error(&self) {
+        self.plan.writeback_errors.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// How many faults were injected so far.
     pub fn injected(&self) -> u64 {
         self.plan.injected.load(Ordering::SeqCst)
@@ -166,10 +178,7 @@ impl FaultyStorage {
     }
 
     fn wrap(&self, file: Arc<dyn StorageFile>) -> Arc<dyn StorageFile> {
-        Arc::new(FaultyFile {
-            inner: file,
-            plan: Arc::clone(&self.plan),
-        })
+        wrap(file, &self.plan)
     }
 }
 
@@ -222,10 +231,33 @@ impl Storage for FaultyStorage {
     }
 }
 
+fn wrap(file: Arc<dyn StorageFile>, plan: &Arc<Plan>) -> Arc<dyn StorageFile> {
+    Arc::new(FaultyFile {
+        inner: file,
+        plan: Arc::clone(plan),
+        reported: AtomicU64::new(plan.writeback_errors.load(Ordering::SeqCst)),
+    })
+}
+
 #[derive(Debug)]
 struct FaultyFile {
     inner: Arc<dyn StorageFile>,
     plan: Arc<Plan>,
+    /// Writeback errors this handle (one open file description) has
+    /// reported.
+    reported: AtomicU64,
+}
+
+impl FaultyFile {
+    /// A planned fault for this sync, or a writeback error this handle has
+    /// not reported yet.
+    fn sync_fault(&self) -> Option<FaultKind> {
+        self.plan.sync_delay();
+        let planned = self.plan.check(FaultOp::Sync);
+        let errors = self.plan.writeback_errors.load(Ordering::SeqCst);
+        let unreported = self.reported.fetch_max(errors, Ordering::SeqCst) < errors;
+        planned.or(unreported.then_some(FaultKind::Eio))
+    }
 }
 
 impl StorageFile for FaultyFile {
@@ -260,16 +292,14 @@ impl StorageFile for FaultyFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.plan.sync_delay();
-        match self.plan.check(FaultOp::Sync) {
+        match self.sync_fault() {
             Some(kind) => Err(error(kind)),
             None => self.inner.sync_data(),
         }
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        self.plan.sync_delay();
-        match self.plan.check(FaultOp::Sync) {
+        match self.sync_fault() {
             Some(kind) => Err(error(kind)),
             None => self.inner.sync_all(),
         }
@@ -280,5 +310,36 @@ impl StorageFile for FaultyFile {
             Some(kind) => Err(error(kind)),
             None => self.inner.map(),
         }
+    }
+
+    /// Not counted as an `open` (the zero filler reopens on its own
+    /// thread, at no fixed point of a test's plan).
+    fn reopen(&self) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(wrap(self.inner.reopen()?, &self.plan))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    #[test]
+    fn a_writeback_error_is_reported_once_per_handle() {
+        let faulty = FaultyStorage::new(Arc::new(MemStorage::new()));
+        let writer = faulty.create("f").unwrap();
+        let shared = Arc::clone(&writer);
+        let own = writer.reopen().unwrap();
+        writer.write_all_at(b"data", 0).unwrap();
+        faulty.writeback_error();
+        // One report for the description the writer and `shared` share...
+        assert!(shared.sync_data().is_err());
+        assert!(writer.sync_data().is_ok());
+        // ...and one for the reopened handle, whoever synced first.
+        assert!(own.sync_all().is_err());
+        assert!(own.sync_data().is_ok());
+        // A handle opened after the error does not see it.
+        let later = own.reopen().unwrap();
+        assert!(later.sync_data().is_ok());
     }
 }

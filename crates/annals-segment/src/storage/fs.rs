@@ -61,20 +61,19 @@ impl Storage for FsStorage {
     }
 
     fn create(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        let path = self.path_of(name)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(self.path_of(name)?)?;
-        Ok(Arc::new(FsFile { file }))
+            .open(&path)?;
+        Ok(Arc::new(FsFile { file, path }))
     }
 
     fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(self.path_of(name)?)?;
-        Ok(Arc::new(FsFile { file }))
+        let path = self.path_of(name)?;
+        let file = open_read_write(&path)?;
+        Ok(Arc::new(FsFile { file, path }))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -177,9 +176,16 @@ fn unescape_mount_point(point: &str) -> String {
     out
 }
 
+fn open_read_write(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
+}
+
 #[derive(Debug)]
 struct FsFile {
     file: File,
+    /// Where it was opened: [`StorageFile::reopen`] opens it again (files
+    /// are never renamed while open for writing).
+    path: PathBuf,
 }
 
 impl StorageFile for FsFile {
@@ -205,6 +211,13 @@ impl StorageFile for FsFile {
 
     fn sync_all(&self) -> io::Result<()> {
         self.file.sync_all()
+    }
+
+    fn reopen(&self) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(FsFile {
+            file: open_read_write(&self.path)?,
+            path: self.path.clone(),
+        }))
     }
 
     #[allow(unsafe_code)]

@@ -343,6 +343,12 @@ impl StorageFile for MemFile {
     fn map(&self) -> io::Result<Mapping> {
         Ok(Mapping::new(Arc::new(self.data.lock().data.clone()), false))
     }
+
+    fn reopen(&self) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(MemFile {
+            data: Arc::clone(&self.data),
+        }))
+    }
 }
 
 fn eof() -> io::Error {

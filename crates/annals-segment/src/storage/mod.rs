@@ -67,6 +67,15 @@ pub trait StorageFile: Send + Sync + Debug {
     fn sync_all(&self) -> io::Result<()>;
     /// Maps the file read-only as it is now.
     fn map(&self) -> io::Result<Mapping>;
+    /// Another handle on the same file, with its own open file description.
+    ///
+    /// A failed writeback is reported by the next `fsync` through *each*
+    /// description open when it happened, and through only one call per
+    /// description (Linux's `errseq_t`): a second thread syncing through
+    /// the same handle can take the report and leave the writer's own
+    /// `fdatasync` returning success for data that was lost. A thread that
+    /// syncs beside the writer does so through a handle of its own.
+    fn reopen(&self) -> io::Result<Arc<dyn StorageFile>>;
 }
 
 /// Read-only bytes of a mapped file, shareable without copying: readers
