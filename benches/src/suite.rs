@@ -28,6 +28,11 @@ pub struct SuiteConfig {
     pub writes: bool,
     /// Run the read workloads.
     pub reads: bool,
+    /// Rounds of each write workload: every system runs once per round,
+    /// one after another, and each figure is the median over the rounds
+    /// (this disk's speed drifts ~2x over minutes: one measurement of each
+    /// system, minutes apart, can put a ratio anywhere).
+    pub rounds: usize,
 }
 
 impl Default for SuiteConfig {
@@ -37,6 +42,7 @@ impl Default for SuiteConfig {
             read_streams: 10_000,
             writes: true,
             reads: true,
+            rounds: 1,
         }
     }
 }
@@ -94,6 +100,8 @@ pub struct Comparison {
     pub sqlite: Option<Figure>,
     /// The plain-file ceiling.
     pub ceiling: Option<Figure>,
+    /// Rounds measured: each figure is the median over them.
+    pub rounds: usize,
 }
 
 impl Comparison {
@@ -117,48 +125,66 @@ pub fn run_suite(config: &SuiteConfig, step: &mut dyn FnMut(&str)) -> Vec<Compar
     let mut out = Vec::new();
     let secs = Duration::from_secs_f64(config.seconds);
     if config.writes {
-        let mut one_thread = None;
+        let rounds = config.rounds.max(1);
+        let mut step_round = |what: &str, round: usize| {
+            if rounds == 1 {
+                step(what);
+            } else {
+                step(&format!("{what} (round {}/{rounds})", round + 1));
+            }
+        };
         for threads in [1usize, 8, 64] {
-            step(&format!("single-event appends, {threads} threads"));
-            let a = annals_single(threads, secs);
-            let p = plain_commits(threads, secs, frame_bytes(1, "writer-10", "Benchmarked"));
-            let s = sqlite_single(threads, secs);
-            one_thread.get_or_insert(a.ops_per_sec());
+            let [a, p, s] = medians(rounds, |round| {
+                step_round(&format!("single-event appends, {threads} threads"), round);
+                let a = annals_single(threads, secs);
+                let p = plain_commits(threads, secs, frame_bytes(1, "writer-10", "Benchmarked"));
+                let s = sqlite_single(threads, secs);
+                [a, p, s].map(|m| Figure::rate(&m, None))
+            });
             out.push(Comparison {
                 workload: format!("durable single-event appends, {threads} threads"),
                 unit: "commits/s",
                 higher_is_better: true,
-                annals: Figure::rate(&a, None),
-                sqlite: Some(Figure::rate(&s, None)),
-                ceiling: Some(Figure::rate(&p, None)),
+                annals: a,
+                sqlite: Some(s),
+                ceiling: Some(p),
+                rounds,
             });
         }
-        step("command handling, 8 threads");
-        let a = annals_commands(8, secs);
-        let p = plain_commits(8, secs, frame_bytes(2, "agg-1-100", "Handled"));
-        let s = sqlite_commands(8, secs);
+        let [a, p, s] = medians(rounds, |round| {
+            step_round("command handling, 8 threads", round);
+            let a = annals_commands(8, secs);
+            let p = plain_commits(8, secs, frame_bytes(2, "agg-1-100", "Handled"));
+            let s = sqlite_commands(8, secs);
+            [a, p, s].map(|m| Figure::rate(&m, None))
+        });
         out.push(Comparison {
             workload: "commands: 8 threads, 1-3 events, exact expectation".into(),
             unit: "commits/s",
             higher_is_better: true,
-            annals: Figure::rate(&a, None),
-            sqlite: Some(Figure::rate(&s, None)),
-            ceiling: Some(Figure::rate(&p, None)),
+            annals: a,
+            sqlite: Some(s),
+            ceiling: Some(p),
+            rounds,
         });
-        step("bulk appends, 100 x 128 B");
-        let a = annals_bulk(secs, true);
-        let p = plain_commits(1, secs, frame_bytes(100, "bulk-1000", "Bulk"));
-        let s = sqlite_bulk(secs);
-        step("bulk appends, zero-ahead off");
-        let off = annals_bulk(secs, false);
+        let [a, p, s, off] = medians(rounds, |round| {
+            step_round("bulk appends, 100 x 128 B", round);
+            let a = annals_bulk(secs, true);
+            let p = plain_commits(1, secs, frame_bytes(100, "bulk-1000", "Bulk"));
+            let s = sqlite_bulk(secs);
+            step_round("bulk appends, zero-ahead off", round);
+            let off = annals_bulk(secs, false);
+            [a, p, s, off].map(|m| Figure::rate(&m, Some(100.0)))
+        });
         for (a, label) in [(a, ""), (off, " (zero-ahead off)")] {
             out.push(Comparison {
                 workload: format!("bulk: 1 writer, 100 x 128 B per append{label}"),
                 unit: "commits/s",
                 higher_is_better: true,
-                annals: Figure::rate(&a, Some(100.0)),
-                sqlite: Some(Figure::rate(&s, Some(100.0))),
-                ceiling: Some(Figure::rate(&p, Some(100.0))),
+                annals: a,
+                sqlite: Some(s),
+                ceiling: Some(p),
+                rounds,
             });
         }
     }
@@ -166,6 +192,42 @@ pub fn run_suite(config: &SuiteConfig, step: &mut dyn FnMut(&str)) -> Vec<Compar
         out.extend(read_workloads(config.read_streams, step));
     }
     out
+}
+
+/// Runs `measure` (one figure per system) `rounds` times and returns each
+/// system's median figure, field by field.
+fn medians<const N: usize>(
+    rounds: usize,
+    mut measure: impl FnMut(usize) -> [Figure; N],
+) -> [Figure; N] {
+    let runs: Vec<[Figure; N]> = (0..rounds.max(1)).map(&mut measure).collect();
+    std::array::from_fn(|i| {
+        let of = |field: fn(&Figure) -> Option<f64>| {
+            median(
+                runs.iter()
+                    .filter_map(|run| run.get(i).and_then(field))
+                    .collect(),
+            )
+        };
+        Figure {
+            value: of(|f| Some(f.value)).unwrap_or(0.0),
+            p50_us: of(|f| f.p50_us.map(|v| v as f64)).map(|v| v as u64),
+            p99_us: of(|f| f.p99_us.map(|v| v as f64)).map(|v| v as u64),
+            p999_us: of(|f| f.p999_us.map(|v| v as f64)).map(|v| v as u64),
+            device_bytes_per_event: of(|f| f.device_bytes_per_event),
+        }
+    })
+}
+
+/// The median (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => values.get(n / 2).copied(),
+        _ => Some((values.get(n / 2 - 1)? + values.get(n / 2)?) / 2.0),
+    }
 }
 
 /// Encoded size of one Annals frame of `n` events like the workloads'.
@@ -470,6 +532,7 @@ fn load_stream(store: &Store, sqlite: &SqliteStore, streams: u64) -> Comparison 
         annals: load_figure(annals_ns),
         sqlite: Some(load_figure(sqlite_ns)),
         ceiling: None,
+        rounds: 1,
     }
 }
 
@@ -533,6 +596,7 @@ fn scan_feed(store: &Store, sqlite: &SqliteStore, dir: &Path, total: u64) -> Com
         annals: Figure::value(annals_rate),
         sqlite: Some(Figure::value(sqlite_rate)),
         ceiling: Some(Figure::value(ceiling_rate)),
+        rounds: 1,
     }
 }
 
@@ -562,6 +626,7 @@ fn open_times(dir: &Path, streams: u64) -> Vec<Comparison> {
             annals: Figure::value(small),
             sqlite: None,
             ceiling: None,
+            rounds: 1,
         },
         Comparison {
             workload: format!("open a store of {total} events (ms)"),
@@ -570,6 +635,7 @@ fn open_times(dir: &Path, streams: u64) -> Vec<Comparison> {
             annals: Figure::value(big),
             sqlite: Some(Figure::value(sqlite_open)),
             ceiling: None,
+            rounds: 1,
         },
     ]
 }
@@ -618,4 +684,51 @@ pub fn table(rows: &[Comparison]) -> String {
     }
     out.push_str("ratios: > 1 means Annals is ahead (more per second, or less time)\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figure(value: f64, p99: u64, bytes: f64) -> Figure {
+        Figure {
+            value,
+            p50_us: Some(p99 / 2),
+            p99_us: Some(p99),
+            p999_us: None,
+            device_bytes_per_event: Some(bytes),
+        }
+    }
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![7.0]), Some(7.0));
+        assert_eq!(median(vec![9.0, 1.0, 5.0]), Some(5.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 100.0]), Some(3.5));
+    }
+
+    #[test]
+    fn each_system_gets_the_median_of_its_own_figures_field_by_field() {
+        let rounds = [
+            [figure(100.0, 900, 300.0), figure(50.0, 10, 1.0)],
+            [figure(300.0, 100, 320.0), figure(70.0, 30, 3.0)],
+            [figure(200.0, 500, 310.0), figure(10.0, 20, 2.0)],
+        ];
+        let mut calls = Vec::new();
+        let [a, b] = medians(3, |round| {
+            calls.push(round);
+            rounds[round]
+        });
+        assert_eq!(calls, [0, 1, 2]);
+        assert_eq!(a.value, 200.0);
+        assert_eq!(a.p99_us, Some(500));
+        assert_eq!(a.p50_us, Some(250));
+        assert_eq!(a.p999_us, None);
+        assert_eq!(a.device_bytes_per_event, Some(310.0));
+        assert_eq!(
+            (b.value, b.p99_us, b.device_bytes_per_event),
+            (50.0, Some(20), Some(2.0))
+        );
+    }
 }

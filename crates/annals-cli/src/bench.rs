@@ -10,24 +10,39 @@ use serde_json::{json, Value};
 
 use crate::Failure;
 
+/// What to run.
+pub struct Plan {
+    /// Seconds per timed write measurement.
+    pub seconds: f64,
+    /// Rounds of each write workload (figures are medians over them).
+    pub rounds: usize,
+    /// Streams of the read workloads' store.
+    pub streams: u64,
+    /// Run the write workloads.
+    pub writes: bool,
+    /// Run the read workloads.
+    pub reads: bool,
+}
+
 /// Runs the suite and prints (and optionally writes) the results.
-pub fn run(
-    seconds: f64,
-    streams: u64,
-    json_file: Option<PathBuf>,
-    writes: bool,
-    reads: bool,
-) -> Result<(), Failure> {
-    if seconds <= 0.0 || streams == 0 {
-        return Err(Failure::usage("--seconds and --streams must be positive"));
+pub fn run(plan: Plan, json_file: Option<PathBuf>) -> Result<(), Failure> {
+    if plan.seconds <= 0.0 || plan.streams == 0 || plan.rounds == 0 {
+        return Err(Failure::usage(
+            "--seconds, --rounds and --streams must be positive",
+        ));
     }
     let config = SuiteConfig {
-        seconds,
-        read_streams: streams,
-        writes,
-        reads,
+        seconds: plan.seconds,
+        read_streams: plan.streams,
+        writes: plan.writes,
+        reads: plan.reads,
+        rounds: plan.rounds,
     };
-    let steps = if writes { 5 } else { 0 } + if reads { 4 } else { 0 };
+    let steps = if plan.writes {
+        6 * plan.rounds as u64
+    } else {
+        0
+    } + if plan.reads { 4 } else { 0 };
     let bar = ProgressBar::new(steps);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
@@ -44,6 +59,12 @@ pub fn run(
     });
     bar.finish_and_clear();
     print!("{}", table(&rows));
+    if plan.writes && plan.rounds > 1 {
+        println!(
+            "write figures: medians of {} rounds, the systems one after another in each",
+            plan.rounds
+        );
+    }
     if let Some(path) = json_file {
         let text = serde_json::to_string_pretty(&to_json(&rows))
             .map_err(|e| Failure::error(e.to_string()))?;
@@ -80,6 +101,7 @@ fn to_json(rows: &[Comparison]) -> Value {
                     "ceiling": figure(r.ceiling),
                     "annals_vs_sqlite": r.ratio(r.sqlite),
                     "annals_vs_ceiling": r.ratio(r.ceiling),
+                    "rounds": r.rounds,
                 })
             })
             .collect(),

@@ -117,6 +117,10 @@ enum Command {
         /// Seconds per timed write measurement.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// Rounds of each write workload, every system once per round; each
+        /// figure is the median over the rounds.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// Streams (of 100 events each) in the read workloads' store.
         #[arg(long, default_value_t = 10_000)]
         streams: u64,
@@ -266,11 +270,21 @@ fn main() -> ExitCode {
         ),
         Command::Bench {
             seconds,
+            rounds,
             streams,
             json,
             writes_only,
             reads_only,
-        } => bench::run(seconds, streams, json, !reads_only, !writes_only),
+        } => bench::run(
+            bench::Plan {
+                seconds,
+                rounds,
+                streams,
+                writes: !reads_only,
+                reads: !writes_only,
+            },
+            json,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

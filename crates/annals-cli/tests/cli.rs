@@ -418,6 +418,38 @@ fn bench_prints_a_table_and_writes_json() {
 }
 
 #[test]
+fn bench_rounds_interleave_the_systems_and_report_medians() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("bench.json");
+    let out = annals(
+        &[
+            "bench",
+            "--writes-only",
+            "--seconds",
+            "0.05",
+            "--rounds",
+            "3",
+            "--json",
+            json_path.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("medians of 3 rounds"), "{text}");
+    let rows: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    for row in rows {
+        assert_eq!(row["rounds"], 3, "{row}");
+        assert!(row["annals"]["value"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["ceiling"]["value"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let bad = annals(&["bench", "--rounds", "0"], None);
+    assert_eq!(code(&bad), 2);
+}
+
+#[test]
 fn rebuild_index_replaces_the_index_files_and_stats_report_them() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();
