@@ -102,22 +102,79 @@ pub struct Comparison {
     pub ceiling: Option<Figure>,
     /// Rounds measured: each figure is the median over them.
     pub rounds: usize,
+    /// With several rounds, the medians of each round's ratios (vs SQLite,
+    /// vs the ceiling): each pairs measurements taken seconds apart, where
+    /// a ratio of the medians pairs figures from different rounds.
+    pub paired: Option<[Option<f64>; 2]>,
 }
 
 impl Comparison {
-    /// How many times better Annals is than `other` (> 1: Annals ahead).
+    /// How many times better Annals is than `other` (> 1: Annals ahead),
+    /// from the figures.
     pub fn ratio(&self, other: Option<Figure>) -> Option<f64> {
-        let other = other?.value;
-        let annals = self.annals.value;
-        if annals <= 0.0 || other <= 0.0 {
-            return None;
-        }
-        Some(if self.higher_is_better {
-            annals / other
-        } else {
-            other / annals
-        })
+        ratio_of(self.higher_is_better, self.annals, other?)
     }
+
+    /// Annals vs SQLite: the median of the rounds' ratios, or (one round)
+    /// the figures' ratio.
+    pub fn vs_sqlite(&self) -> Option<f64> {
+        match self.paired {
+            Some([vs, _]) => vs,
+            None => self.ratio(self.sqlite),
+        }
+    }
+
+    /// Annals vs the ceiling, as [`Comparison::vs_sqlite`].
+    pub fn vs_ceiling(&self) -> Option<f64> {
+        match self.paired {
+            Some([_, vs]) => vs,
+            None => self.ratio(self.ceiling),
+        }
+    }
+
+    /// A write workload measured in rounds: `runs` holds each round's
+    /// figures, Annals' at `annals`, SQLite's at `sqlite`, the ceiling's at
+    /// `ceiling`.
+    fn from_rounds<const N: usize>(
+        workload: String,
+        runs: &[[Figure; N]],
+        annals: usize,
+        sqlite: usize,
+        ceiling: usize,
+    ) -> Self {
+        let figures = medians(runs);
+        let at = |i: usize| figures.get(i).copied();
+        let paired = |other: usize| {
+            median(
+                runs.iter()
+                    .filter_map(|run| ratio_of(true, *run.get(annals)?, *run.get(other)?))
+                    .collect(),
+            )
+        };
+        Comparison {
+            workload,
+            unit: "commits/s",
+            higher_is_better: true,
+            annals: at(annals).unwrap_or(Figure::value(0.0)),
+            sqlite: at(sqlite),
+            ceiling: at(ceiling),
+            rounds: runs.len(),
+            paired: (runs.len() > 1).then(|| [paired(sqlite), paired(ceiling)]),
+        }
+    }
+}
+
+/// How many times better `annals` is than `other`.
+fn ratio_of(higher_is_better: bool, annals: Figure, other: Figure) -> Option<f64> {
+    let (annals, other) = (annals.value, other.value);
+    if annals <= 0.0 || other <= 0.0 {
+        return None;
+    }
+    Some(if higher_is_better {
+        annals / other
+    } else {
+        other / annals
+    })
 }
 
 /// Runs the suite, calling `step` with a description before each workload.
@@ -134,58 +191,52 @@ pub fn run_suite(config: &SuiteConfig, step: &mut dyn FnMut(&str)) -> Vec<Compar
             }
         };
         for threads in [1usize, 8, 64] {
-            let [a, p, s] = medians(rounds, |round| {
+            let runs = in_rounds(rounds, |round| {
                 step_round(&format!("single-event appends, {threads} threads"), round);
                 let a = annals_single(threads, secs);
                 let p = plain_commits(threads, secs, frame_bytes(1, "writer-10", "Benchmarked"));
                 let s = sqlite_single(threads, secs);
-                [a, p, s].map(|m| Figure::rate(&m, None))
+                [a, s, p].map(|m| Figure::rate(&m, None))
             });
-            out.push(Comparison {
-                workload: format!("durable single-event appends, {threads} threads"),
-                unit: "commits/s",
-                higher_is_better: true,
-                annals: a,
-                sqlite: Some(s),
-                ceiling: Some(p),
-                rounds,
-            });
+            out.push(Comparison::from_rounds(
+                format!("durable single-event appends, {threads} threads"),
+                &runs,
+                0,
+                1,
+                2,
+            ));
         }
-        let [a, p, s] = medians(rounds, |round| {
+        let runs = in_rounds(rounds, |round| {
             step_round("command handling, 8 threads", round);
             let a = annals_commands(8, secs);
             let p = plain_commits(8, secs, frame_bytes(2, "agg-1-100", "Handled"));
             let s = sqlite_commands(8, secs);
-            [a, p, s].map(|m| Figure::rate(&m, None))
+            [a, s, p].map(|m| Figure::rate(&m, None))
         });
-        out.push(Comparison {
-            workload: "commands: 8 threads, 1-3 events, exact expectation".into(),
-            unit: "commits/s",
-            higher_is_better: true,
-            annals: a,
-            sqlite: Some(s),
-            ceiling: Some(p),
-            rounds,
-        });
-        let [a, p, s, off] = medians(rounds, |round| {
+        out.push(Comparison::from_rounds(
+            "commands: 8 threads, 1-3 events, exact expectation".into(),
+            &runs,
+            0,
+            1,
+            2,
+        ));
+        let runs = in_rounds(rounds, |round| {
             step_round("bulk appends, 100 x 128 B", round);
             let a = annals_bulk(secs, true);
             let p = plain_commits(1, secs, frame_bytes(100, "bulk-1000", "Bulk"));
             let s = sqlite_bulk(secs);
             step_round("bulk appends, zero-ahead off", round);
             let off = annals_bulk(secs, false);
-            [a, p, s, off].map(|m| Figure::rate(&m, Some(100.0)))
+            [a, s, p, off].map(|m| Figure::rate(&m, Some(100.0)))
         });
-        for (a, label) in [(a, ""), (off, " (zero-ahead off)")] {
-            out.push(Comparison {
-                workload: format!("bulk: 1 writer, 100 x 128 B per append{label}"),
-                unit: "commits/s",
-                higher_is_better: true,
-                annals: a,
-                sqlite: Some(s),
-                ceiling: Some(p),
-                rounds,
-            });
+        for (annals, label) in [(0, ""), (3, " (zero-ahead off)")] {
+            out.push(Comparison::from_rounds(
+                format!("bulk: 1 writer, 100 x 128 B per append{label}"),
+                &runs,
+                annals,
+                1,
+                2,
+            ));
         }
     }
     if config.reads {
@@ -194,13 +245,16 @@ pub fn run_suite(config: &SuiteConfig, step: &mut dyn FnMut(&str)) -> Vec<Compar
     out
 }
 
-/// Runs `measure` (one figure per system) `rounds` times and returns each
-/// system's median figure, field by field.
-fn medians<const N: usize>(
+/// Runs `measure` (one figure per system) `rounds` times.
+fn in_rounds<const N: usize>(
     rounds: usize,
-    mut measure: impl FnMut(usize) -> [Figure; N],
-) -> [Figure; N] {
-    let runs: Vec<[Figure; N]> = (0..rounds.max(1)).map(&mut measure).collect();
+    measure: impl FnMut(usize) -> [Figure; N],
+) -> Vec<[Figure; N]> {
+    (0..rounds.max(1)).map(measure).collect()
+}
+
+/// Each system's median figure over the rounds, field by field.
+fn medians<const N: usize>(runs: &[[Figure; N]]) -> [Figure; N] {
     std::array::from_fn(|i| {
         let of = |field: fn(&Figure) -> Option<f64>| {
             median(
@@ -533,6 +587,7 @@ fn load_stream(store: &Store, sqlite: &SqliteStore, streams: u64) -> Comparison 
         sqlite: Some(load_figure(sqlite_ns)),
         ceiling: None,
         rounds: 1,
+        paired: None,
     }
 }
 
@@ -597,6 +652,7 @@ fn scan_feed(store: &Store, sqlite: &SqliteStore, dir: &Path, total: u64) -> Com
         sqlite: Some(Figure::value(sqlite_rate)),
         ceiling: Some(Figure::value(ceiling_rate)),
         rounds: 1,
+        paired: None,
     }
 }
 
@@ -627,6 +683,7 @@ fn open_times(dir: &Path, streams: u64) -> Vec<Comparison> {
             sqlite: None,
             ceiling: None,
             rounds: 1,
+            paired: None,
         },
         Comparison {
             workload: format!("open a store of {total} events (ms)"),
@@ -636,6 +693,7 @@ fn open_times(dir: &Path, streams: u64) -> Vec<Comparison> {
             sqlite: Some(Figure::value(sqlite_open)),
             ceiling: None,
             rounds: 1,
+            paired: None,
         },
     ]
 }
@@ -677,8 +735,8 @@ pub fn table(rows: &[Comparison]) -> String {
             fmt(Some(row.annals)),
             fmt(row.sqlite),
             fmt(row.ceiling),
-            ratio(row.ratio(row.sqlite)),
-            ratio(row.ratio(row.ceiling)),
+            ratio(row.vs_sqlite()),
+            ratio(row.vs_ceiling()),
             tail
         ));
     }
@@ -716,11 +774,12 @@ mod tests {
             [figure(200.0, 500, 310.0), figure(10.0, 20, 2.0)],
         ];
         let mut calls = Vec::new();
-        let [a, b] = medians(3, |round| {
+        let runs = in_rounds(3, |round| {
             calls.push(round);
             rounds[round]
         });
         assert_eq!(calls, [0, 1, 2]);
+        let [a, b] = medians(&runs);
         assert_eq!(a.value, 200.0);
         assert_eq!(a.p99_us, Some(500));
         assert_eq!(a.p50_us, Some(250));
@@ -730,5 +789,39 @@ mod tests {
             (b.value, b.p99_us, b.device_bytes_per_event),
             (50.0, Some(20), Some(2.0))
         );
+    }
+
+    #[test]
+    fn ratios_over_rounds_pair_figures_of_the_same_round() {
+        // The disk is fast in round 2 and slow in round 3: Annals equals the
+        // ceiling in every round but the last, where it is half as fast.
+        let runs = [
+            [
+                figure(100.0, 1, 1.0),
+                figure(10.0, 1, 1.0),
+                figure(100.0, 1, 1.0),
+            ],
+            [
+                figure(300.0, 1, 1.0),
+                figure(30.0, 1, 1.0),
+                figure(300.0, 1, 1.0),
+            ],
+            [
+                figure(200.0, 1, 1.0),
+                figure(20.0, 1, 1.0),
+                figure(400.0, 1, 1.0),
+            ],
+        ];
+        let row = Comparison::from_rounds("w".into(), &runs, 0, 1, 2);
+        assert_eq!(
+            (row.annals.value, row.ceiling.unwrap().value),
+            (200.0, 300.0)
+        );
+        assert_eq!(row.rounds, 3);
+        assert_eq!(row.vs_ceiling(), Some(1.0), "not 200/300");
+        assert_eq!(row.vs_sqlite(), Some(10.0));
+        let one = Comparison::from_rounds("w".into(), &runs[2..], 0, 1, 2);
+        assert_eq!((one.rounds, one.paired), (1, None));
+        assert_eq!(one.vs_ceiling(), Some(0.5));
     }
 }
