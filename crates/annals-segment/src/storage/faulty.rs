@@ -338,7 +338,7 @@ mod tests {
         // ...and one for the reopened handle, whoever synced first.
         assert!(own.sync_all().is_err());
         assert!(own.sync_data().is_ok());
-        // A handle opened after the error does not see it.
+        // A handle opened after the error was reported does not see it.
         let later = own.reopen().unwrap();
         assert!(later.sync_data().is_ok());
     }

@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -183,8 +183,8 @@ fn open_read_write(path: &Path) -> io::Result<File> {
 #[derive(Debug)]
 struct FsFile {
     file: File,
-    /// Where it was opened: [`StorageFile::reopen`] opens it again (files
-    /// are never renamed while open for writing).
+    /// Where it was opened: [`StorageFile::reopen`] opens it again (and
+    /// refuses if the path now names another file).
     path: PathBuf,
 }
 
@@ -214,8 +214,16 @@ impl StorageFile for FsFile {
     }
 
     fn reopen(&self) -> io::Result<Arc<dyn StorageFile>> {
+        let file = open_read_write(&self.path)?;
+        let (was, is) = (self.file.metadata()?, file.metadata()?);
+        if (was.dev(), was.ino()) != (is.dev(), is.ino()) {
+            return Err(io::Error::other(format!(
+                "{} was renamed or replaced since it was opened",
+                self.path.display()
+            )));
+        }
         Ok(Arc::new(FsFile {
-            file: open_read_write(&self.path)?,
+            file,
             path: self.path.clone(),
         }))
     }
@@ -271,6 +279,24 @@ garbage line without separator
         assert_eq!(of("/tmp/x"), Some("ext4"));
         assert_eq!(filesystem_of("", Path::new("/x")), None);
         assert_eq!(unescape_mount_point(r"a\040b\134c\9"), "a b\\c\\9");
+    }
+
+    #[test]
+    fn a_reopened_handle_is_the_same_file_or_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::open(dir.path()).unwrap();
+        let file = storage.create("a").unwrap();
+        let again = file.reopen().unwrap();
+        again.write_all_at(b"through the second handle", 0).unwrap();
+        again.sync_data().unwrap();
+        let mut buf = [0u8; 7];
+        file.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"through");
+        // Renamed away and replaced: the path names another file now.
+        storage.rename("a", "b").unwrap();
+        drop(storage.create("a").unwrap());
+        let err = file.reopen().unwrap_err();
+        assert!(err.to_string().contains("renamed or replaced"), "{err}");
     }
 
     #[test]
