@@ -19,6 +19,29 @@ const LOCK_FILE_NAME: &str = "LOCK";
 pub struct FsStorage {
     dir: PathBuf,
     lock: Mutex<Option<File>>,
+    dir_syncs: DirSyncs,
+}
+
+/// Directory syncs run one at a time, and once one has failed every later
+/// one fails too. The log's writer and the index's background writer both
+/// sync the directory; a failed writeback is reported to an `fsync` once,
+/// so two syncs at once could see one report between them, and the other
+/// caller would go on believing its new file durable.
+#[derive(Debug, Default)]
+struct DirSyncs {
+    failed: Mutex<Option<String>>,
+}
+
+impl DirSyncs {
+    fn run(&self, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        let mut failed = self.failed.lock();
+        if let Some(first) = &*failed {
+            return Err(io::Error::other(format!(
+                "an earlier directory fsync failed ({first}); reopen the store"
+            )));
+        }
+        sync().inspect_err(|e| *failed = Some(e.to_string()))
+    }
 }
 
 impl FsStorage {
@@ -29,6 +52,7 @@ impl FsStorage {
         Ok(FsStorage {
             dir,
             lock: Mutex::new(None),
+            dir_syncs: DirSyncs::default(),
         })
     }
 
@@ -85,7 +109,9 @@ impl Storage for FsStorage {
     }
 
     fn sync_dir(&self) -> io::Result<()> {
-        File::open(&self.dir)?.sync_all()
+        // A directory that cannot be opened is not a failed sync.
+        let dir = File::open(&self.dir)?;
+        self.dir_syncs.run(|| dir.sync_all())
     }
 
     fn try_lock(&self) -> io::Result<()> {
@@ -253,6 +279,8 @@ impl StorageFile for FsFile {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
 
     const MOUNTINFO: &str = "\
@@ -279,6 +307,57 @@ garbage line without separator
         assert_eq!(of("/tmp/x"), Some("ext4"));
         assert_eq!(filesystem_of("", Path::new("/x")), None);
         assert_eq!(unescape_mount_point(r"a\040b\134c\9"), "a b\\c\\9");
+    }
+
+    #[test]
+    fn after_a_failed_directory_sync_every_later_one_fails() {
+        let syncs = DirSyncs::default();
+        syncs.run(|| Ok(())).unwrap();
+        let eio = syncs
+            .run(|| Err(io::Error::from_raw_os_error(5)))
+            .unwrap_err();
+        assert_eq!(eio.raw_os_error(), Some(5));
+        let mut ran = false;
+        let later = syncs
+            .run(|| {
+                ran = true;
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(!ran, "no sync may succeed after one failed");
+        assert!(
+            later.to_string().contains("earlier directory fsync failed"),
+            "{later}"
+        );
+    }
+
+    #[test]
+    fn directory_syncs_run_one_at_a_time() {
+        let syncs = Arc::new(DirSyncs::default());
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (syncs, running, most) = (syncs.clone(), running.clone(), most.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        syncs
+                            .run(|| {
+                                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                                most.fetch_max(now, Ordering::SeqCst);
+                                std::thread::sleep(std::time::Duration::from_micros(200));
+                                running.fetch_sub(1, Ordering::SeqCst);
+                                Ok(())
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1);
     }
 
     #[test]
