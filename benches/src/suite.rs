@@ -142,19 +142,23 @@ impl Comparison {
         sqlite: usize,
         ceiling: usize,
     ) -> Self {
+        // Rates: more is better.
+        let higher_is_better = true;
         let figures = medians(runs);
         let at = |i: usize| figures.get(i).copied();
         let paired = |other: usize| {
             median(
                 runs.iter()
-                    .filter_map(|run| ratio_of(true, *run.get(annals)?, *run.get(other)?))
+                    .filter_map(|run| {
+                        ratio_of(higher_is_better, *run.get(annals)?, *run.get(other)?)
+                    })
                     .collect(),
             )
         };
         Comparison {
             workload,
             unit: "commits/s",
-            higher_is_better: true,
+            higher_is_better,
             annals: at(annals).unwrap_or(Figure::value(0.0)),
             sqlite: at(sqlite),
             ceiling: at(ceiling),
