@@ -1,8 +1,9 @@
 //! Zero-filling the active segment ahead of the writer: it happens (the
 //! file's blocks get allocated ahead of the data), it never touches a byte
 //! the writer wrote (every event reads back, before and after reopen, with
-//! the filler racing the writer in every segment), and a filler that fails
-//! leaves the writer working.
+//! the filler racing the writer in every segment), a filler that fails
+//! leaves the writer working, and a writeback error the filler's sync meets
+//! first still fails the writer's.
 
 mod common;
 
