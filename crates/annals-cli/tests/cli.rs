@@ -358,8 +358,6 @@ fn demo_runs_and_checks_itself() {
             "4",
             "--commands",
             "100",
-            "--accounts",
-            "20",
         ],
         None,
     );
@@ -372,6 +370,14 @@ fn demo_runs_and_checks_itself() {
             && text.contains("balances add up"),
         "{text}"
     );
+    // The demo says tellers race on shared accounts: conflicts must happen.
+    let conflicts: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("conflicts: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a conflicts line with a count");
+    assert!(conflicts > 0, "no conflict in the demo: {text}");
 }
 
 #[test]
