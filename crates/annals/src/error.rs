@@ -1,5 +1,7 @@
 //! The store's error type.
 
+use std::sync::Arc;
+
 use crate::expected::WrongExpectedVersion;
 
 /// Result alias for the store.
@@ -19,10 +21,20 @@ pub enum Error {
     /// The stream was deleted; it cannot be read or appended to.
     #[error("stream {0} was deleted")]
     StreamDeleted(String),
-    /// An earlier write or fsync failed; the store refuses writes until it
-    /// is reopened, which recovers from what is on disk.
-    #[error("the store refuses writes after an earlier I/O failure; reopen it")]
-    Poisoned,
+    /// A write, fsync or commit failed; the store refuses writes until it
+    /// is reopened, which recovers from what is on disk. Every request of
+    /// the group that failed, and every later one, carries the same cause.
+    #[error("the store refuses writes after an earlier failure ({cause}); reopen it")]
+    Poisoned {
+        /// What failed first: an I/O error of the log, or a panic.
+        #[source]
+        cause: Arc<Error>,
+    },
+    /// A group commit panicked (in a [`Storage`](crate::storage::Storage)
+    /// implementation, or a broken invariant of the store). Seen as the
+    /// cause of [`Error::Poisoned`].
+    #[error("a group commit panicked: {0}")]
+    Panicked(String),
     /// The store was closed while the request was pending.
     #[error("the store is closed")]
     Closed,
@@ -41,7 +53,6 @@ impl From<annals_segment::Error> for Error {
     fn from(error: annals_segment::Error) -> Self {
         match error {
             annals_segment::Error::Invalid(reason) => Error::InvalidInput(reason),
-            annals_segment::Error::Poisoned => Error::Poisoned,
             annals_segment::Error::Locked(dir) => Error::Locked(dir),
             other => Error::Log(other),
         }
@@ -52,5 +63,13 @@ impl Error {
     /// Whether this is corruption found on disk.
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Log(annals_segment::Error::Corrupt { .. }))
+    }
+
+    /// What made the store refuse writes, if this is [`Error::Poisoned`].
+    pub fn poison_cause(&self) -> Option<&Error> {
+        match self {
+            Error::Poisoned { cause } => Some(cause),
+            _ => None,
+        }
     }
 }

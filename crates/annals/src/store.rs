@@ -116,6 +116,8 @@ struct Inner {
     pipeline: Pipeline,
     frame_bytes_max: usize,
     recovery: RecoveryReport,
+    /// Whether [`Inner::shut_down`] ran (by [`Store::close`]).
+    shut: bool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -126,12 +128,24 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+impl Inner {
+    /// Every clone is gone, so nothing is pending: syncs what buffered mode
+    /// left unsynced and marks the log cleanly closed, then persists the
+    /// index buffer. The first error of these.
+    fn shut_down(&mut self) -> Result<()> {
+        self.shut = true;
+        let log = self.pipeline.close();
+        self.index.close();
+        log
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Every clone is gone, so nothing is pending: sync what buffered
-        // mode left unsynced, then persist the index buffer.
-        self.pipeline.close();
-        self.index.close();
+        if !self.shut {
+            // Nobody can be told: `Store::close` is the way to hear it.
+            let _ = self.shut_down();
+        }
     }
 }
 
@@ -215,7 +229,7 @@ impl Store {
             reader: reader.clone(),
             index: Arc::clone(&index),
             durability: options.durability,
-            poisoned: false,
+            poison: None,
         };
         Ok(Store {
             inner: Arc::new(Inner {
@@ -230,6 +244,7 @@ impl Store {
                 ),
                 frame_bytes_max,
                 recovery,
+                shut: false,
             }),
         })
     }
@@ -317,6 +332,20 @@ impl Store {
         match self.inner.pipeline.submit(Work::Append(appends)) {
             Answer::Append(outcome) => outcome,
             Answer::Flush(_) => Err(Error::Index("an append was answered as a flush".into())),
+        }
+    }
+
+    /// Closes this handle and says whether closing went well. The last
+    /// handle syncs what [`Durability::Buffered`](crate::Durability::Buffered) left unsynced, marks the
+    /// log cleanly closed and persists the index buffer, returning the
+    /// first error of these (dropping the last handle does the same but can
+    /// only swallow an error). While other clones are open, it makes
+    /// everything appended so far durable, as [`Store::flush`], and lets go
+    /// of this handle.
+    pub fn close(self) -> Result<()> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => inner.shut_down(),
+            Err(inner) => Store { inner }.flush(),
         }
     }
 

@@ -60,12 +60,17 @@ fn an_fsync_failure_poisons_the_store_until_reopen() {
         kind: FaultKind::Eio,
     });
     let failed = store.append("s", ExpectedVersion::Any, vec![event(5)]);
-    assert!(matches!(failed, Err(Error::Log(_))), "{failed:?}");
+    assert!(
+        matches!(&failed, Err(e) if matches!(e.poison_cause(), Some(Error::Log(_)))),
+        "{failed:?}"
+    );
     for i in 6..9 {
-        assert!(matches!(
-            store.append("t", ExpectedVersion::Any, vec![event(i)]),
-            Err(Error::Poisoned)
-        ));
+        // Every later request is refused with the same cause.
+        let refused = store.append("t", ExpectedVersion::Any, vec![event(i)]);
+        assert!(
+            matches!(&refused, Err(e) if matches!(e.poison_cause(), Some(Error::Log(_)))),
+            "{refused:?}"
+        );
     }
     // What was acknowledged is still readable from the open store.
     check_acked(&store, &acked);

@@ -18,29 +18,46 @@ pub(crate) struct Writer {
     pub(crate) reader: LogReader,
     pub(crate) index: Arc<Index>,
     pub(crate) durability: Durability,
-    pub(crate) poisoned: bool,
+    /// What failed, once a write, fsync or commit failed: every later
+    /// request is refused with it until reopen.
+    pub(crate) poison: Option<Arc<Error>>,
 }
 
 impl Writer {
     /// Answers every request of a group. After a failed write or fsync the
-    /// writer is poisoned: every later request fails until reopen.
+    /// writer is poisoned: every request of the group, and every later one,
+    /// fails with [`Error::Poisoned`] carrying the cause, until reopen.
     pub(super) fn commit_group(&mut self, group: &[Request]) -> Vec<Answer> {
-        if !self.poisoned {
+        if self.poison.is_none() {
             match self.commit(group) {
                 Ok(answers) => return answers,
-                Err(failed) => {
-                    self.poisoned = true;
-                    let mut failed = Some(failed);
-                    return group
-                        .iter()
-                        .map(|r| error_answer(&r.work, failed.take().unwrap_or(Error::Poisoned)))
-                        .collect();
-                }
+                Err(failed) => self.poison = Some(Arc::new(failed)),
             }
         }
+        self.refuse(group)
+    }
+
+    /// Poisons the writer with `cause` (unless it already is) and answers
+    /// every request of the group with it.
+    pub(super) fn fail(&mut self, cause: Error, group: &[Request]) -> Vec<Answer> {
+        self.poison.get_or_insert_with(|| Arc::new(cause));
+        self.refuse(group)
+    }
+
+    /// Answers every request of the group with the poison's cause.
+    fn refuse(&self, group: &[Request]) -> Vec<Answer> {
+        let cause = self
+            .poison
+            .clone()
+            .unwrap_or_else(|| Arc::new(Error::Closed));
         group
             .iter()
-            .map(|r| error_answer(&r.work, Error::Poisoned))
+            .map(|r| {
+                let error = Error::Poisoned {
+                    cause: Arc::clone(&cause),
+                };
+                error_answer(&r.work, error)
+            })
             .collect()
     }
 

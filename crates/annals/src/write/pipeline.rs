@@ -2,6 +2,7 @@
 //! leader gathers, and waking the followers a leader answered.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -195,7 +196,17 @@ impl Pipeline {
             group
         };
         let started = Instant::now();
-        let answers = self.writer.lock().commit_group(&group);
+        let answers = {
+            let mut writer = self.writer.lock();
+            // A panic inside a commit (a `Storage` implementation, a broken
+            // invariant) must not leave followers waiting on their slots and
+            // the leader flag set forever: it poisons the writer like a
+            // failed fsync, and every caller of the group is answered.
+            match std::panic::catch_unwind(AssertUnwindSafe(|| writer.commit_group(&group))) {
+                Ok(answers) => answers,
+                Err(panic) => writer.fail(Error::Panicked(panic_message(&*panic)), &group),
+            }
+        };
         let took = started.elapsed();
         let next = {
             let mut queue = self.queue.lock();
@@ -300,11 +311,27 @@ impl Pipeline {
         self.queue.lock().stats
     }
 
-    /// Syncs on close, unless poisoned (the next open recovers from disk).
-    pub(crate) fn close(&self) {
+    /// Syncs on close and marks the log cleanly closed, unless poisoned
+    /// (the next open recovers from disk); the error of that sync, if any.
+    pub(crate) fn close(&self) -> crate::Result<()> {
         let mut writer = self.writer.lock();
-        if !writer.poisoned {
-            let _ = writer.log.close_clean();
+        if writer.poison.is_some() {
+            return Ok(());
         }
+        match std::panic::catch_unwind(AssertUnwindSafe(|| writer.log.close_clean())) {
+            Ok(result) => result.map_err(Error::from),
+            Err(panic) => Err(Error::Panicked(panic_message(&*panic))),
+        }
+    }
+}
+
+/// The text a panic was raised with.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_owned()
     }
 }
