@@ -10,33 +10,20 @@ use bytes::Bytes;
 pub struct EventId(pub [u8; 16]);
 
 impl EventId {
-    /// A new random id (UUID version 4 layout).
+    /// A new random id (UUID version 4).
     pub fn random() -> Self {
-        let hi = annals_segment::random_u64().to_le_bytes();
-        let lo = annals_segment::random_u64().to_le_bytes();
-        let mut bytes = [0u8; 16];
-        for (dst, src) in bytes.iter_mut().zip(hi.iter().chain(lo.iter())) {
-            *dst = *src;
-        }
-        bytes[6] = (bytes[6] & 0x0f) | 0x40;
-        bytes[8] = (bytes[8] & 0x3f) | 0x80;
-        EventId(bytes)
+        EventId(uuid::Uuid::new_v4().into_bytes())
     }
 
-    /// A new time-ordered id (UUID version 7 layout: milliseconds since
-    /// the Unix epoch in the first 48 bits, big-endian, then 74 random
-    /// bits). Ids made later sort after ids made earlier (to the
-    /// millisecond), which lets the duplicate check of an append skip
-    /// every index file whose ids are all older without reading it. What
-    /// [`EventData::new`] uses.
+    /// A new time-ordered id (UUID version 7: milliseconds since the Unix
+    /// epoch in the first 48 bits, big-endian, then a counter and random
+    /// bits). Ids made later in this process sort after ids made earlier,
+    /// also within one millisecond (the `uuid` crate's monotonic counter),
+    /// which lets the duplicate check of an append skip every index file
+    /// whose ids are all older without reading it. What [`EventData::new`]
+    /// uses.
     pub fn time_ordered() -> Self {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let mut bytes = Self::random().0;
-        bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
-        bytes[6] = (bytes[6] & 0x0f) | 0x70;
-        EventId(bytes)
+        EventId(uuid::Uuid::now_v7().into_bytes())
     }
 
     /// The raw bytes.
@@ -45,15 +32,21 @@ impl EventId {
     }
 }
 
+impl From<uuid::Uuid> for EventId {
+    fn from(id: uuid::Uuid) -> Self {
+        EventId(id.into_bytes())
+    }
+}
+
+impl From<EventId> for uuid::Uuid {
+    fn from(id: EventId) -> Self {
+        uuid::Uuid::from_bytes(id.0)
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, byte) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        fmt::Display::fmt(&uuid::Uuid::from_bytes(self.0).hyphenated(), f)
     }
 }
 
@@ -71,22 +64,12 @@ pub struct ParseEventIdError(pub String);
 impl FromStr for EventId {
     type Err = ParseEventIdError;
 
+    /// Parses a UUID: hyphenated (`8-4-4-4-12` hex digits) or 32 hex digits
+    /// (also the braced and `urn:uuid:` forms), by the `uuid` crate.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let hex: Vec<u8> = text.bytes().filter(|b| *b != b'-').collect();
-        let dashes_ok = text.len() == 32
-            || (text.len() == 36
-                && [8, 13, 18, 23]
-                    .iter()
-                    .all(|&i| text.as_bytes().get(i) == Some(&b'-')));
-        if hex.len() != 32 || !dashes_ok {
-            return Err(ParseEventIdError(text.to_owned()));
-        }
-        let mut bytes = [0u8; 16];
-        for (dst, pair) in bytes.iter_mut().zip(hex.chunks(2)) {
-            let pair = std::str::from_utf8(pair).map_err(|_| ParseEventIdError(text.to_owned()))?;
-            *dst = u8::from_str_radix(pair, 16).map_err(|_| ParseEventIdError(text.to_owned()))?;
-        }
-        Ok(EventId(bytes))
+        uuid::Uuid::try_parse(text)
+            .map(EventId::from)
+            .map_err(|_| ParseEventIdError(text.to_owned()))
     }
 }
 
@@ -292,6 +275,10 @@ mod tests {
             "xyz",
             "0123456789abcdef0123456789abcdeg",
             "0123456789-abcdef0123456789abcdef0",
+            // Regression: signs were accepted by the hand-written parser
+            // (`u8::from_str_radix` takes a leading `+`).
+            "+0+0+0+0-+0+0-+0+0-+0+0-+0+0+0+0+0+0",
+            "+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0",
         ] {
             assert!(bad.parse::<EventId>().is_err(), "{bad}");
         }
@@ -317,5 +304,16 @@ mod tests {
         }
         assert_ne!(EventId::time_ordered(), EventId::time_ordered());
         assert_eq!(EventData::new("T", "x").id.0[6] >> 4, 7);
+    }
+
+    #[test]
+    fn time_ordered_ids_are_monotonic_within_one_millisecond() {
+        // Regression: the hand-written v7 filled the bits after the
+        // millisecond at random, so ids made in the same millisecond
+        // sorted in random order.
+        let ids: Vec<EventId> = (0..10_000).map(|_| EventId::time_ordered()).collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{} then {}", pair[0], pair[1]);
+        }
     }
 }
