@@ -426,8 +426,110 @@ impl FrameHeader {
     }
 }
 
-/// Why bytes at an offset are not a valid frame.
-pub type FrameFault = &'static str;
+/// Why bytes at an offset are not a valid frame (or event of a frame).
+///
+/// Its [`Display`](std::fmt::Display) text is the reason a corruption
+/// error ([`Error::Corrupt`]) gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameFault {
+    /// Fewer bytes than a frame header remain.
+    TruncatedFrameHeader,
+    /// The frame header's CRC (bound to the frame's offset) does not match.
+    FrameHeaderChecksum,
+    /// The frame's salt is not its segment's: bytes of another segment or file.
+    FrameSaltMismatch,
+    /// `frame_bytes` is below the smallest frame or above [`FRAME_BYTES_MAX`].
+    FrameLengthOutOfRange,
+    /// `event_count` is zero or above [`FRAME_EVENTS_MAX`].
+    EventCountOutOfRange,
+    /// `frame_bytes` cannot hold `event_count` offset entries and event headers.
+    FrameTooShortForEvents,
+    /// `position_first + event_count` overflows a `u64`.
+    FramePositionOverflow,
+    /// The frame's length reaches past the bytes the segment holds.
+    FramePastSegmentEnd,
+    /// Fewer bytes than the frame's length remain.
+    TruncatedFrame,
+    /// An offset table entry does not point where its event starts.
+    OffsetTableMismatch,
+    /// The events do not end where the frame's length says.
+    FrameLengthMismatch,
+    /// The alignment padding after the frame holds a non-zero byte.
+    PaddingNotZero,
+    /// A valid frame whose first position is not the one after the frame before it (recovery's scan).
+    PositionOutOfSequence,
+    /// A valid frame of a sealed segment that reaches into the next segment's positions (recovery's scan).
+    PastNextSegment,
+    /// Fewer bytes than an event header remain.
+    TruncatedEventHeader,
+    /// `event_bytes` is below [`EVENT_HEADER_BYTES`] or above [`EVENT_BYTES_MAX`].
+    EventLengthOutOfRange,
+    /// The event's length reaches past the end of its frame.
+    EventPastFrameEnd,
+    /// The event's CRC (bound to the segment's salt and the event's position) does not match.
+    EventChecksum,
+    /// The header's field lengths do not add up to `event_bytes`.
+    EventFieldLengths,
+    /// The stream name is not UTF-8.
+    StreamNotUtf8,
+    /// The event type is not UTF-8.
+    TypeNotUtf8,
+    /// The position asked for is not one of the frame's.
+    PositionNotInFrame,
+    /// The frame's bytes end before the position's offset table entry.
+    TruncatedOffsetTable,
+    /// An offset table entry points at or before its own entry (a point read through [`locate_event`]).
+    EventOffsetBelowEntry,
+    /// An offset table entry points before the frame's first event (a read through [`decode_event_in_frame`]).
+    EventOffsetInFrameHeader,
+    /// An offset table entry points past the end of its frame.
+    EventOffsetPastFrameEnd,
+}
+
+impl FrameFault {
+    /// The reason as text, as corruption errors give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameFault::TruncatedFrameHeader => "truncated frame header",
+            FrameFault::FrameHeaderChecksum => "frame header checksum mismatch",
+            FrameFault::FrameSaltMismatch => "frame salt does not match its segment",
+            FrameFault::FrameLengthOutOfRange => "frame length out of range",
+            FrameFault::EventCountOutOfRange => "frame event count out of range",
+            FrameFault::FrameTooShortForEvents => "frame too short for its event count",
+            FrameFault::FramePositionOverflow => "frame position overflows",
+            FrameFault::FramePastSegmentEnd => "frame runs past the end of the segment",
+            FrameFault::TruncatedFrame => "truncated frame",
+            FrameFault::OffsetTableMismatch => "event offset table does not match the events",
+            FrameFault::FrameLengthMismatch => "frame length does not match its events",
+            FrameFault::PaddingNotZero => "frame padding is not zero",
+            FrameFault::PositionOutOfSequence => "frame position out of sequence",
+            FrameFault::PastNextSegment => "frame runs past the next segment's first position",
+            FrameFault::TruncatedEventHeader => "truncated event header",
+            FrameFault::EventLengthOutOfRange => "event length out of range",
+            FrameFault::EventPastFrameEnd => "event runs past the end of its frame",
+            FrameFault::EventChecksum => "event checksum mismatch",
+            FrameFault::EventFieldLengths => "event field lengths do not add up",
+            FrameFault::StreamNotUtf8 => "stream name is not UTF-8",
+            FrameFault::TypeNotUtf8 => "event type is not UTF-8",
+            FrameFault::PositionNotInFrame => "position not in this frame",
+            FrameFault::TruncatedOffsetTable => "truncated event offset table",
+            FrameFault::EventOffsetBelowEntry => {
+                "event offset points into the frame's header or offset table"
+            }
+            FrameFault::EventOffsetInFrameHeader => "event offset points into the frame header",
+            FrameFault::EventOffsetPastFrameEnd => "event offset past the end of its frame",
+        }
+    }
+}
+
+impl std::fmt::Display for FrameFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for FrameFault {}
 
 /// Decodes the frame header at the start of `bytes`, which sit at `offset` in
 /// a segment salted with `salt`. The checksum is verified before any field
@@ -439,13 +541,13 @@ pub fn decode_frame_header(
 ) -> Result<FrameHeader, FrameFault> {
     let head = bytes
         .get(..FRAME_HEADER_BYTES)
-        .ok_or("truncated frame header")?;
-    let stored = get_u32(head, FH_CRC).ok_or("truncated frame header")?;
+        .ok_or(FrameFault::TruncatedFrameHeader)?;
+    let stored = get_u32(head, FH_CRC).ok_or(FrameFault::TruncatedFrameHeader)?;
     if frame_header_crc(offset, head.get(4..).unwrap_or_default()) != stored {
-        return Err("frame header checksum mismatch");
+        return Err(FrameFault::FrameHeaderChecksum);
     }
     if get_u64(head, FH_SALT) != Some(salt) {
-        return Err("frame salt does not match its segment");
+        return Err(FrameFault::FrameSaltMismatch);
     }
     let header = FrameHeader {
         frame_bytes: get_u32(head, FH_FRAME_BYTES).unwrap_or(0),
@@ -457,24 +559,24 @@ pub fn decode_frame_header(
     if !(FRAME_HEADER_BYTES + EVENT_OFFSET_BYTES + EVENT_HEADER_BYTES..=FRAME_BYTES_MAX)
         .contains(&size)
     {
-        return Err("frame length out of range");
+        return Err(FrameFault::FrameLengthOutOfRange);
     }
     if header.event_count == 0 || header.event_count > FRAME_EVENTS_MAX {
-        return Err("frame event count out of range");
+        return Err(FrameFault::EventCountOutOfRange);
     }
     let per_event = (EVENT_OFFSET_BYTES + EVENT_HEADER_BYTES) as u64;
     if FRAME_HEADER_BYTES as u64 + u64::from(header.event_count) * per_event > size as u64 {
-        return Err("frame too short for its event count");
+        return Err(FrameFault::FrameTooShortForEvents);
     }
     if header
         .position_first
         .checked_add(u64::from(header.event_count))
         .is_none()
     {
-        return Err("frame position overflows");
+        return Err(FrameFault::FramePositionOverflow);
     }
     if bytes.len() < size {
-        return Err("frame runs past the end of the segment");
+        return Err(FrameFault::FramePastSegmentEnd);
     }
     Ok(header)
 }
@@ -487,7 +589,7 @@ pub fn decode_record(
     position: u64,
 ) -> Result<(Record<'_>, usize), FrameFault> {
     let (record, size) = decode_record_of(bytes, salt, position, None)?;
-    Ok((record.ok_or("stream name is not UTF-8")?, size))
+    Ok((record.ok_or(FrameFault::StreamNotUtf8)?, size))
 }
 
 /// [`decode_record`] for a reader that wants only the events of `stream`:
@@ -500,16 +602,14 @@ pub fn decode_record_of<'a>(
     position: u64,
     stream: Option<&'a str>,
 ) -> Result<(Option<Record<'a>>, usize), FrameFault> {
-    let size = get_u32(bytes, EV_BYTES).ok_or("truncated event header")? as usize;
+    let size = get_u32(bytes, EV_BYTES).ok_or(FrameFault::TruncatedEventHeader)? as usize;
     if !(EVENT_HEADER_BYTES..=EVENT_BYTES_MAX).contains(&size) {
-        return Err("event length out of range");
+        return Err(FrameFault::EventLengthOutOfRange);
     }
-    let record = bytes
-        .get(..size)
-        .ok_or("event runs past the end of its frame")?;
-    let stored = get_u32(record, EV_CRC).ok_or("truncated event header")?;
+    let record = bytes.get(..size).ok_or(FrameFault::EventPastFrameEnd)?;
+    let stored = get_u32(record, EV_CRC).ok_or(FrameFault::TruncatedEventHeader)?;
     if event_crc(salt, position, record.get(4..).unwrap_or_default()) != stored {
-        return Err("event checksum mismatch");
+        return Err(FrameFault::EventChecksum);
     }
     let stream_len = usize::from(get_u16(record, EV_STREAM_BYTES).unwrap_or(0));
     let type_len = usize::from(get_u16(record, EV_TYPE_BYTES).unwrap_or(0));
@@ -520,7 +620,7 @@ pub fn decode_record_of<'a>(
     let metadata_end = type_end.saturating_add(metadata_len);
     let data_end = metadata_end.saturating_add(data_len);
     if data_end != size {
-        return Err("event field lengths do not add up");
+        return Err(FrameFault::EventFieldLengths);
     }
     let stream_bytes = record
         .get(EVENT_HEADER_BYTES..stream_end)
@@ -528,10 +628,10 @@ pub fn decode_record_of<'a>(
     let stream = match stream {
         Some(wanted) if wanted.as_bytes() == stream_bytes => wanted,
         Some(_) => return Ok((None, size)),
-        None => std::str::from_utf8(stream_bytes).map_err(|_| "stream name is not UTF-8")?,
+        None => std::str::from_utf8(stream_bytes).map_err(|_| FrameFault::StreamNotUtf8)?,
     };
     let event_type = std::str::from_utf8(record.get(stream_end..type_end).unwrap_or_default())
-        .map_err(|_| "event type is not UTF-8")?;
+        .map_err(|_| FrameFault::TypeNotUtf8)?;
     let record = Record {
         stream,
         stream_version: get_u64(record, EV_VERSION).unwrap_or(0),
@@ -556,23 +656,21 @@ pub fn decode_frame<'a>(
     let header = decode_frame_header(bytes, offset, salt)?;
     let frame = bytes
         .get(..header.frame_bytes as usize)
-        .ok_or("truncated frame")?;
+        .ok_or(FrameFault::TruncatedFrame)?;
     let count = header.event_count as usize;
     let mut records = Vec::with_capacity(count.min(1024));
     let mut at = FRAME_HEADER_BYTES + count * EVENT_OFFSET_BYTES;
     for i in 0..count {
         if event_offset(frame, i) != Some(at) {
-            return Err("event offset table does not match the events");
+            return Err(FrameFault::OffsetTableMismatch);
         }
-        let rest = frame
-            .get(at..)
-            .ok_or("event runs past the end of its frame")?;
+        let rest = frame.get(at..).ok_or(FrameFault::EventPastFrameEnd)?;
         let (record, size) = decode_record(rest, salt, header.position_first + i as u64)?;
         records.push(record);
         at += size;
     }
     if at != frame.len() {
-        return Err("frame length does not match its events");
+        return Err(FrameFault::FrameLengthMismatch);
     }
     // Padding is not under any checksum: it must be zero. (Bytes past the
     // end of `bytes` read as zero: a file is extended with zeros.)
@@ -581,7 +679,7 @@ pub fn decode_frame<'a>(
         .get(frame.len()..padded.min(bytes.len()))
         .unwrap_or_default();
     if padding.iter().any(|b| *b != 0) {
-        return Err("frame padding is not zero");
+        return Err(FrameFault::PaddingNotZero);
     }
     Ok((header, records))
 }
@@ -600,13 +698,13 @@ pub fn locate_event(frame: &[u8], position_first: u64, position: u64) -> Result<
         .checked_sub(position_first)
         .and_then(|i| usize::try_from(i).ok())
         .filter(|i| *i < FRAME_EVENTS_MAX as usize)
-        .ok_or("position not in this frame")?;
-    let at = event_offset(frame, i).ok_or("truncated event offset table")?;
+        .ok_or(FrameFault::PositionNotInFrame)?;
+    let at = event_offset(frame, i).ok_or(FrameFault::TruncatedOffsetTable)?;
     if at < FRAME_HEADER_BYTES + (i + 1) * EVENT_OFFSET_BYTES {
-        return Err("event offset points into the frame's header or offset table");
+        return Err(FrameFault::EventOffsetBelowEntry);
     }
     if at >= frame.len() {
-        return Err("event offset past the end of its frame");
+        return Err(FrameFault::EventOffsetPastFrameEnd);
     }
     Ok(at)
 }
@@ -646,19 +744,60 @@ pub fn decode_event_in_frame<'a>(
 ) -> Result<Record<'a>, FrameFault> {
     let header = decode_frame_header(bytes, offset, salt)?;
     if position < header.position_first || position >= header.position_end() {
-        return Err("position not in this frame");
+        return Err(FrameFault::PositionNotInFrame);
     }
     let frame = bytes
         .get(..header.frame_bytes as usize)
-        .ok_or("truncated frame")?;
+        .ok_or(FrameFault::TruncatedFrame)?;
     let i = (position - header.position_first) as usize;
-    let at = event_offset(frame, i).ok_or("truncated event offset table")?;
+    let at = event_offset(frame, i).ok_or(FrameFault::TruncatedOffsetTable)?;
     let events_start = FRAME_HEADER_BYTES + header.event_count as usize * EVENT_OFFSET_BYTES;
     if at < events_start {
-        return Err("event offset points into the frame header");
+        return Err(FrameFault::EventOffsetInFrameHeader);
     }
-    let rest = frame
-        .get(at..)
-        .ok_or("event offset past the end of its frame")?;
+    let rest = frame.get(at..).ok_or(FrameFault::EventOffsetPastFrameEnd)?;
     decode_record(rest, salt, position).map(|(record, _)| record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_reads_as_the_reason_corruption_errors_give() {
+        let record = Record {
+            stream: "s",
+            stream_version: 0,
+            id: [1; 16],
+            timestamp_us: 2,
+            flags: 0,
+            event_type: "t",
+            metadata: b"",
+            data: b"d",
+        };
+        let place = FramePlace {
+            salt: 7,
+            offset: 64,
+            position_first: 0,
+            synced_before: 64,
+        };
+        let mut frame = Vec::new();
+        encode_frame(&mut frame, place, &[record]).unwrap();
+        assert_eq!(
+            decode_frame_header(&frame, 64, 8),
+            Err(FrameFault::FrameSaltMismatch)
+        );
+        frame[FH_POSITION_FIRST] ^= 1;
+        let fault = decode_frame(&frame, 64, 7).unwrap_err();
+        assert_eq!(fault, FrameFault::FrameHeaderChecksum);
+        assert_eq!(fault.to_string(), "frame header checksum mismatch");
+        assert_eq!(
+            Error::corrupt("f", 64, fault.as_str()).to_string(),
+            "corrupt log: f at offset 64: frame header checksum mismatch"
+        );
+        assert_eq!(
+            decode_event_at(&frame, 7, 1, 0).unwrap_err().to_string(),
+            "position not in this frame"
+        );
+    }
 }

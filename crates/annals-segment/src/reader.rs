@@ -244,8 +244,9 @@ impl LogReader {
                 }
                 let bytes = frame_bytes_at(map.bytes(), entry.offset);
                 let (header, records) =
-                    format::decode_frame(bytes, entry.offset, segment.header.salt)
-                        .map_err(|reason| Error::corrupt(&segment.name, entry.offset, reason))?;
+                    format::decode_frame(bytes, entry.offset, segment.header.salt).map_err(
+                        |reason| Error::corrupt(&segment.name, entry.offset, reason.as_str()),
+                    )?;
                 if header.position_first != entry.position_first {
                     return Err(Error::corrupt(
                         &segment.name,
@@ -333,7 +334,9 @@ impl LogReader {
                 }
                 let bytes = frame_bytes_at(map.bytes(), entry.offset);
                 let (header, _) = format::decode_frame(bytes, entry.offset, segment.header.salt)
-                    .map_err(|reason| Error::corrupt(&segment.name, entry.offset, reason))?;
+                    .map_err(|reason| {
+                        Error::corrupt(&segment.name, entry.offset, reason.as_str())
+                    })?;
                 if header.position_first != position {
                     return Err(Error::corrupt(
                         &segment.name,
