@@ -3,7 +3,8 @@
 //!
 //! - [`format`](mod@format): every byte on disk (the spec is `docs/FORMAT.md`).
 //! - [`LogWriter`]: the one writer; appends frames, `fdatasync`s, rolls segments.
-//! - [`LogReader`]: cloneable readers over `mmap`, up to the durable end.
+//! - [`LogReader`]: cloneable readers over `mmap`, up to the end the writer
+//!   published (what it synced, or what it wrote if told to publish unsynced).
 //! - recovery on [`open`]: torn tails are truncated, corruption is refused.
 //! - [`storage`]: all file I/O, with a real and a crash-simulating backend.
 //!
