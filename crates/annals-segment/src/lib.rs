@@ -3,12 +3,19 @@
 //!
 //! - [`format`](mod@format): every byte on disk (the spec is `docs/FORMAT.md`).
 //! - [`LogWriter`]: the one writer; appends frames, `fdatasync`s, rolls segments.
-//! - [`LogReader`]: cloneable readers over `mmap`, up to the durable end.
+//! - [`LogReader`]: cloneable readers over `mmap`, up to the end the writer
+//!   published (what it synced, or what it wrote if told to publish unsynced).
 //! - recovery on [`open`]: torn tails are truncated, corruption is refused.
 //! - [`storage`]: all file I/O, with a real and a crash-simulating backend.
 //!
-//! This crate knows nothing of streams or versions: it frames records and
-//! gives them dense global positions.
+//! This crate is the *event log format*: its records are events (stream
+//! name, stream version, id, timestamp, flags, type, metadata, data), each
+//! checksummed together with its segment's salt and its global position,
+//! and a reader can select one stream's events by name. It gives events
+//! dense global positions. It knows nothing of what the store builds on
+//! them: expected versions, whether a stream's versions are dense, the
+//! index, idempotency (ids are opaque bytes here) or what the flags mean.
+//! `docs/ARCHITECTURE.md` says why the record schema lives here.
 
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #![cfg_attr(

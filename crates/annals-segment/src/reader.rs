@@ -13,17 +13,19 @@ use crate::error::{Error, Result};
 use crate::format::{self, Record};
 use crate::segment::{frame_bytes_at, Segment, VisitEvents};
 
-/// State shared by the writer and every reader.
+/// The log as the writer publishes it to every reader: the segments and
+/// the end readers may see.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct PublishedLog {
     /// Segments ordered by first position; the last one is active.
     pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
-    /// One past the last position readers may see: the durable end, unless
-    /// the writer was told to publish unsynced frames.
-    pub(crate) durable_end: AtomicU64,
+    /// One past the last position readers may see: published after the
+    /// `fdatasync`, or after the `write` when the writer was told to publish
+    /// unsynced frames (so not necessarily durable).
+    pub(crate) visible_end: AtomicU64,
 }
 
-impl Shared {
+impl PublishedLog {
     /// The segment that holds `position`.
     fn segment_for(&self, position: u64) -> Option<Arc<Segment>> {
         let segments = self.segments.read();
@@ -50,17 +52,19 @@ pub struct SegmentInfo {
 /// A cheap, cloneable handle for reading the log from any thread.
 #[derive(Debug, Clone)]
 pub struct LogReader {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<PublishedLog>,
 }
 
 impl LogReader {
-    /// One past the last durable position (the number of events in the log).
+    /// One past the last position readers may see (the number of events in
+    /// the log as published: durable, unless the writer publishes unsynced
+    /// frames).
     pub fn position_end(&self) -> u64 {
-        self.shared.durable_end.load(Ordering::Acquire)
+        self.shared.visible_end.load(Ordering::Acquire)
     }
 
     /// Calls `visit` with the event at `position`, after verifying its
-    /// checksum. `Ok(None)` if the position is not (yet) durable.
+    /// checksum. `Ok(None)` if the position is not (yet) visible.
     pub fn with_event<R>(
         &self,
         position: u64,
@@ -91,7 +95,7 @@ impl LogReader {
 
     /// Calls `visit(position, record, buffer)` for the event at each of
     /// `positions`, in the order given, after verifying its checksum, until
-    /// `visit` returns `Break`. Every position must be durable (below
+    /// `visit` returns `Break`. Every position must be visible (below
     /// [`position_end`](LogReader::position_end)). Reading many events in
     /// one call is cheaper than one at a time: the segment's mapping and
     /// locks are taken once per batch, not once per event.
@@ -187,7 +191,7 @@ impl LogReader {
         Ok(())
     }
 
-    /// Calls `visit(position, record)` for every durable event from `from`
+    /// Calls `visit(position, record)` for every visible event from `from`
     /// on, in position order, until it returns `Break`. Every frame is fully
     /// verified before any of its events is visited.
     pub fn scan(
@@ -244,8 +248,9 @@ impl LogReader {
                 }
                 let bytes = frame_bytes_at(map.bytes(), entry.offset);
                 let (header, records) =
-                    format::decode_frame(bytes, entry.offset, segment.header.salt)
-                        .map_err(|reason| Error::corrupt(&segment.name, entry.offset, reason))?;
+                    format::decode_frame(bytes, entry.offset, segment.header.salt).map_err(
+                        |reason| Error::corrupt(&segment.name, entry.offset, reason.as_str()),
+                    )?;
                 if header.position_first != entry.position_first {
                     return Err(Error::corrupt(
                         &segment.name,
@@ -333,7 +338,9 @@ impl LogReader {
                 }
                 let bytes = frame_bytes_at(map.bytes(), entry.offset);
                 let (header, _) = format::decode_frame(bytes, entry.offset, segment.header.salt)
-                    .map_err(|reason| Error::corrupt(&segment.name, entry.offset, reason))?;
+                    .map_err(|reason| {
+                        Error::corrupt(&segment.name, entry.offset, reason.as_str())
+                    })?;
                 if header.position_first != position {
                     return Err(Error::corrupt(
                         &segment.name,

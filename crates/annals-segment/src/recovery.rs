@@ -14,7 +14,8 @@ use std::sync::Arc;
 use crate::clean::CleanMarker;
 use crate::error::{Error, Result};
 use crate::format::{
-    self, HeaderError, SegmentHeader, FRAME_ALIGN, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    self, FrameFault, HeaderError, SegmentHeader, FRAME_ALIGN, FRAME_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES,
 };
 use crate::frame_index::{FrameEntry, FrameIndex, SealedSummary};
 use crate::segment::{frame_bytes_at, frame_index_file_name, parse_segment_file_name, Segment};
@@ -45,7 +46,7 @@ struct Scan {
     frames: Vec<FrameEntry>,
     data_end: u64,
     position_end: u64,
-    fault: Option<(u64, &'static str)>,
+    fault: Option<(u64, FrameFault)>,
 }
 
 /// Scans frames from the start of a segment until the first invalid one, or
@@ -65,10 +66,10 @@ fn scan_frames(bytes: &[u8], header: &SegmentHeader, position_limit: Option<u64>
         let rest = frame_bytes_at(bytes, offset);
         let fault = match format::decode_frame(rest, offset, header.salt) {
             Ok((frame, _)) if frame.position_first != scan.position_end => {
-                "frame position out of sequence"
+                FrameFault::PositionOutOfSequence
             }
             Ok((frame, _)) if position_limit.is_some_and(|limit| frame.position_end() > limit) => {
-                "frame runs past the next segment's first position"
+                FrameFault::PastNextSegment
             }
             Ok((frame, _)) => {
                 scan.frames.push(FrameEntry {
@@ -261,7 +262,10 @@ fn open_sealed(
     let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
     let scan = scan_frames(map.bytes(), &header, Some(next_first));
     if scan.position_end != next_first {
-        let (offset, reason) = scan.fault.unwrap_or((scan.data_end, "segment ends early"));
+        let (offset, reason) = scan.fault.map_or_else(
+            || (scan.data_end, "segment ends early".to_owned()),
+            |(offset, fault)| (offset, fault.to_string()),
+        );
         return Err(Error::corrupt(
             &name,
             offset,

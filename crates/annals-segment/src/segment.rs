@@ -176,7 +176,9 @@ impl Segment {
                 if let Some(frame) = spot.frame {
                     let frame_bytes = bytes.get(frame.start..frame.end).unwrap_or_default();
                     let at = format::locate_event(frame_bytes, frame.first, spot.position)
-                        .map_err(|reason| Error::corrupt(&self.name, frame.start as u64, reason))?;
+                        .map_err(|reason| {
+                            Error::corrupt(&self.name, frame.start as u64, reason.as_str())
+                        })?;
                     spot.event = frame.start + at;
                 }
                 for line in 0..PREFETCH_LINES {
@@ -188,7 +190,9 @@ impl Segment {
                 let rest = bytes.get(spot.event..spot.end).unwrap_or_default();
                 let (record, _) =
                     format::decode_record_of(rest, self.header.salt, spot.position, stream)
-                        .map_err(|reason| Error::corrupt(&self.name, spot.reported(), reason))?;
+                        .map_err(|reason| {
+                            Error::corrupt(&self.name, spot.reported(), reason.as_str())
+                        })?;
                 if visit(spot.position, record, map.shared()).is_break() {
                     return Ok(ControlFlow::Break(()));
                 }

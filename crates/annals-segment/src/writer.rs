@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::format::{self, align_up, FramePlace, Record, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::frame_index::{FrameEntry, FrameIndex, SealedSummary};
-use crate::reader::{LogReader, Shared};
+use crate::reader::{LogReader, PublishedLog};
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::{segment_file_name, Segment};
 use crate::storage::Storage;
@@ -20,7 +20,7 @@ use crate::LogOptions;
 #[derive(Debug)]
 pub struct LogWriter {
     storage: Arc<dyn Storage>,
-    shared: Arc<Shared>,
+    shared: Arc<PublishedLog>,
     options: LogOptions,
     active: Arc<Segment>,
     /// Next free offset in the active segment.
@@ -63,9 +63,9 @@ pub fn open(
         .last()
         .cloned()
         .ok_or_else(|| Error::corrupt(storage.describe(), 0, "no active segment"))?;
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(PublishedLog {
         segments: parking_lot::RwLock::new(segments),
-        durable_end: position_next.into(),
+        visible_end: position_next.into(),
     });
     let zero = options
         .zero_ahead
@@ -319,7 +319,7 @@ impl LogWriter {
             .map_err(|e| Error::io("fdatasync", self.active.name.clone(), e))?;
         self.synced_offset = self.write_offset;
         self.shared
-            .durable_end
+            .visible_end
             .store(self.position_next, Ordering::Release);
         Ok(())
     }
@@ -371,7 +371,7 @@ impl LogWriter {
             return Err(Error::Poisoned);
         }
         self.shared
-            .durable_end
+            .visible_end
             .store(self.position_next, Ordering::Release);
         Ok(())
     }
@@ -385,7 +385,7 @@ impl LogWriter {
         }
         if self.synced_offset == self.write_offset {
             self.shared
-                .durable_end
+                .visible_end
                 .store(self.position_next, Ordering::Release);
             return Ok(());
         }

@@ -49,12 +49,14 @@ const PAGE: u64 = 4096;
 /// The zero-filling thread and what it shares with the writer.
 #[derive(Debug)]
 pub(crate) struct ZeroAhead {
-    shared: Arc<Shared>,
+    progress: Arc<FillProgress>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// The writer's and the filler's progress in the segment, and the
+/// condition variable each waits on for the other.
 #[derive(Debug)]
-struct Shared {
+struct FillProgress {
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -94,7 +96,7 @@ impl State {
 impl ZeroAhead {
     /// Starts the thread for `segment`, whose data ends at `written`.
     pub(crate) fn start(segment: Arc<Segment>, segment_bytes: u64, written: u64) -> Self {
-        let shared = Arc::new(Shared {
+        let progress = Arc::new(FillProgress {
             state: Mutex::new(State {
                 segment,
                 segment_bytes,
@@ -107,34 +109,34 @@ impl ZeroAhead {
             }),
             changed: Condvar::new(),
         });
-        let worker = Arc::clone(&shared);
+        let worker = Arc::clone(&progress);
         let thread = std::thread::Builder::new()
             .name("annals-zero".into())
             .spawn(move || worker.run())
             .ok();
-        ZeroAhead { shared, thread }
+        ZeroAhead { progress, thread }
     }
 
     /// The writer is about to write up to `end` of the active segment:
     /// waits while a chunk being zeroed reaches below `end`, then records
     /// `end` so that no later chunk does.
     pub(crate) fn before_write(&self, end: u64) {
-        let mut state = self.shared.state.lock();
+        let mut state = self.progress.state.lock();
         while state.busy.is_some_and(|(start, _)| start < end) {
-            self.shared.changed.wait(&mut state);
+            self.progress.changed.wait(&mut state);
         }
         state.written = state.written.max(end);
         if state.wants_work() {
-            self.shared.changed.notify_all();
+            self.progress.changed.notify_all();
         }
     }
 
     /// The writer rolled to `segment`, whose data starts at `written`.
     pub(crate) fn switch(&self, segment: Arc<Segment>, written: u64) {
-        let mut state = self.shared.state.lock();
+        let mut state = self.progress.state.lock();
         // A chunk of the old segment finishes first (`busy` is in its offsets).
         while state.busy.is_some() {
-            self.shared.changed.wait(&mut state);
+            self.progress.changed.wait(&mut state);
         }
         state.segment = segment;
         state.written = written;
@@ -142,21 +144,21 @@ impl ZeroAhead {
         // A roll means a log that is being written: start at once.
         state.activate_at = written;
         state.failed = false;
-        self.shared.changed.notify_all();
+        self.progress.changed.notify_all();
     }
 }
 
 impl Drop for ZeroAhead {
     fn drop(&mut self) {
-        self.shared.state.lock().stopping = true;
-        self.shared.changed.notify_all();
+        self.progress.state.lock().stopping = true;
+        self.progress.changed.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-impl Shared {
+impl FillProgress {
     fn run(&self) {
         let zeros = vec![0u8; CHUNK as usize];
         // The segment being zeroed and the filler's own handle on it.
@@ -178,7 +180,7 @@ impl Shared {
             // Whatever happens below (even a panic in a storage backend),
             // the chunk stops being busy: a writer may be waiting on it.
             let mut chunk = Chunk {
-                shared: self,
+                progress: self,
                 segment,
                 end,
                 done: false,
@@ -206,7 +208,7 @@ impl Shared {
 /// A chunk being zeroed; dropping it records the outcome and wakes the
 /// writer.
 struct Chunk<'a> {
-    shared: &'a Shared,
+    progress: &'a FillProgress,
     segment: Arc<Segment>,
     end: u64,
     done: bool,
@@ -214,7 +216,7 @@ struct Chunk<'a> {
 
 impl Drop for Chunk<'_> {
     fn drop(&mut self) {
-        let mut state = self.shared.state.lock();
+        let mut state = self.progress.state.lock();
         state.busy = None;
         if Arc::ptr_eq(&state.segment, &self.segment) {
             if self.done {
@@ -223,6 +225,6 @@ impl Drop for Chunk<'_> {
                 state.failed = true;
             }
         }
-        self.shared.changed.notify_all();
+        self.progress.changed.notify_all();
     }
 }

@@ -266,12 +266,13 @@ impl StorageFile for FsFile {
         // process writes these files. Within the process, segment files are
         // only truncated during recovery, before any mapping is made, and are
         // preallocated to their full size before being mapped, so mapped pages
-        // never disappear (no SIGBUS). Bytes past the durable watermark may
-        // still be written while mapped; readers never look at them.
-        // Readers hand out `Bytes` that keep the mapping alive beyond the
-        // store (and its lock): they only cover verified frames below the
-        // durable end, which no later open truncates (recovery cuts only
-        // after the last valid frame), and unlinking a file keeps its pages.
+        // never disappear (no SIGBUS). Bytes past the visible end (what the
+        // writer published) may still be written while mapped; readers never
+        // look at them. Readers hand out `Bytes` that keep the mapping alive
+        // beyond the store (and its lock): they only cover verified frames
+        // below the visible end, which no later open truncates (recovery
+        // cuts only after the last valid frame), and unlinking a file keeps
+        // its pages.
         let map = unsafe { memmap2::MmapOptions::new().map(&self.file)? };
         Ok(Mapping::new(Arc::new(map), true))
     }
