@@ -48,6 +48,20 @@ impl From<annals_segment::Error> for Error {
     }
 }
 
+/// An index error reaches the store's callers as before the index had its
+/// own error type: a run file's storage error as that error ([`Error::Log`]
+/// for I/O, corruption and format versions, so [`Error::is_corruption`]
+/// answers as for the log), and the memtable's refusals (a version or
+/// position gap, an entry after a tombstone) as [`Error::Index`].
+impl From<annals_index::Error> for Error {
+    fn from(error: annals_index::Error) -> Self {
+        match error {
+            annals_index::Error::Storage(log) => Error::from(log),
+            other => Error::Index(other.to_string()),
+        }
+    }
+}
+
 impl Error {
     /// Whether this is corruption found on disk.
     pub fn is_corruption(&self) -> bool {

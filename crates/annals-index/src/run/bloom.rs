@@ -1,7 +1,7 @@
 //! The blocked Bloom filters of a run: keys, bits, writing a filter in
 //! bounded passes, and probing one.
 
-use annals_segment::Error as LogError;
+use crate::Error;
 
 use super::*;
 
@@ -60,12 +60,12 @@ pub(super) fn set_bloom_bits(bits: &mut [u8], block: usize, key: u64) {
 
 /// Writes a Bloom filter section over the keys `keys()` yields, in passes
 /// of at most [`BLOOM_PASS_BLOCKS`] blocks (each pass reads every key).
-pub(super) fn write_bloom<I: Iterator<Item = Result<u64, LogError>>>(
+pub(super) fn write_bloom<I: Iterator<Item = Result<u64, Error>>>(
     section: &mut SectionWriter,
     blocks: u64,
     pass_blocks: u64,
     keys: impl Fn() -> I,
-) -> Result<(), LogError> {
+) -> Result<(), Error> {
     let mut first = 0;
     while first < blocks {
         let last = (first + pass_blocks.max(1)).min(blocks);
@@ -86,12 +86,7 @@ pub(super) fn write_bloom<I: Iterator<Item = Result<u64, LogError>>>(
 }
 
 impl Run {
-    pub(super) fn bloom_has(
-        &self,
-        first_page: u64,
-        blocks: u64,
-        key: u64,
-    ) -> Result<bool, LogError> {
+    pub(super) fn bloom_has(&self, first_page: u64, blocks: u64, key: u64) -> Result<bool, Error> {
         let block = bloom_block(key, blocks);
         let bytes = self.item(first_page, BLOCKS_PER_PAGE, BLOCK_BYTES, block)?;
         Ok(bloom_bits(key).all(|bit| {
@@ -102,7 +97,7 @@ impl Run {
     }
 
     /// Whether the run may hold entries of streams with this hash.
-    pub fn may_hold_stream(&self, hash: u64) -> Result<bool, LogError> {
+    pub fn may_hold_stream(&self, hash: u64) -> Result<bool, Error> {
         self.bloom_has(
             self.layout.stream_bloom_first,
             self.layout.stream_blocks,

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use annals_segment::storage::Storage;
-use annals_segment::Error as LogError;
+
+use crate::Error;
 
 use super::*;
 
@@ -12,8 +13,8 @@ use super::*;
 fn merged<'a, T: Ord + Copy + 'a>(
     runs: &'a [Arc<Run>],
     len: impl Fn(&Run) -> u64 + 'a,
-    get: impl Fn(&Run, u64) -> Result<T, LogError> + 'a,
-) -> impl Iterator<Item = Result<T, LogError>> + 'a {
+    get: impl Fn(&Run, u64) -> Result<T, Error> + 'a,
+) -> impl Iterator<Item = Result<T, Error>> + 'a {
     let mut cursors = vec![0u64; runs.len()];
     let mut heads: Vec<Option<T>> = vec![None; runs.len()];
     let mut failed = false;
@@ -52,17 +53,15 @@ fn merged<'a, T: Ord + Copy + 'a>(
 
 /// Merges adjacent runs (sorted by position, each starting where the one
 /// before ends) into one run file covering them all.
-pub fn merge_runs(storage: &Arc<dyn Storage>, runs: &[Arc<Run>]) -> Result<Run, LogError> {
+pub fn merge_runs(storage: &Arc<dyn Storage>, runs: &[Arc<Run>]) -> Result<Run, Error> {
     let (Some(first), Some(last)) = (runs.first(), runs.last()) else {
-        return Err(LogError::Invalid("merge of no runs".into()));
+        return Err(Error::invalid("merge of no runs"));
     };
     if runs.windows(2).any(|w| match w {
         [a, b] => a.end() != b.start(),
         _ => false,
     }) {
-        return Err(LogError::Invalid(
-            "merge of runs that are not adjacent".into(),
-        ));
+        return Err(Error::invalid("merge of runs that are not adjacent"));
     }
     let new_streams = runs.iter().map(|r| r.new_streams()).sum();
     write_run(

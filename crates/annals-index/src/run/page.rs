@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use annals_segment::format;
 use annals_segment::storage::StorageFile;
-use annals_segment::Error as LogError;
+
+use crate::Error;
 
 use super::*;
 
@@ -58,7 +59,7 @@ impl SectionWriter {
         }
     }
 
-    pub(super) fn push_payload(&mut self, payload: &[u8]) -> Result<(), LogError> {
+    pub(super) fn push_payload(&mut self, payload: &[u8]) -> Result<(), Error> {
         let crc = page_crc(self.salt, self.page_no, payload);
         self.pending.extend_from_slice(payload);
         self.pending.extend_from_slice(&crc.to_le_bytes());
@@ -69,20 +70,20 @@ impl SectionWriter {
         Ok(())
     }
 
-    pub(super) fn flush(&mut self) -> Result<(), LogError> {
+    pub(super) fn flush(&mut self) -> Result<(), Error> {
         if self.pending.is_empty() {
             return Ok(());
         }
         self.file
             .write_all_at(&self.pending, self.pending_first * PAGE_BYTES as u64)
-            .map_err(|e| LogError::io("write", self.name.clone(), e))?;
+            .map_err(|e| Error::io("write", self.name.clone(), e))?;
         self.pending_first = self.page_no;
         self.pending.clear();
         Ok(())
     }
 
     /// Adds one item to the page being filled, `per_page` items a page.
-    pub(super) fn push_item(&mut self, item: &[u8], per_page: usize) -> Result<(), LogError> {
+    pub(super) fn push_item(&mut self, item: &[u8], per_page: usize) -> Result<(), Error> {
         self.page.extend_from_slice(item);
         if self.page.len() == per_page * item.len() {
             self.end_page()?;
@@ -91,7 +92,7 @@ impl SectionWriter {
     }
 
     /// Pads and writes the page being filled, if it holds anything.
-    pub(super) fn end_page(&mut self) -> Result<(), LogError> {
+    pub(super) fn end_page(&mut self) -> Result<(), Error> {
         if self.page.is_empty() {
             return Ok(());
         }
@@ -104,7 +105,7 @@ impl SectionWriter {
     }
 
     /// Ends the section: its last page, then everything still buffered.
-    pub(super) fn finish(&mut self) -> Result<(), LogError> {
+    pub(super) fn finish(&mut self) -> Result<(), Error> {
         self.end_page()?;
         self.flush()
     }

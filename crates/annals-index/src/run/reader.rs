@@ -7,6 +7,8 @@ use std::sync::Arc;
 use annals_segment::storage::{Mapping, Storage};
 use annals_segment::Error as LogError;
 
+use crate::Error;
+
 use super::*;
 
 /// An open, immutable index run.
@@ -38,14 +40,12 @@ impl std::fmt::Debug for Run {
 impl Run {
     /// Opens a run file, verifying its header page and its size (the other
     /// pages are verified when first read).
-    pub fn open(storage: &Arc<dyn Storage>, name: &str) -> Result<Run, LogError> {
-        let corrupt = |offset: u64, reason: String| LogError::corrupt(name, offset, reason);
+    pub fn open(storage: &Arc<dyn Storage>, name: &str) -> Result<Run, Error> {
+        let corrupt = |offset: u64, reason: String| Error::corrupt(name, offset, reason);
         let (start, end) = parse_run_file_name(name)
             .ok_or_else(|| corrupt(0, "not an index run file name".into()))?;
-        let file = storage
-            .open(name)
-            .map_err(|e| LogError::io("open", name, e))?;
-        let map = file.map().map_err(|e| LogError::io("mmap", name, e))?;
+        let file = storage.open(name).map_err(|e| Error::io("open", name, e))?;
+        let map = file.map().map_err(|e| Error::io("mmap", name, e))?;
         let bytes = map.bytes();
         let first = bytes
             .get(..PAGE_BYTES)
@@ -60,10 +60,10 @@ impl Run {
         }
         let version = le_u32(payload, 8);
         if version != FORMAT_VERSION {
-            return Err(LogError::UnsupportedVersion {
+            return Err(Error::Storage(LogError::UnsupportedVersion {
                 file: name.to_owned(),
                 version,
-            });
+            }));
         }
         let header = Header {
             start: le_u64(payload, 16),
@@ -162,13 +162,13 @@ impl Run {
     }
 
     /// The payload of page `page`, verified on first use.
-    pub(super) fn page(&self, page: u64) -> Result<&[u8], LogError> {
+    pub(super) fn page(&self, page: u64) -> Result<&[u8], Error> {
         let offset = page as usize * PAGE_BYTES;
         let bytes = self
             .map
             .bytes()
             .get(offset..offset + PAGE_BYTES)
-            .ok_or_else(|| LogError::corrupt(&self.name, offset as u64, "page out of range"))?;
+            .ok_or_else(|| Error::corrupt(&self.name, offset as u64, "page out of range"))?;
         let (payload, crc) = bytes.split_at(PAYLOAD_BYTES);
         let word = self.verified.get((page / 64) as usize);
         let bit = 1u64 << (page % 64);
@@ -177,7 +177,7 @@ impl Run {
         }
         if le_u32(crc, 0) != page_crc(self.header.salt, page, payload) {
             self.broken.store(true, Ordering::Release);
-            return Err(LogError::corrupt(
+            return Err(Error::corrupt(
                 &self.name,
                 offset as u64,
                 "index page checksum mismatch",
@@ -195,19 +195,19 @@ impl Run {
         per_page: usize,
         size: usize,
         i: u64,
-    ) -> Result<&[u8], LogError> {
+    ) -> Result<&[u8], Error> {
         let page = self.page(first_page + i / per_page as u64)?;
         let at = (i % per_page as u64) as usize * size;
         page.get(at..at + size)
-            .ok_or_else(|| LogError::corrupt(&self.name, 0, "item out of range"))
+            .ok_or_else(|| Error::corrupt(&self.name, 0, "item out of range"))
     }
 
-    pub(super) fn check_position(&self, position: u64) -> Result<u64, LogError> {
+    pub(super) fn check_position(&self, position: u64) -> Result<u64, Error> {
         if (self.header.start..self.header.end).contains(&position) {
             Ok(position)
         } else {
             self.broken.store(true, Ordering::Release);
-            Err(LogError::corrupt(
+            Err(Error::corrupt(
                 &self.name,
                 0,
                 format!("entry points at position {position}, outside the run"),
@@ -216,13 +216,9 @@ impl Run {
     }
 
     /// The `i`th stream entry, in (hash, version, position) order.
-    pub fn stream_entry(&self, i: u64) -> Result<StreamEntry, LogError> {
+    pub fn stream_entry(&self, i: u64) -> Result<StreamEntry, Error> {
         if i >= self.layout.streams {
-            return Err(LogError::corrupt(
-                &self.name,
-                0,
-                "stream entry out of range",
-            ));
+            return Err(Error::corrupt(&self.name, 0, "stream entry out of range"));
         }
         let item = self.item(
             self.layout.streams_first,
@@ -241,7 +237,7 @@ impl Run {
             || version.checked_add(u64::from(count)).is_none()
         {
             self.broken.store(true, Ordering::Release);
-            return Err(LogError::corrupt(
+            return Err(Error::corrupt(
                 &self.name,
                 0,
                 format!("stream entry {i} covers {count} events"),
@@ -259,7 +255,7 @@ impl Run {
     }
 
     /// The `i`th id entry, in id order.
-    pub fn id_entry(&self, i: u64) -> Result<IdEntry, LogError> {
+    pub fn id_entry(&self, i: u64) -> Result<IdEntry, Error> {
         let item = self.item(self.layout.ids_first, IDS_PER_PAGE, ID_ENTRY_BYTES, i)?;
         let mut id = [0u8; 16];
         if let Some(bytes) = item.get(..16) {
@@ -330,7 +326,7 @@ mod tests {
             let file = storage.open(&name).unwrap();
             file.write_all_at(&bytes, 0).unwrap();
             let caught = match Run::open(&storage, &name) {
-                Err(LogError::Corrupt { .. }) => true,
+                Err(Error::Storage(LogError::Corrupt { .. })) => true,
                 Err(other) => panic!("offset {offset}: {other}"),
                 Ok(run) => run.verify().is_err() && run.is_broken(),
             };

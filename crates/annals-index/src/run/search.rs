@@ -1,19 +1,19 @@
 //! Searching a run: seeking a stream through the fences, finding an event
 //! id through the id range, its filter and the id table.
 
-use annals_segment::Error as LogError;
+use crate::Error;
 
 use super::*;
 
 impl Run {
     /// The fence of stream entry page `page`: its first (hash, version).
-    pub(super) fn fence(&self, page: u64) -> Result<(u64, u64), LogError> {
+    pub(super) fn fence(&self, page: u64) -> Result<(u64, u64), Error> {
         let item = self.item(self.layout.fences_first, FENCES_PER_PAGE, FENCE_BYTES, page)?;
         Ok((le_u64(item, 0), le_u64(item, 8)))
     }
 
     /// The first fence of each page of fences.
-    pub(super) fn fence_pages(&self) -> Result<&[(u64, u64)], LogError> {
+    pub(super) fn fence_pages(&self) -> Result<&[(u64, u64)], Error> {
         if let Some(firsts) = self.fence_pages.get() {
             return Ok(firsts);
         }
@@ -28,7 +28,7 @@ impl Run {
     /// page of fences from the first fence of each (in memory), a binary
     /// search in that page, then in one page of entries — each page's lines
     /// fetched together before its search probes them one after another.
-    pub fn seek_stream(&self, hash: u64, version: u64) -> Result<u64, LogError> {
+    pub fn seek_stream(&self, hash: u64, version: u64) -> Result<u64, Error> {
         let key = (hash, version);
         // First page whose fence is not below the key. Fence page `f - 1`
         // starts below the key and page `f` does not, so the answer is in
@@ -76,7 +76,7 @@ impl Run {
     }
 
     /// The position of the event with this id, if it is in this run.
-    pub fn find_id(&self, id: &[u8; 16]) -> Result<Option<u64>, LogError> {
+    pub fn find_id(&self, id: &[u8; 16]) -> Result<Option<u64>, Error> {
         // Outside the run's id range, it is not there: time-ordered ids
         // made after the run was written skip it without a filter probe
         // (a cache miss per run and id otherwise).

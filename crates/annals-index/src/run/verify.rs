@@ -1,7 +1,7 @@
 //! Verifying a whole run: every page, the order of both tables, each
 //! position covered once; returns the run's [`EntryDigest`].
 
-use annals_segment::Error as LogError;
+use crate::Error;
 
 use super::*;
 
@@ -9,7 +9,7 @@ impl Run {
     /// Reads and verifies every page, and checks that both tables are
     /// sorted and cover each position once. Returns the digest of its
     /// entries, to compare with one of the entries the log implies.
-    pub fn verify(&self) -> Result<EntryDigest, LogError> {
+    pub fn verify(&self) -> Result<EntryDigest, Error> {
         let mut digest = EntryDigest::default();
         for page in 0..self.layout.pages {
             self.page(page)?;
@@ -17,7 +17,7 @@ impl Run {
         // Two bits per position (stream table, id table): a quarter byte
         // per event of the run.
         let mut seen = vec![0u64; (self.layout.events as usize).div_ceil(32)];
-        let mut mark = |position: u64, table: u8| -> Result<(), LogError> {
+        let mut mark = |position: u64, table: u8| -> Result<(), Error> {
             let k = position.wrapping_sub(self.header.start);
             let bit = 1u64 << ((k % 32) * 2 + u64::from(table));
             let slot = usize::try_from(k / 32)
@@ -29,7 +29,7 @@ impl Run {
                     *s |= bit;
                     Ok(())
                 }
-                _ => Err(LogError::corrupt(
+                _ => Err(Error::corrupt(
                     &self.name,
                     0,
                     format!("position {position} indexed twice"),
@@ -37,7 +37,7 @@ impl Run {
             }
         };
         let out_of_order = |what: &str, i: u64| {
-            LogError::corrupt(&self.name, 0, format!("{what} entry {i} out of order"))
+            Error::corrupt(&self.name, 0, format!("{what} entry {i} out of order"))
         };
         let mut last_stream: Option<StreamEntry> = None;
         for i in 0..self.layout.streams {
@@ -50,7 +50,7 @@ impl Run {
             if i % STREAMS_PER_PAGE as u64 == 0
                 && self.fence(i / STREAMS_PER_PAGE as u64)? != (stream.hash, stream.version)
             {
-                return Err(LogError::corrupt(
+                return Err(Error::corrupt(
                     &self.name,
                     0,
                     format!("fence of entry {i} is wrong"),

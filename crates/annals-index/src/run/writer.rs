@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use annals_segment::storage::Storage;
-use annals_segment::Error as LogError;
+
+use crate::Error;
 
 use super::*;
 
@@ -22,13 +23,13 @@ pub fn write_run<S, I>(
     new_streams: u64,
     streams: impl Fn() -> S,
     ids: impl Fn() -> I,
-) -> Result<Run, LogError>
+) -> Result<Run, Error>
 where
-    S: Iterator<Item = Result<StreamEntry, LogError>>,
-    I: Iterator<Item = Result<IdEntry, LogError>>,
+    S: Iterator<Item = Result<StreamEntry, Error>>,
+    I: Iterator<Item = Result<IdEntry, Error>>,
 {
     if end > POSITION_LIMIT {
-        return Err(LogError::Invalid(format!(
+        return Err(Error::invalid(format!(
             "index runs hold positions below {POSITION_LIMIT}, not {start}..{end}"
         )));
     }
@@ -37,10 +38,10 @@ where
     match storage.remove(&temp) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(LogError::io("remove", temp, e)),
+        Err(e) => return Err(Error::io("remove", temp, e)),
     }
     let wrong_count = |what: &str, count: u64| {
-        LogError::Invalid(format!(
+        Error::invalid(format!(
             "index run {start}..{end} given {count} {what} for {} positions",
             end - start
         ))
@@ -69,7 +70,7 @@ where
     }
     let file = storage
         .create(&temp)
-        .map_err(|e| LogError::io("create", temp.clone(), e))?;
+        .map_err(|e| Error::io("create", temp.clone(), e))?;
     let layout = Layout::new(end - start, stream_entries);
     let salt = annals_segment::random_u64();
     let section = |first_page| SectionWriter::new(&file, &temp, salt, first_page);
@@ -130,14 +131,14 @@ where
         || ids().map(|e| e.map(|e| id_key(&e.id))),
     )?;
     file.sync_all()
-        .map_err(|e| LogError::io("fsync", temp.clone(), e))?;
+        .map_err(|e| Error::io("fsync", temp.clone(), e))?;
     drop(file);
     storage
         .rename(&temp, &name)
-        .map_err(|e| LogError::io("rename", temp.clone(), e))?;
+        .map_err(|e| Error::io("rename", temp.clone(), e))?;
     storage
         .sync_dir()
-        .map_err(|e| LogError::io("fsync dir", storage.describe(), e))?;
+        .map_err(|e| Error::io("fsync dir", storage.describe(), e))?;
     Run::open(storage, &name)
 }
 

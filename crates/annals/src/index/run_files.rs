@@ -35,9 +35,11 @@ pub(super) fn load_runs(
                 runs.push(Arc::new(run));
                 next = end;
             }
-            Some(Err(annals_segment::Error::Io { op, file, source }))
-                if source.kind() != std::io::ErrorKind::NotFound =>
-            {
+            Some(Err(annals_index::Error::Storage(annals_segment::Error::Io {
+                op,
+                file,
+                source,
+            }))) if source.kind() != std::io::ErrorKind::NotFound => {
                 return Err(annals_segment::Error::Io { op, file, source }.into());
             }
             _ => discarded.push(name),
