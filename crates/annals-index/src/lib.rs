@@ -32,7 +32,7 @@ pub use ids::{IdHash, IdHasher, IdTable};
 pub use memtable::Memtable;
 pub use run::{
     id_key, merge_runs, page_crc, parse_run_file_name, run_file_name, write_run, EntryDigest,
-    IdEntry, Run, StreamEntry, MAX_ENTRY_EVENTS, PAGE_BYTES, POSITION_LIMIT,
+    EventOffset, IdEntry, Run, StreamEntry, MAX_ENTRY_EVENTS, PAGE_BYTES, POSITION_LIMIT,
 };
 
 /// Errors of the index: the crate's one error type.

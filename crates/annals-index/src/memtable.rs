@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::hash::{Fnv1aMix, StreamHasher};
 use crate::ids::IdTable;
-use crate::run::{IdEntry, StreamEntry};
+use crate::run::{EventOffset, IdEntry, StreamEntry};
 use crate::{Direction, Error, StreamState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,9 +60,9 @@ pub struct Memtable<H: StreamHasher = Fnv1aMix> {
     buckets: HashMap<u64, Vec<Entry>, PremixedKey>,
     ids: IdTable,
     /// Each event's byte offset in its segment, by position − `start`;
-    /// 0 where not known (see [`Memtable::record_offsets`]). 4 bytes per
-    /// event, not per stream: positions here are dense.
-    offsets: Vec<u32>,
+    /// unknown until recorded (see [`Memtable::record_offsets`]). 4 bytes
+    /// per event, not per stream: positions here are dense.
+    offsets: Vec<EventOffset>,
     /// One bit per event, by position − `start`: set where the event
     /// continues the stream entry of the event before it (same append,
     /// same stream), so that [`Memtable::stream_entries`] gives one entry
@@ -185,7 +185,7 @@ impl<H: StreamHasher> Memtable<H> {
         let first = usize::try_from(position - self.start).unwrap_or(usize::MAX);
         self.end += count;
         let len = usize::try_from(self.end - self.start).unwrap_or(0);
-        self.offsets.resize(len, 0);
+        self.offsets.resize(len, EventOffset::UNKNOWN);
         self.continues.resize(len.div_ceil(64), 0);
         let skip = usize::from(!joins_previous);
         for i in first.saturating_add(skip)..len {
@@ -216,7 +216,9 @@ impl<H: StreamHasher> Memtable<H> {
         let slots = from.and_then(|from| self.offsets.get_mut(from..from + offsets.len()));
         match slots {
             Some(slots) => {
-                slots.copy_from_slice(offsets);
+                for (slot, &offset) in slots.iter_mut().zip(offsets) {
+                    *slot = EventOffset::new(offset);
+                }
                 Ok(())
             }
             None => Err(Error::PositionGap {
@@ -229,7 +231,7 @@ impl<H: StreamHasher> Memtable<H> {
     /// The byte offset recorded for the event at `position`, if any.
     pub fn offset_of(&self, position: u64) -> Option<u32> {
         let i = usize::try_from(position.checked_sub(self.start)?).ok()?;
-        self.offsets.get(i).copied().filter(|&offset| offset != 0)
+        self.offsets.get(i)?.known()
     }
 
     /// Up to `max` (version, position, byte offset if recorded) of
@@ -297,7 +299,7 @@ impl<H: StreamHasher> Memtable<H> {
     }
 
     /// Every stream entry (one per stream per append), sorted as a run
-    /// stores them, with the offsets recorded (0 where none was).
+    /// stores them, with the offsets recorded (unknown where none was).
     pub fn stream_entries(&self) -> Vec<StreamEntry> {
         let mut entries = Vec::new();
         for entry in self.buckets.values().flatten() {
@@ -309,7 +311,7 @@ impl<H: StreamHasher> Memtable<H> {
                     version: entry.first_version + i as u64,
                     position,
                     tombstone: entry.deleted && i == last,
-                    offset: self.offset_of(position).unwrap_or(0),
+                    offset: self.offset_of(position).into(),
                     count: 1,
                 };
                 // Same append, same stream: the rule the log scan applies.
@@ -558,7 +560,7 @@ mod tests {
         let mut offsets: Vec<(u64, u32, u32)> = table
             .stream_entries()
             .iter()
-            .map(|e| (e.position, e.offset, e.count))
+            .map(|e| (e.position, e.offset.to_disk(), e.count))
             .collect();
         offsets.sort_unstable();
         assert_eq!(offsets, vec![(100, 0, 2), (102, 8192, 1)]);

@@ -25,7 +25,7 @@ impl EntryDigest {
             entry.hash,
             entry.version,
             entry.position | tombstone,
-            u64::from(entry.offset),
+            u64::from(entry.offset.to_disk()),
             u64::from(entry.count),
         ]);
     }
@@ -61,7 +61,7 @@ mod tests {
                 version: p / 7,
                 position: p,
                 tombstone: p == 49,
-                offset: 64 + p as u32 * 100,
+                offset: EventOffset::new(64 + p as u32 * 100),
                 count: 1 + (p % 3) as u32,
             })
             .collect();
@@ -88,7 +88,7 @@ mod tests {
             |s, _| s.position ^= 1 << 40,
             |s, _| s.tombstone = !s.tombstone,
             |_, i| i.id[15] ^= 0x80,
-            |s, _| s.offset += 8,
+            |s, _| s.offset = EventOffset::new(s.offset.to_disk() + 8),
             |s, _| s.count += 1,
         ];
         for (k, change) in changes.iter().enumerate() {

@@ -1,7 +1,49 @@
 //! The entries a run holds (a stream entry per stream per append, an id
 //! entry per event) and their encoding in a page.
 
+use std::num::NonZeroU32;
+
 use super::*;
+
+/// Where an event starts in its segment file, if known: the byte offset
+/// that lets a read go straight to it.
+///
+/// No event starts at offset 0 (the segment header is there), so a run
+/// stores an unknown offset as 0 (`docs/FORMAT.md`); only the encoding and
+/// decoding of a stream entry see that 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventOffset(Option<NonZeroU32>);
+
+impl EventOffset {
+    /// No offset known.
+    pub const UNKNOWN: EventOffset = EventOffset(None);
+
+    /// The offset a log reported (0, never an event's offset, is unknown).
+    pub fn new(offset: u32) -> EventOffset {
+        EventOffset(NonZeroU32::new(offset))
+    }
+
+    /// The offset, if known.
+    pub fn known(self) -> Option<u32> {
+        self.0.map(NonZeroU32::get)
+    }
+
+    /// The offset as a run stores it: 0 where unknown.
+    pub(crate) fn to_disk(self) -> u32 {
+        self.known().unwrap_or(0)
+    }
+
+    /// The offset a run stored (0: unknown).
+    pub(crate) fn from_disk(raw: u32) -> EventOffset {
+        EventOffset::new(raw)
+    }
+}
+
+impl From<Option<u32>> for EventOffset {
+    fn from(offset: Option<u32>) -> EventOffset {
+        offset.map_or(EventOffset::UNKNOWN, EventOffset::new)
+    }
+}
 
 /// An entry of the stream table: `count` events of one stream written by
 /// one append, at versions `version..version + count` and positions
@@ -17,19 +59,18 @@ pub struct StreamEntry {
     /// Whether the last event is the stream's tombstone.
     pub tombstone: bool,
     /// Where the first event starts in its segment file, so a read goes
-    /// straight to it (`LogReader::with_stream_events`). 0 where not known
-    /// (a memtable entry nobody recorded an offset for); runs are written
-    /// with the offsets the log reports.
-    pub offset: u32,
+    /// straight to it (`LogReader::with_stream_events`). Unknown for a
+    /// memtable entry nobody recorded an offset for; runs are written with
+    /// the offsets the log reports.
+    pub offset: EventOffset,
     /// Number of events: 1 to [`MAX_ENTRY_EVENTS`].
     pub count: u32,
 }
 
 impl StreamEntry {
-    /// The first event's offset in its segment, if the entry knows it (0
-    /// is never an event's offset: the segment header is there).
+    /// The first event's offset in its segment, if the entry knows it.
     pub fn known_offset(&self) -> Option<u32> {
-        (self.offset != 0).then_some(self.offset)
+        self.offset.known()
     }
 
     /// One past the last event's version.
@@ -67,7 +108,7 @@ pub(super) fn encode_stream(entry: StreamEntry) -> [u8; STREAM_ENTRY_BYTES] {
         | u64::from(entry.count.saturating_sub(1)) << COUNT_SHIFT
         | if entry.tombstone { TOMBSTONE_BIT } else { 0 };
     item[16..24].copy_from_slice(&word.to_le_bytes());
-    item[24..].copy_from_slice(&entry.offset.to_le_bytes());
+    item[24..].copy_from_slice(&entry.offset.to_disk().to_le_bytes());
     item
 }
 

@@ -22,7 +22,7 @@ pub(crate) fn entries(start: u64, end: u64) -> (Vec<StreamEntry>, Vec<IdEntry>) 
                 version: j / 7 * SPAN + (first - j * SPAN),
                 position: first,
                 tombstone: j % 11 == 0,
-                offset: (mix(first) >> 32) as u32,
+                offset: EventOffset::new((mix(first) >> 32) as u32),
                 count: (past - first) as u32,
             }
         })

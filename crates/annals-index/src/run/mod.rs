@@ -46,7 +46,7 @@ use page::*;
 
 pub use bloom::id_key;
 pub use digest::EntryDigest;
-pub use entry::{IdEntry, StreamEntry};
+pub use entry::{EventOffset, IdEntry, StreamEntry};
 pub use layout::{
     parse_run_file_name, run_file_name, MAX_ENTRY_EVENTS, PAGE_BYTES, POSITION_LIMIT,
 };

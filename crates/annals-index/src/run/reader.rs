@@ -249,7 +249,7 @@ impl Run {
             version,
             position,
             tombstone: raw & TOMBSTONE_BIT != 0,
-            offset: le_u32(item, 24),
+            offset: EventOffset::from_disk(le_u32(item, 24)),
             count,
         })
     }

@@ -157,7 +157,7 @@ mod tests {
             version: u64::MAX - max,
             position: start,
             tombstone: true,
-            offset: u32::MAX,
+            offset: EventOffset::new(u32::MAX),
             count: MAX_ENTRY_EVENTS,
         };
         let one = StreamEntry {
@@ -165,7 +165,7 @@ mod tests {
             version: 0,
             position: end - 1,
             tombstone: false,
-            offset: 64,
+            offset: EventOffset::new(64),
             count: 1,
         };
         let ids: Vec<IdEntry> = (start..end)

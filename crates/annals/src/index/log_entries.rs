@@ -3,7 +3,7 @@
 
 use std::ops::ControlFlow;
 
-use annals_index::{EntryDigest, Fnv1aMix, IdEntry, StreamEntry, StreamHasher};
+use annals_index::{EntryDigest, EventOffset, Fnv1aMix, IdEntry, StreamEntry, StreamHasher};
 use annals_segment::LogReader;
 
 use crate::error::{Error, Result};
@@ -73,7 +73,7 @@ pub(super) fn visit_log_entries(
             version: record.stream_version,
             position,
             tombstone: record.flags & TOMBSTONE_FLAG != 0,
-            offset,
+            offset: EventOffset::new(offset),
             count: 1,
         };
         let starts_append = record.flags & APPEND_FIRST_FLAG != 0;

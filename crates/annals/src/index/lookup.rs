@@ -171,7 +171,7 @@ pub(crate) struct Candidate {
     pub(crate) version: u64,
     pub(crate) position: u64,
     /// Where the event starts in its segment, when the index knows (runs
-    /// and memtables record it; 0 in a run entry means not known).
+    /// and memtables record it).
     pub(crate) offset: Option<u32>,
 }
 
