@@ -110,15 +110,15 @@ impl<H: StreamHasher> Memtable<H> {
         })
     }
 
-    /// Records one append's run of events in `stream`: versions from
+    /// Records the events one append wrote to `stream`: versions from
     /// `version`, positions from `position` (which must be this memtable's
     /// end), one per id. Only the last may be a `tombstone`. Versions of a
     /// stream already here must follow on densely; a stream new to the
     /// memtable starts at whatever version the caller found in older runs.
     /// `starts_append`: whether these are the first events of an append
-    /// (a later run of the same append, in the same stream right after the
-    /// previous one, extends its stream entry).
-    pub fn push_run(
+    /// (later events of the same append, in the same stream right after the
+    /// previous ones, extend its stream entry).
+    pub fn push_stream_events(
         &mut self,
         stream: &str,
         version: u64,
@@ -385,7 +385,7 @@ mod tests {
         for round in 0..3u64 {
             for name in &names {
                 table
-                    .push_run(name, round, position, &[id(position)], false, true)
+                    .push_stream_events(name, round, position, &[id(position)], false, true)
                     .unwrap();
                 position += 1;
             }
@@ -416,22 +416,26 @@ mod tests {
     fn versions_and_positions_must_be_dense_and_nothing_follows_a_tombstone() {
         let mut table = Memtable::new(10);
         assert_eq!(
-            table.push_run("a", 0, 11, &[id(1)], false, true),
+            table.push_stream_events("a", 0, 11, &[id(1)], false, true),
             Err(Error::PositionGap {
                 position: 11,
                 end: 10
             })
         );
-        table.push_run("a", 0, 10, &[id(1)], false, true).unwrap();
+        table
+            .push_stream_events("a", 0, 10, &[id(1)], false, true)
+            .unwrap();
         assert_eq!(
-            table.push_run("a", 2, 11, &[id(2)], false, true),
+            table.push_stream_events("a", 2, 11, &[id(2)], false, true),
             Err(Error::VersionGap {
                 stream: "a".into(),
                 version: 2,
                 expected: 1
             })
         );
-        table.push_run("a", 1, 11, &[id(2)], true, true).unwrap();
+        table
+            .push_stream_events("a", 1, 11, &[id(2)], true, true)
+            .unwrap();
         assert_eq!(
             table.state("a"),
             Some(StreamState {
@@ -440,7 +444,7 @@ mod tests {
             })
         );
         assert_eq!(
-            table.push_run("a", 2, 12, &[id(3)], false, true),
+            table.push_stream_events("a", 2, 12, &[id(3)], false, true),
             Err(Error::Deleted("a".into()))
         );
         let entries = table.stream_entries();
@@ -452,7 +456,7 @@ mod tests {
     fn a_stream_continued_from_older_runs_reads_only_its_recent_versions() {
         let mut table = Memtable::new(100);
         table
-            .push_run(
+            .push_stream_events(
                 "s",
                 5,
                 100,
@@ -493,12 +497,24 @@ mod tests {
         // a: 3 events; then a again in a new append right after it (its
         // own entry); then one append that writes a twice in a row (one
         // entry), then b; then a in a later append, after b.
-        table.push_run("a", 0, 0, &ids(0, 3), false, true).unwrap();
-        table.push_run("a", 3, 3, &ids(3, 2), false, true).unwrap();
-        table.push_run("a", 5, 5, &ids(5, 1), false, true).unwrap();
-        table.push_run("a", 6, 6, &ids(6, 2), false, false).unwrap();
-        table.push_run("b", 0, 8, &ids(8, 2), false, false).unwrap();
-        table.push_run("a", 8, 10, &ids(10, 1), true, true).unwrap();
+        table
+            .push_stream_events("a", 0, 0, &ids(0, 3), false, true)
+            .unwrap();
+        table
+            .push_stream_events("a", 3, 3, &ids(3, 2), false, true)
+            .unwrap();
+        table
+            .push_stream_events("a", 5, 5, &ids(5, 1), false, true)
+            .unwrap();
+        table
+            .push_stream_events("a", 6, 6, &ids(6, 2), false, false)
+            .unwrap();
+        table
+            .push_stream_events("b", 0, 8, &ids(8, 2), false, false)
+            .unwrap();
+        table
+            .push_stream_events("a", 8, 10, &ids(10, 1), true, true)
+            .unwrap();
         let spans: Vec<(u64, u64, u32, bool)> = table
             .stream_entries()
             .iter()
@@ -522,7 +538,9 @@ mod tests {
         let mut table = Memtable::new(0);
         let n = u64::from(MAX_ENTRY_EVENTS) * 2 + 5;
         let ids: Vec<[u8; 16]> = (0..n).map(id).collect();
-        table.push_run("a", 0, 0, &ids, true, true).unwrap();
+        table
+            .push_stream_events("a", 0, 0, &ids, true, true)
+            .unwrap();
         let spans: Vec<(u64, u64, u32, bool)> = table
             .stream_entries()
             .iter()
@@ -543,9 +561,11 @@ mod tests {
     fn recorded_offsets_come_back_from_reads_and_entries() {
         let mut table = Memtable::new(100);
         table
-            .push_run("a", 0, 100, &[id(0), id(1)], false, true)
+            .push_stream_events("a", 0, 100, &[id(0), id(1)], false, true)
             .unwrap();
-        table.push_run("b", 0, 102, &[id(2)], false, true).unwrap();
+        table
+            .push_stream_events("b", 0, 102, &[id(2)], false, true)
+            .unwrap();
         // Offsets of the middle events only; the first stays unknown.
         table.record_offsets(101, &[4096, 8192]).unwrap();
         assert_eq!(

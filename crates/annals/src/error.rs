@@ -29,6 +29,11 @@ pub enum Error {
     /// The index disagrees with the log.
     #[error("index inconsistent with the log: {0}")]
     Index(String),
+    /// A broken invariant of the store itself (a bug, not a fault of the
+    /// disk, the index or the caller): e.g. the log writer reporting fewer
+    /// positions or offsets than events written.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A conflict, for callers that use `??` and treat it as an error.
     #[error(transparent)]
     WrongExpectedVersion(#[from] WrongExpectedVersion),

@@ -10,7 +10,7 @@ use crate::error::Result;
 
 use super::*;
 
-impl Shared {
+impl IndexState {
     /// Whether the event at `position` (starting at `offset` in its
     /// segment, if known) belongs to `stream`.
     pub(super) fn is_stream(

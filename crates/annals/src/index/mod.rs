@@ -85,6 +85,8 @@ pub struct IndexReport {
     pub discarded: Vec<String>,
 }
 
+/// The index's entries, newest last: the runs on disk, the frozen
+/// memtables waiting to be written, the active memtable.
 pub(super) struct Levels {
     pub(super) active: Memtable,
     /// Oldest first.
@@ -93,7 +95,10 @@ pub(super) struct Levels {
     pub(super) runs: Arc<Vec<Arc<Run>>>,
 }
 
-pub(crate) struct Shared {
+/// Everything the index holds and the background workers share with the
+/// store's threads: the levels, the log reader and storage, the locks that
+/// order persisting and merging, and the last failures to report.
+pub(crate) struct IndexState {
     pub(super) storage: Arc<dyn Storage>,
     pub(super) reader: LogReader,
     pub(super) levels: RwLock<Levels>,
@@ -123,7 +128,7 @@ pub(super) type Worker = (mpsc::Sender<Message>, JoinHandle<()>);
 
 /// The index of one open store.
 pub(crate) struct Index {
-    pub(super) shared: Arc<Shared>,
+    pub(super) state: Arc<IndexState>,
     /// Writes frozen memtables; kicks the merger after each success.
     pub(super) persister: Mutex<Option<Worker>>,
     /// Merges runs.
@@ -154,7 +159,7 @@ impl Index {
         let log_end = reader.position_end();
         let (runs, discarded) = load_runs(&storage, log_end)?;
         let checkpoint = runs.last().map_or(0, |r| r.end());
-        let shared = Arc::new(Shared {
+        let state = Arc::new(IndexState {
             storage,
             reader,
             levels: RwLock::new(Levels {
@@ -169,15 +174,15 @@ impl Index {
             persist_error: Mutex::new(None),
             merge_error: Mutex::new(None),
         });
-        let merger = spawn_worker(&shared, "annals-index-merge", |shared, receiver| {
-            shared.merge_work(receiver)
+        let merger = spawn_worker(&state, "annals-index-merge", |state, receiver| {
+            state.merge_work(receiver)
         })?;
         let merge_kick = merger.0.clone();
-        let persister = spawn_worker(&shared, "annals-index", move |shared, receiver| {
-            shared.persist_work(receiver, &merge_kick)
+        let persister = spawn_worker(&state, "annals-index", move |state, receiver| {
+            state.persist_work(receiver, &merge_kick)
         })?;
         let index = Index {
-            shared,
+            state,
             persister: Mutex::new(Some(persister)),
             merger: Mutex::new(Some(merger)),
             report: IndexReport {
@@ -205,13 +210,13 @@ impl Index {
 
     /// Records appended events: `push` gets the active memtable.
     pub(crate) fn update<R>(&self, push: impl FnOnce(&mut Memtable) -> R) -> R {
-        push(&mut self.shared.levels.write().active)
+        push(&mut self.state.levels.write().active)
     }
 
     /// Whether the active memtable is full. The caller makes the log
     /// durable up to the memtable's end, then calls [`Index::freeze`].
     pub(crate) fn wants_freeze(&self) -> bool {
-        self.shared.levels.read().active.len() >= self.shared.buffer_events
+        self.state.levels.read().active.len() >= self.state.buffer_events
     }
 
     /// Freezes the active memtable and hands it to the background writer;
@@ -219,7 +224,7 @@ impl Index {
     /// (backpressure). Only call when the log is durable up to its end.
     pub(crate) fn freeze(&self) {
         let waiting = {
-            let mut levels = self.shared.levels.write();
+            let mut levels = self.state.levels.write();
             if levels.active.is_empty() {
                 return;
             }
@@ -229,7 +234,7 @@ impl Index {
             levels.frozen.len()
         };
         if waiting > FROZEN_MAX {
-            self.shared.record_persist(self.shared.persist_frozen());
+            self.state.record_persist(self.state.persist_frozen());
         } else {
             self.kick();
         }
@@ -239,7 +244,7 @@ impl Index {
     /// and persists everything in memory (the log is durable: the writer
     /// was closed first).
     pub(crate) fn close(&self) {
-        self.shared.closing.store(true, Ordering::Release);
+        self.state.closing.store(true, Ordering::Release);
         for worker in [&self.persister, &self.merger] {
             if let Some((sender, handle)) = worker.lock().take() {
                 let _ = sender.send(Message::Stop);
@@ -247,26 +252,26 @@ impl Index {
             }
         }
         self.freeze();
-        self.shared.record_persist(self.shared.persist_frozen());
+        self.state.record_persist(self.state.persist_frozen());
     }
 
     /// Does the background writer's pending work on this thread: writes
     /// every frozen memtable, then merges until no size class has four runs.
     pub(crate) fn maintain(&self) -> Result<()> {
-        self.shared.persist_frozen()?;
-        let merged = self.shared.merge();
-        self.shared.record_merge(&merged);
+        self.state.persist_frozen()?;
+        let merged = self.state.merge();
+        self.state.record_merge(&merged);
         merged.map(|_| ())
     }
 
     /// The stream's state.
     pub(crate) fn state(&self, stream: &str) -> Result<Option<StreamState>> {
-        self.shared.repairing(|| self.shared.state(stream))
+        self.state.repairing(|| self.state.state(stream))
     }
 
     /// The position of each id, if stored.
     pub(crate) fn find_ids(&self, ids: &[[u8; 16]]) -> Result<Vec<Option<u64>>> {
-        self.shared.repairing(|| self.shared.find_ids(ids))
+        self.state.repairing(|| self.state.find_ids(ids))
     }
 
     /// Visits candidate (version, position) pairs of `stream` from version
@@ -281,18 +286,18 @@ impl Index {
         max: usize,
         visit: &mut VisitCandidates<'_>,
     ) -> Result<()> {
-        self.shared.read(stream, from, direction, max, visit)
+        self.state.read(stream, from, direction, max, visit)
     }
 
     /// Runs `attempt`; if it met a damaged run page, rebuilds the broken
     /// runs from the log and runs it once more.
     pub(crate) fn repairing<T>(&self, attempt: impl FnMut() -> Result<T>) -> Result<T> {
-        self.shared.repairing(attempt)
+        self.state.repairing(attempt)
     }
 
     /// Counts for `stats`.
     pub(crate) fn figures(&self) -> IndexFigures {
-        let levels = self.shared.levels.read();
+        let levels = self.state.levels.read();
         let runs = &levels.runs;
         IndexFigures {
             streams: runs.iter().map(|r| r.new_streams()).sum::<u64>()
@@ -302,7 +307,7 @@ impl Index {
             run_bytes: runs.iter().map(|r| r.file_bytes()).sum(),
             checkpoint: runs.last().map_or(0, |r| r.end()),
             buffered: levels.frozen.iter().map(|m| m.len()).sum::<u64>() + levels.active.len(),
-            error: self.shared.error(),
+            error: self.state.error(),
         }
     }
 }

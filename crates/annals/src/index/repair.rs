@@ -12,7 +12,7 @@ use crate::APPEND_FIRST_FLAG;
 
 use super::*;
 
-impl Shared {
+impl IndexState {
     /// Runs `lookup`; if it found a damaged run page, rebuilds the broken
     /// runs from the log and runs it once more.
     pub(super) fn repairing<T>(&self, mut lookup: impl FnMut() -> Result<T>) -> Result<T> {

@@ -17,7 +17,7 @@ impl Index {
     ) -> Result<()> {
         let mut failure = None;
         let mut done = 0u64;
-        self.shared
+        self.state
             .reader
             .scan_located(from, |position, offset, record, _| {
                 if position >= to {
@@ -31,10 +31,10 @@ impl Index {
                     self.freeze();
                 }
                 let pushed = {
-                    let mut levels = self.shared.levels.write();
+                    let mut levels = self.state.levels.write();
                     levels
                         .active
-                        .push_run(
+                        .push_stream_events(
                             record.stream,
                             record.stream_version,
                             position,

@@ -14,7 +14,7 @@ impl Index {
     /// checked.
     pub(crate) fn verify(&self) -> Result<u64> {
         let (runs, frozen, active) = {
-            let levels = self.shared.levels.read();
+            let levels = self.state.levels.read();
             let active = (
                 levels.active.start(),
                 levels.active.end(),
@@ -36,7 +36,7 @@ impl Index {
             // Sorted, each position once (`Run::verify`), and the same set
             // of entries as the log implies: equal digests.
             let in_run = run.verify()?;
-            if in_run != digest_from_log(&self.shared.reader, run.start(), run.end())? {
+            if in_run != digest_from_log(&self.state.reader, run.start(), run.end())? {
                 return Err(Error::Index(format!(
                     "index run {} holds entries that differ from the log",
                     run.name()
@@ -56,7 +56,7 @@ impl Index {
                 )));
             }
             // Offsets included: the writer and the replay record every one.
-            let (log_streams, log_ids, _) = entries_from_log(&self.shared.reader, start, end)?;
+            let (log_streams, log_ids, _) = entries_from_log(&self.state.reader, start, end)?;
             if streams != log_streams || ids != log_ids {
                 return Err(Error::Index(format!(
                     "memtable {start}..{end} differs from the log"
@@ -72,7 +72,7 @@ impl Index {
     /// whole index; for tests and tools that compare indexes.
     pub(crate) fn dump(&self) -> Result<BTreeMap<String, (Vec<u64>, bool)>> {
         let (runs, memtables) = {
-            let levels = self.shared.levels.read();
+            let levels = self.state.levels.read();
             let mut memtables: Vec<_> = levels.frozen.iter().map(|m| m.dump()).collect();
             memtables.push(levels.active.dump());
             (Arc::clone(&levels.runs), memtables)
@@ -82,7 +82,7 @@ impl Index {
             for i in 0..run.stream_entries() {
                 let entry = run.stream_entry(i)?;
                 let name = self
-                    .shared
+                    .state
                     .reader
                     .with_event(entry.position, |r| r.stream.to_owned())?
                     .ok_or_else(|| missing(entry.position))?;

@@ -14,15 +14,15 @@ use super::*;
 /// Starts a background thread running `work` on the index's shared state
 /// with the receiving end of its channel.
 pub(super) fn spawn_worker(
-    shared: &Arc<Shared>,
+    state: &Arc<IndexState>,
     name: &str,
-    work: impl FnOnce(&Shared, &mpsc::Receiver<Message>) + Send + 'static,
+    work: impl FnOnce(&IndexState, &mpsc::Receiver<Message>) + Send + 'static,
 ) -> Result<Worker> {
     let (sender, receiver) = mpsc::channel();
-    let shared = Arc::clone(shared);
+    let state = Arc::clone(state);
     let handle = std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || work(&shared, &receiver))
+        .spawn(move || work(&state, &receiver))
         .map_err(|e| Error::Index(format!("cannot start the {name} thread: {e}")))?;
     Ok((sender, handle))
 }
@@ -37,7 +37,7 @@ pub(super) fn next_message(receiver: &mpsc::Receiver<Message>) -> Option<bool> {
     Some(stop)
 }
 
-impl Shared {
+impl IndexState {
     pub(super) fn record_persist(&self, outcome: Result<()>) {
         *self.persist_error.lock() = outcome.err().map(|e| e.to_string());
     }
