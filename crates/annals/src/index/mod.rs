@@ -36,7 +36,7 @@
 //!   runs), opening, freezing, closing, and the entry points of lookups;
 //! - `workers.rs`: the background persister and merger, and merging;
 //! - `lookup.rs`: a stream's state, event ids, stream reads (`visit_run`,
-//!   `forward_start`) and the [`Candidate`]s they give;
+//!   `forward_start`) and the [`Candidate`](lookup::Candidate)s they give;
 //! - `replay.rs`: replaying the log into the memtable on open;
 //! - `repair.rs`: rebuilding damaged runs from the log;
 //! - `verify.rs`: checking the index against the log, and dumping it;
