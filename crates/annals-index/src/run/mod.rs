@@ -16,7 +16,8 @@
 //!
 //! - `layout.rs`: sizes, the format version, the header page, where each
 //!   table starts, run file names;
-//! - `entry.rs`: [`StreamEntry`] and [`IdEntry`] and their encoding;
+//! - `entry.rs`: [`StreamEntry`], [`IdEntry`], [`EventOffset`] and their
+//!   encoding;
 //! - `page.rs`: page checksums ([`page_crc`]) and the writer of pages;
 //! - `bloom.rs`: the Bloom filters (keys, writing, probing);
 //! - `writer.rs`: [`write_run`], where a run is written;
@@ -24,7 +25,8 @@
 //! - `search.rs`: where a run is searched (a stream, an event id);
 //! - `verify.rs`: [`Run::verify`], checking a whole run;
 //! - `digest.rs`: [`EntryDigest`];
-//! - `merge.rs`: [`merge_runs`], where runs are merged.
+//! - `merge.rs`: [`merge_runs`], where runs are merged;
+//! - `fixtures.rs` (tests only): entries and runs the unit tests share.
 
 mod bloom;
 mod digest;
