@@ -32,11 +32,16 @@ pub use ids::{IdHash, IdHasher, IdTable};
 pub use memtable::Memtable;
 pub use run::{
     id_key, merge_runs, page_crc, parse_run_file_name, run_file_name, write_run, EntryDigest,
-    IdEntry, Run, StreamEntry, MAX_ENTRY_EVENTS, PAGE_BYTES, POSITION_LIMIT,
+    EventOffset, IdEntry, Run, StreamEntry, MAX_ENTRY_EVENTS, PAGE_BYTES, POSITION_LIMIT,
 };
 
-/// Errors of the index.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Errors of the index: the crate's one error type.
+///
+/// Equality ([`PartialEq`], for tests of the memtable's refusals) compares
+/// the index's own variants field by field; two [`Error::Storage`] errors
+/// are never equal (the storage error holds an `io::Error`, which has no
+/// equality), so there is no `Eq`.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An entry would break the density of stream versions.
@@ -60,6 +65,65 @@ pub enum Error {
         /// The position that was due.
         end: u64,
     },
+    /// A run file could not be written, read or merged: an I/O error, a
+    /// damaged run (`annals_segment::Error::Corrupt`), a run of another
+    /// format version, or entries a run cannot hold
+    /// (`annals_segment::Error::Invalid`). Displayed as the storage error
+    /// itself; [`source`](std::error::Error::source) continues with its
+    /// cause.
+    #[error(transparent)]
+    Storage(#[from] annals_segment::Error),
+}
+
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                Error::VersionGap {
+                    stream,
+                    version,
+                    expected,
+                },
+                Error::VersionGap {
+                    stream: s,
+                    version: v,
+                    expected: e,
+                },
+            ) => (stream, version, expected) == (s, v, e),
+            (Error::Deleted(a), Error::Deleted(b)) => a == b,
+            (
+                Error::PositionGap { position, end },
+                Error::PositionGap {
+                    position: p,
+                    end: e,
+                },
+            ) => (position, end) == (p, e),
+            _ => false,
+        }
+    }
+}
+
+impl Error {
+    /// A damaged run file: what [`annals_segment::Error::corrupt`] says.
+    pub(crate) fn corrupt(file: impl Into<String>, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Storage(annals_segment::Error::corrupt(file, offset, reason))
+    }
+
+    /// An I/O error on a run file.
+    pub(crate) fn io(op: &'static str, file: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Storage(annals_segment::Error::io(op, file, source))
+    }
+
+    /// Entries or runs a run cannot be made of (a caller's mistake).
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+        Error::Storage(annals_segment::Error::Invalid(reason.into()))
+    }
+
+    /// Whether this is a damaged run file (a page or header that fails its
+    /// checks).
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Storage(annals_segment::Error::Corrupt { .. }))
+    }
 }
 
 /// The state of one stream, as the expected-version check needs it.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::hash::{Fnv1aMix, StreamHasher};
 use crate::ids::IdTable;
-use crate::run::{IdEntry, StreamEntry};
+use crate::run::{EventOffset, IdEntry, StreamEntry};
 use crate::{Direction, Error, StreamState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,9 +60,9 @@ pub struct Memtable<H: StreamHasher = Fnv1aMix> {
     buckets: HashMap<u64, Vec<Entry>, PremixedKey>,
     ids: IdTable,
     /// Each event's byte offset in its segment, by position − `start`;
-    /// 0 where not known (see [`Memtable::record_offsets`]). 4 bytes per
-    /// event, not per stream: positions here are dense.
-    offsets: Vec<u32>,
+    /// unknown until recorded (see [`Memtable::record_offsets`]). 4 bytes
+    /// per event, not per stream: positions here are dense.
+    offsets: Vec<EventOffset>,
     /// One bit per event, by position − `start`: set where the event
     /// continues the stream entry of the event before it (same append,
     /// same stream), so that [`Memtable::stream_entries`] gives one entry
@@ -110,15 +110,15 @@ impl<H: StreamHasher> Memtable<H> {
         })
     }
 
-    /// Records one append's run of events in `stream`: versions from
+    /// Records the events one append wrote to `stream`: versions from
     /// `version`, positions from `position` (which must be this memtable's
     /// end), one per id. Only the last may be a `tombstone`. Versions of a
     /// stream already here must follow on densely; a stream new to the
     /// memtable starts at whatever version the caller found in older runs.
     /// `starts_append`: whether these are the first events of an append
-    /// (a later run of the same append, in the same stream right after the
-    /// previous one, extends its stream entry).
-    pub fn push_run(
+    /// (later events of the same append, in the same stream right after the
+    /// previous ones, extend its stream entry).
+    pub fn push_stream_events(
         &mut self,
         stream: &str,
         version: u64,
@@ -185,7 +185,7 @@ impl<H: StreamHasher> Memtable<H> {
         let first = usize::try_from(position - self.start).unwrap_or(usize::MAX);
         self.end += count;
         let len = usize::try_from(self.end - self.start).unwrap_or(0);
-        self.offsets.resize(len, 0);
+        self.offsets.resize(len, EventOffset::UNKNOWN);
         self.continues.resize(len.div_ceil(64), 0);
         let skip = usize::from(!joins_previous);
         for i in first.saturating_add(skip)..len {
@@ -216,7 +216,9 @@ impl<H: StreamHasher> Memtable<H> {
         let slots = from.and_then(|from| self.offsets.get_mut(from..from + offsets.len()));
         match slots {
             Some(slots) => {
-                slots.copy_from_slice(offsets);
+                for (slot, &offset) in slots.iter_mut().zip(offsets) {
+                    *slot = EventOffset::new(offset);
+                }
                 Ok(())
             }
             None => Err(Error::PositionGap {
@@ -229,7 +231,7 @@ impl<H: StreamHasher> Memtable<H> {
     /// The byte offset recorded for the event at `position`, if any.
     pub fn offset_of(&self, position: u64) -> Option<u32> {
         let i = usize::try_from(position.checked_sub(self.start)?).ok()?;
-        self.offsets.get(i).copied().filter(|&offset| offset != 0)
+        self.offsets.get(i)?.known()
     }
 
     /// Up to `max` (version, position, byte offset if recorded) of
@@ -297,7 +299,7 @@ impl<H: StreamHasher> Memtable<H> {
     }
 
     /// Every stream entry (one per stream per append), sorted as a run
-    /// stores them, with the offsets recorded (0 where none was).
+    /// stores them, with the offsets recorded (unknown where none was).
     pub fn stream_entries(&self) -> Vec<StreamEntry> {
         let mut entries = Vec::new();
         for entry in self.buckets.values().flatten() {
@@ -309,7 +311,7 @@ impl<H: StreamHasher> Memtable<H> {
                     version: entry.first_version + i as u64,
                     position,
                     tombstone: entry.deleted && i == last,
-                    offset: self.offset_of(position).unwrap_or(0),
+                    offset: self.offset_of(position).into(),
                     count: 1,
                 };
                 // Same append, same stream: the rule the log scan applies.
@@ -383,7 +385,7 @@ mod tests {
         for round in 0..3u64 {
             for name in &names {
                 table
-                    .push_run(name, round, position, &[id(position)], false, true)
+                    .push_stream_events(name, round, position, &[id(position)], false, true)
                     .unwrap();
                 position += 1;
             }
@@ -414,22 +416,26 @@ mod tests {
     fn versions_and_positions_must_be_dense_and_nothing_follows_a_tombstone() {
         let mut table = Memtable::new(10);
         assert_eq!(
-            table.push_run("a", 0, 11, &[id(1)], false, true),
+            table.push_stream_events("a", 0, 11, &[id(1)], false, true),
             Err(Error::PositionGap {
                 position: 11,
                 end: 10
             })
         );
-        table.push_run("a", 0, 10, &[id(1)], false, true).unwrap();
+        table
+            .push_stream_events("a", 0, 10, &[id(1)], false, true)
+            .unwrap();
         assert_eq!(
-            table.push_run("a", 2, 11, &[id(2)], false, true),
+            table.push_stream_events("a", 2, 11, &[id(2)], false, true),
             Err(Error::VersionGap {
                 stream: "a".into(),
                 version: 2,
                 expected: 1
             })
         );
-        table.push_run("a", 1, 11, &[id(2)], true, true).unwrap();
+        table
+            .push_stream_events("a", 1, 11, &[id(2)], true, true)
+            .unwrap();
         assert_eq!(
             table.state("a"),
             Some(StreamState {
@@ -438,7 +444,7 @@ mod tests {
             })
         );
         assert_eq!(
-            table.push_run("a", 2, 12, &[id(3)], false, true),
+            table.push_stream_events("a", 2, 12, &[id(3)], false, true),
             Err(Error::Deleted("a".into()))
         );
         let entries = table.stream_entries();
@@ -450,7 +456,7 @@ mod tests {
     fn a_stream_continued_from_older_runs_reads_only_its_recent_versions() {
         let mut table = Memtable::new(100);
         table
-            .push_run(
+            .push_stream_events(
                 "s",
                 5,
                 100,
@@ -491,12 +497,24 @@ mod tests {
         // a: 3 events; then a again in a new append right after it (its
         // own entry); then one append that writes a twice in a row (one
         // entry), then b; then a in a later append, after b.
-        table.push_run("a", 0, 0, &ids(0, 3), false, true).unwrap();
-        table.push_run("a", 3, 3, &ids(3, 2), false, true).unwrap();
-        table.push_run("a", 5, 5, &ids(5, 1), false, true).unwrap();
-        table.push_run("a", 6, 6, &ids(6, 2), false, false).unwrap();
-        table.push_run("b", 0, 8, &ids(8, 2), false, false).unwrap();
-        table.push_run("a", 8, 10, &ids(10, 1), true, true).unwrap();
+        table
+            .push_stream_events("a", 0, 0, &ids(0, 3), false, true)
+            .unwrap();
+        table
+            .push_stream_events("a", 3, 3, &ids(3, 2), false, true)
+            .unwrap();
+        table
+            .push_stream_events("a", 5, 5, &ids(5, 1), false, true)
+            .unwrap();
+        table
+            .push_stream_events("a", 6, 6, &ids(6, 2), false, false)
+            .unwrap();
+        table
+            .push_stream_events("b", 0, 8, &ids(8, 2), false, false)
+            .unwrap();
+        table
+            .push_stream_events("a", 8, 10, &ids(10, 1), true, true)
+            .unwrap();
         let spans: Vec<(u64, u64, u32, bool)> = table
             .stream_entries()
             .iter()
@@ -520,7 +538,9 @@ mod tests {
         let mut table = Memtable::new(0);
         let n = u64::from(MAX_ENTRY_EVENTS) * 2 + 5;
         let ids: Vec<[u8; 16]> = (0..n).map(id).collect();
-        table.push_run("a", 0, 0, &ids, true, true).unwrap();
+        table
+            .push_stream_events("a", 0, 0, &ids, true, true)
+            .unwrap();
         let spans: Vec<(u64, u64, u32, bool)> = table
             .stream_entries()
             .iter()
@@ -541,9 +561,11 @@ mod tests {
     fn recorded_offsets_come_back_from_reads_and_entries() {
         let mut table = Memtable::new(100);
         table
-            .push_run("a", 0, 100, &[id(0), id(1)], false, true)
+            .push_stream_events("a", 0, 100, &[id(0), id(1)], false, true)
             .unwrap();
-        table.push_run("b", 0, 102, &[id(2)], false, true).unwrap();
+        table
+            .push_stream_events("b", 0, 102, &[id(2)], false, true)
+            .unwrap();
         // Offsets of the middle events only; the first stays unknown.
         table.record_offsets(101, &[4096, 8192]).unwrap();
         assert_eq!(
@@ -558,7 +580,7 @@ mod tests {
         let mut offsets: Vec<(u64, u32, u32)> = table
             .stream_entries()
             .iter()
-            .map(|e| (e.position, e.offset, e.count))
+            .map(|e| (e.position, e.offset.to_disk(), e.count))
             .collect();
         offsets.sort_unstable();
         assert_eq!(offsets, vec![(100, 0, 2), (102, 8192, 1)]);

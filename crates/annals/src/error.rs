@@ -41,6 +41,11 @@ pub enum Error {
     /// The index disagrees with the log.
     #[error("index inconsistent with the log: {0}")]
     Index(String),
+    /// A broken invariant of the store itself (a bug, not a fault of the
+    /// disk, the index or the caller): e.g. the log writer reporting fewer
+    /// positions or offsets than events written.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A conflict, for callers that use `??` and treat it as an error.
     #[error(transparent)]
     WrongExpectedVersion(#[from] WrongExpectedVersion),
@@ -55,6 +60,20 @@ impl From<annals_segment::Error> for Error {
             annals_segment::Error::Invalid(reason) => Error::InvalidInput(reason),
             annals_segment::Error::Locked(dir) => Error::Locked(dir),
             other => Error::Log(other),
+        }
+    }
+}
+
+/// An index error reaches the store's callers as before the index had its
+/// own error type: a run file's storage error as that error ([`Error::Log`]
+/// for I/O, corruption and format versions, so [`Error::is_corruption`]
+/// answers as for the log), and the memtable's refusals (a version or
+/// position gap, an entry after a tombstone) as [`Error::Index`].
+impl From<annals_index::Error> for Error {
+    fn from(error: annals_index::Error) -> Self {
+        match error {
+            annals_index::Error::Storage(log) => Error::from(log),
+            other => Error::Index(other.to_string()),
         }
     }
 }

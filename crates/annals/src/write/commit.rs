@@ -164,7 +164,7 @@ fn apply(
             Decision::DuplicateOf(earlier) => {
                 let copy = match results.get(earlier) {
                     Some(Some(Ok(Ok(found)))) => Ok(Ok(mark_duplicate(found.clone()))),
-                    _ => Err(Error::Index(
+                    _ => Err(Error::Internal(
                         "retry of a failed append in the same group".into(),
                     )),
                 };
@@ -182,14 +182,14 @@ fn apply(
         };
         let mut position = firsts
             .next()
-            .ok_or_else(|| Error::Index("log returned too few positions".into()))?;
+            .ok_or_else(|| Error::Internal("log returned too few positions".into()))?;
         let mut per_stream = Vec::with_capacity(appends.len());
         for (k, (append, first_version)) in appends.iter().zip(first_versions).enumerate() {
             let count = append.events.len() as u64;
             let ids: Vec<[u8; 16]> = append.events.iter().map(|e| e.id.0).collect();
             let starts_append = k == 0;
             memtable
-                .push_run(
+                .push_stream_events(
                     &append.stream,
                     first_version,
                     position,
@@ -197,14 +197,14 @@ fn apply(
                     append.tombstone,
                     starts_append,
                 )
-                .map_err(|e| Error::Index(e.to_string()))?;
+                .map_err(Error::from)?;
             let Some((located, rest)) = offsets.split_at_checked(count as usize) else {
-                return Err(Error::Index("log returned too few offsets".into()));
+                return Err(Error::Internal("log returned too few offsets".into()));
             };
             offsets = rest;
             memtable
                 .record_offsets(position, located)
-                .map_err(|e| Error::Index(e.to_string()))?;
+                .map_err(Error::from)?;
             per_stream.push(AppendResult {
                 stream: append.stream.clone(),
                 first_version,

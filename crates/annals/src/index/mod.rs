@@ -1,0 +1,319 @@
+//! The store's index: a bounded memtable of recent entries, frozen
+//! memtables waiting to be written, and immutable run files on disk, kept
+//! few by a background merger.
+//!
+//! - **Checkpoint.** Runs cover `[0, checkpoint)` without gaps; the
+//!   checkpoint is the end of the last run. Opening reads the run headers,
+//!   then replays only the log after the checkpoint into the memtable.
+//! - **Never trusted blindly.** A run whose header fails, that overlaps or
+//!   leaves a gap, or that reaches past the log's end is discarded (the
+//!   replay then covers its range). A page that fails its checksum when
+//!   first read marks its run broken; the lookup rebuilds that run from the
+//!   log and is retried.
+//! - **Durable before persisted.** A memtable is frozen only once every
+//!   event it holds is durable in the log (the writer syncs first in
+//!   buffered mode), so a run never describes events a crash can take back.
+//! - **Bounded memory.** The active memtable holds at most
+//!   `index_buffer_events` events; at most two frozen ones wait for the
+//!   background writer before the writer persists one itself (never behind
+//!   a merge: persisting and merging take different locks).
+//! - **Two background threads.** One writes frozen memtables, one merges
+//!   runs: a merge of large runs takes seconds, and frozen memtables must
+//!   not pile up (memory) or push the writer into persisting (latency)
+//!   behind it.
+//! - **Merging.** Runs are grouped in size classes (powers of 4 of the
+//!   buffer); four runs of one class at the tail are merged into one of the
+//!   next class, so a log of N events has O(log N) runs and every entry is
+//!   rewritten O(log N) times.
+//!
+//! Stream entries are keyed by a hash of the name; a lookup confirms each
+//! candidate by reading the event it points at, so a hash collision costs a
+//! read, never a wrong answer.
+//!
+//! The files of this module:
+//!
+//! - `mod.rs`: [`Index`] and its levels (active memtable, frozen memtables,
+//!   runs), opening, freezing, closing, and the entry points of lookups;
+//! - `workers.rs`: the background persister and merger, and merging;
+//! - `lookup.rs`: a stream's state, event ids, stream reads (`visit_run`,
+//!   `forward_start`) and the [`Candidate`](lookup::Candidate)s they give;
+//! - `replay.rs`: replaying the log into the memtable on open;
+//! - `repair.rs`: rebuilding damaged runs from the log;
+//! - `verify.rs`: checking the index against the log, and dumping it;
+//! - `log_entries.rs`: the index entries the log implies;
+//! - `run_files.rs`: loading, writing and removing run files.
+
+mod log_entries;
+mod lookup;
+mod repair;
+mod replay;
+mod run_files;
+mod verify;
+mod workers;
+
+use log_entries::*;
+pub(crate) use lookup::VisitCandidates;
+pub(crate) use run_files::remove_runs;
+use run_files::*;
+use workers::*;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use annals_index::{Direction, Memtable, Run, StreamState};
+use annals_segment::storage::Storage;
+use annals_segment::LogReader;
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Error, Result};
+
+/// Frozen memtables allowed to wait for the background writer.
+pub(super) const FROZEN_MAX: usize = 2;
+/// Runs of one size class merged together.
+pub(super) const MERGE_FANOUT: usize = 4;
+
+/// What opening the index found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexReport {
+    /// Position up to which persisted runs were trusted.
+    pub checkpoint: u64,
+    /// Events replayed from the log after the checkpoint.
+    pub replayed: u64,
+    /// Run files discarded (damaged, overlapping, or ahead of the log).
+    pub discarded: Vec<String>,
+}
+
+/// The index's entries, newest last: the runs on disk, the frozen
+/// memtables waiting to be written, the active memtable.
+pub(super) struct Levels {
+    pub(super) active: Memtable,
+    /// Oldest first.
+    pub(super) frozen: Vec<Arc<Memtable>>,
+    /// By position, contiguous from 0.
+    pub(super) runs: Arc<Vec<Arc<Run>>>,
+}
+
+/// Everything the index holds and the background workers share with the
+/// store's threads: the levels, the log reader and storage, the locks that
+/// order persisting and merging, and the last failures to report.
+pub(crate) struct IndexState {
+    pub(super) storage: Arc<dyn Storage>,
+    pub(super) reader: LogReader,
+    pub(super) levels: RwLock<Levels>,
+    /// Held while frozen memtables are written (by the worker, or by the
+    /// writer under backpressure): each is written once, in order.
+    pub(super) persist_lock: Mutex<()>,
+    /// Held while runs are merged or repaired. Never taken by the writer, so
+    /// a long merge does not stall appends; new runs only ever join the
+    /// tail, and a merge or repair swaps in its result under `levels`.
+    pub(super) merge_lock: Mutex<()>,
+    pub(super) buffer_events: u64,
+    pub(super) closing: AtomicBool,
+    /// Why the last write of a frozen memtable failed (cleared by the next
+    /// one that succeeds): its entries are still only in memory.
+    pub(super) persist_error: Mutex<Option<String>>,
+    /// Why the last merge failed (cleared by the next merge that has work
+    /// to do and succeeds).
+    pub(super) merge_error: Mutex<Option<String>>,
+}
+
+pub(super) enum Message {
+    Work,
+    Stop,
+}
+
+pub(super) type Worker = (mpsc::Sender<Message>, JoinHandle<()>);
+
+/// The index of one open store.
+pub(crate) struct Index {
+    pub(super) state: Arc<IndexState>,
+    /// Writes frozen memtables; kicks the merger after each success.
+    pub(super) persister: Mutex<Option<Worker>>,
+    /// Merges runs.
+    pub(super) merger: Mutex<Option<Worker>>,
+    pub(super) report: IndexReport,
+}
+
+/// Figures for [`Stats`](crate::Stats).
+pub(crate) struct IndexFigures {
+    pub(crate) streams: u64,
+    pub(crate) runs: u64,
+    pub(crate) run_bytes: u64,
+    pub(crate) checkpoint: u64,
+    pub(crate) buffered: u64,
+    pub(crate) error: Option<String>,
+}
+
+impl Index {
+    /// Opens the index of the log `reader` reads: trusts the valid run
+    /// chain, replays the rest of the log, starts the background worker.
+    /// `progress(done, total)` follows the replay.
+    pub(crate) fn open(
+        storage: Arc<dyn Storage>,
+        reader: LogReader,
+        buffer_events: u64,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Index> {
+        let log_end = reader.position_end();
+        let (runs, discarded) = load_runs(&storage, log_end)?;
+        let checkpoint = runs.last().map_or(0, |r| r.end());
+        let state = Arc::new(IndexState {
+            storage,
+            reader,
+            levels: RwLock::new(Levels {
+                active: Memtable::new(checkpoint),
+                frozen: Vec::new(),
+                runs: Arc::new(runs),
+            }),
+            persist_lock: Mutex::new(()),
+            merge_lock: Mutex::new(()),
+            buffer_events: buffer_events.max(1),
+            closing: AtomicBool::new(false),
+            persist_error: Mutex::new(None),
+            merge_error: Mutex::new(None),
+        });
+        let merger = spawn_worker(&state, "annals-index-merge", |state, receiver| {
+            state.merge_work(receiver)
+        })?;
+        let merge_kick = merger.0.clone();
+        let persister = spawn_worker(&state, "annals-index", move |state, receiver| {
+            state.persist_work(receiver, &merge_kick)
+        })?;
+        let index = Index {
+            state,
+            persister: Mutex::new(Some(persister)),
+            merger: Mutex::new(Some(merger)),
+            report: IndexReport {
+                checkpoint,
+                replayed: log_end - checkpoint,
+                discarded,
+            },
+        };
+        index.replay(checkpoint, log_end, progress)?;
+        index.kick();
+        Ok(index)
+    }
+
+    /// What opening found and did.
+    pub(crate) fn report(&self) -> &IndexReport {
+        &self.report
+    }
+
+    fn kick(&self) {
+        if let Some((sender, _)) = &*self.persister.lock() {
+            // A stopped worker only happens on close: nothing left to do.
+            let _ = sender.send(Message::Work);
+        }
+    }
+
+    /// Records appended events: `push` gets the active memtable.
+    pub(crate) fn update<R>(&self, push: impl FnOnce(&mut Memtable) -> R) -> R {
+        push(&mut self.state.levels.write().active)
+    }
+
+    /// Whether the active memtable is full. The caller makes the log
+    /// durable up to the memtable's end, then calls [`Index::freeze`].
+    pub(crate) fn wants_freeze(&self) -> bool {
+        self.state.levels.read().active.len() >= self.state.buffer_events
+    }
+
+    /// Freezes the active memtable and hands it to the background writer;
+    /// if too many wait already, persists them on this thread
+    /// (backpressure). Only call when the log is durable up to its end.
+    pub(crate) fn freeze(&self) {
+        let waiting = {
+            let mut levels = self.state.levels.write();
+            if levels.active.is_empty() {
+                return;
+            }
+            let end = levels.active.end();
+            let full = std::mem::replace(&mut levels.active, Memtable::new(end));
+            levels.frozen.push(Arc::new(full));
+            levels.frozen.len()
+        };
+        if waiting > FROZEN_MAX {
+            self.state.record_persist(self.state.persist_frozen());
+        } else {
+            self.kick();
+        }
+    }
+
+    /// Stops the background threads (a merge under way finishes first)
+    /// and persists everything in memory (the log is durable: the writer
+    /// was closed first).
+    pub(crate) fn close(&self) {
+        self.state.closing.store(true, Ordering::Release);
+        for worker in [&self.persister, &self.merger] {
+            if let Some((sender, handle)) = worker.lock().take() {
+                let _ = sender.send(Message::Stop);
+                let _ = handle.join();
+            }
+        }
+        self.freeze();
+        self.state.record_persist(self.state.persist_frozen());
+    }
+
+    /// Does the background writer's pending work on this thread: writes
+    /// every frozen memtable, then merges until no size class has four runs.
+    pub(crate) fn maintain(&self) -> Result<()> {
+        self.state.persist_frozen()?;
+        let merged = self.state.merge();
+        self.state.record_merge(&merged);
+        merged.map(|_| ())
+    }
+
+    /// The stream's state.
+    pub(crate) fn state(&self, stream: &str) -> Result<Option<StreamState>> {
+        self.state.repairing(|| self.state.state(stream))
+    }
+
+    /// The position of each id, if stored.
+    pub(crate) fn find_ids(&self, ids: &[[u8; 16]]) -> Result<Vec<Option<u64>>> {
+        self.state.repairing(|| self.state.find_ids(ids))
+    }
+
+    /// Visits candidate (version, position) pairs of `stream` from version
+    /// `from` in `direction`, in version order. Candidates from runs may
+    /// belong to another stream with the same hash: `visit` checks. Call it
+    /// inside [`Index::repairing`], starting afresh on each attempt.
+    pub(crate) fn read(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max: usize,
+        visit: &mut VisitCandidates<'_>,
+    ) -> Result<()> {
+        self.state.read(stream, from, direction, max, visit)
+    }
+
+    /// Runs `attempt`; if it met a damaged run page, rebuilds the broken
+    /// runs from the log and runs it once more.
+    pub(crate) fn repairing<T>(&self, attempt: impl FnMut() -> Result<T>) -> Result<T> {
+        self.state.repairing(attempt)
+    }
+
+    /// Counts for `stats`.
+    pub(crate) fn figures(&self) -> IndexFigures {
+        let levels = self.state.levels.read();
+        let runs = &levels.runs;
+        IndexFigures {
+            streams: runs.iter().map(|r| r.new_streams()).sum::<u64>()
+                + levels.frozen.iter().map(|m| m.new_streams()).sum::<u64>()
+                + levels.active.new_streams(),
+            runs: runs.len() as u64,
+            run_bytes: runs.iter().map(|r| r.file_bytes()).sum(),
+            checkpoint: runs.last().map_or(0, |r| r.end()),
+            buffered: levels.frozen.iter().map(|m| m.len()).sum::<u64>() + levels.active.len(),
+            error: self.state.error(),
+        }
+    }
+}
+
+pub(super) fn missing(position: u64) -> Error {
+    Error::Index(format!(
+        "index points at position {position}, not in the log"
+    ))
+}
