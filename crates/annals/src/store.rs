@@ -331,7 +331,7 @@ impl Store {
         self.validate(&appends)?;
         match self.inner.pipeline.submit(Work::Append(appends)) {
             Answer::Append(outcome) => outcome,
-            Answer::Flush(_) => Err(Error::Index("an append was answered as a flush".into())),
+            Answer::Flush(_) => Err(Error::Internal("an append was answered as a flush".into())),
         }
     }
 
@@ -355,7 +355,7 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         match self.inner.pipeline.submit(Work::Flush) {
             Answer::Flush(result) => result,
-            Answer::Append(_) => Err(Error::Index("a flush was answered as an append".into())),
+            Answer::Append(_) => Err(Error::Internal("a flush was answered as an append".into())),
         }
     }
 

@@ -253,7 +253,7 @@ impl Pipeline {
             }
             wakes.help();
         }
-        own_answer.unwrap_or(Answer::Append(Err(Error::Index(
+        own_answer.unwrap_or(Answer::Append(Err(Error::Internal(
             "the leader's request was not in its group".into(),
         ))))
     }
