@@ -3,7 +3,7 @@
 //! (WAL, synchronous=FULL, the check in `BEGIN IMMEDIATE`), in one run.
 //! A custom harness (not criterion): what matters here is commits/s under
 //! concurrency and latency percentiles, which criterion does not measure.
-//! The workloads live in `annals_benches::suite` (shared with `annals bench`).
+//! The workloads live in `annals_benches::suite` (shared with `annals-bench`).
 //!
 //! `cargo bench -p annals-benches --bench write_path` (ANNALS_BENCH_SECS
 //! sets seconds per measurement, default 4).

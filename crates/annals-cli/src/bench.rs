@@ -1,109 +1,73 @@
-//! `annals bench`: the standard workloads on Annals, SQLite and the
-//! plain-file ceiling, in one run, as one table (and JSON).
+//! `annals bench`: runs the `annals-bench` executable of the benchmark
+//! crate (Annals vs SQLite vs the plain-file ceiling), passing the
+//! arguments through. The comparison lives there so that this binary does
+//! not link SQLite.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use annals_benches::suite::{run_suite, table, Comparison, Figure, SuiteConfig};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{json, Value};
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
 use crate::Failure;
 
-/// What to run.
-pub struct Plan {
-    /// Seconds per timed write measurement.
-    pub seconds: f64,
-    /// Rounds of each write workload (figures are medians over them).
-    pub rounds: usize,
-    /// Streams of the read workloads' store.
-    pub streams: u64,
-    /// Run the write workloads.
-    pub writes: bool,
-    /// Run the read workloads.
-    pub reads: bool,
-}
+/// Name of the benchmark executable.
+const BENCH_EXE: &str = "annals-bench";
 
-/// Runs the suite and prints (and optionally writes) the results.
-pub fn run(plan: Plan, json_file: Option<PathBuf>) -> Result<(), Failure> {
-    if plan.seconds <= 0.0 || plan.streams == 0 || plan.rounds == 0 {
-        return Err(Failure::usage(
-            "--seconds, --rounds and --streams must be positive",
-        ));
-    }
-    let config = SuiteConfig {
-        seconds: plan.seconds,
-        read_streams: plan.streams,
-        writes: plan.writes,
-        reads: plan.reads,
-        rounds: plan.rounds,
+/// The one documented way to run the benchmark when it is not installed.
+pub const BUILD_COMMAND: &str =
+    "cargo run --release -p annals-benches --bin annals-bench -- [ARGS]";
+
+/// Runs `annals-bench` with `args`, found next to the current executable or
+/// on PATH; returns its exit code. Not found: a usage failure (exit 2)
+/// naming [`BUILD_COMMAND`].
+pub fn run(args: &[OsString]) -> Result<ExitCode, Failure> {
+    let Some(exe) = find() else {
+        return Err(Failure::usage(format!(
+            "`annals bench` runs the {BENCH_EXE} executable, which was found neither next to this \
+             executable nor on PATH; the benchmark lives in the benchmark crate: run it with\n    \
+             {BUILD_COMMAND}"
+        )));
     };
-    let steps = if plan.writes {
-        6 * plan.rounds as u64
-    } else {
-        0
-    } + if plan.reads { 4 } else { 0 };
-    let bar = ProgressBar::new(steps);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
-            .map_err(|e| Failure::error(e.to_string()))?,
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let mut first = true;
-    let rows = run_suite(&config, &mut |step| {
-        if !first {
-            bar.inc(1);
-        }
-        first = false;
-        bar.set_message(step.to_owned());
-    });
-    bar.finish_and_clear();
-    print!("{}", table(&rows));
-    if plan.writes && plan.rounds > 1 {
-        println!(
-            "write rows: medians of {} rounds (the systems one after another in each); ratios: the median of the rounds' ratios",
-            plan.rounds
-        );
-    }
-    if let Some(path) = json_file {
-        let text = serde_json::to_string_pretty(&to_json(&rows))
-            .map_err(|e| Failure::error(e.to_string()))?;
-        std::fs::write(&path, text)
-            .map_err(|e| Failure::error(format!("{}: {e}", path.display())))?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
-}
-
-fn figure(f: Option<Figure>) -> Value {
-    match f {
-        None => Value::Null,
-        Some(f) => json!({
-            "value": f.value,
-            "p50_us": f.p50_us,
-            "p99_us": f.p99_us,
-            "p999_us": f.p999_us,
-            "device_bytes_per_event": f.device_bytes_per_event,
-        }),
+    let status = Command::new(&exe)
+        .args(args)
+        .status()
+        .map_err(|e| Failure::error(format!("{}: {e}", exe.display())))?;
+    match status.code() {
+        Some(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
+        None => Err(Failure::error(format!(
+            "{}: terminated by a signal ({status})",
+            exe.display()
+        ))),
     }
 }
 
-fn to_json(rows: &[Comparison]) -> Value {
-    Value::Array(
-        rows.iter()
-            .map(|r| {
-                json!({
-                    "workload": r.workload,
-                    "unit": r.unit,
-                    "higher_is_better": r.higher_is_better,
-                    "annals": figure(Some(r.annals)),
-                    "sqlite": figure(r.sqlite),
-                    "ceiling": figure(r.ceiling),
-                    "annals_vs_sqlite": r.vs_sqlite(),
-                    "annals_vs_ceiling": r.vs_ceiling(),
-                    "rounds": r.rounds,
-                })
-            })
-            .collect(),
-    )
+/// `annals-bench` next to the current executable, else on PATH.
+fn find() -> Option<PathBuf> {
+    let name = format!("{BENCH_EXE}{}", std::env::consts::EXE_SUFFIX);
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(&name)));
+    beside
+        .into_iter()
+        .chain(std::env::var_os("PATH").map_or_else(Vec::new, |paths| on_path(&paths, &name)))
+        .find(|candidate| is_executable(candidate))
+}
+
+/// `name` in each directory of a PATH value.
+fn on_path(paths: &OsStr, name: &str) -> Vec<PathBuf> {
+    std::env::split_paths(paths)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(name))
+        .collect()
+}
+
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(path: &Path) -> bool {
+    path.is_file()
 }

@@ -111,28 +111,16 @@ enum Command {
         /// Store directory.
         dir: PathBuf,
     },
-    /// Run the standard workloads on Annals, SQLite and the plain-file
-    /// ceiling in one run; print one table with the ratios.
+    /// Run the comparison benchmark (Annals vs SQLite vs the plain-file
+    /// ceiling): runs the `annals-bench` executable found next to this one
+    /// or on PATH with these arguments (`annals bench --help` lists them).
+    /// Without it: `cargo run --release -p annals-benches --bin annals-bench -- [ARGS]`.
+    #[command(disable_help_flag = true)]
     Bench {
-        /// Seconds per timed write measurement.
-        #[arg(long, default_value_t = 3.0)]
-        seconds: f64,
-        /// Rounds of each write workload, every system once per round; each
-        /// figure is the median over the rounds.
-        #[arg(long, default_value_t = 1)]
-        rounds: usize,
-        /// Streams (of 100 events each) in the read workloads' store.
-        #[arg(long, default_value_t = 10_000)]
-        streams: u64,
-        /// Also write the results as JSON to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Only the write workloads.
-        #[arg(long, conflicts_with = "reads_only")]
-        writes_only: bool,
-        /// Only the read workloads.
-        #[arg(long)]
-        reads_only: bool,
+        /// Arguments for `annals-bench`: --seconds S, --rounds N,
+        /// --streams N, --json FILE, --writes-only, --reads-only.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
     /// Generate load: threads append 1-3 events with exact expectations to
     /// streams of their own; one JSON line per acknowledged append, printed
@@ -268,23 +256,10 @@ fn main() -> ExitCode {
                 pad_bytes,
             },
         ),
-        Command::Bench {
-            seconds,
-            rounds,
-            streams,
-            json,
-            writes_only,
-            reads_only,
-        } => bench::run(
-            bench::Plan {
-                seconds,
-                rounds,
-                streams,
-                writes: !reads_only,
-                reads: !writes_only,
-            },
-            json,
-        ),
+        Command::Bench { args } => match bench::run(&args) {
+            Ok(code) => return code,
+            Err(failure) => Err(failure),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

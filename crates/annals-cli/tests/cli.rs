@@ -381,81 +381,6 @@ fn demo_runs_and_checks_itself() {
 }
 
 #[test]
-fn bench_prints_a_table_and_writes_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let json_path = dir.path().join("bench.json");
-    let out = annals(
-        &[
-            "bench",
-            "--seconds",
-            "0.1",
-            "--streams",
-            "50",
-            "--json",
-            json_path.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("vs sqlite") && text.contains("load a 100-event stream"),
-        "{text}"
-    );
-    let rows: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
-    let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 10);
-    assert!(rows
-        .iter()
-        .any(|r| r["workload"] == "bulk: 1 writer, 100 x 128 B per append (zero-ahead off)"));
-    for row in rows {
-        assert!(row["workload"].is_string() && row["unit"].is_string());
-        assert!(row["annals"]["value"].as_f64().unwrap() > 0.0, "{row}");
-    }
-    let writes = rows.iter().filter(|r| r["unit"] == "commits/s").count();
-    assert_eq!(writes, 6);
-    assert!(rows
-        .iter()
-        .filter(|r| r["unit"] == "commits/s")
-        .all(|r| r["sqlite"]["value"].as_f64().unwrap() > 0.0
-            && r["ceiling"]["value"].as_f64().unwrap() > 0.0));
-    let bad = annals(&["bench", "--seconds", "0"], None);
-    assert_eq!(code(&bad), 2);
-}
-
-#[test]
-fn bench_rounds_interleave_the_systems_and_report_medians() {
-    let dir = tempfile::tempdir().unwrap();
-    let json_path = dir.path().join("bench.json");
-    let out = annals(
-        &[
-            "bench",
-            "--writes-only",
-            "--seconds",
-            "0.05",
-            "--rounds",
-            "3",
-            "--json",
-            json_path.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("medians of 3 rounds"), "{text}");
-    let rows: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
-    let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 6);
-    for row in rows {
-        assert_eq!(row["rounds"], 3, "{row}");
-        assert!(row["annals"]["value"].as_f64().unwrap() > 0.0, "{row}");
-        assert!(row["ceiling"]["value"].as_f64().unwrap() > 0.0, "{row}");
-    }
-    let bad = annals(&["bench", "--rounds", "0"], None);
-    assert_eq!(code(&bad), 2);
-}
-
-#[test]
 fn rebuild_index_replaces_the_index_files_and_stats_report_them() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();
@@ -504,4 +429,111 @@ fn rebuild_index_replaces_the_index_files_and_stats_report_them() {
     let missing = dir.path().join("nope");
     let out = annals(&["rebuild-index", missing.to_str().unwrap()], None);
     assert_eq!(code(&out), 1);
+}
+
+/// The `annals` binary linked (or copied) alone into `dir`, so that no
+/// `annals-bench` is beside it whatever `target/` holds.
+fn lone_annals(dir: &std::path::Path) -> std::path::PathBuf {
+    let exe = dir.join(format!("annals{}", std::env::consts::EXE_SUFFIX));
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_annals"), &exe).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_annals"), &exe).unwrap();
+    }
+    exe
+}
+
+/// Runs `exe` with `args` and PATH set to `path` only, retrying while the
+/// kernel reports a just-written script busy (another test's fork may still
+/// hold it open for writing).
+fn run_with_path(exe: &std::path::Path, args: &[&str], path: &std::path::Path) -> Output {
+    for _ in 0..20 {
+        let out = Command::new(exe)
+            .args(args)
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        if !String::from_utf8_lossy(&out.stderr).contains("busy") {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{} stayed busy", exe.display());
+}
+
+#[test]
+fn bench_without_annals_bench_exits_2_naming_the_command_to_run() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let bin = dir.path().join("bin");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::create_dir(&empty).unwrap();
+    let exe = lone_annals(&bin);
+    for args in [
+        &["bench"][..],
+        &[
+            "bench",
+            "--seconds",
+            "1",
+            "--rounds",
+            "3",
+            "--json",
+            "x.json",
+        ],
+        &["bench", "--help"],
+    ] {
+        let out = run_with_path(&exe, args, &empty);
+        assert_eq!(code(&out), 2, "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("annals-bench")
+                && stderr
+                    .contains("cargo run --release -p annals-benches --bin annals-bench -- [ARGS]"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// Writes an `annals-bench` script into `dir` that prints its arguments one
+/// a line and exits 7.
+#[cfg(unix)]
+fn fake_annals_bench(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("annals-bench");
+    std::fs::write(&script, "#!/bin/sh\nprintf '%s\\n' \"$@\"\nexit 7\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn bench_runs_annals_bench_beside_it_or_on_path_with_the_arguments_and_its_exit_code() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let beside = dir.path().join("beside");
+    let alone = dir.path().join("alone");
+    let on_path = dir.path().join("on-path");
+    let empty = dir.path().join("empty");
+    for d in [&beside, &alone, &on_path, &empty] {
+        std::fs::create_dir(d).unwrap();
+    }
+    fake_annals_bench(&beside);
+    fake_annals_bench(&on_path);
+    let args = [
+        "--seconds",
+        "0.5",
+        "--rounds",
+        "3",
+        "--json",
+        "a file.json",
+        "--writes-only",
+        "--help",
+    ];
+    let expected: String = args.iter().map(|a| format!("{a}\n")).collect();
+    let with_bench: Vec<&str> = std::iter::once("bench").chain(args).collect();
+    for (exe, path) in [
+        (lone_annals(&beside), &empty),
+        (lone_annals(&alone), &on_path),
+    ] {
+        let out = run_with_path(&exe, &with_bench, path);
+        assert_eq!(code(&out), 7, "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    }
 }
