@@ -9,7 +9,7 @@
 //! overwrite and its `fdatasync` writes only the data. So this thread keeps
 //! the region just ahead of the writer filled with real zeros (and synced):
 //! measured on this machine, 100-event appends went from ~2,050 to
-//! ~3,000 per second (see `docs/PERFORMANCE.md`).
+//! ~3,000 per second (see `docs/PERFORMANCE-HISTORY.md`).
 //!
 //! The cost is that every byte of the log is written twice to the device
 //! (zeros, then data), and a segment occupies its blocks as soon as they

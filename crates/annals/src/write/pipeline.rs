@@ -263,7 +263,7 @@ impl Pipeline {
     /// it answered come back while the ones that waited are already here.
     /// Without it, callers that append in a loop split into two halves that
     /// take turns, each group half of them (8 writers: groups of ~4.4; with
-    /// it ~7.8, and ~20% more commits/s — docs/PERFORMANCE.md). A caller
+    /// it ~7.8, and ~20% more commits/s — docs/PERFORMANCE-HISTORY.md). A caller
     /// alone expects only itself and never waits; a gather that waited its
     /// whole time for nobody turns gathering off for the next groups.
     fn gather(&self, queue: &mut parking_lot::MutexGuard<'_, Queue>) {
