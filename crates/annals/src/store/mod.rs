@@ -1,0 +1,201 @@
+//! The `Store`: opening and closing. What it does once open is in one file
+//! per concern:
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | `Store`: open (lock, recover, open the index, start the writer), close |
+//! | `append.rs` | appends, deletes, flush, and validating what the caller gives |
+//! | `read.rs` | stream reads (through the index) and `$all` reads |
+//! | `inspect.rs` | stats, write stats, `verify`, index maintenance and dumps |
+//!
+//! The expected-version check itself is decided on the write path
+//! (`crate::write::decide`).
+
+mod append;
+mod inspect;
+mod read;
+
+pub use append::{AppendResult, MultiConflict};
+pub use inspect::{Stats, VerifyReport, WriteStats};
+
+use std::path::Path;
+use std::sync::Arc;
+
+use annals_segment::storage::{FsStorage, Storage};
+use annals_segment::{LogOptions, LogReader, RecoveryReport};
+
+use crate::error::{Error, Result};
+use crate::index::{Index, IndexReport};
+use crate::write::{Pipeline, Writer};
+use crate::Options;
+
+/// An open event store. Cheap to clone and share between threads; the
+/// directory stays locked until the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    location: String,
+    reader: LogReader,
+    index: Arc<Index>,
+    pipeline: Pipeline,
+    frame_bytes_max: usize,
+    recovery: RecoveryReport,
+    /// Whether [`Inner::shut_down`] ran (by [`Store::close`]).
+    shut: bool,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    /// Every clone is gone, so nothing is pending: syncs what buffered mode
+    /// left unsynced and marks the log cleanly closed, then persists the
+    /// index buffer. The first error of these.
+    fn shut_down(&mut self) -> Result<()> {
+        self.shut = true;
+        let log = self.pipeline.close();
+        self.index.close();
+        log
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.shut {
+            // Nobody can be told: `Store::close` is the way to hear it.
+            let _ = self.shut_down();
+        }
+    }
+}
+
+impl Store {
+    /// Opens the store in `dir` with default options, creating it if needed.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Self::open_with(dir, Options::default())
+    }
+
+    /// Opens the store in `dir`, creating it if needed.
+    pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let dir = dir.as_ref();
+        let storage = FsStorage::open(dir)
+            .map_err(|e| annals_segment::Error::io("open", dir.display().to_string(), e))?;
+        Self::open_storage(Arc::new(storage), options)
+    }
+
+    /// Opens the store on any [`Storage`] (tests use the in-memory,
+    /// crash-simulating one).
+    pub fn open_storage(storage: Arc<dyn Storage>, options: Options) -> Result<Store> {
+        Self::open_storage_with_progress(storage, options, &mut |_, _| {})
+    }
+
+    /// Opens the store on any [`Storage`], reporting the index replay as
+    /// `progress(events done, events to replay)`.
+    pub fn open_storage_with_progress(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Store> {
+        lock(&storage)?;
+        Self::open_locked(storage, options, progress)
+    }
+
+    /// Opens the store in `dir` after removing every index file, so that
+    /// the whole index is rebuilt from the log (`progress(done, total)`
+    /// follows the replay). Needed only after damage the automatic checks
+    /// cannot see; open already discards damaged or misplaced index files.
+    pub fn rebuild_index(
+        dir: impl AsRef<Path>,
+        options: Options,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Store> {
+        let dir = dir.as_ref();
+        let storage = FsStorage::open(dir)
+            .map_err(|e| annals_segment::Error::io("open", dir.display().to_string(), e))?;
+        Self::rebuild_index_storage(Arc::new(storage), options, progress)
+    }
+
+    /// [`Store::rebuild_index`] on any [`Storage`].
+    pub fn rebuild_index_storage(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Store> {
+        lock(&storage)?;
+        crate::index::remove_runs(&storage)?;
+        Self::open_locked(storage, options, progress)
+    }
+
+    fn open_locked(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Store> {
+        let location = storage.describe();
+        let log_options = LogOptions {
+            segment_bytes: options.segment_bytes,
+            zero_ahead: options.zero_ahead,
+        };
+        let (log, reader, recovery) = annals_segment::open(Arc::clone(&storage), log_options)?;
+        let index = Arc::new(Index::open(
+            storage,
+            reader.clone(),
+            options.index_buffer_events,
+            progress,
+        )?);
+        let frame_bytes_max = log.frame_bytes_max();
+        let writer = Writer {
+            log,
+            reader: reader.clone(),
+            index: Arc::clone(&index),
+            durability: options.durability,
+            poison: None,
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                location,
+                reader,
+                index,
+                pipeline: Pipeline::new(
+                    writer,
+                    options.queue_max,
+                    options.group_max,
+                    options.gather,
+                ),
+                frame_bytes_max,
+                recovery,
+                shut: false,
+            }),
+        })
+    }
+
+    /// Where the store lives.
+    pub fn location(&self) -> &str {
+        &self.inner.location
+    }
+
+    /// What recovery did when the store was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// What opening the index found: its checkpoint, the events replayed
+    /// from the log after it, run files discarded.
+    pub fn index_report(&self) -> &IndexReport {
+        self.inner.index.report()
+    }
+}
+
+fn lock(storage: &Arc<dyn Storage>) -> Result<()> {
+    storage.try_lock().map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => Error::Locked(storage.describe()),
+        _ => annals_segment::Error::io("lock", storage.describe(), e).into(),
+    })
+}
