@@ -1,7 +1,7 @@
 //! Reading the log: one event at a position, or every event from a position
 //! forward. Readers see only what the writer published: what it made
-//! durable, or, if it chose [`publish_unsynced`](crate::LogWriter::publish_unsynced),
-//! what it wrote.
+//! durable, or, if it chose to [`publish`](crate::LogWriter::publish)
+//! before a sync, what it wrote.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};

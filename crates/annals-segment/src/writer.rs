@@ -318,9 +318,6 @@ impl LogWriter {
             .sync_data()
             .map_err(|e| Error::io("fdatasync", self.active.name.clone(), e))?;
         self.synced_offset = self.write_offset;
-        self.shared
-            .visible_end
-            .store(self.position_next, Ordering::Release);
         Ok(())
     }
 
@@ -363,10 +360,13 @@ impl LogWriter {
         &self.located
     }
 
-    /// Lets readers see everything appended so far *without* making it
-    /// durable (for stores that chose OS-buffered durability). A later
-    /// [`sync`](LogWriter::sync) still makes it durable.
-    pub fn publish_unsynced(&mut self) -> Result<()> {
+    /// Lets readers see everything appended so far. Durable only if a
+    /// [`sync_unpublished`](LogWriter::sync_unpublished) covered it (stores
+    /// that chose OS-buffered durability publish without one; a later
+    /// [`sync`](LogWriter::sync) still makes it durable). The store
+    /// publishes only once its index holds what it publishes, so that a
+    /// reader of the feed never sees an event that a stream read cannot.
+    pub fn publish(&self) -> Result<()> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
@@ -376,17 +376,15 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Makes everything appended so far durable with one `fdatasync`, then
-    /// lets readers see it. A failure poisons the writer: fsync is never
-    /// retried, because a failed fsync may have dropped the dirty pages.
-    pub fn sync(&mut self) -> Result<()> {
+    /// Makes everything appended so far durable with one `fdatasync`,
+    /// without letting readers see it yet (see [`publish`](LogWriter::publish)).
+    /// A failure poisons the writer: fsync is never retried, because a
+    /// failed fsync may have dropped the dirty pages.
+    pub fn sync_unpublished(&mut self) -> Result<()> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
         if self.synced_offset == self.write_offset {
-            self.shared
-                .visible_end
-                .store(self.position_next, Ordering::Release);
             return Ok(());
         }
         let result = self.sync_active();
@@ -394,5 +392,13 @@ impl LogWriter {
             self.poisoned = true;
         }
         result
+    }
+
+    /// Makes everything appended so far durable, then lets readers see it:
+    /// [`sync_unpublished`](LogWriter::sync_unpublished), then
+    /// [`publish`](LogWriter::publish).
+    pub fn sync(&mut self) -> Result<()> {
+        self.sync_unpublished()?;
+        self.publish()
     }
 }

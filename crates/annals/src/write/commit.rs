@@ -106,15 +106,20 @@ impl Writer {
         } else {
             self.log.append(&refs)?
         };
-        if self.durability == Durability::Buffered && !flush_asked {
-            self.log.publish_unsynced()?;
-        } else {
-            self.log.sync()?;
+        if self.durability != Durability::Buffered || flush_asked {
+            self.log.sync_unpublished()?;
         }
-        let offsets = self.log.appended_offsets();
-        let results = self
-            .index
-            .update(|memtable| apply(memtable, group, decisions, firsts, offsets))?;
+        // Published inside the index's write lock, once the memtable holds
+        // the group: whoever sees the new end in the feed then finds the
+        // events through the index too, and the other way round (one
+        // watermark for readers and subscribers).
+        let log = &self.log;
+        let offsets = log.appended_offsets();
+        let results = self.index.update(|memtable| {
+            let results = apply(memtable, group, decisions, firsts, offsets)?;
+            log.publish()?;
+            Ok::<_, Error>(results)
+        })?;
         if self.index.wants_freeze() {
             // A frozen memtable is written to an index file: only what is
             // durable in the log may be.
