@@ -41,6 +41,12 @@ pub enum Error {
     /// The index disagrees with the log.
     #[error("index inconsistent with the log: {0}")]
     Index(String),
+    /// The index holds as many in-memory buffers as it may and cannot write
+    /// them to index files (disk full, a failed directory fsync): the
+    /// append was refused and nothing was written. Appends succeed again
+    /// once index files can be written; the store is not poisoned.
+    #[error("append refused, nothing written: the index cannot be persisted ({0})")]
+    IndexBacklog(String),
     /// A broken invariant of the store itself (a bug, not a fault of the
     /// disk, the index or the caller): e.g. the log writer reporting fewer
     /// positions or offsets than events written.

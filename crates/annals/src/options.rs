@@ -52,7 +52,10 @@ pub struct Options {
     /// Events the in-memory index buffer holds before it is written to an
     /// index file in the background (default 65,536). Bounds the index's
     /// memory: at most four buffers exist at once (the active one and up
-    /// to three frozen ones; the writer persists them itself at three).
+    /// to three frozen ones; the writer persists them itself at three; the
+    /// active one may overfill by one group commit). While all four are
+    /// full because index files cannot be written, appends fail with
+    /// [`Error::IndexBacklog`](crate::Error::IndexBacklog), writing nothing.
     pub index_buffer_events: u64,
     /// In [`Durability::Fsync`] mode, whether the leader of a group commit
     /// waits briefly for the callers the previous group answered, so that

@@ -222,10 +222,17 @@ impl Index {
     /// Freezes the active memtable and hands it to the background writer;
     /// if too many wait already, persists them on this thread
     /// (backpressure). Only call when the log is durable up to its end.
+    /// Never holds more than [`FROZEN_MAX`] + 1 frozen memtables: while
+    /// that many wait because index files cannot be written (disk full, a
+    /// failed directory fsync), the active one stays where it is and
+    /// [`Index::backlog`] makes the writer refuse appends.
     pub(crate) fn freeze(&self) {
+        if self.state.levels.read().frozen.len() > FROZEN_MAX {
+            self.state.record_persist(self.state.persist_frozen());
+        }
         let waiting = {
             let mut levels = self.state.levels.write();
-            if levels.active.is_empty() {
+            if levels.active.is_empty() || levels.frozen.len() > FROZEN_MAX {
                 return;
             }
             let end = levels.active.end();
@@ -238,6 +245,30 @@ impl Index {
         } else {
             self.kick();
         }
+    }
+
+    /// Why the index cannot take more events, if it cannot: every buffer
+    /// it may hold is full (the active memtable and [`FROZEN_MAX`] + 1
+    /// frozen ones) and writing them out failed. The writer then refuses
+    /// appends, writing nothing, instead of growing memory without bound;
+    /// each new append retries writing them first.
+    pub(crate) fn backlog(&self) -> Option<String> {
+        let full = || {
+            let levels = self.state.levels.read();
+            levels.frozen.len() > FROZEN_MAX && levels.active.len() >= self.state.buffer_events
+        };
+        if !full() {
+            return None;
+        }
+        self.freeze();
+        if !full() {
+            return None;
+        }
+        Some(
+            self.state
+                .error()
+                .unwrap_or_else(|| "index files are not being written".into()),
+        )
     }
 
     /// Stops the background threads (a merge under way finishes first)

@@ -65,6 +65,9 @@ impl Writer {
     /// ones, updates the index and returns the answers. An `Err` means the
     /// log failed: the caller poisons the writer.
     fn commit(&mut self, group: &[Request]) -> Result<Vec<Answer>> {
+        if let Some(cause) = self.index.backlog() {
+            return self.refuse_appends(group, &cause);
+        }
         let decisions = decide(&self.index, &self.reader, group);
         let timestamp_us = now_us();
         let mut batches: Vec<Vec<Record<'_>>> = Vec::new();
@@ -133,6 +136,25 @@ impl Writer {
             .map(|result| match result {
                 Some(outcome) => Answer::Append(outcome),
                 None => Answer::Flush(Ok(())),
+            })
+            .collect())
+    }
+}
+
+impl Writer {
+    /// Answers a group while the index cannot take more events: appends
+    /// are refused with [`Error::IndexBacklog`] and write nothing (the
+    /// store is not poisoned: they succeed again once index files can be
+    /// written); flushes are done.
+    fn refuse_appends(&mut self, group: &[Request], cause: &str) -> Result<Vec<Answer>> {
+        if group.iter().any(|r| matches!(r.work, Work::Flush)) {
+            self.log.sync()?;
+        }
+        Ok(group
+            .iter()
+            .map(|r| match r.work {
+                Work::Append(_) => Answer::Append(Err(Error::IndexBacklog(cause.to_owned()))),
+                Work::Flush => Answer::Flush(Ok(())),
             })
             .collect())
     }
