@@ -9,7 +9,10 @@
 //!   leaves a gap, or that reaches past the log's end is discarded (the
 //!   replay then covers its range). A page that fails its checksum when
 //!   first read marks its run broken; the lookup rebuilds that run from the
-//!   log and is retried.
+//!   log and is retried — always on a caller's thread: the write path does
+//!   bounded work only, so an append whose lookup meets a damaged run is
+//!   handed back undecided (`Answer::Repair`), rebuilt by its caller under
+//!   the merge lock while other appends commit, and submitted again.
 //! - **Durable before persisted.** A memtable is frozen only once every
 //!   event it holds is durable in the log (the writer syncs first in
 //!   buffered mode), so a run never describes events a crash can take back.
@@ -295,14 +298,35 @@ impl Index {
         merged.map(|_| ())
     }
 
-    /// The stream's state.
+    /// The stream's state (a damaged run met on the way is rebuilt on
+    /// this thread, then the lookup retried).
     pub(crate) fn state(&self, stream: &str) -> Result<Option<StreamState>> {
         self.state.repairing(|| self.state.state(stream))
     }
 
-    /// The position of each id, if stored.
-    pub(crate) fn find_ids(&self, ids: &[[u8; 16]]) -> Result<Vec<Option<u64>>> {
-        self.state.repairing(|| self.state.find_ids(ids))
+    /// The stream's state for the write path, which does bounded work
+    /// only: a damaged run is not rebuilt here (that would hold up every
+    /// append); the error is returned, and [`Index::needs_repair`] tells it.
+    pub(crate) fn state_unrepaired(&self, stream: &str) -> Result<Option<StreamState>> {
+        self.state.state(stream)
+    }
+
+    /// The position of each id, if stored, for the write path (see
+    /// [`Index::state_unrepaired`]).
+    pub(crate) fn find_ids_unrepaired(&self, ids: &[[u8; 16]]) -> Result<Vec<Option<u64>>> {
+        self.state.find_ids(ids)
+    }
+
+    /// Whether `error`, from a lookup, came from a damaged run that
+    /// [`Index::repair`] rebuilds.
+    pub(crate) fn needs_repair(&self, error: &Error) -> bool {
+        error.is_corruption() && self.state.levels.read().runs.iter().any(|r| r.is_broken())
+    }
+
+    /// Rebuilds every damaged run from the log, on this thread (a caller's,
+    /// never the writer's: it holds the merge lock, not the write path).
+    pub(crate) fn repair(&self) -> Result<()> {
+        self.state.repair()
     }
 
     /// Visits candidate (version, position) pairs of `stream` from version

@@ -40,6 +40,10 @@ pub struct MultiConflict {
     pub conflict: WrongExpectedVersion,
 }
 
+/// How many times an append whose lookups met a damaged index run is
+/// rebuilt and submitted again before it fails.
+const REPAIR_ATTEMPTS: usize = 3;
+
 impl Store {
     /// Appends `events` to `stream` if the stream is at `expected`: one
     /// atomic frame, durable (fsync'd) before this returns. A stale
@@ -105,10 +109,25 @@ impl Store {
 
     fn submit(&self, appends: Vec<StreamAppend>) -> Outcome {
         self.validate(&appends)?;
-        match self.inner.pipeline.submit(Work::Append(appends)) {
-            Answer::Append(outcome) => outcome,
-            Answer::Flush(_) => Err(Error::Internal("an append was answered as a flush".into())),
+        let mut work = Work::Append(appends);
+        for _ in 0..REPAIR_ATTEMPTS {
+            match self.inner.pipeline.submit(work) {
+                Answer::Append(outcome) => return outcome,
+                // A lookup met a damaged index run: rebuild it here, on the
+                // caller's thread (the write path does bounded work only and
+                // goes on with other appends meanwhile), then ask again.
+                Answer::Repair(Some(back)) => {
+                    self.inner.index.repair()?;
+                    work = back;
+                }
+                Answer::Repair(None) | Answer::Flush(_) => {
+                    return Err(Error::Internal("an append was answered as a flush".into()))
+                }
+            }
         }
+        Err(Error::Index(format!(
+            "an append's index lookups still met a damaged run after {REPAIR_ATTEMPTS} rebuilds"
+        )))
     }
 
     /// Closes this handle and says whether closing went well. The last
@@ -131,7 +150,9 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         match self.inner.pipeline.submit(Work::Flush) {
             Answer::Flush(result) => result,
-            Answer::Append(_) => Err(Error::Internal("a flush was answered as an append".into())),
+            Answer::Append(_) | Answer::Repair(_) => {
+                Err(Error::Internal("a flush was answered as an append".into()))
+            }
         }
     }
 

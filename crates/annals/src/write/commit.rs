@@ -7,7 +7,7 @@ use std::sync::Arc;
 use annals_segment::{LogReader, LogWriter, Record};
 
 use super::decide::{decide, Decision};
-use super::{Answer, Outcome, Request, Work};
+use super::{Answer, Request, Work};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::{AppendResult, Durability, APPEND_FIRST_FLAG, APPEND_LAST_FLAG, TOMBSTONE_FLAG};
@@ -131,13 +131,7 @@ impl Writer {
             }
             self.index.freeze();
         }
-        Ok(results
-            .into_iter()
-            .map(|result| match result {
-                Some(outcome) => Answer::Append(outcome),
-                None => Answer::Flush(Ok(())),
-            })
-            .collect())
+        Ok(results)
     }
 }
 
@@ -162,48 +156,52 @@ impl Writer {
 
 /// Records what the group wrote in the memtable (with each event's byte
 /// offset, `offsets` in the order the events were written) and builds each
-/// request's answer (`None` for flushes).
+/// request's answer.
 fn apply(
     memtable: &mut annals_index::Memtable,
     group: &[Request],
     decisions: Vec<Decision>,
     firsts: Vec<u64>,
     offsets: &[u32],
-) -> Result<Vec<Option<Outcome>>> {
-    let mut results: Vec<Option<Outcome>> = Vec::with_capacity(group.len());
+) -> Result<Vec<Answer>> {
+    let mut results: Vec<Answer> = Vec::with_capacity(group.len());
     let mut firsts = firsts.into_iter();
     let mut offsets = offsets;
     for (request, decision) in group.iter().zip(decisions) {
         let Work::Append(appends) = &request.work else {
-            results.push(None);
+            results.push(Answer::Flush(Ok(())));
             continue;
         };
         let first_versions = match decision {
             Decision::Accept(first_versions) => first_versions,
             Decision::Conflict(conflict) => {
-                results.push(Some(Ok(Err(conflict))));
+                results.push(Answer::Append(Ok(Err(conflict))));
                 continue;
             }
             Decision::Duplicate(found) => {
-                results.push(Some(Ok(Ok(found))));
+                results.push(Answer::Append(Ok(Ok(found))));
                 continue;
             }
             Decision::DuplicateOf(earlier) => {
                 let copy = match results.get(earlier) {
-                    Some(Some(Ok(Ok(found)))) => Ok(Ok(mark_duplicate(found.clone()))),
+                    Some(Answer::Append(Ok(Ok(found)))) => Ok(Ok(mark_duplicate(found.clone()))),
                     _ => Err(Error::Internal(
                         "retry of a failed append in the same group".into(),
                     )),
                 };
-                results.push(Some(copy));
+                results.push(Answer::Append(copy));
                 continue;
             }
             Decision::Invalid(error) => {
-                results.push(Some(Err(error)));
+                results.push(Answer::Append(Err(error)));
                 continue;
             }
             Decision::Flush => {
-                results.push(None);
+                results.push(Answer::Flush(Ok(())));
+                continue;
+            }
+            Decision::Repair => {
+                results.push(Answer::Repair(None));
                 continue;
             }
         };
@@ -242,7 +240,7 @@ fn apply(
             });
             position += count;
         }
-        results.push(Some(Ok(Ok(per_stream))));
+        results.push(Answer::Append(Ok(Ok(per_stream))));
     }
     Ok(results)
 }

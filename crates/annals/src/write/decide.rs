@@ -25,6 +25,9 @@ pub(super) enum Decision {
     DuplicateOf(usize),
     /// Its ids clash with stored events without being a retry.
     Invalid(Error),
+    /// A lookup met a damaged index run: answered without a decision, so
+    /// that the caller rebuilds the run (off the write path) and asks again.
+    Repair,
     /// Not an append.
     Flush,
 }
@@ -54,14 +57,14 @@ pub(super) fn decide(index: &Index, reader: &LogReader, group: &[Request]) -> Ve
             }
             Ok(None) => {}
             Err(error) => {
-                decisions.push(Decision::Invalid(error));
+                decisions.push(invalid_or_repair(index, error));
                 continue;
             }
         }
         let decision = match check_expectations(index, &overlay, appends) {
             Ok(decision) => decision,
             Err(error) => {
-                decisions.push(Decision::Invalid(error));
+                decisions.push(invalid_or_repair(index, error));
                 continue;
             }
         };
@@ -81,6 +84,16 @@ pub(super) fn decide(index: &Index, reader: &LogReader, group: &[Request]) -> Ve
         });
     }
     decisions
+}
+
+/// A lookup's failure: a damaged run to rebuild off the write path, or an
+/// answer for the caller.
+fn invalid_or_repair(index: &Index, error: Error) -> Decision {
+    if index.needs_repair(&error) {
+        Decision::Repair
+    } else {
+        Decision::Invalid(error)
+    }
 }
 
 /// What an accepted request will make of each of its streams.
@@ -106,7 +119,7 @@ fn check_expectations<'a>(
             .or_else(|| overlay.get(stream).copied());
         let current = match known {
             Some(current) => current,
-            None => CurrentVersion::from_state(index.state(stream)?),
+            None => CurrentVersion::from_state(index.state_unrepaired(stream)?),
         };
         if !current.satisfies(append.expected) {
             return Ok(Err((
@@ -144,7 +157,7 @@ fn find_retry(
         .iter()
         .flat_map(|a| a.events.iter().map(|e| e.id.0))
         .collect();
-    let found = index.find_ids(&ids)?;
+    let found = index.find_ids_unrepaired(&ids)?;
     let total = ids.len();
     let stored = found.iter().filter(|f| f.is_some()).count();
     let in_group = if group_ids.is_empty() {

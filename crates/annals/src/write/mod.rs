@@ -65,4 +65,8 @@ pub(crate) enum Answer {
     Append(Outcome),
     /// To a flush.
     Flush(Result<()>),
+    /// Not decided: a lookup met a damaged index run. The work comes back
+    /// (filled in by the pipeline) so the caller rebuilds the run on its own
+    /// thread and submits it again.
+    Repair(Option<Work>),
 }

@@ -236,10 +236,16 @@ impl Pipeline {
         let mut slots = Vec::with_capacity(group.len());
         let mut their_answers = Vec::with_capacity(group.len());
         for (request, answer) in group.into_iter().zip(answers) {
-            if Arc::ptr_eq(&request.slot, own) {
+            let Request { work, slot } = request;
+            // An undecided request goes back to its caller whole.
+            let answer = match answer {
+                Answer::Repair(None) => Answer::Repair(Some(work)),
+                answer => answer,
+            };
+            if Arc::ptr_eq(&slot, own) {
                 own_answer = Some(answer);
             } else {
-                slots.push(request.slot);
+                slots.push(slot);
                 their_answers.push(answer);
             }
         }

@@ -1,0 +1,147 @@
+//! Property: rebuilding a damaged index run never holds up the write path.
+//! An append whose lookup meets a damaged run has it rebuilt on its own
+//! caller's thread and is then decided; meanwhile appends to other streams
+//! keep committing. Afterwards every event reads back and `verify` is
+//! clean.
+//! Method: a real store whose one run has a flipped byte in its stream
+//! table, reopened through a storage wrapper that holds the rebuild at a
+//! gate (the creation of its new run file) until the test opens it; while
+//! it is held, an append to a fresh stream must be answered.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals::storage::{FsStorage, Storage, StorageFile};
+use annals::{EventData, ExpectedVersion, Options, Store};
+use parking_lot::{Condvar, Mutex};
+
+mod common;
+use common::*;
+
+/// Holds every `create` while closed, and says when one is waiting.
+#[derive(Debug, Default)]
+struct Gate {
+    closed: AtomicBool,
+    waiting: AtomicBool,
+    lock: Mutex<()>,
+    opened: Condvar,
+}
+
+#[derive(Debug)]
+struct GatedStorage {
+    inner: FsStorage,
+    gate: Arc<Gate>,
+}
+
+impl Storage for GatedStorage {
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn create(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        let mut guard = self.gate.lock.lock();
+        while self.gate.closed.load(Ordering::SeqCst) {
+            self.gate.waiting.store(true, Ordering::SeqCst);
+            self.gate.opened.wait(&mut guard);
+        }
+        drop(guard);
+        self.inner.create(name)
+    }
+    fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        self.inner.open(name)
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.inner.remove(name)
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self) -> io::Result<()> {
+        self.inner.sync_dir()
+    }
+    fn try_lock(&self) -> io::Result<()> {
+        self.inner.try_lock()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[test]
+fn a_damaged_run_is_rebuilt_off_the_write_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options::default().index_buffer_events(100_000);
+    let mut model = Model::new();
+    {
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        fill(&store, &mut model, 3_000, 50, 2);
+    }
+    let runs = run_files(dir.path());
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    flip(&dir.path().join(&runs[0].0), 4096 + 1000);
+
+    let gate = Arc::new(Gate::default());
+    let storage = GatedStorage {
+        inner: FsStorage::open(dir.path()).unwrap(),
+        gate: Arc::clone(&gate),
+    };
+    let store = Store::open_storage(Arc::new(storage), options()).unwrap();
+    gate.closed.store(true, Ordering::SeqCst);
+
+    // Appends to every stream of the run: one of them meets the damaged
+    // page, and its rebuild waits at the gate.
+    let appender = {
+        let (store, mut model) = (store.clone(), model.clone());
+        std::thread::spawn(move || {
+            let mut streams: Vec<String> = model.keys().cloned().collect();
+            streams.sort();
+            for stream in &streams {
+                let positions = model.get_mut(stream).unwrap();
+                let version = positions.len() as u64;
+                let written = store
+                    .append(
+                        stream,
+                        ExpectedVersion::Exact(version - 1),
+                        vec![event(stream, version)],
+                    )
+                    .unwrap()
+                    .unwrap();
+                positions.push(written.first_position);
+            }
+            model
+        })
+    };
+    wait_for("the rebuild to reach the gate", || {
+        gate.waiting.load(Ordering::SeqCst)
+    });
+
+    // The write path is free: a fresh stream commits while the rebuild waits.
+    let (sender, receiver) = mpsc::channel();
+    {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let result = store.append(
+                "fresh-1",
+                ExpectedVersion::NoStream,
+                vec![EventData::new("E", "1")],
+            );
+            let _ = sender.send(result.map(|r| r.is_ok()));
+        });
+    }
+    let answered = receiver.recv_timeout(Duration::from_secs(10));
+    // Open the gate before judging, so that a failure does not hang.
+    gate.closed.store(false, Ordering::SeqCst);
+    {
+        let _guard = gate.lock.lock();
+        gate.opened.notify_all();
+    }
+    assert!(
+        matches!(answered, Ok(Ok(true))),
+        "an append to another stream waited for the rebuild: {answered:?}"
+    );
+    let model = appender.join().unwrap();
+    check_against(&store, &model);
+    store.verify().unwrap();
+}
