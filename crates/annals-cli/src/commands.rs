@@ -216,9 +216,16 @@ pub fn stats(dir: &Path, as_json: bool) -> Result<(), Failure> {
 /// `annals verify`.
 pub fn verify(dir: &Path) -> Result<(), Failure> {
     let store = open(dir, false)?;
-    let report = store
-        .verify()
-        .map_err(|e| Failure::error(format!("verify failed: {e}")))?;
+    let report = store.verify().map_err(|e| {
+        if e.is_index_damage() {
+            Failure::index_damaged(format!(
+                "verify failed: {e}; run `annals rebuild-index {}`",
+                dir.display()
+            ))
+        } else {
+            Failure::error(format!("verify failed: {e}"))
+        }
+    })?;
     print_line(&format!(
         "ok: {} events checksummed, index of {} streams matches a full rescan",
         report.events, report.streams

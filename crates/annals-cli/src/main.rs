@@ -23,6 +23,10 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code for a wrong expected version.
 pub const EXIT_CONFLICT: u8 = 3;
+/// Exit code of `verify` when the index alone is damaged (the log is
+/// intact; `annals rebuild-index` repairs it). Damage to the log is
+/// [`EXIT_ERROR`].
+pub const EXIT_INDEX_DAMAGED: u8 = 4;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -184,6 +188,14 @@ impl Failure {
     pub fn error(message: impl Into<String>) -> Self {
         Failure {
             code: EXIT_ERROR,
+            message: message.into(),
+        }
+    }
+
+    /// The index alone is damaged (exit 4).
+    pub fn index_damaged(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_INDEX_DAMAGED,
             message: message.into(),
         }
     }

@@ -47,6 +47,12 @@ pub enum Error {
     /// once index files can be written; the store is not poisoned.
     #[error("append refused, nothing written: the index cannot be persisted ({0})")]
     IndexBacklog(String),
+    /// [`Store::verify`](crate::Store::verify) found the index damaged or
+    /// disagreeing with the log, while the log itself verified intact. The
+    /// index is derived data: [`Store::rebuild_index`](crate::Store::rebuild_index)
+    /// (`annals rebuild-index`) rebuilds it from the log, losing nothing.
+    #[error("the index is damaged, the log is intact (rebuild the index from the log: `annals rebuild-index`): {0}")]
+    IndexDamaged(#[source] Box<Error>),
     /// A broken invariant of the store itself (a bug, not a fault of the
     /// disk, the index or the caller): e.g. the log writer reporting fewer
     /// positions or offsets than events written.
@@ -87,7 +93,17 @@ impl From<annals_index::Error> for Error {
 impl Error {
     /// Whether this is corruption found on disk.
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Log(annals_segment::Error::Corrupt { .. }))
+        match self {
+            Error::Log(annals_segment::Error::Corrupt { .. }) => true,
+            Error::IndexDamaged(inner) => inner.is_corruption(),
+            _ => false,
+        }
+    }
+
+    /// Whether this is damage to the index only ([`Error::IndexDamaged`]):
+    /// derived data, rebuilt from the log without loss.
+    pub fn is_index_damage(&self) -> bool {
+        matches!(self, Error::IndexDamaged(_))
     }
 
     /// What made the store refuse writes, if this is [`Error::Poisoned`].

@@ -59,6 +59,8 @@ fn verify_reports_a_damaged_index_page() {
     let error = store.verify().unwrap_err();
     assert!(error.is_corruption(), "{error}");
     assert!(error.to_string().contains(&runs[0].0), "{error}");
+    // Derived data, told apart from damage to the log.
+    assert!(error.is_index_damage(), "{error}");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! checksum, and the index against a rescan of the log), index upkeep.
 
 use super::Store;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Counts describing a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,10 +98,16 @@ impl Store {
     /// once) and checks that each index file holds exactly the entries a
     /// rescan of the log implies (an order-independent digest: constant
     /// memory, ~2⁻¹²⁸ chance to miss a difference), and each in-memory
-    /// entry one by one.
+    /// entry one by one. Damage to the log is [`Error::Log`]; damage to
+    /// the index alone (the log verified) is [`Error::IndexDamaged`].
     pub fn verify(&self) -> Result<VerifyReport> {
         let events = self.inner.reader.verify()?;
-        let index_entries = self.inner.index.verify()?;
+        // The log verified: whatever the index check finds is the index's.
+        let index_entries = self
+            .inner
+            .index
+            .verify()
+            .map_err(|e| Error::IndexDamaged(Box::new(e)))?;
         Ok(VerifyReport {
             events,
             streams: self.inner.index.figures().streams,
