@@ -62,7 +62,19 @@ impl From<annals_segment::Error> for Error {
 impl Error {
     /// Whether this is corruption found on disk.
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Log(annals_segment::Error::Corrupt { .. }))
+        matches!(
+            self,
+            Error::Log(
+                annals_segment::Error::Corrupt { .. } | annals_segment::Error::Missing { .. }
+            )
+        )
+    }
+
+    /// Whether the log ends before what the store's own files vouched was
+    /// durable ([`annals_segment::Error::Missing`]): see
+    /// [`Store::repair`](crate::Store::repair).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Error::Log(annals_segment::Error::Missing { .. }))
     }
 
     /// What made the store refuse writes, if this is [`Error::Poisoned`].

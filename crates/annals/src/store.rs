@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::event::{EventData, EventRef, RecordedEvent};
 use crate::expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
 use crate::index::{Index, IndexReport};
+use crate::repair::RepairReport;
 use crate::write::{Answer, Outcome, Pipeline, StreamAppend, Work, Writer};
 use crate::{Options, TOMBSTONE_TYPE};
 
@@ -177,7 +178,8 @@ impl Store {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Store> {
         lock(&storage)?;
-        Self::open_locked(storage, options, progress)
+        let evidence = crate::repair::run_evidence(&storage)?;
+        Self::open_locked(storage, options, progress, &evidence)
     }
 
     /// Opens the store in `dir` after removing every index file, so that
@@ -202,21 +204,59 @@ impl Store {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Store> {
         lock(&storage)?;
+        // The runs vouch for what the log held: checked even though they go.
+        let evidence = crate::repair::run_evidence(&storage)?;
+        drop(annals_segment::open_with_evidence(
+            Arc::clone(&storage),
+            LogOptions {
+                segment_bytes: options.segment_bytes,
+                zero_ahead: Some(false),
+            },
+            &evidence,
+        )?);
         crate::index::remove_runs(&storage)?;
-        Self::open_locked(storage, options, progress)
+        Self::open_locked(storage, options, progress, &[])
+    }
+
+    /// Cuts what an open refuses for ([`annals_segment::Error::Missing`]):
+    /// positions at the newest end of the log that its evidence (index
+    /// runs, the clean-close marker, frame indexes) vouched for but that
+    /// the log no longer holds. Removes that evidence (all derived files,
+    /// rebuilt by the next open) so that the damaged tail is cut; with
+    /// `dry_run`, changes nothing and reports what it would drop. A log that
+    /// opens as it is is left as any open leaves it, and the report drops
+    /// nothing. A segment missing between two others is refused: repair
+    /// never drops later segments.
+    pub fn repair(dir: impl AsRef<Path>, options: Options, dry_run: bool) -> Result<RepairReport> {
+        let dir = dir.as_ref();
+        let storage = FsStorage::open(dir)
+            .map_err(|e| annals_segment::Error::io("open", dir.display().to_string(), e))?;
+        Self::repair_storage(Arc::new(storage), options, dry_run)
+    }
+
+    /// [`Store::repair`] on any [`Storage`].
+    pub fn repair_storage(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        dry_run: bool,
+    ) -> Result<RepairReport> {
+        lock(&storage)?;
+        crate::repair::repair(&storage, &options, dry_run)
     }
 
     fn open_locked(
         storage: Arc<dyn Storage>,
         options: Options,
         progress: &mut dyn FnMut(u64, u64),
+        evidence: &[annals_segment::Evidence],
     ) -> Result<Store> {
         let location = storage.describe();
         let log_options = LogOptions {
             segment_bytes: options.segment_bytes,
             zero_ahead: options.zero_ahead,
         };
-        let (log, reader, recovery) = annals_segment::open(Arc::clone(&storage), log_options)?;
+        let (log, reader, recovery) =
+            annals_segment::open_with_evidence(Arc::clone(&storage), log_options, evidence)?;
         let index = Arc::new(Index::open(
             storage,
             reader.clone(),
