@@ -254,3 +254,35 @@ pub fn rebuild_index(dir: &Path) -> Result<(), Failure> {
         stats.events, stats.streams
     ))
 }
+
+/// `annals repair`.
+pub fn repair(dir: &Path, dry_run: bool) -> Result<(), Failure> {
+    if !dir.is_dir() {
+        return Err(Failure::error(format!("no store at {}", dir.display())));
+    }
+    let report = Store::repair(dir, annals::Options::default(), dry_run)?;
+    let evidence: Vec<serde_json::Value> = report
+        .evidence_discarded
+        .iter()
+        .map(|e| json!({"file": e.file, "kind": e.kind.as_str(), "position_end": e.position_end}))
+        .collect();
+    let dropped = report.dropped.map(|(first, end)| {
+        json!({
+            "positions": [first, end],
+            "events": end - first,
+            "file": report.missing_at.as_ref().map(|(file, _)| file),
+            "offset": report.missing_at.as_ref().map(|(_, offset)| offset),
+            "found": report.found,
+        })
+    });
+    print_line(
+        &json!({
+            "dry_run": report.dry_run,
+            "dropped": dropped,
+            "evidence_discarded": evidence,
+            "truncated": report.truncated.map(|(file, offset)| json!({"file": file, "offset": offset})),
+            "position_end": report.position_end,
+        })
+        .to_string(),
+    )
+}

@@ -111,6 +111,17 @@ enum Command {
         /// Store directory.
         dir: PathBuf,
     },
+    /// Cut what an open refuses for: positions at the newest end of the log
+    /// that the store's own files (index runs, the clean-close marker,
+    /// frame indexes) vouched for but the log no longer holds. Prints one
+    /// JSON object: what was dropped (or, with --dry-run, would be).
+    Repair {
+        /// Store directory.
+        dir: PathBuf,
+        /// Change nothing; report what a repair would drop.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run the standard workloads on Annals, SQLite and the plain-file
     /// ceiling in one run; print one table with the ratios.
     Bench {
@@ -245,6 +256,7 @@ fn main() -> ExitCode {
         Command::Stats { dir, json } => commands::stats(&dir, json),
         Command::Verify { dir } => commands::verify(&dir),
         Command::RebuildIndex { dir } => commands::rebuild_index(&dir),
+        Command::Repair { dir, dry_run } => commands::repair(&dir, dry_run),
         Command::Demo {
             dir,
             threads,
