@@ -86,6 +86,14 @@ pub(crate) fn repair(
         let runs = run_evidence(storage)?;
         let opened = annals_segment::open_with_evidence(Arc::clone(storage), log_options, &runs);
         let missing = match opened {
+            // A segment missing between two others: repair would have to
+            // drop every later segment. Refused, with the open's error.
+            Err(error @ annals_segment::Error::Missing { .. })
+                if matches!(&error, annals_segment::Error::Missing { evidence, .. }
+                    if evidence.iter().any(|e| e.kind == EvidenceKind::NextSegment)) =>
+            {
+                return Err(error.into());
+            }
             Ok((_, reader, recovery)) => {
                 report.position_end = reader.position_end();
                 report.truncated = recovery.truncated;
@@ -99,13 +107,6 @@ pub(crate) fn repair(
                 found,
                 evidence,
             }) => {
-                if evidence.iter().any(|e| e.kind == EvidenceKind::NextSegment) {
-                    return Err(Error::InvalidInput(format!(
-                        "{file} is missing between two segments (positions \
-                         {position_first}..{position_end}): repair drops only \
-                         the newest end of the log, never later segments"
-                    )));
-                }
                 let (first, end) = report.dropped.unwrap_or((position_first, position_end));
                 report.dropped = Some((first.min(position_first), end.max(position_end)));
                 report.missing_at.get_or_insert((file, offset));
@@ -134,7 +135,7 @@ pub(crate) fn repair(
             .sync_dir()
             .map_err(|e| annals_segment::Error::io("fsync dir", storage.describe(), e))?;
     }
-    Err(Error::InvalidInput(format!(
+    Err(Error::Index(format!(
         "repair gave up after {ROUNDS_MAX} rounds: evidence keeps vouching for missing positions"
     )))
 }

@@ -311,3 +311,38 @@ fn a_repair_of_a_sound_store_drops_nothing() {
     let store = Store::open_with(dir.path(), small()).unwrap();
     assert_eq!(store.position_end(), 50);
 }
+
+/// A segment missing between two others is refused by open and by the
+/// repair alike (which would have to drop every later segment), naming it;
+/// nothing is changed.
+#[test]
+fn a_missing_middle_segment_is_named_and_not_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_with(dir.path(), small()).unwrap();
+        fill(&store, 300);
+    }
+    let mut firsts: Vec<u64> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| {
+            annals_segment::parse_segment_file_name(e.unwrap().file_name().to_str().unwrap())
+        })
+        .collect();
+    firsts.sort_unstable();
+    assert!(firsts.len() > 3);
+    let middle = annals_segment::segment_file_name(firsts[1]);
+    std::fs::remove_file(dir.path().join(&middle)).unwrap();
+    let before = files(dir.path());
+    let (file, offset, first, last, evidence) = missing(Store::open_with(dir.path(), small()));
+    assert_eq!((file.as_str(), offset), (middle.as_str(), 0));
+    assert_eq!((first, last), (firsts[1], firsts[2]));
+    assert_eq!(evidence[0].kind, EvidenceKind::NextSegment);
+    for dry_run in [true, false] {
+        let refused = Store::repair(dir.path(), small(), dry_run);
+        assert!(
+            refused.as_ref().is_err_and(Error::is_missing),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(files(dir.path()), before, "a refused repair changed files");
+}
