@@ -318,7 +318,7 @@ pub fn repair(dir: &Path, dry_run: bool) -> Result<(), Failure> {
     let dropped = report.dropped.map(|(first, end)| {
         json!({
             "positions": [first, end],
-            "events": end - first,
+            "events": end.saturating_sub(first),
             "file": report.missing_at.as_ref().map(|(file, _)| file),
             "offset": report.missing_at.as_ref().map(|(_, offset)| offset),
             "found": report.found,

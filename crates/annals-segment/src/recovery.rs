@@ -243,7 +243,11 @@ fn open_segments(storage: &dyn Storage, report: &mut RecoveryReport) -> Result<V
             return Err(Error::corrupt(
                 name,
                 16,
-                "segments before this one are missing",
+                format!(
+                    "segments before this one are missing: positions 0..{} are in no file ({} does not exist)",
+                    header.position_first,
+                    crate::segment::segment_file_name(0)
+                ),
             ));
         }
     }

@@ -187,12 +187,13 @@ fn a_missing_segment_is_corrupt() {
                 && position_end == segments[3].position_first),
         "{result:?}"
     );
-    // The first segment missing is caught too.
+    // The first segment missing is caught too, and named.
     std::fs::remove_file(dir.path().join(&segments[0].name)).unwrap();
-    assert!(matches!(
-        open_fs(dir.path(), 8192),
-        Err(Error::Corrupt { .. })
-    ));
+    let result = open_fs(dir.path(), 8192);
+    assert!(
+        matches!(result, Err(Error::Corrupt { ref reason, .. }) if reason.contains(&segments[0].name)),
+        "{result:?}"
+    );
 }
 
 #[test]
