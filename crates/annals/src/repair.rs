@@ -3,13 +3,14 @@
 //! its evidence: the one way to open such a store, which says what it drops
 //! before (`dry_run`) and after dropping it.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use annals_segment::storage::Storage;
+use annals_segment::storage::{FsStorage, Storage};
 use annals_segment::{Evidence, EvidenceKind, LogOptions};
 
 use crate::error::{Error, Result};
-use crate::Options;
+use crate::{Options, Store};
 
 /// Every index run file in `storage`, as evidence: a run is written only
 /// for positions the log had made durable, so its name alone vouches for
@@ -30,6 +31,54 @@ pub(crate) fn run_evidence(storage: &Arc<dyn Storage>) -> Result<Vec<Evidence>> 
             })
         })
         .collect())
+}
+
+impl Store {
+    /// Cuts what an open refuses for ([`annals_segment::Error::Missing`]):
+    /// positions at the newest end of the log that its evidence (index
+    /// runs, the clean-close marker, frame indexes) vouched for but that
+    /// the log no longer holds. Removes that evidence (all derived files,
+    /// rebuilt by the next open) so that the damaged tail is cut; with
+    /// `dry_run`, changes nothing and reports what it would drop. A log that
+    /// opens as it is is left as any open leaves it, and the report drops
+    /// nothing. A segment missing between two others is refused: repair
+    /// never drops later segments.
+    pub fn repair(dir: impl AsRef<Path>, options: Options, dry_run: bool) -> Result<RepairReport> {
+        let dir = dir.as_ref();
+        let storage = FsStorage::open(dir)
+            .map_err(|e| annals_segment::Error::io("open", dir.display().to_string(), e))?;
+        Self::repair_storage(Arc::new(storage), options, dry_run)
+    }
+
+    /// [`Store::repair`] on any [`Storage`].
+    pub fn repair_storage(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        dry_run: bool,
+    ) -> Result<RepairReport> {
+        crate::store::lock(&storage)?;
+        repair(&storage, &options, dry_run)
+    }
+}
+
+/// Opens the log with the index runs as evidence, and closes it: the runs
+/// vouch for what the log held, so a rebuild of the index (which removes
+/// them) checks them first and leaves them when the log falls short.
+pub(crate) fn check_before_removing_runs(
+    storage: &Arc<dyn Storage>,
+    options: &Options,
+) -> Result<()> {
+    let log_options = LogOptions {
+        segment_bytes: options.segment_bytes,
+        zero_ahead: Some(false),
+    };
+    let evidence = run_evidence(storage)?;
+    drop(annals_segment::open_with_evidence(
+        Arc::clone(storage),
+        log_options,
+        &evidence,
+    )?);
+    Ok(())
 }
 
 /// What [`Store::repair`](crate::Store::repair) dropped, or with `dry_run`

@@ -14,7 +14,6 @@ use crate::error::{Error, Result};
 use crate::event::{EventData, EventRef, RecordedEvent};
 use crate::expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
 use crate::index::{Index, IndexReport};
-use crate::repair::RepairReport;
 use crate::write::{Answer, Outcome, Pipeline, StreamAppend, Work, Writer};
 use crate::{Options, TOMBSTONE_TYPE};
 
@@ -204,44 +203,9 @@ impl Store {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Store> {
         lock(&storage)?;
-        // The runs vouch for what the log held: checked even though they go.
-        let evidence = crate::repair::run_evidence(&storage)?;
-        drop(annals_segment::open_with_evidence(
-            Arc::clone(&storage),
-            LogOptions {
-                segment_bytes: options.segment_bytes,
-                zero_ahead: Some(false),
-            },
-            &evidence,
-        )?);
+        crate::repair::check_before_removing_runs(&storage, &options)?;
         crate::index::remove_runs(&storage)?;
         Self::open_locked(storage, options, progress, &[])
-    }
-
-    /// Cuts what an open refuses for ([`annals_segment::Error::Missing`]):
-    /// positions at the newest end of the log that its evidence (index
-    /// runs, the clean-close marker, frame indexes) vouched for but that
-    /// the log no longer holds. Removes that evidence (all derived files,
-    /// rebuilt by the next open) so that the damaged tail is cut; with
-    /// `dry_run`, changes nothing and reports what it would drop. A log that
-    /// opens as it is is left as any open leaves it, and the report drops
-    /// nothing. A segment missing between two others is refused: repair
-    /// never drops later segments.
-    pub fn repair(dir: impl AsRef<Path>, options: Options, dry_run: bool) -> Result<RepairReport> {
-        let dir = dir.as_ref();
-        let storage = FsStorage::open(dir)
-            .map_err(|e| annals_segment::Error::io("open", dir.display().to_string(), e))?;
-        Self::repair_storage(Arc::new(storage), options, dry_run)
-    }
-
-    /// [`Store::repair`] on any [`Storage`].
-    pub fn repair_storage(
-        storage: Arc<dyn Storage>,
-        options: Options,
-        dry_run: bool,
-    ) -> Result<RepairReport> {
-        lock(&storage)?;
-        crate::repair::repair(&storage, &options, dry_run)
     }
 
     fn open_locked(
@@ -688,7 +652,7 @@ impl Store {
     }
 }
 
-fn lock(storage: &Arc<dyn Storage>) -> Result<()> {
+pub(crate) fn lock(storage: &Arc<dyn Storage>) -> Result<()> {
     storage.try_lock().map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => Error::Locked(storage.describe()),
         _ => annals_segment::Error::io("lock", storage.describe(), e).into(),
