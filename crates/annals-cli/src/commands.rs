@@ -121,42 +121,91 @@ pub fn read(
     } else {
         (Direction::Forward, 0)
     };
-    let mut from = from.unwrap_or(default_from);
+    let from = from.unwrap_or(default_from);
+    let next = |event: &annals::RecordedEvent| match direction {
+        Direction::Forward => event.version.checked_add(1),
+        Direction::Backward => event.version.checked_sub(1),
+    };
+    print_pages(from, max, next, |from, count| {
+        store.read_stream(stream, from, direction, count)
+    })
+}
+
+/// Prints the events `read(from, count)` returns, page after page, from
+/// `from` until `max` are printed or a page is empty; `next` gives where
+/// the page after an event starts (`None`: nothing after it). When a page
+/// fails, its events are read again one at a time, so that every verified
+/// event before the damage is printed (and flushed) before the command
+/// fails with the error that stopped it: `read` and `all` behave the same.
+fn print_pages(
+    mut from: u64,
+    max: Option<usize>,
+    next: impl Fn(&annals::RecordedEvent) -> Option<u64>,
+    read: impl Fn(u64, usize) -> annals::Result<Vec<annals::RecordedEvent>>,
+) -> Result<(), Failure> {
     let mut left = max.unwrap_or(usize::MAX);
     while left > 0 {
-        let page = store.read_stream(stream, from, direction, left.min(1024))?;
-        let Some(last) = page.last() else { break };
-        let next = match direction {
-            Direction::Forward => last.version.checked_add(1),
-            Direction::Backward => last.version.checked_sub(1),
+        let page = match read(from, left.min(1024)) {
+            Ok(page) => page,
+            Err(error) => return Err(print_until_failure(from, left, &next, &read, error)),
         };
+        let Some(last) = page.last() else { break };
+        let after = next(last);
         for event in &page {
             print_line(&event_line(event))?;
         }
         left -= page.len();
-        match next {
-            Some(next) => from = next,
+        match after {
+            Some(after) => from = after,
             None => break,
         }
     }
     Ok(())
 }
 
+/// After a page failed with `error`: prints its events one by one up to
+/// the one that fails, and returns that failure (or `error`, if none does).
+fn print_until_failure(
+    mut from: u64,
+    mut left: usize,
+    next: &impl Fn(&annals::RecordedEvent) -> Option<u64>,
+    read: &impl Fn(u64, usize) -> annals::Result<Vec<annals::RecordedEvent>>,
+    error: annals::Error,
+) -> Failure {
+    let mut failure = Failure::from(error);
+    while left > 0 {
+        let event = match read(from, 1) {
+            Ok(mut one) => match one.pop() {
+                Some(event) => event,
+                None => break,
+            },
+            Err(error) => {
+                failure = Failure::from(error);
+                break;
+            }
+        };
+        if let Err(printing) = print_line(&event_line(&event)) {
+            return printing;
+        }
+        left -= 1;
+        match next(&event) {
+            Some(after) => from = after,
+            None => break,
+        }
+    }
+    let _ = std::io::stdout().flush();
+    failure
+}
+
 /// `annals all`.
 pub fn all(dir: &Path, from: u64, max: Option<usize>) -> Result<(), Failure> {
     let store = open(dir, false)?;
-    let mut from = from;
-    let mut left = max.unwrap_or(usize::MAX);
-    while left > 0 {
-        let page = store.read_all(from, left.min(1024))?;
-        let Some(last) = page.last() else { break };
-        from = last.position + 1;
-        for event in &page {
-            print_line(&event_line(event))?;
-        }
-        left -= page.len();
-    }
-    Ok(())
+    print_pages(
+        from,
+        max,
+        |event| event.position.checked_add(1),
+        |from, count| store.read_all(from, count),
+    )
 }
 
 /// `annals delete`.
@@ -260,4 +309,36 @@ pub fn rebuild_index(dir: &Path) -> Result<(), Failure> {
         "ok: index rebuilt from {} events of {} streams",
         stats.events, stats.streams
     ))
+}
+
+/// `annals repair`.
+pub fn repair(dir: &Path, dry_run: bool) -> Result<(), Failure> {
+    if !dir.is_dir() {
+        return Err(Failure::error(format!("no store at {}", dir.display())));
+    }
+    let report = Store::repair(dir, annals::Options::default(), dry_run)?;
+    let evidence: Vec<serde_json::Value> = report
+        .evidence_discarded
+        .iter()
+        .map(|e| json!({"file": e.file, "kind": e.kind.as_str(), "position_end": e.position_end}))
+        .collect();
+    let dropped = report.dropped.map(|(first, end)| {
+        json!({
+            "positions": [first, end],
+            "events": end.saturating_sub(first),
+            "file": report.missing_at.as_ref().map(|(file, _)| file),
+            "offset": report.missing_at.as_ref().map(|(_, offset)| offset),
+            "found": report.found,
+        })
+    });
+    print_line(
+        &json!({
+            "dry_run": report.dry_run,
+            "dropped": dropped,
+            "evidence_discarded": evidence,
+            "truncated": report.truncated.map(|(file, offset)| json!({"file": file, "offset": offset})),
+            "position_end": report.position_end,
+        })
+        .to_string(),
+    )
 }

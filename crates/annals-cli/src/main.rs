@@ -115,6 +115,17 @@ enum Command {
         /// Store directory.
         dir: PathBuf,
     },
+    /// Cut what an open refuses for: positions at the newest end of the log
+    /// that the store's own files (index runs, the clean-close marker,
+    /// frame indexes) vouched for but the log no longer holds. Prints one
+    /// JSON object: what was dropped (or, with --dry-run, would be).
+    Repair {
+        /// Store directory.
+        dir: PathBuf,
+        /// Change nothing; report what a repair would drop.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run the comparison benchmark (Annals vs SQLite vs the plain-file
     /// ceiling): runs the `annals-bench` executable found next to this one
     /// or on PATH with these arguments (`annals bench --help` lists them).
@@ -245,6 +256,7 @@ fn main() -> ExitCode {
         Command::Stats { dir, json } => commands::stats(&dir, json),
         Command::Verify { dir } => commands::verify(&dir),
         Command::RebuildIndex { dir } => commands::rebuild_index(&dir),
+        Command::Repair { dir, dry_run } => commands::repair(&dir, dry_run),
         Command::Demo {
             dir,
             threads,

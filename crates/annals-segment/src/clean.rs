@@ -101,9 +101,11 @@ pub(crate) fn write(storage: &dyn Storage, marker: CleanMarker) -> Result<()> {
         .map_err(|e| Error::io("fsync dir", storage.describe(), e))
 }
 
-/// Reads and removes the marker, making the removal durable before the
-/// log can accept a write. `None` if there was none or it was invalid.
-pub(crate) fn take(storage: &dyn Storage) -> Result<Option<CleanMarker>> {
+/// Reads the marker without removing it: `None` if there is no marker
+/// file, `Some(None)` if there is one but it is invalid. Recovery removes it
+/// with [`remove`] only once it accepts the log: a refused open leaves it
+/// as evidence (`evidence.rs`).
+pub(crate) fn read(storage: &dyn Storage) -> Result<Option<Option<CleanMarker>>> {
     let Ok(file) = storage.open(CLEAN_FILE_NAME) else {
         return Ok(None);
     };
@@ -113,12 +115,16 @@ pub(crate) fn take(storage: &dyn Storage) -> Result<Option<CleanMarker>> {
     let mut bytes = vec![0u8; (len as usize).min(BYTES + 1)];
     file.read_exact_at(&mut bytes, 0)
         .map_err(|e| Error::io("read", CLEAN_FILE_NAME, e))?;
-    drop(file);
+    Ok(Some(CleanMarker::decode(&bytes)))
+}
+
+/// Removes the marker, making the removal durable before the log can
+/// accept a write.
+pub(crate) fn remove(storage: &dyn Storage) -> Result<()> {
     storage
         .remove(CLEAN_FILE_NAME)
         .map_err(|e| Error::io("remove", CLEAN_FILE_NAME, e))?;
     storage
         .sync_dir()
-        .map_err(|e| Error::io("fsync dir", storage.describe(), e))?;
-    Ok(CleanMarker::decode(&bytes))
+        .map_err(|e| Error::io("fsync dir", storage.describe(), e))
 }

@@ -33,6 +33,31 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// The log ends before what a file of the store vouches was durable
+    /// (an index run, the clean-close marker, a frame index, the next
+    /// segment): acknowledged events are missing. Nothing was changed, the
+    /// evidence included; `Store::repair` (`annals repair`) cuts the
+    /// missing positions explicitly, reporting what it drops.
+    #[error(
+        "missing log data: positions {position_first}..{position_end} are gone ({found}) \
+         but {} vouched for them; refusing to open with less (at {file} offset {offset})",
+        crate::evidence::describe(.evidence)
+    )]
+    Missing {
+        /// The file that should hold the first missing position (which may
+        /// not exist), relative to the log directory.
+        file: String,
+        /// Where in `file` the missing data begins (0 for a missing file).
+        offset: u64,
+        /// The first missing position: where the log now ends.
+        position_first: u64,
+        /// One past the last position the evidence vouches for.
+        position_end: u64,
+        /// What was found where the missing positions should begin.
+        found: String,
+        /// Every file that vouches for a missing position, furthest first.
+        evidence: Vec<crate::evidence::Evidence>,
+    },
     /// A file carries a format version this build does not understand.
     #[error("{file}: unsupported format version {version}")]
     UnsupportedVersion {

@@ -25,6 +25,7 @@
 
 mod clean;
 mod error;
+mod evidence;
 pub mod format;
 pub mod frame_index;
 mod reader;
@@ -40,11 +41,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use clean::CLEAN_FILE_NAME;
 pub use error::{Error, Result};
+pub use evidence::{Evidence, EvidenceKind};
 pub use format::Record;
 pub use reader::{LogReader, SegmentInfo};
 pub use recovery::RecoveryReport;
 pub use segment::{frame_index_file_name, parse_segment_file_name, segment_file_name};
-pub use writer::{open, LogWriter};
+pub use writer::{open, open_with_evidence, LogWriter};
 
 /// Asks the CPU to start loading the cache line of `bytes[at]` into its
 /// caches (nothing when `at` is out of range, or off x86-64). A hint only:

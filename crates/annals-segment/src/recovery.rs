@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::clean::CleanMarker;
 use crate::error::{Error, Result};
+use crate::evidence::{self, Evidence};
 use crate::format::{
     self, FrameFault, HeaderError, SegmentHeader, FRAME_ALIGN, FRAME_HEADER_BYTES,
     SEGMENT_HEADER_BYTES,
@@ -130,13 +131,24 @@ fn header_error(name: &str, error: HeaderError) -> Error {
 }
 
 /// Opens every segment of the log. Returns `None` when there is none.
-pub(crate) fn recover(storage: &dyn Storage) -> Result<Option<Recovered>> {
+/// Refuses ([`Error::Missing`]) a log that ends before what `external` or
+/// the log's own files vouch for (`evidence.rs`); the clean-close marker is
+/// removed only once the log is accepted.
+pub(crate) fn recover(storage: &dyn Storage, external: &[Evidence]) -> Result<Option<Recovered>> {
     let mut report = RecoveryReport::default();
-    let clean = crate::clean::take(storage)?;
+    let marker_file = crate::clean::read(storage)?;
+    let clean = marker_file.flatten();
     let mut opened = open_segments(storage, &mut report)?;
     let Some((active_name, active_header, active_file)) = opened.pop() else {
+        evidence::check_without_segments(&evidence::gather_without_segments(
+            storage, external, clean,
+        ))?;
+        if marker_file.is_some() {
+            crate::clean::remove(storage)?;
+        }
         return Ok(None);
     };
+    let vouched = evidence::gather(storage, external, clean, &active_header);
 
     let mut segments = Vec::with_capacity(opened.len() + 1);
     let next_firsts: Vec<u64> = opened
@@ -161,8 +173,12 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<Option<Recovered>> {
         active_header,
         active_file,
         clean,
+        &vouched,
         &mut report,
     )?;
+    if marker_file.is_some() {
+        crate::clean::remove(storage)?;
+    }
     segments.push(Arc::new(active));
     Ok(Some(Recovered {
         segments,
@@ -227,7 +243,11 @@ fn open_segments(storage: &dyn Storage, report: &mut RecoveryReport) -> Result<V
             return Err(Error::corrupt(
                 name,
                 16,
-                "segments before this one are missing",
+                format!(
+                    "segments before this one are missing: positions 0..{} are in no file ({} does not exist)",
+                    header.position_first,
+                    crate::segment::segment_file_name(0)
+                ),
             ));
         }
     }
@@ -245,12 +265,14 @@ fn open_sealed(
     report: &mut RecoveryReport,
 ) -> Result<Segment> {
     let index_name = frame_index_file_name(header.position_first);
+    let mut indexed = None;
     if let Ok(index_file) = storage.open(&index_name) {
         let loaded = index_file
             .map()
             .map_err(|e| Error::io("mmap", index_name.clone(), e))
             .and_then(|index_map| FrameIndex::decode(index_map, &index_name, &header));
         if let Ok((frames, summary)) = loaded {
+            indexed = Some(summary);
             // (`decode` bounds `data_end` by the header's segment size; a file
             // cut shorter reads as `Corrupt`, never past its mapping.)
             if summary.position_end == next_first {
@@ -262,6 +284,11 @@ fn open_sealed(
     let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
     let scan = scan_frames(map.bytes(), &header, Some(next_first));
     if scan.position_end != next_first {
+        let summary = SealedSummary {
+            position_end: scan.position_end,
+            data_end: scan.data_end,
+        };
+        evidence::check_gap(&name, summary, indexed, next_first)?;
         let (offset, reason) = scan.fault.map_or_else(
             || (scan.data_end, "segment ends early".to_owned()),
             |(offset, fault)| (offset, fault.to_string()),
@@ -269,7 +296,12 @@ fn open_sealed(
         return Err(Error::corrupt(
             &name,
             offset,
-            format!("sealed segment ends at position {} before the next segment's {next_first}: {reason}", scan.position_end),
+            format!(
+                "sealed segment ends at position {} before the next segment's {next_first} ({reason}); positions {}..{next_first} are in no valid frame ({} does not exist)",
+                scan.position_end,
+                scan.position_end,
+                crate::segment::segment_file_name(scan.position_end)
+            ),
         ));
     }
     let summary = SealedSummary {
@@ -296,6 +328,7 @@ fn open_active(
     header: SegmentHeader,
     file: Arc<dyn StorageFile>,
     clean: Option<CleanMarker>,
+    vouched: &evidence::Gathered,
     report: &mut RecoveryReport,
 ) -> Result<(Segment, u64, u64)> {
     if let Some(marker) = clean {
@@ -316,6 +349,13 @@ fn open_active(
     };
     report.clean_close = clean == Some(closed_here);
     let mut needs_truncate = false;
+    let mut end = evidence::LogEnd {
+        segment: &name,
+        data_end: scan.data_end,
+        position_end: scan.position_end,
+        fault: None,
+        successor_existed: vouched.successor_existed,
+    };
     if let Some((offset, reason)) = scan.fault.filter(|_| !report.clean_close) {
         let rest = frame_bytes_at(map.bytes(), offset);
         if !rest.iter().all(|b| *b == 0) {
@@ -327,8 +367,12 @@ fn open_active(
                 ));
             }
             needs_truncate = true;
+            end.fault = Some((offset, reason.to_string()));
         }
     }
+    // Before anything is cut: a log that ends short of what its files
+    // vouch for is refused, the evidence left in place.
+    evidence::check(&end, &vouched.evidence)?;
     // No mapping may live across a truncation.
     drop(map);
     if needs_truncate {

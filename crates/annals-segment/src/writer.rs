@@ -45,8 +45,20 @@ pub fn open(
     storage: Arc<dyn Storage>,
     options: LogOptions,
 ) -> Result<(LogWriter, LogReader, RecoveryReport)> {
+    open_with_evidence(storage, options, &[])
+}
+
+/// [`open`], also refusing ([`Error::Missing`]) a log that ends before any
+/// of `evidence` (files the caller found that vouch for durable
+/// positions, such as index runs) — besides the log's own evidence, which
+/// [`open`] checks too.
+pub fn open_with_evidence(
+    storage: Arc<dyn Storage>,
+    options: LogOptions,
+    evidence: &[crate::Evidence],
+) -> Result<(LogWriter, LogReader, RecoveryReport)> {
     options.validate()?;
-    let recovered = recovery::recover(storage.as_ref())?;
+    let recovered = recovery::recover(storage.as_ref(), evidence)?;
     let (segments, write_offset, position_next, report) = match recovered {
         Some(r) => (r.segments, r.write_offset, r.position_end, r.report),
         None => {

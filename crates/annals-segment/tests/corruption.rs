@@ -178,16 +178,22 @@ fn a_missing_segment_is_corrupt() {
     drop(reader);
     std::fs::remove_file(dir.path().join(&segments[2].name)).unwrap();
     let result = open_fs(dir.path(), 8192);
+    // Issue 18, item 7: the gap is reported naming the missing file and its
+    // positions (it used to blame the intact segment before it).
     assert!(
-        matches!(result, Err(Error::Corrupt { ref file, .. }) if *file == segments[1].name),
+        matches!(result, Err(Error::Missing { ref file, position_first, position_end, .. })
+            if *file == segments[2].name
+                && position_first == segments[2].position_first
+                && position_end == segments[3].position_first),
         "{result:?}"
     );
-    // The first segment missing is caught too.
+    // The first segment missing is caught too, and named.
     std::fs::remove_file(dir.path().join(&segments[0].name)).unwrap();
-    assert!(matches!(
-        open_fs(dir.path(), 8192),
-        Err(Error::Corrupt { .. })
-    ));
+    let result = open_fs(dir.path(), 8192);
+    assert!(
+        matches!(result, Err(Error::Corrupt { ref reason, .. }) if reason.contains(&segments[0].name)),
+        "{result:?}"
+    );
 }
 
 #[test]

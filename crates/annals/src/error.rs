@@ -94,7 +94,9 @@ impl Error {
     /// Whether this is corruption found on disk.
     pub fn is_corruption(&self) -> bool {
         match self {
-            Error::Log(annals_segment::Error::Corrupt { .. }) => true,
+            Error::Log(
+                annals_segment::Error::Corrupt { .. } | annals_segment::Error::Missing { .. },
+            ) => true,
             Error::IndexDamaged(inner) => inner.is_corruption(),
             _ => false,
         }
@@ -104,6 +106,13 @@ impl Error {
     /// derived data, rebuilt from the log without loss.
     pub fn is_index_damage(&self) -> bool {
         matches!(self, Error::IndexDamaged(_))
+    }
+
+    /// Whether the log ends before what the store's own files vouched was
+    /// durable ([`annals_segment::Error::Missing`]): see
+    /// [`Store::repair`](crate::Store::repair).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Error::Log(annals_segment::Error::Missing { .. }))
     }
 
     /// What made the store refuse writes, if this is [`Error::Poisoned`].

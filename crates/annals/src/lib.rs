@@ -41,16 +41,19 @@ mod event;
 mod expected;
 mod index;
 mod options;
+mod repair;
 mod store;
 mod write;
 
 pub use annals_index::Direction;
 pub use annals_segment::storage;
+pub use annals_segment::{Evidence, EvidenceKind};
 pub use error::{Error, Result};
 pub use event::{EventData, EventId, EventRef, ParseEventIdError, RecordedEvent};
 pub use expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
 pub use index::IndexReport;
 pub use options::{Durability, Options};
+pub use repair::RepairReport;
 pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport, WriteStats};
 
 /// Event type of the tombstone a stream delete writes.

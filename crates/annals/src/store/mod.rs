@@ -104,7 +104,8 @@ impl Store {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Store> {
         lock(&storage)?;
-        Self::open_locked(storage, options, progress)
+        let evidence = crate::repair::run_evidence(&storage)?;
+        Self::open_locked(storage, options, progress, &evidence)
     }
 
     /// Opens the store in `dir` after removing every index file, so that
@@ -129,21 +130,24 @@ impl Store {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Store> {
         lock(&storage)?;
+        crate::repair::check_before_removing_runs(&storage, &options)?;
         crate::index::remove_runs(&storage)?;
-        Self::open_locked(storage, options, progress)
+        Self::open_locked(storage, options, progress, &[])
     }
 
     fn open_locked(
         storage: Arc<dyn Storage>,
         options: Options,
         progress: &mut dyn FnMut(u64, u64),
+        evidence: &[annals_segment::Evidence],
     ) -> Result<Store> {
         let location = storage.describe();
         let log_options = LogOptions {
             segment_bytes: options.segment_bytes,
             zero_ahead: options.zero_ahead,
         };
-        let (log, reader, recovery) = annals_segment::open(Arc::clone(&storage), log_options)?;
+        let (log, reader, recovery) =
+            annals_segment::open_with_evidence(Arc::clone(&storage), log_options, evidence)?;
         let index = Arc::new(Index::open(
             storage,
             reader.clone(),
@@ -193,7 +197,7 @@ impl Store {
     }
 }
 
-fn lock(storage: &Arc<dyn Storage>) -> Result<()> {
+pub(crate) fn lock(storage: &Arc<dyn Storage>) -> Result<()> {
     storage.try_lock().map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => Error::Locked(storage.describe()),
         _ => annals_segment::Error::io("lock", storage.describe(), e).into(),
