@@ -23,6 +23,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod allocation;
 mod clean;
 mod error;
 pub mod format;
@@ -32,6 +33,7 @@ mod recovery;
 mod rng;
 mod segment;
 pub mod storage;
+mod window;
 mod writer;
 mod zero;
 

@@ -77,13 +77,16 @@ impl Segment {
         self.written.load(Ordering::Acquire)
     }
 
-    /// A mapping that shows every frame written so far. Live mappings (real
-    /// `mmap`) always do; a snapshot mapping (test backends) is replaced
-    /// when frames were written after it was taken.
+    /// A mapping that shows every frame written so far. A live mapping
+    /// (real `mmap`) does while it covers them: the file may have grown
+    /// since it was mapped (`allocation.rs`), and a page past the end of
+    /// the file as mapped must not be touched; a snapshot mapping (test
+    /// backends) is replaced when frames were written after it was taken.
     pub(crate) fn mapping(&self) -> Result<Mapping> {
         let written = self.written();
         if let Some((map, mapped_at)) = &*self.mapping.read() {
-            if map.is_live() || *mapped_at >= written {
+            let covers = u64::try_from(map.bytes().len()).unwrap_or(u64::MAX) >= written;
+            if (map.is_live() && covers) || *mapped_at >= written {
                 return Ok(map.clone());
             }
         }

@@ -6,6 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::allocation::{self, Allocation};
 use crate::error::{Error, Result};
 use crate::format::{self, align_up, FramePlace, Record, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::frame_index::{FrameEntry, FrameIndex, SealedSummary};
@@ -37,6 +38,8 @@ pub struct LogWriter {
     /// Zero-fills the active segment ahead of `write_offset` (dropped, and
     /// its thread joined, with the writer).
     zero: Option<ZeroAhead>,
+    /// How far the active segment's file is allocated, and how it grows.
+    allocation: Allocation,
 }
 
 /// Opens (creating if needed) the log in `storage`, recovering from
@@ -50,7 +53,7 @@ pub fn open(
     let (segments, write_offset, position_next, report) = match recovered {
         Some(r) => (r.segments, r.write_offset, r.position_end, r.report),
         None => {
-            let first = create_segment(storage.as_ref(), 0, options.segment_bytes)?;
+            let (first, _) = create_segment(storage.as_ref(), 0, options.segment_bytes)?;
             (
                 vec![first],
                 SEGMENT_HEADER_BYTES,
@@ -63,6 +66,11 @@ pub fn open(
         .last()
         .cloned()
         .ok_or_else(|| Error::corrupt(storage.describe(), 0, "no active segment"))?;
+    let allocated = active
+        .file
+        .len()
+        .map_err(|e| Error::io("stat", active.name.clone(), e))?;
+    let allocation = Allocation::of(storage.as_ref(), allocated, active.header.segment_bytes);
     let shared = Arc::new(PublishedLog {
         segments: parking_lot::RwLock::new(segments),
         visible_end: position_next.into(),
@@ -84,17 +92,21 @@ pub fn open(
         pending: Vec::new(),
         located: Vec::new(),
         zero,
+        allocation,
     };
     Ok((writer, LogReader { shared }, report))
 }
 
-/// Creates a segment durably: create → preallocate → header → fsync file →
-/// fsync directory. Only then may anything in it be acknowledged.
+/// Creates a segment durably: create → allocate (all of it, or a first
+/// step: `allocation.rs`) → header → fsync file → fsync directory. Only
+/// then may anything in it be acknowledged. A filesystem too full for the
+/// allocation is an [`Error::Io`] (ENOSPC) here, and the new file is
+/// removed again.
 fn create_segment(
     storage: &dyn Storage,
     position_first: u64,
     segment_bytes: u64,
-) -> Result<Arc<Segment>> {
+) -> Result<(Arc<Segment>, Allocation)> {
     let name = segment_file_name(position_first);
     let header = SegmentHeader {
         position_first,
@@ -104,8 +116,19 @@ fn create_segment(
     let file = storage
         .create(&name)
         .map_err(|e| Error::io("create", name.clone(), e))?;
-    file.set_len(segment_bytes)
-        .map_err(|e| Error::io("preallocate", name.clone(), e))?;
+    let mut allocation = Allocation::of(storage, 0, segment_bytes);
+    let first = if allocation.in_steps {
+        allocation::STEP_MIN.min(segment_bytes)
+    } else {
+        segment_bytes
+    };
+    if let Err(error) = allocation.ensure(file.as_ref(), &name, first) {
+        // Nothing in it: a zero-length segment last in the log would be
+        // removed by the next open anyway.
+        drop(file);
+        let _ = storage.remove(&name);
+        return Err(error);
+    }
     file.write_all_at(&header.encode(), 0)
         .map_err(|e| Error::io("write", name.clone(), e))?;
     file.sync_all()
@@ -114,13 +137,14 @@ fn create_segment(
         .sync_dir()
         .map_err(|e| Error::io("fsync dir", storage.describe(), e))?;
     let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
-    Ok(Arc::new(Segment::new(
+    let segment = Arc::new(Segment::new(
         header,
         file,
         Some(map),
         FrameIndex::Memory(Vec::new()),
         SEGMENT_HEADER_BYTES,
-    )))
+    ));
+    Ok((segment, allocation))
 }
 
 impl LogWriter {
@@ -261,8 +285,11 @@ impl LogWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
+        let end = self.write_offset + self.buf.len() as u64;
+        self.allocation
+            .ensure(self.active.file.as_ref(), &self.active.name, end)?;
         if let Some(zero) = &self.zero {
-            zero.before_write(self.write_offset + self.buf.len() as u64);
+            zero.before_write(end);
         }
         self.active
             .file
@@ -297,11 +324,12 @@ impl LogWriter {
         let mapped =
             recovery::write_frame_index(self.storage.as_ref(), &self.active.header, &bytes)?;
         *self.active.frames.write() = mapped;
-        let next = create_segment(
+        let (next, allocation) = create_segment(
             self.storage.as_ref(),
             self.position_next,
             self.options.segment_bytes,
         )?;
+        self.allocation = allocation;
         self.shared.segments.write().push(Arc::clone(&next));
         if let Some(zero) = &self.zero {
             zero.switch(Arc::clone(&next), SEGMENT_HEADER_BYTES);
