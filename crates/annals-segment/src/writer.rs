@@ -166,10 +166,17 @@ impl LogWriter {
     }
 
     /// Largest frame this log accepts: the format limit, or what fits in an
-    /// empty segment if that is smaller.
+    /// empty segment if that is smaller — of the size new segments get, and
+    /// of the active segment's own size (a log opened with another segment
+    /// size than it was written with keeps each segment within the size
+    /// its header gives; the active one may be smaller).
     pub fn frame_bytes_max(&self) -> usize {
-        let room = self.options.segment_bytes - SEGMENT_HEADER_BYTES;
-        format::FRAME_BYTES_MAX.min(room as usize)
+        let segment_bytes = self
+            .options
+            .segment_bytes
+            .min(self.active.header.segment_bytes);
+        let room = segment_bytes.saturating_sub(SEGMENT_HEADER_BYTES);
+        format::FRAME_BYTES_MAX.min(usize::try_from(room).unwrap_or(usize::MAX))
     }
 
     /// Checks that `records` would make a valid frame; returns its size.
@@ -244,7 +251,9 @@ impl LogWriter {
     /// a pair, not once per step.
     fn emit_frame(&mut self, records: &[Record<'_>], frame_bytes: usize) -> Result<()> {
         let padded = align_up(frame_bytes as u64);
-        if self.write_offset + self.buf.len() as u64 + padded > self.options.segment_bytes {
+        // The active segment's own size: it may have been created with
+        // another size than new segments get now.
+        if self.write_offset + self.buf.len() as u64 + padded > self.active.header.segment_bytes {
             self.flush_buf()?;
             self.roll()?;
         }
