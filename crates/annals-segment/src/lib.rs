@@ -30,6 +30,7 @@ pub mod format;
 pub mod frame_index;
 mod reader;
 mod recovery;
+mod resident;
 mod rng;
 mod segment;
 pub mod storage;
@@ -45,8 +46,9 @@ pub use error::{Error, Result};
 pub use format::Record;
 pub use reader::{LogReader, SegmentInfo};
 pub use recovery::RecoveryReport;
+pub use resident::OPEN_SEGMENTS_DEFAULT;
 pub use segment::{frame_index_file_name, parse_segment_file_name, segment_file_name};
-pub use writer::{open, LogWriter};
+pub use writer::{open, open_bounded, LogWriter};
 
 /// Asks the CPU to start loading the cache line of `bytes[at]` into its
 /// caches (nothing when `at` is out of range, or off x86-64). A hint only:

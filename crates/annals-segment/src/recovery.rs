@@ -144,7 +144,7 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<Option<Recovered>> {
     let mut report = RecoveryReport::default();
     let clean = crate::clean::take(storage)?;
     let mut opened = open_segments(storage, &mut report)?;
-    let Some((active_name, active_header, active_file)) = opened.pop() else {
+    let Some((active_name, active_header)) = opened.pop() else {
         return Ok(None);
     };
 
@@ -152,19 +152,23 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<Option<Recovered>> {
     let next_firsts: Vec<u64> = opened
         .iter()
         .skip(1)
-        .map(|(_, h, _)| h.position_first)
+        .map(|(_, h)| h.position_first)
         .chain(std::iter::once(active_header.position_first))
         .collect();
-    for ((name, header, file), next_first) in opened.into_iter().zip(next_firsts) {
+    for ((name, header), next_first) in opened.into_iter().zip(next_firsts) {
         segments.push(Arc::new(open_sealed(
             storage,
             name,
             header,
-            file,
             next_first,
             &mut report,
         )?));
     }
+    // Only the active segment's file stays open (sealed ones are opened
+    // when read: `resident.rs`).
+    let active_file = storage
+        .open(&active_name)
+        .map_err(|e| Error::io("open", active_name.clone(), e))?;
     let (active, write_offset, position_end) = open_active(
         storage,
         active_name,
@@ -182,8 +186,9 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<Option<Recovered>> {
     }))
 }
 
-/// A segment file opened with its verified header.
-type OpenedSegment = (String, SegmentHeader, Arc<dyn StorageFile>);
+/// A segment file with its verified header (the file is closed again: a
+/// store may have more segments than the process may open files).
+type OpenedSegment = (String, SegmentHeader);
 
 /// Removes leftover temp files, then opens every segment in position order
 /// and checks its header. A last segment whose header is all zeros is a
@@ -211,7 +216,7 @@ fn open_segments(storage: &dyn Storage, report: &mut RecoveryReport) -> Result<V
             .open(&name)
             .map_err(|e| Error::io("open", name.clone(), e))?;
         match read_header(file.as_ref(), &name)? {
-            Ok(header) if header.position_first == first => opened.push((name, header, file)),
+            Ok(header) if header.position_first == first => opened.push((name, header)),
             Ok(_) => {
                 return Err(Error::corrupt(
                     &name,
@@ -232,7 +237,7 @@ fn open_segments(storage: &dyn Storage, report: &mut RecoveryReport) -> Result<V
             Err(error) => return Err(header_error(&name, error)),
         }
     }
-    if let Some((name, header, _)) = opened.first() {
+    if let Some((name, header)) = opened.first() {
         if header.position_first != 0 {
             return Err(Error::corrupt(
                 name,
@@ -250,7 +255,6 @@ fn open_sealed(
     storage: &dyn Storage,
     name: String,
     header: SegmentHeader,
-    file: Arc<dyn StorageFile>,
     next_first: u64,
     report: &mut RecoveryReport,
 ) -> Result<Segment> {
@@ -264,11 +268,14 @@ fn open_sealed(
             // (`decode` bounds `data_end` by the header's segment size; a file
             // cut shorter reads as `Corrupt`, never past its mapping.)
             if summary.position_end == next_first {
-                // Mapped by its first read.
-                return Ok(Segment::new(header, file, None, frames, summary.data_end));
+                // Opened and mapped by its first read.
+                return Ok(Segment::sealed(header, summary.data_end, frames.len()));
             }
         }
     }
+    let file = storage
+        .open(&name)
+        .map_err(|e| Error::io("open", name.clone(), e))?;
     let scan = scan_frames(
         &mut FileWindow::new(file.as_ref(), &name)?,
         &header,
@@ -292,7 +299,7 @@ fn open_sealed(
     let bytes = FrameIndex::Memory(scan.frames).encode(&header, summary);
     let frames = write_frame_index(storage, &header, &bytes)?;
     report.frame_indexes_rebuilt += 1;
-    Ok(Segment::new(header, file, None, frames, summary.data_end))
+    Ok(Segment::sealed(header, summary.data_end, frames.len()))
 }
 
 /// The active segment: scan to the first invalid frame and decide between a

@@ -12,8 +12,9 @@ use crate::format::{self, align_up, FramePlace, Record, SegmentHeader, SEGMENT_H
 use crate::frame_index::{FrameEntry, FrameIndex, SealedSummary};
 use crate::reader::{LogReader, PublishedLog};
 use crate::recovery::{self, RecoveryReport};
-use crate::segment::{segment_file_name, Segment};
-use crate::storage::Storage;
+use crate::resident::ResidentSet;
+use crate::segment::{segment_file_name, Resident, Segment};
+use crate::storage::{Storage, StorageFile};
 use crate::zero::ZeroAhead;
 use crate::LogOptions;
 
@@ -24,6 +25,9 @@ pub struct LogWriter {
     shared: Arc<PublishedLog>,
     options: LogOptions,
     active: Arc<Segment>,
+    /// The active segment's open state (file, frames), never let go while
+    /// it is active.
+    active_state: Arc<Resident>,
     /// Next free offset in the active segment.
     write_offset: u64,
     /// Offset up to which the active segment is known durable.
@@ -48,6 +52,17 @@ pub fn open(
     storage: Arc<dyn Storage>,
     options: LogOptions,
 ) -> Result<(LogWriter, LogReader, RecoveryReport)> {
+    open_bounded(storage, options, crate::OPEN_SEGMENTS_DEFAULT)
+}
+
+/// Like [`open`], keeping at most `open_segments_max` sealed segments open
+/// (mapped, with their frame index) at once; others are opened when read
+/// (`resident.rs`). No file descriptor is held for a sealed segment.
+pub fn open_bounded(
+    storage: Arc<dyn Storage>,
+    options: LogOptions,
+    open_segments_max: usize,
+) -> Result<(LogWriter, LogReader, RecoveryReport)> {
     options.validate()?;
     let recovered = recovery::recover(storage.as_ref())?;
     let (segments, write_offset, position_next, report) = match recovered {
@@ -66,14 +81,19 @@ pub fn open(
         .last()
         .cloned()
         .ok_or_else(|| Error::corrupt(storage.describe(), 0, "no active segment"))?;
-    let allocated = active
-        .file
-        .len()
+    let active_state = active
+        .resident()
+        .filter(|r| r.file().is_some())
+        .ok_or_else(|| Error::corrupt(&active.name, 0, "the active segment is not open"))?;
+    let allocated = active_state
+        .file()
+        .map_or(Ok(0), |f| f.len())
         .map_err(|e| Error::io("stat", active.name.clone(), e))?;
     let allocation = Allocation::of(storage.as_ref(), allocated, active.header.segment_bytes);
     let shared = Arc::new(PublishedLog {
         segments: parking_lot::RwLock::new(segments),
         visible_end: position_next.into(),
+        residents: ResidentSet::new(Arc::clone(&storage), open_segments_max),
     });
     let zero = options
         .zero_ahead
@@ -84,6 +104,7 @@ pub fn open(
         shared: Arc::clone(&shared),
         options,
         active,
+        active_state,
         write_offset,
         synced_offset: write_offset,
         position_next,
@@ -148,6 +169,14 @@ fn create_segment(
 }
 
 impl LogWriter {
+    /// The active segment's file.
+    fn active_file(&self) -> Result<Arc<dyn StorageFile>> {
+        self.active_state
+            .file()
+            .cloned()
+            .ok_or_else(|| Error::corrupt(&self.active.name, 0, "the active segment is not open"))
+    }
+
     /// A reader on the same log.
     pub fn reader(&self) -> LogReader {
         LogReader {
@@ -295,19 +324,18 @@ impl LogWriter {
             return Ok(());
         }
         let end = self.write_offset + self.buf.len() as u64;
+        let file = self.active_file()?;
         self.allocation
-            .ensure(self.active.file.as_ref(), &self.active.name, end)?;
+            .ensure(file.as_ref(), &self.active.name, end)?;
         if let Some(zero) = &self.zero {
             zero.before_write(end);
         }
-        self.active
-            .file
-            .write_all_at(&self.buf, self.write_offset)
+        file.write_all_at(&self.buf, self.write_offset)
             .map_err(|e| Error::io("write", self.active.name.clone(), e))?;
         self.write_offset += self.buf.len() as u64;
         self.active.set_written(self.write_offset);
         self.buf.clear();
-        let mut frames = self.active.frames.write();
+        let mut frames = self.active_state.frames.write();
         for entry in self.pending.drain(..) {
             frames.push(entry);
         }
@@ -326,13 +354,21 @@ impl LogWriter {
         // then is it swapped for the mapped one. (Taking it out first made a
         // concurrent read of this segment find no frame.)
         let bytes = self
-            .active
+            .active_state
             .frames
             .read()
             .encode(&self.active.header, summary);
         let mapped =
             recovery::write_frame_index(self.storage.as_ref(), &self.active.header, &bytes)?;
-        *self.active.frames.write() = mapped;
+        // Sealed: read from now on through a final mapping and the frame
+        // index file, its file handle let go; one of the resident set.
+        let map = self
+            .active_file()?
+            .map()
+            .map_err(|e| Error::io("mmap", self.active.name.clone(), e))?;
+        self.active
+            .seal(Resident::sealed(map, self.write_offset, mapped));
+        self.shared.residents.admit(&self.active);
         let (next, allocation) = create_segment(
             self.storage.as_ref(),
             self.position_next,
@@ -343,6 +379,9 @@ impl LogWriter {
         if let Some(zero) = &self.zero {
             zero.switch(Arc::clone(&next), SEGMENT_HEADER_BYTES);
         }
+        self.active_state = next
+            .resident()
+            .ok_or_else(|| Error::corrupt(&next.name, 0, "a new segment is not open"))?;
         self.active = next;
         self.write_offset = SEGMENT_HEADER_BYTES;
         self.synced_offset = SEGMENT_HEADER_BYTES;
@@ -350,8 +389,7 @@ impl LogWriter {
     }
 
     fn sync_active(&mut self) -> Result<()> {
-        self.active
-            .file
+        self.active_file()?
             .sync_data()
             .map_err(|e| Error::io("fdatasync", self.active.name.clone(), e))?;
         self.synced_offset = self.write_offset;
@@ -375,7 +413,7 @@ impl LogWriter {
         };
         if self.position_next > self.active.header.position_first {
             let bytes = self
-                .active
+                .active_state
                 .frames
                 .read()
                 .encode(&self.active.header, summary);

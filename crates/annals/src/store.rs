@@ -216,7 +216,11 @@ impl Store {
             segment_bytes: options.segment_bytes,
             zero_ahead: options.zero_ahead,
         };
-        let (log, reader, recovery) = annals_segment::open(Arc::clone(&storage), log_options)?;
+        let (log, reader, recovery) = annals_segment::open_bounded(
+            Arc::clone(&storage),
+            log_options,
+            options.open_segments_max,
+        )?;
         let index = Arc::new(Index::open(
             storage,
             reader.clone(),
