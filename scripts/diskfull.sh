@@ -29,8 +29,9 @@ trap cleanup EXIT
 ANNALS_DISKFULL_DIR="$mnt" cargo test -p annals --test diskfull -- --ignored --nocapture
 
 mount -t tmpfs -o size=32m tmpfs "$mnt2"
-cargo build -q -p annals-cli
-bin=target/debug/annals
+# ANNALS_BIN runs the scenario with another binary (e.g. an older build).
+bin=${ANNALS_BIN:-target/debug/annals}
+[ -n "${ANNALS_BIN:-}" ] || cargo build -q -p annals-cli
 
 # Runs the CLI; fails the script if it died of a signal (exit > 128).
 run() {
