@@ -53,7 +53,11 @@ impl ResidentSet {
     /// now if it is not.
     pub(crate) fn get(&self, segment: &Arc<Segment>) -> Result<Arc<Resident>> {
         if let Some(resident) = segment.resident() {
-            segment.used.store(true, Ordering::Relaxed);
+            // Written only when clear: concurrent readers of a hot segment
+            // do not bounce its cache line.
+            if !segment.used.load(Ordering::Relaxed) {
+                segment.used.store(true, Ordering::Relaxed);
+            }
             return Ok(resident);
         }
         let resident = {
