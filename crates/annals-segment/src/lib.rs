@@ -106,7 +106,10 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 /// How the log is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogOptions {
-    /// Size every segment file is preallocated to.
+    /// Size of each new segment file: allocated whole when it is created,
+    /// or in steps ahead of the writer where the storage asks for it
+    /// ([`Storage::allocate_in_steps`](storage::Storage::allocate_in_steps)).
+    /// An existing segment keeps the size it was created with.
     pub segment_bytes: u64,
     /// Whether a background thread fills the active segment with written
     /// zeros ahead of the writer, so that commits overwrite allocated

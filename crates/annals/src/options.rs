@@ -30,7 +30,10 @@ pub enum Durability {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Options {
-    /// Size every segment file is preallocated to (default 64 MiB).
+    /// Size of each new segment file (default 64 MiB): allocated whole
+    /// when created on disks, in steps ahead of the writer on tmpfs (see
+    /// ARCHITECTURE.md, "Preallocation"). An existing segment keeps the
+    /// size it was created with.
     pub segment_bytes: u64,
     /// Most appends waiting for the writer; callers beyond it block
     /// (backpressure). Default 4096.
