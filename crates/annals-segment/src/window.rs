@@ -77,21 +77,27 @@ impl<'a> FileWindow<'a> {
 
     /// Decodes and verifies the frame at `offset` (as
     /// [`format::decode_frame`] on the rest of the file would): only its
-    /// header is kept. Reads the frame's length from its header first
-    /// (unverified: `decode_frame` checks the header's checksum before it
-    /// trusts any field, so a wrong length only makes the slice given to it
-    /// shorter or longer, never a wrong verdict), then that many bytes and
-    /// the padding.
+    /// header is kept. Decodes the header first, then reads the frame's
+    /// length and its padding: a garbage header never makes it read more
+    /// than the header.
     pub(crate) fn frame(
         &mut self,
         offset: u64,
         salt: u64,
     ) -> Result<Result<FrameHeader, FrameFault>> {
         let head = self.at(offset, format::FRAME_HEADER_BYTES)?;
-        let claimed = format::get_u32(head, FRAME_BYTES_FIELD).unwrap_or(0) as usize;
-        let want = format::align_up(claimed.min(format::FRAME_BYTES_MAX) as u64) as usize;
-        let bytes = self.at(offset, want.max(format::FRAME_HEADER_BYTES))?;
-        Ok(format::decode_frame(bytes, offset, salt).map(|(header, _)| header))
+        match format::decode_frame_header(head, offset, salt) {
+            // The header verified (its checksum is checked before any other
+            // field): read the frame and its padding. Every other fault is
+            // decided by the header's bytes alone, as `decode_frame` would.
+            Ok(_) | Err(FrameFault::FramePastSegmentEnd) => {
+                let claimed = format::get_u32(head, FRAME_BYTES_FIELD).unwrap_or(0) as usize;
+                let want = format::align_up(claimed.min(format::FRAME_BYTES_MAX) as u64) as usize;
+                let bytes = self.at(offset, want.max(format::FRAME_HEADER_BYTES))?;
+                Ok(format::decode_frame(bytes, offset, salt).map(|(header, _)| header))
+            }
+            Err(fault) => Ok(Err(fault)),
+        }
     }
 
     /// Decodes the frame header at `offset` (as
@@ -102,10 +108,18 @@ impl<'a> FileWindow<'a> {
         salt: u64,
     ) -> Result<Result<FrameHeader, FrameFault>> {
         let head = self.at(offset, format::FRAME_HEADER_BYTES)?;
-        let claimed = format::get_u32(head, FRAME_BYTES_FIELD).unwrap_or(0) as usize;
-        let want = claimed.clamp(format::FRAME_HEADER_BYTES, format::FRAME_BYTES_MAX);
-        let bytes = self.at(offset, want)?;
-        Ok(format::decode_frame_header(bytes, offset, salt))
+        match format::decode_frame_header(head, offset, salt) {
+            // Only a header that verified gets here (its checksum is checked
+            // first), so a run of garbage never makes this read a frame's
+            // worth of bytes per candidate offset: the length is checked
+            // against the rest of the file as the decoder would.
+            Err(FrameFault::FramePastSegmentEnd) => {
+                let claimed = format::get_u32(head, FRAME_BYTES_FIELD).unwrap_or(0) as usize;
+                let bytes = self.at(offset, claimed.min(format::FRAME_BYTES_MAX))?;
+                Ok(format::decode_frame_header(bytes, offset, salt))
+            }
+            other => Ok(other),
+        }
     }
 
     /// Whether every byte from `offset` to the end of the file is zero, and

@@ -336,3 +336,35 @@ fn reads_see_frames_written_after_the_file_grew() {
     assert_eq!(read_all(&reader), events);
     reader.verify().unwrap();
 }
+
+#[test]
+fn a_tail_full_of_the_salt_is_checked_without_reading_a_frame_per_offset() {
+    // Every 8-byte word of a 24 MiB tail is the segment's salt, so every
+    // aligned offset is a candidate for a later frame, and each claims a
+    // length of up to 16 MiB: the search must read only each candidate's
+    // header (its checksum fails first), not up to 16 MiB per offset.
+    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+    let (mut writer, reader, _) =
+        annals_segment::open(Arc::clone(&storage), options(64 << 20)).unwrap();
+    write(&mut writer, &[event(0, 100)]);
+    let data_end = reader.segments()[0].data_bytes;
+    drop(writer);
+    let file = storage.open(&segment_file_name(0)).unwrap();
+    let mut header = [0u8; 64];
+    file.read_exact_at(&mut header, 0).unwrap();
+    let salt: [u8; 8] = header[24..32].try_into().unwrap();
+    let tail: Vec<u8> = salt.iter().copied().cycle().take(24 << 20).collect();
+    file.write_all_at(&tail, data_end + 8).unwrap();
+    drop(file);
+    let (done, finished) = std::sync::mpsc::channel();
+    let opener = Arc::clone(&storage);
+    std::thread::spawn(move || {
+        let opened = annals_segment::open(opener, options(64 << 20))
+            .map(|(_, reader, report)| (read_all(&reader).len(), report.truncated.is_some()));
+        let _ = done.send(opened.map_err(|e| e.to_string()));
+    });
+    let opened = finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("recovery did not finish within 60 s");
+    assert_eq!(opened, Ok((1, true)));
+}
