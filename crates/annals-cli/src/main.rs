@@ -161,6 +161,10 @@ enum Command {
         /// fast: rolls and zero-filling ahead of the writer under load).
         #[arg(long, default_value_t = 0)]
         pad_bytes: usize,
+        /// Size of new segment files (default 64 MiB; small values make
+        /// stores of many segments quickly).
+        #[arg(long)]
+        segment_bytes: Option<u64>,
     },
     /// Run the demo: concurrent writers with expected versions, conflicts,
     /// aggregates read back.
@@ -270,6 +274,7 @@ fn main() -> ExitCode {
             seconds,
             index_buffer_events,
             pad_bytes,
+            segment_bytes,
         } => stress::run(
             &dir,
             stress::Load {
@@ -278,6 +283,7 @@ fn main() -> ExitCode {
                 seconds,
                 index_buffer_events,
                 pad_bytes,
+                segment_bytes,
             },
         ),
         Command::Bench { args } => match bench::run(&args) {

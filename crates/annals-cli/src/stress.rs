@@ -34,6 +34,8 @@ pub struct Load {
     pub index_buffer_events: Option<u64>,
     /// Dots appended to each event's data.
     pub pad_bytes: usize,
+    /// The size of new segment files, if not the default.
+    pub segment_bytes: Option<u64>,
 }
 
 /// Runs the load until `seconds` have passed (or the process is killed).
@@ -44,12 +46,19 @@ pub fn run(dir: &Path, load: Load) -> Result<(), Failure> {
         seconds,
         index_buffer_events,
         pad_bytes,
+        segment_bytes,
     } = load;
-    let store = match index_buffer_events {
-        None => open(dir, true)?,
-        Some(events) => {
-            annals::Store::open_with(dir, annals::Options::default().index_buffer_events(events))?
+    let store = if index_buffer_events.is_none() && segment_bytes.is_none() {
+        open(dir, true)?
+    } else {
+        let mut options = annals::Options::default();
+        if let Some(events) = index_buffer_events {
+            options = options.index_buffer_events(events);
         }
+        if let Some(bytes) = segment_bytes {
+            options = options.segment_bytes(bytes);
+        }
+        annals::Store::open_with(dir, options)?
     };
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);

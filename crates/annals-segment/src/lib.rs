@@ -23,6 +23,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod allocation;
 mod clean;
 mod error;
 mod evidence;
@@ -30,9 +31,11 @@ pub mod format;
 pub mod frame_index;
 mod reader;
 mod recovery;
+mod resident;
 mod rng;
 mod segment;
 pub mod storage;
+mod window;
 mod writer;
 mod zero;
 
@@ -45,8 +48,9 @@ pub use evidence::{Evidence, EvidenceKind};
 pub use format::Record;
 pub use reader::{LogReader, SegmentInfo};
 pub use recovery::RecoveryReport;
+pub use resident::OPEN_SEGMENTS_DEFAULT;
 pub use segment::{frame_index_file_name, parse_segment_file_name, segment_file_name};
-pub use writer::{open, open_with_evidence, LogWriter};
+pub use writer::{open, open_bounded, open_with, open_with_evidence, LogWriter};
 
 /// Asks the CPU to start loading the cache line of `bytes[at]` into its
 /// caches (nothing when `at` is out of range, or off x86-64). A hint only:
@@ -104,7 +108,10 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 /// How the log is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogOptions {
-    /// Size every segment file is preallocated to.
+    /// Size of each new segment file: allocated whole when it is created,
+    /// or in steps ahead of the writer where the storage asks for it
+    /// ([`Storage::allocate_in_steps`](storage::Storage::allocate_in_steps)).
+    /// An existing segment keeps the size it was created with.
     pub segment_bytes: u64,
     /// Whether a background thread fills the active segment with written
     /// zeros ahead of the writer, so that commits overwrite allocated

@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
 use crate::format::{self, Record};
+use crate::resident::ResidentSet;
 use crate::segment::{frame_bytes_at, Segment, VisitEvents};
 
 /// The log as the writer publishes it to every reader: the segments and
@@ -23,6 +24,8 @@ pub(crate) struct PublishedLog {
     /// `fdatasync`, or after the `write` when the writer was told to publish
     /// unsynced frames (so not necessarily durable).
     pub(crate) visible_end: AtomicU64,
+    /// The sealed segments kept open (`resident.rs`).
+    pub(crate) residents: ResidentSet,
 }
 
 impl PublishedLog {
@@ -179,8 +182,9 @@ impl LogReader {
                 .unwrap_or(rest.len());
             let (group, tail) = rest.split_at(count);
             let (group_offsets, offsets_tail) = offsets.split_at(count.min(offsets.len()));
+            let resident = self.shared.residents.get(&segment)?;
             if segment
-                .with_events(group, group_offsets, stream, visit)?
+                .with_events(&resident, group, group_offsets, stream, visit)?
                 .is_break()
             {
                 return Ok(());
@@ -233,7 +237,8 @@ impl LogReader {
                     format!("no segment holds position {position}"),
                 ));
             };
-            let start = segment.frames.read().find(position);
+            let resident = self.shared.residents.get(&segment)?;
+            let start = resident.frames.read().find(position);
             let Some(mut i) = start else {
                 return Err(Error::corrupt(
                     &segment.name,
@@ -241,8 +246,8 @@ impl LogReader {
                     format!("no frame holds position {position}"),
                 ));
             };
-            let map = segment.mapping()?;
-            while let Some(entry) = segment.frame(i) {
+            let map = resident.mapping(&segment.name, segment.written())?;
+            while let Some(entry) = resident.frame(i) {
                 if entry.position_first >= end {
                     return Ok(());
                 }
@@ -305,6 +310,13 @@ impl LogReader {
         Ok(())
     }
 
+    /// How many sealed segments are open (mapped, with their frame index)
+    /// now: at most the bound the log was opened with
+    /// ([`open_bounded`](crate::open_bounded)).
+    pub fn open_segments(&self) -> usize {
+        self.shared.residents.len()
+    }
+
     /// Segments, oldest first.
     pub fn segments(&self) -> Vec<SegmentInfo> {
         self.shared
@@ -314,7 +326,7 @@ impl LogReader {
             .map(|s| SegmentInfo {
                 name: s.name.clone(),
                 position_first: s.header.position_first,
-                frame_count: s.frames.read().len(),
+                frame_count: s.frame_count(),
                 segment_bytes: s.header.segment_bytes,
                 data_bytes: s.written(),
             })
@@ -328,11 +340,23 @@ impl LogReader {
         let end = self.position_end();
         let mut position = segments.first().map_or(0, |s| s.header.position_first);
         for segment in &segments {
-            // A fresh mapping: verify reads what is in the file now.
-            let frame_count = segment.frames.read().len();
-            let map = segment.remap(segment.written())?;
+            // A fresh mapping: verify reads what is in the file now. A
+            // sealed segment is read from its files afresh and not kept
+            // (verify would otherwise push every other segment out of the
+            // resident set).
+            let resident = match segment.resident().filter(|r| r.is_active()) {
+                Some(active) => {
+                    active.remap(&segment.name, segment.written())?;
+                    active
+                }
+                None => Arc::new(self.shared.residents.load(segment)?),
+            };
+            let frame_count = resident.frames.read().len();
+            let map = resident.mapping(&segment.name, segment.written())?;
             for i in 0..frame_count {
-                let Some(entry) = segment.frame(i) else { break };
+                let Some(entry) = resident.frame(i) else {
+                    break;
+                };
                 if entry.position_first >= end {
                     break;
                 }

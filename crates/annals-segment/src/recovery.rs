@@ -15,12 +15,12 @@ use crate::clean::CleanMarker;
 use crate::error::{Error, Result};
 use crate::evidence::{self, Evidence};
 use crate::format::{
-    self, FrameFault, HeaderError, SegmentHeader, FRAME_ALIGN, FRAME_HEADER_BYTES,
-    SEGMENT_HEADER_BYTES,
+    FrameFault, HeaderError, SegmentHeader, FRAME_ALIGN, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::frame_index::{FrameEntry, FrameIndex, SealedSummary};
-use crate::segment::{frame_bytes_at, frame_index_file_name, parse_segment_file_name, Segment};
+use crate::segment::{frame_index_file_name, parse_segment_file_name, Segment};
 use crate::storage::{Storage, StorageFile};
+use crate::window::FileWindow;
 
 /// What recovery did on open.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,8 +51,13 @@ struct Scan {
 }
 
 /// Scans frames from the start of a segment until the first invalid one, or
-/// until `position_limit` is reached.
-fn scan_frames(bytes: &[u8], header: &SegmentHeader, position_limit: Option<u64>) -> Scan {
+/// until `position_limit` is reached. Reads with `pread` (`window.rs`),
+/// never through a mapping.
+fn scan_frames(
+    window: &mut FileWindow<'_>,
+    header: &SegmentHeader,
+    position_limit: Option<u64>,
+) -> Result<Scan> {
     let mut scan = Scan {
         frames: Vec::new(),
         data_end: SEGMENT_HEADER_BYTES,
@@ -61,18 +66,17 @@ fn scan_frames(bytes: &[u8], header: &SegmentHeader, position_limit: Option<u64>
     };
     loop {
         if position_limit.is_some_and(|limit| scan.position_end >= limit) {
-            return scan;
+            return Ok(scan);
         }
         let offset = scan.data_end;
-        let rest = frame_bytes_at(bytes, offset);
-        let fault = match format::decode_frame(rest, offset, header.salt) {
-            Ok((frame, _)) if frame.position_first != scan.position_end => {
+        let fault = match window.frame(offset, header.salt)? {
+            Ok(frame) if frame.position_first != scan.position_end => {
                 FrameFault::PositionOutOfSequence
             }
-            Ok((frame, _)) if position_limit.is_some_and(|limit| frame.position_end() > limit) => {
+            Ok(frame) if position_limit.is_some_and(|limit| frame.position_end() > limit) => {
                 FrameFault::PastNextSegment
             }
-            Ok((frame, _)) => {
+            Ok(frame) => {
                 scan.frames.push(FrameEntry {
                     position_first: frame.position_first,
                     offset,
@@ -84,7 +88,7 @@ fn scan_frames(bytes: &[u8], header: &SegmentHeader, position_limit: Option<u64>
             Err(reason) => reason,
         };
         scan.fault = Some((offset, fault));
-        return scan;
+        return Ok(scan);
     }
 }
 
@@ -92,23 +96,29 @@ fn scan_frames(bytes: &[u8], header: &SegmentHeader, position_limit: Option<u64>
 /// follows it. Candidates are only frame-aligned offsets whose salt matches;
 /// a candidate counts only if its header checksum (bound to its offset)
 /// verifies. This never accepts bytes as data: it only refuses to truncate.
-fn durable_frame_after(bytes: &[u8], header: &SegmentHeader, fault_offset: u64) -> Option<u64> {
+fn durable_frame_after(
+    window: &mut FileWindow<'_>,
+    header: &SegmentHeader,
+    fault_offset: u64,
+) -> Result<Option<u64>> {
     let salt = header.salt.to_le_bytes();
     let mut offset = fault_offset + FRAME_ALIGN;
-    while (offset as usize).saturating_add(FRAME_HEADER_BYTES) <= bytes.len() {
-        let at = offset as usize;
-        if bytes.get(at + 8..at + 16) == Some(&salt[..]) {
-            if let Ok(frame) =
-                format::decode_frame_header(frame_bytes_at(bytes, offset), offset, header.salt)
-            {
+    while offset.saturating_add(FRAME_HEADER_BYTES as u64) <= window.len() {
+        // Reads a window of 1 MiB at a time; a candidate's header (the rest
+        // of the file at most, as before) is decoded from what it holds.
+        let bytes = window.at(offset, FRAME_HEADER_BYTES)?;
+        if bytes.get(8..16) == Some(&salt[..]) {
+            // `decode_frame_header` also checks that the frame fits in the
+            // rest of the file.
+            if let Ok(frame) = window.frame_header(offset, header.salt)? {
                 if frame.synced_before > fault_offset {
-                    return Some(offset);
+                    return Ok(Some(offset));
                 }
             }
         }
         offset += FRAME_ALIGN;
     }
-    None
+    Ok(None)
 }
 
 fn read_header(file: &dyn StorageFile, name: &str) -> Result<Result<SegmentHeader, HeaderError>> {
@@ -139,7 +149,7 @@ pub(crate) fn recover(storage: &dyn Storage, external: &[Evidence]) -> Result<Op
     let marker_file = crate::clean::read(storage)?;
     let clean = marker_file.flatten();
     let mut opened = open_segments(storage, &mut report)?;
-    let Some((active_name, active_header, active_file)) = opened.pop() else {
+    let Some((active_name, active_header)) = opened.pop() else {
         evidence::check_without_segments(&evidence::gather_without_segments(
             storage, external, clean,
         ))?;
@@ -154,19 +164,23 @@ pub(crate) fn recover(storage: &dyn Storage, external: &[Evidence]) -> Result<Op
     let next_firsts: Vec<u64> = opened
         .iter()
         .skip(1)
-        .map(|(_, h, _)| h.position_first)
+        .map(|(_, h)| h.position_first)
         .chain(std::iter::once(active_header.position_first))
         .collect();
-    for ((name, header, file), next_first) in opened.into_iter().zip(next_firsts) {
+    for ((name, header), next_first) in opened.into_iter().zip(next_firsts) {
         segments.push(Arc::new(open_sealed(
             storage,
             name,
             header,
-            file,
             next_first,
             &mut report,
         )?));
     }
+    // Only the active segment's file stays open (sealed ones are opened
+    // when read: `resident.rs`).
+    let active_file = storage
+        .open(&active_name)
+        .map_err(|e| Error::io("open", active_name.clone(), e))?;
     let (active, write_offset, position_end) = open_active(
         storage,
         active_name,
@@ -188,8 +202,9 @@ pub(crate) fn recover(storage: &dyn Storage, external: &[Evidence]) -> Result<Op
     }))
 }
 
-/// A segment file opened with its verified header.
-type OpenedSegment = (String, SegmentHeader, Arc<dyn StorageFile>);
+/// A segment file with its verified header (the file is closed again: a
+/// store may have more segments than the process may open files).
+type OpenedSegment = (String, SegmentHeader);
 
 /// Removes leftover temp files, then opens every segment in position order
 /// and checks its header. A last segment whose header is all zeros is a
@@ -217,7 +232,7 @@ fn open_segments(storage: &dyn Storage, report: &mut RecoveryReport) -> Result<V
             .open(&name)
             .map_err(|e| Error::io("open", name.clone(), e))?;
         match read_header(file.as_ref(), &name)? {
-            Ok(header) if header.position_first == first => opened.push((name, header, file)),
+            Ok(header) if header.position_first == first => opened.push((name, header)),
             Ok(_) => {
                 return Err(Error::corrupt(
                     &name,
@@ -238,7 +253,7 @@ fn open_segments(storage: &dyn Storage, report: &mut RecoveryReport) -> Result<V
             Err(error) => return Err(header_error(&name, error)),
         }
     }
-    if let Some((name, header, _)) = opened.first() {
+    if let Some((name, header)) = opened.first() {
         if header.position_first != 0 {
             return Err(Error::corrupt(
                 name,
@@ -260,7 +275,6 @@ fn open_sealed(
     storage: &dyn Storage,
     name: String,
     header: SegmentHeader,
-    file: Arc<dyn StorageFile>,
     next_first: u64,
     report: &mut RecoveryReport,
 ) -> Result<Segment> {
@@ -276,13 +290,19 @@ fn open_sealed(
             // (`decode` bounds `data_end` by the header's segment size; a file
             // cut shorter reads as `Corrupt`, never past its mapping.)
             if summary.position_end == next_first {
-                // Mapped by its first read.
-                return Ok(Segment::new(header, file, None, frames, summary.data_end));
+                // Opened and mapped by its first read.
+                return Ok(Segment::sealed(header, summary.data_end, frames.len()));
             }
         }
     }
-    let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
-    let scan = scan_frames(map.bytes(), &header, Some(next_first));
+    let file = storage
+        .open(&name)
+        .map_err(|e| Error::io("open", name.clone(), e))?;
+    let scan = scan_frames(
+        &mut FileWindow::new(file.as_ref(), &name)?,
+        &header,
+        Some(next_first),
+    )?;
     if scan.position_end != next_first {
         let summary = SealedSummary {
             position_end: scan.position_end,
@@ -311,13 +331,7 @@ fn open_sealed(
     let bytes = FrameIndex::Memory(scan.frames).encode(&header, summary);
     let frames = write_frame_index(storage, &header, &bytes)?;
     report.frame_indexes_rebuilt += 1;
-    Ok(Segment::new(
-        header,
-        file,
-        Some(map),
-        frames,
-        summary.data_end,
-    ))
+    Ok(Segment::sealed(header, summary.data_end, frames.len()))
 }
 
 /// The active segment: scan to the first invalid frame and decide between a
@@ -337,8 +351,11 @@ fn open_active(
             return Ok(opened);
         }
     }
-    let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
-    let scan = scan_frames(map.bytes(), &header, None);
+    // The tail is read with `pread`: a mapping would allocate every page
+    // of a sparse tail it touched (tmpfs: a SIGBUS once the filesystem is
+    // full).
+    let mut window = FileWindow::new(file.as_ref(), &name)?;
+    let scan = scan_frames(&mut window, &header, None)?;
     // Closed cleanly, and the scan stops exactly where it was closed: the
     // tail has not been written since, so there is nothing to check in it.
     let closed_here = CleanMarker {
@@ -348,7 +365,7 @@ fn open_active(
         position_end: scan.position_end,
     };
     report.clean_close = clean == Some(closed_here);
-    let mut needs_truncate = false;
+    let mut cut_to = None;
     let mut end = evidence::LogEnd {
         segment: &name,
         data_end: scan.data_end,
@@ -357,33 +374,28 @@ fn open_active(
         successor_existed: vouched.successor_existed,
     };
     if let Some((offset, reason)) = scan.fault.filter(|_| !report.clean_close) {
-        let rest = frame_bytes_at(map.bytes(), offset);
-        if !rest.iter().all(|b| *b == 0) {
-            if let Some(later) = durable_frame_after(map.bytes(), &header, offset) {
+        if let Some(dirty_end) = window.dirty_end(offset)? {
+            if let Some(later) = durable_frame_after(&mut window, &header, offset)? {
                 return Err(Error::corrupt(
                     &name,
                     offset,
                     format!("{reason}, followed by a valid frame at offset {later} written after this one was durable"),
                 ));
             }
-            needs_truncate = true;
+            cut_to = Some(dirty_end);
             end.fault = Some((offset, reason.to_string()));
         }
     }
     // Before anything is cut: a log that ends short of what its files
     // vouch for is refused, the evidence left in place.
     evidence::check(&end, &vouched.evidence)?;
-    // No mapping may live across a truncation.
-    drop(map);
-    if needs_truncate {
-        file.set_len(scan.data_end)
-            .map_err(|e| Error::io("truncate", name.clone(), e))?;
+    drop(window);
+    // The torn tail is cut by overwriting it with zeros (what a tail past
+    // the last frame holds), never by shortening the file: a mapping of it
+    // (a `Bytes` a reader kept) must never lose a page.
+    if let Some(dirty_end) = cut_to {
+        crate::window::zero_range(file.as_ref(), &name, scan.data_end, dirty_end)?;
         report.truncated = Some((name.clone(), scan.data_end));
-    }
-    let len = file.len().map_err(|e| Error::io("stat", name.clone(), e))?;
-    if len < header.segment_bytes {
-        file.set_len(header.segment_bytes)
-            .map_err(|e| Error::io("preallocate", name.clone(), e))?;
     }
     // What recovery accepted may sit only in the page cache (the process was
     // killed before its fsync): make it durable before anything builds on it.
@@ -428,7 +440,9 @@ fn open_active_clean(
     // The active segment keeps growing: its frames live on the heap.
     let frames: Vec<FrameEntry> = (0..index.len()).filter_map(|i| index.get(i)).collect();
     let len = file.len().map_err(|e| Error::io("stat", &name, e))?;
-    if len < header.segment_bytes || frames.len() != index.len() {
+    // The file may be shorter than the segment (allocated in steps), never
+    // shorter than its frames.
+    if len < marker.data_end || frames.len() != index.len() {
         return Ok(None);
     }
     let segment_name = crate::segment::segment_file_name(header.position_first);

@@ -1,7 +1,7 @@
 //! One segment file as the readers and the writer share it.
 
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -31,24 +31,97 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// A segment: its header, its file, its mapping and where its frames are.
+/// A segment: its header, how far it is written, and — while it is
+/// resident — its file, mapping and frame index.
 #[derive(Debug)]
 pub(crate) struct Segment {
     pub(crate) name: String,
     pub(crate) header: SegmentHeader,
-    pub(crate) file: Arc<dyn StorageFile>,
-    /// The mapping, and how far the segment was written when it was made;
-    /// `None` until first needed (a sealed segment opened from its frame
-    /// index is mapped by its first read, so open costs no `mmap` per
-    /// segment).
-    mapping: RwLock<Option<(Mapping, u64)>>,
+    /// What a read needs: always there for the active segment; for a
+    /// sealed one, from its first read until the log's resident set
+    /// (`resident.rs`) lets go of it. Readers clone the `Arc`, so letting
+    /// go never pulls a mapping or a frame index from under a read.
+    resident: RwLock<Option<Arc<Resident>>>,
     /// Offset after the last frame written (not necessarily durable).
     written: AtomicU64,
+    /// Number of frames of a sealed segment (from its verified frame
+    /// index), known without making it resident.
+    frames_sealed: AtomicUsize,
+    /// Read since the resident set's clock hand last passed it.
+    pub(crate) used: AtomicBool,
+}
+
+/// A segment's open state: its file (the active segment only: a sealed
+/// one is mapped and its file closed again), its mapping, its frames.
+#[derive(Debug)]
+pub(crate) struct Resident {
+    file: Option<Arc<dyn StorageFile>>,
+    /// The mapping, and how far the segment was written when it was made;
+    /// `None` until first needed.
+    mapping: RwLock<Option<(Mapping, u64)>>,
     pub(crate) frames: RwLock<FrameIndex>,
 }
 
+impl Resident {
+    /// A sealed segment's state: its mapping (covering `written`) and its
+    /// frame index.
+    pub(crate) fn sealed(map: Mapping, written: u64, frames: FrameIndex) -> Self {
+        Resident {
+            file: None,
+            mapping: RwLock::new(Some((map, written))),
+            frames: RwLock::new(frames),
+        }
+    }
+
+    /// A mapping that shows every frame written so far (`written`). A live
+    /// mapping (real `mmap`) does while it covers them: the file may have
+    /// grown since it was mapped (`allocation.rs`), and a page past the
+    /// end of the file as mapped must not be touched; a snapshot mapping
+    /// (test backends) is replaced when frames were written after it was
+    /// taken.
+    pub(crate) fn mapping(&self, name: &str, written: u64) -> Result<Mapping> {
+        if let Some((map, mapped_at)) = &*self.mapping.read() {
+            let covers = u64::try_from(map.bytes().len()).unwrap_or(u64::MAX) >= written;
+            if (map.is_live() && covers) || *mapped_at >= written {
+                return Ok(map.clone());
+            }
+        }
+        self.remap(name, written)
+    }
+
+    /// Maps the file afresh (the active segment; a sealed one's mapping
+    /// never needs it, and without a file this is an error).
+    pub(crate) fn remap(&self, name: &str, written: u64) -> Result<Mapping> {
+        let Some(file) = &self.file else {
+            return Err(Error::corrupt(
+                name,
+                written,
+                "the mapping of a sealed segment does not cover its frames",
+            ));
+        };
+        let fresh = file.map().map_err(|e| Error::io("mmap", name, e))?;
+        *self.mapping.write() = Some((fresh.clone(), written));
+        Ok(fresh)
+    }
+
+    pub(crate) fn frame(&self, i: usize) -> Option<FrameEntry> {
+        self.frames.read().get(i)
+    }
+
+    /// Whether this is the active segment's state (it holds the file).
+    pub(crate) fn is_active(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// The open file (the active segment's).
+    pub(crate) fn file(&self) -> Option<&Arc<dyn StorageFile>> {
+        self.file.as_ref()
+    }
+}
+
 impl Segment {
-    /// A segment whose frames end at `written`, mapped now or (`None`) on
+    /// The active segment (or one recovery opened fully): resident, with
+    /// its file, frames ending at `written`, mapped now or (`None`) on
     /// first use.
     pub(crate) fn new(
         header: SegmentHeader,
@@ -57,13 +130,31 @@ impl Segment {
         frames: FrameIndex,
         written: u64,
     ) -> Self {
+        let resident = Resident {
+            file: Some(file),
+            mapping: RwLock::new(mapping.map(|m| (m, written))),
+            frames: RwLock::new(frames),
+        };
         Segment {
             name: segment_file_name(header.position_first),
             header,
-            file,
-            mapping: RwLock::new(mapping.map(|m| (m, written))),
+            resident: RwLock::new(Some(Arc::new(resident))),
             written: AtomicU64::new(written),
-            frames: RwLock::new(frames),
+            frames_sealed: AtomicUsize::new(0),
+            used: AtomicBool::new(false),
+        }
+    }
+
+    /// A sealed segment verified at open, not resident: no file is open
+    /// and nothing is mapped until it is read.
+    pub(crate) fn sealed(header: SegmentHeader, written: u64, frame_count: usize) -> Self {
+        Segment {
+            name: segment_file_name(header.position_first),
+            header,
+            resident: RwLock::new(None),
+            written: AtomicU64::new(written),
+            frames_sealed: AtomicUsize::new(frame_count),
+            used: AtomicBool::new(false),
         }
     }
 
@@ -77,31 +168,43 @@ impl Segment {
         self.written.load(Ordering::Acquire)
     }
 
-    /// A mapping that shows every frame written so far. Live mappings (real
-    /// `mmap`) always do; a snapshot mapping (test backends) is replaced
-    /// when frames were written after it was taken.
-    pub(crate) fn mapping(&self) -> Result<Mapping> {
-        let written = self.written();
-        if let Some((map, mapped_at)) = &*self.mapping.read() {
-            if map.is_live() || *mapped_at >= written {
-                return Ok(map.clone());
-            }
+    /// Its open state, if resident (it never is for a sealed segment not
+    /// read since it was let go).
+    pub(crate) fn resident(&self) -> Option<Arc<Resident>> {
+        self.resident.read().clone()
+    }
+
+    /// The slot the resident set fills and empties.
+    pub(crate) fn resident_slot(&self) -> &RwLock<Option<Arc<Resident>>> {
+        &self.resident
+    }
+
+    /// Its open file: the active segment's (`None` once sealed).
+    pub(crate) fn file(&self) -> Option<Arc<dyn StorageFile>> {
+        self.resident.read().as_ref().and_then(|r| r.file.clone())
+    }
+
+    /// The writer sealed it: from now on it is read through `sealed`
+    /// (mapping and frame index file), and its file handle is let go once
+    /// no read holds the old state.
+    pub(crate) fn seal(&self, sealed: Resident) {
+        let count = sealed.frames.read().len();
+        self.frames_sealed.store(count, Ordering::Release);
+        *self.resident.write() = Some(Arc::new(sealed));
+    }
+
+    /// Number of frames of a sealed segment, as its frame index said when
+    /// verified at open or written at seal (0 for the active segment).
+    pub(crate) fn frames_sealed(&self) -> usize {
+        self.frames_sealed.load(Ordering::Acquire)
+    }
+
+    /// Number of frames.
+    pub(crate) fn frame_count(&self) -> usize {
+        match self.resident() {
+            Some(resident) => resident.frames.read().len(),
+            None => self.frames_sealed.load(Ordering::Acquire),
         }
-        self.remap(written)
-    }
-
-    /// Maps the file afresh.
-    pub(crate) fn remap(&self, written: u64) -> Result<Mapping> {
-        let fresh = self
-            .file
-            .map()
-            .map_err(|e| Error::io("mmap", self.name.clone(), e))?;
-        *self.mapping.write() = Some((fresh.clone(), written));
-        Ok(fresh)
-    }
-
-    pub(crate) fn frame(&self, i: usize) -> Option<FrameEntry> {
-        self.frames.read().get(i)
     }
 
     /// Decodes the events at `positions` (durable, inside this segment), in
@@ -123,12 +226,13 @@ impl Segment {
     /// skip the frame index and the offset table.
     pub(crate) fn with_events(
         &self,
+        resident: &Resident,
         positions: &[u64],
         offsets: &[Option<u32>],
         stream: Option<&str>,
         visit: &mut VisitEvents<'_>,
     ) -> Result<ControlFlow<()>> {
-        let map = self.mapping()?;
+        let map = resident.mapping(&self.name, self.written())?;
         let bytes = map.bytes();
         let written = usize::try_from(self.written())
             .unwrap_or(usize::MAX)
@@ -153,7 +257,7 @@ impl Segment {
                 };
             }
             if frames_needed {
-                let index = self.frames.read();
+                let index = resident.frames.read();
                 for (i, (spot, &position)) in spots.iter_mut().zip(chunk).enumerate() {
                     if known(i).is_some() {
                         continue;

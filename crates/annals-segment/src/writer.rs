@@ -6,13 +6,15 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::allocation::{self, Allocation};
 use crate::error::{Error, Result};
 use crate::format::{self, align_up, FramePlace, Record, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::frame_index::{FrameEntry, FrameIndex, SealedSummary};
 use crate::reader::{LogReader, PublishedLog};
 use crate::recovery::{self, RecoveryReport};
-use crate::segment::{segment_file_name, Segment};
-use crate::storage::Storage;
+use crate::resident::ResidentSet;
+use crate::segment::{segment_file_name, Resident, Segment};
+use crate::storage::{Storage, StorageFile};
 use crate::zero::ZeroAhead;
 use crate::LogOptions;
 
@@ -23,6 +25,9 @@ pub struct LogWriter {
     shared: Arc<PublishedLog>,
     options: LogOptions,
     active: Arc<Segment>,
+    /// The active segment's open state (file, frames), never let go while
+    /// it is active.
+    active_state: Arc<Resident>,
     /// Next free offset in the active segment.
     write_offset: u64,
     /// Offset up to which the active segment is known durable.
@@ -37,6 +42,8 @@ pub struct LogWriter {
     /// Zero-fills the active segment ahead of `write_offset` (dropped, and
     /// its thread joined, with the writer).
     zero: Option<ZeroAhead>,
+    /// How far the active segment's file is allocated, and how it grows.
+    allocation: Allocation,
 }
 
 /// Opens (creating if needed) the log in `storage`, recovering from
@@ -45,7 +52,18 @@ pub fn open(
     storage: Arc<dyn Storage>,
     options: LogOptions,
 ) -> Result<(LogWriter, LogReader, RecoveryReport)> {
-    open_with_evidence(storage, options, &[])
+    open_with(storage, options, crate::OPEN_SEGMENTS_DEFAULT, &[])
+}
+
+/// Like [`open`], keeping at most `open_segments_max` sealed segments open
+/// (mapped, with their frame index) at once; others are opened when read
+/// (`resident.rs`). No file descriptor is held for a sealed segment.
+pub fn open_bounded(
+    storage: Arc<dyn Storage>,
+    options: LogOptions,
+    open_segments_max: usize,
+) -> Result<(LogWriter, LogReader, RecoveryReport)> {
+    open_with(storage, options, open_segments_max, &[])
 }
 
 /// [`open`], also refusing ([`Error::Missing`]) a log that ends before any
@@ -57,12 +75,24 @@ pub fn open_with_evidence(
     options: LogOptions,
     evidence: &[crate::Evidence],
 ) -> Result<(LogWriter, LogReader, RecoveryReport)> {
+    open_with(storage, options, crate::OPEN_SEGMENTS_DEFAULT, evidence)
+}
+
+/// Opens the log with every choice: at most `open_segments_max` sealed
+/// segments open at once ([`open_bounded`]) and the caller's `evidence`
+/// of durable positions ([`open_with_evidence`]).
+pub fn open_with(
+    storage: Arc<dyn Storage>,
+    options: LogOptions,
+    open_segments_max: usize,
+    evidence: &[crate::Evidence],
+) -> Result<(LogWriter, LogReader, RecoveryReport)> {
     options.validate()?;
     let recovered = recovery::recover(storage.as_ref(), evidence)?;
     let (segments, write_offset, position_next, report) = match recovered {
         Some(r) => (r.segments, r.write_offset, r.position_end, r.report),
         None => {
-            let first = create_segment(storage.as_ref(), 0, options.segment_bytes)?;
+            let (first, _) = create_segment(storage.as_ref(), 0, options.segment_bytes)?;
             (
                 vec![first],
                 SEGMENT_HEADER_BYTES,
@@ -75,9 +105,19 @@ pub fn open_with_evidence(
         .last()
         .cloned()
         .ok_or_else(|| Error::corrupt(storage.describe(), 0, "no active segment"))?;
+    let active_state = active
+        .resident()
+        .filter(|r| r.file().is_some())
+        .ok_or_else(|| Error::corrupt(&active.name, 0, "the active segment is not open"))?;
+    let allocated = active_state
+        .file()
+        .map_or(Ok(0), |f| f.len())
+        .map_err(|e| Error::io("stat", active.name.clone(), e))?;
+    let allocation = Allocation::of(storage.as_ref(), allocated, active.header.segment_bytes);
     let shared = Arc::new(PublishedLog {
         segments: parking_lot::RwLock::new(segments),
         visible_end: position_next.into(),
+        residents: ResidentSet::new(Arc::clone(&storage), open_segments_max),
     });
     let zero = options
         .zero_ahead
@@ -88,6 +128,7 @@ pub fn open_with_evidence(
         shared: Arc::clone(&shared),
         options,
         active,
+        active_state,
         write_offset,
         synced_offset: write_offset,
         position_next,
@@ -96,17 +137,21 @@ pub fn open_with_evidence(
         pending: Vec::new(),
         located: Vec::new(),
         zero,
+        allocation,
     };
     Ok((writer, LogReader { shared }, report))
 }
 
-/// Creates a segment durably: create → preallocate → header → fsync file →
-/// fsync directory. Only then may anything in it be acknowledged.
+/// Creates a segment durably: create → allocate (all of it, or a first
+/// step: `allocation.rs`) → header → fsync file → fsync directory. Only
+/// then may anything in it be acknowledged. A filesystem too full for the
+/// allocation is an [`Error::Io`] (ENOSPC) here, and the new file is
+/// removed again.
 fn create_segment(
     storage: &dyn Storage,
     position_first: u64,
     segment_bytes: u64,
-) -> Result<Arc<Segment>> {
+) -> Result<(Arc<Segment>, Allocation)> {
     let name = segment_file_name(position_first);
     let header = SegmentHeader {
         position_first,
@@ -116,8 +161,19 @@ fn create_segment(
     let file = storage
         .create(&name)
         .map_err(|e| Error::io("create", name.clone(), e))?;
-    file.set_len(segment_bytes)
-        .map_err(|e| Error::io("preallocate", name.clone(), e))?;
+    let mut allocation = Allocation::of(storage, 0, segment_bytes);
+    let first = if allocation.in_steps {
+        allocation::STEP_MIN.min(segment_bytes)
+    } else {
+        segment_bytes
+    };
+    if let Err(error) = allocation.ensure(file.as_ref(), &name, first) {
+        // Nothing in it: a zero-length segment last in the log would be
+        // removed by the next open anyway.
+        drop(file);
+        let _ = storage.remove(&name);
+        return Err(error);
+    }
     file.write_all_at(&header.encode(), 0)
         .map_err(|e| Error::io("write", name.clone(), e))?;
     file.sync_all()
@@ -126,16 +182,25 @@ fn create_segment(
         .sync_dir()
         .map_err(|e| Error::io("fsync dir", storage.describe(), e))?;
     let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
-    Ok(Arc::new(Segment::new(
+    let segment = Arc::new(Segment::new(
         header,
         file,
         Some(map),
         FrameIndex::Memory(Vec::new()),
         SEGMENT_HEADER_BYTES,
-    )))
+    ));
+    Ok((segment, allocation))
 }
 
 impl LogWriter {
+    /// The active segment's file.
+    fn active_file(&self) -> Result<Arc<dyn StorageFile>> {
+        self.active_state
+            .file()
+            .cloned()
+            .ok_or_else(|| Error::corrupt(&self.active.name, 0, "the active segment is not open"))
+    }
+
     /// A reader on the same log.
     pub fn reader(&self) -> LogReader {
         LogReader {
@@ -154,10 +219,17 @@ impl LogWriter {
     }
 
     /// Largest frame this log accepts: the format limit, or what fits in an
-    /// empty segment if that is smaller.
+    /// empty segment if that is smaller — of the size new segments get, and
+    /// of the active segment's own size (a log opened with another segment
+    /// size than it was written with keeps each segment within the size
+    /// its header gives; the active one may be smaller).
     pub fn frame_bytes_max(&self) -> usize {
-        let room = self.options.segment_bytes - SEGMENT_HEADER_BYTES;
-        format::FRAME_BYTES_MAX.min(room as usize)
+        let segment_bytes = self
+            .options
+            .segment_bytes
+            .min(self.active.header.segment_bytes);
+        let room = segment_bytes.saturating_sub(SEGMENT_HEADER_BYTES);
+        format::FRAME_BYTES_MAX.min(usize::try_from(room).unwrap_or(usize::MAX))
     }
 
     /// Checks that `records` would make a valid frame; returns its size.
@@ -232,7 +304,9 @@ impl LogWriter {
     /// a pair, not once per step.
     fn emit_frame(&mut self, records: &[Record<'_>], frame_bytes: usize) -> Result<()> {
         let padded = align_up(frame_bytes as u64);
-        if self.write_offset + self.buf.len() as u64 + padded > self.options.segment_bytes {
+        // The active segment's own size: it may have been created with
+        // another size than new segments get now.
+        if self.write_offset + self.buf.len() as u64 + padded > self.active.header.segment_bytes {
             self.flush_buf()?;
             self.roll()?;
         }
@@ -273,17 +347,19 @@ impl LogWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
+        let end = self.write_offset + self.buf.len() as u64;
+        let file = self.active_file()?;
+        self.allocation
+            .ensure(file.as_ref(), &self.active.name, end)?;
         if let Some(zero) = &self.zero {
-            zero.before_write(self.write_offset + self.buf.len() as u64);
+            zero.before_write(end);
         }
-        self.active
-            .file
-            .write_all_at(&self.buf, self.write_offset)
+        file.write_all_at(&self.buf, self.write_offset)
             .map_err(|e| Error::io("write", self.active.name.clone(), e))?;
         self.write_offset += self.buf.len() as u64;
         self.active.set_written(self.write_offset);
         self.buf.clear();
-        let mut frames = self.active.frames.write();
+        let mut frames = self.active_state.frames.write();
         for entry in self.pending.drain(..) {
             frames.push(entry);
         }
@@ -302,22 +378,34 @@ impl LogWriter {
         // then is it swapped for the mapped one. (Taking it out first made a
         // concurrent read of this segment find no frame.)
         let bytes = self
-            .active
+            .active_state
             .frames
             .read()
             .encode(&self.active.header, summary);
         let mapped =
             recovery::write_frame_index(self.storage.as_ref(), &self.active.header, &bytes)?;
-        *self.active.frames.write() = mapped;
-        let next = create_segment(
+        // Sealed: read from now on through a final mapping and the frame
+        // index file, its file handle let go; one of the resident set.
+        let map = self
+            .active_file()?
+            .map()
+            .map_err(|e| Error::io("mmap", self.active.name.clone(), e))?;
+        self.active
+            .seal(Resident::sealed(map, self.write_offset, mapped));
+        self.shared.residents.admit(&self.active);
+        let (next, allocation) = create_segment(
             self.storage.as_ref(),
             self.position_next,
             self.options.segment_bytes,
         )?;
+        self.allocation = allocation;
         self.shared.segments.write().push(Arc::clone(&next));
         if let Some(zero) = &self.zero {
             zero.switch(Arc::clone(&next), SEGMENT_HEADER_BYTES);
         }
+        self.active_state = next
+            .resident()
+            .ok_or_else(|| Error::corrupt(&next.name, 0, "a new segment is not open"))?;
         self.active = next;
         self.write_offset = SEGMENT_HEADER_BYTES;
         self.synced_offset = SEGMENT_HEADER_BYTES;
@@ -325,8 +413,7 @@ impl LogWriter {
     }
 
     fn sync_active(&mut self) -> Result<()> {
-        self.active
-            .file
+        self.active_file()?
             .sync_data()
             .map_err(|e| Error::io("fdatasync", self.active.name.clone(), e))?;
         self.synced_offset = self.write_offset;
@@ -347,7 +434,7 @@ impl LogWriter {
         };
         if self.position_next > self.active.header.position_first {
             let bytes = self
-                .active
+                .active_state
                 .frames
                 .read()
                 .encode(&self.active.header, summary);

@@ -187,7 +187,13 @@ impl FillProgress {
             };
             let file = match &own {
                 Some((segment, file)) if Arc::ptr_eq(segment, &chunk.segment) => Arc::clone(file),
-                _ => match chunk.segment.file.reopen() {
+                // A segment sealed since (no file any more): nothing to do.
+                _ => match chunk
+                    .segment
+                    .file()
+                    .ok_or(())
+                    .and_then(|f| f.reopen().map_err(drop))
+                {
                     Ok(file) => {
                         own = Some((Arc::clone(&chunk.segment), Arc::clone(&file)));
                         file

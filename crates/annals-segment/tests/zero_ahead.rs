@@ -74,8 +74,86 @@ fn assert_reopens_with(storage: Arc<dyn Storage>, segment_bytes: u64, written: &
     assert_eq!(read_all(&reader), written);
 }
 
+/// Bytes of the file held by blocks that were written (data or zeros):
+/// extents that `fallocate` reserved but nothing wrote yet ("unwritten")
+/// do not count. (Segments are now `fallocate`d whole at creation, so
+/// `st_blocks` counts every block of the segment from the start; what the
+/// filler changes is whether they hold written zeros.) Falls back to
+/// `st_blocks` where FIEMAP is not supported.
 fn allocated_bytes(path: &std::path::Path) -> u64 {
-    std::fs::metadata(path).unwrap().blocks() * 512
+    written_extent_bytes(path).unwrap_or_else(|| std::fs::metadata(path).unwrap().blocks() * 512)
+}
+
+#[allow(unsafe_code)]
+fn written_extent_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // linux/fiemap.h
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_FLAG_SYNC: u32 = 0x1;
+    const FIEMAP_EXTENT_LAST: u32 = 0x1;
+    const FIEMAP_EXTENT_UNWRITTEN: u32 = 0x800;
+    const EXTENTS: usize = 256;
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    #[repr(C)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; EXTENTS],
+    }
+    let file = std::fs::File::open(path).ok()?;
+    let zero = Extent {
+        logical: 0,
+        physical: 0,
+        length: 0,
+        reserved64: [0; 2],
+        flags: 0,
+        reserved: [0; 3],
+    };
+    let mut total = 0;
+    let mut start = 0u64;
+    loop {
+        let mut map = Box::new(Fiemap {
+            start,
+            length: u64::MAX - start,
+            flags: FIEMAP_FLAG_SYNC,
+            mapped_extents: 0,
+            extent_count: EXTENTS as u32,
+            reserved: 0,
+            extents: [zero; EXTENTS],
+        });
+        // SAFETY: FS_IOC_FIEMAP reads and writes a `struct fiemap` followed
+        // by `extent_count` extents: `map` is exactly that, and lives
+        // across the call.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut *map as *mut Fiemap) };
+        if rc != 0 {
+            return None;
+        }
+        let extents = &map.extents[..map.mapped_extents as usize];
+        for extent in extents {
+            if extent.flags & FIEMAP_EXTENT_UNWRITTEN == 0 {
+                total += extent.length;
+            }
+        }
+        match extents.last() {
+            Some(last) if last.flags & FIEMAP_EXTENT_LAST == 0 => {
+                start = last.logical + last.length;
+            }
+            _ => return Some(total),
+        }
+    }
 }
 
 #[test]

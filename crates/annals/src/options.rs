@@ -30,7 +30,10 @@ pub enum Durability {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Options {
-    /// Size every segment file is preallocated to (default 64 MiB).
+    /// Size of each new segment file (default 64 MiB): allocated whole
+    /// when created on disks, in steps ahead of the writer on tmpfs (see
+    /// ARCHITECTURE.md, "Preallocation"). An existing segment keeps the
+    /// size it was created with.
     pub segment_bytes: u64,
     /// Most appends waiting for the writer; callers beyond it block
     /// (backpressure). Default 4096.
@@ -64,6 +67,18 @@ pub struct Options {
     /// lasts more than a quarter of a recent group's commit time; a caller
     /// appending alone never waits. Default on.
     pub gather: bool,
+    /// Most sealed segments kept open at once (default 1,024). A sealed
+    /// segment is opened by its first read — its file and its frame index
+    /// are mapped and their files closed again, so an open segment holds
+    /// two memory mappings and no file descriptor — and the least recently
+    /// read one is let go when more are open (a read in progress, or a
+    /// `Bytes` it handed out, keeps its mapping until it ends). Open keeps
+    /// no file of a sealed segment open, so a store of any number of
+    /// segments opens within the open-file limit; this bound keeps the
+    /// mappings within `vm.max_map_count` (65,530 by default: 1,024
+    /// segments use 2,048). A read of a segment not open costs two `open`s,
+    /// two `mmap`s and a checksum of its frame index.
+    pub open_segments_max: usize,
 }
 
 impl Default for Options {
@@ -76,6 +91,7 @@ impl Default for Options {
             zero_ahead: None,
             index_buffer_events: 1 << 16,
             gather: true,
+            open_segments_max: annals_segment::OPEN_SEGMENTS_DEFAULT,
         }
     }
 }
@@ -109,6 +125,13 @@ impl Options {
     /// Turns gathering on or off (see [`Options::gather`]).
     pub fn gather(mut self, on: bool) -> Self {
         self.gather = on;
+        self
+    }
+
+    /// Sets how many sealed segments stay open at once (see
+    /// [`Options::open_segments_max`]).
+    pub fn open_segments_max(mut self, segments: usize) -> Self {
+        self.open_segments_max = segments;
         self
     }
 

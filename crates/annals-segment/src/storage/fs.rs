@@ -1,5 +1,5 @@
-//! The real filesystem backend. This module holds the only `unsafe` code of
-//! Annals: the `mmap` call.
+//! The real filesystem backend. This module holds the `unsafe` code of
+//! Annals' file I/O: the `mmap` call and the `fallocate` call.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -159,6 +159,18 @@ impl Storage for FsStorage {
             Some("ext4" | "ext3" | "ext2" | "xfs")
         )
     }
+
+    /// Yes on filesystems whose blocks are memory (tmpfs, ramfs), found
+    /// from `/proc/self/mountinfo`.
+    fn allocate_in_steps(&self) -> bool {
+        let (Ok(dir), Ok(mounts)) = (
+            self.dir.canonicalize(),
+            std::fs::read_to_string("/proc/self/mountinfo"),
+        ) else {
+            return false;
+        };
+        matches!(filesystem_of(&mounts, &dir), Some("tmpfs" | "ramfs"))
+    }
 }
 
 /// The type of the filesystem holding `path` (absolute, canonical), from
@@ -231,6 +243,35 @@ impl StorageFile for FsFile {
         self.file.set_len(len)
     }
 
+    #[allow(unsafe_code)]
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+        else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "allocation range out of range",
+            ));
+        };
+        loop {
+            // SAFETY: `fallocate` takes a file descriptor and three integers
+            // and touches no memory of this process; the descriptor is
+            // `self.file`'s, open for writing for as long as `self` lives.
+            let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, offset, len) };
+            if rc == 0 {
+                return Ok(());
+            }
+            let error = io::Error::last_os_error();
+            match error.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EOPNOTSUPP | libc::ENOSYS) => {
+                    return Err(io::Error::new(io::ErrorKind::Unsupported, error))
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }
@@ -260,19 +301,25 @@ impl StorageFile for FsFile {
             // mmap of zero bytes fails on Linux; an empty mapping is the same thing.
             return Ok(Mapping::new(Arc::new(Vec::<u8>::new()), true));
         }
-        // SAFETY: `Mmap::map` is unsafe because the mapped file could be
-        // truncated or modified behind our back. Annals holds an exclusive
-        // lock on the directory for as long as any mapping lives, so no other
-        // process writes these files. Within the process, segment files are
-        // only truncated during recovery, before any mapping is made, and are
-        // preallocated to their full size before being mapped, so mapped pages
-        // never disappear (no SIGBUS). Bytes past the visible end (what the
-        // writer published) may still be written while mapped; readers never
-        // look at them. Readers hand out `Bytes` that keep the mapping alive
-        // beyond the store (and its lock): they only cover verified frames
-        // below the visible end, which no later open truncates (recovery
-        // cuts only after the last valid frame), and unlinking a file keeps
-        // its pages.
+        // SAFETY: `Mmap::map` is unsafe because the file could be changed
+        // or shortened behind our back: touching a mapped page past the
+        // file's end raises SIGBUS. Annals holds an exclusive lock on the
+        // directory for as long as any mapping lives, so no other Annals
+        // process writes these files, and this process never shortens a
+        // segment file (recovery cuts a torn tail by overwriting it with
+        // zeros; files only grow). The mapping covers the file's length
+        // now; readers touch only bytes below what the writer wrote (whole
+        // verified frames, allocated before they were written), and the
+        // unwritten tail is never read through a mapping (recovery scans it
+        // with `pread`), so no page fault has to allocate a block: on tmpfs
+        // such a fault on a full filesystem is a SIGBUS. Bytes past the
+        // visible end may still be written while mapped; readers never look
+        // at them. `Bytes` handed out keep the mapping alive beyond the
+        // store (and its lock): they cover verified frames below the visible
+        // end, which no later open changes, and unlinking a file keeps its
+        // pages. What remains (GUARANTEES.md): another process truncating
+        // the file, or a device error reading a mapped page, still raises
+        // SIGBUS.
         let map = unsafe { memmap2::MmapOptions::new().map(&self.file)? };
         Ok(Mapping::new(Arc::new(map), true))
     }

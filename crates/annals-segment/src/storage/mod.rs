@@ -45,6 +45,13 @@ pub trait Storage: Send + Sync + Debug {
     fn zero_fill_helps(&self) -> bool {
         false
     }
+    /// Whether segment files should be allocated in steps ahead of the
+    /// writer rather than whole when created: where an allocated byte
+    /// costs memory (tmpfs, ramfs), a 64 MiB segment allocated up front
+    /// would hold 64 MiB of RAM for one event. Default `false`.
+    fn allocate_in_steps(&self) -> bool {
+        false
+    }
 }
 
 /// One open file.
@@ -61,6 +68,19 @@ pub trait StorageFile: Send + Sync + Debug {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Truncates or extends (with zeros) to `len`.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Reserves real space for `len` bytes at `offset` and extends the file
+    /// to cover them if it is shorter (`fallocate` mode 0): a later write
+    /// into the range cannot fail for lack of space, and a full filesystem
+    /// is reported here. [`io::ErrorKind::Unsupported`] where the storage
+    /// cannot (the default): the caller then extends with
+    /// [`set_len`](StorageFile::set_len), which reserves nothing.
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this storage cannot reserve space",
+        ))
+    }
     /// `fdatasync`: makes written data (and the length) durable.
     fn sync_data(&self) -> io::Result<()>;
     /// `fsync`: makes data and all metadata durable.

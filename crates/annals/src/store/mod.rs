@@ -146,8 +146,12 @@ impl Store {
             segment_bytes: options.segment_bytes,
             zero_ahead: options.zero_ahead,
         };
-        let (log, reader, recovery) =
-            annals_segment::open_with_evidence(Arc::clone(&storage), log_options, evidence)?;
+        let (log, reader, recovery) = annals_segment::open_with(
+            Arc::clone(&storage),
+            log_options,
+            options.open_segments_max,
+            evidence,
+        )?;
         let index = Arc::new(Index::open(
             storage,
             reader.clone(),

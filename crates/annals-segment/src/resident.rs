@@ -1,0 +1,143 @@
+//! The bounded set of sealed segments kept open: mapped, with their frame
+//! index mapped beside them.
+//!
+//! Open no longer keeps a file or a mapping per segment (a store of 1,000
+//! segments stopped opening at the usual limit of 1,024 open files, and
+//! `vm.max_map_count` capped mappings). A sealed segment is made resident
+//! by its first read — open the segment file, map it, close it again; the
+//! same for its `.fidx` — so a resident segment holds two mappings and no
+//! file descriptor. At most `capacity` sealed segments are resident; one
+//! more lets go of the one the clock hand finds not read since its last
+//! pass (CLOCK, second chance: a read only sets a flag, no lock is taken on
+//! a hit). The model is lsm-tree's `descriptor_table.rs`: readers clone an
+//! `Arc` of what they use, so letting go never closes or unmaps anything a
+//! read (or a `Bytes` handed out by one) still holds; the mapping goes when
+//! the last of them does.
+//!
+//! The active segment is always resident (its writer holds its file) and
+//! is not counted; the writer hands a segment to the set when it seals it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::frame_index::FrameIndex;
+use crate::segment::{frame_index_file_name, Resident, Segment};
+use crate::storage::Storage;
+
+/// Default for how many sealed segments stay resident.
+pub const OPEN_SEGMENTS_DEFAULT: usize = 1024;
+
+/// The sealed segments resident now, in clock order.
+#[derive(Debug)]
+pub(crate) struct ResidentSet {
+    storage: Arc<dyn Storage>,
+    capacity: usize,
+    ring: Mutex<VecDeque<Arc<Segment>>>,
+}
+
+impl ResidentSet {
+    /// A set of at most `capacity` (at least 1) sealed segments of `storage`.
+    pub(crate) fn new(storage: Arc<dyn Storage>, capacity: usize) -> Self {
+        ResidentSet {
+            storage,
+            capacity: capacity.max(1),
+            ring: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// What a read of `segment` needs: its resident state, made resident
+    /// now if it is not.
+    pub(crate) fn get(&self, segment: &Arc<Segment>) -> Result<Arc<Resident>> {
+        if let Some(resident) = segment.resident() {
+            // Written only when clear: concurrent readers of a hot segment
+            // do not bounce its cache line.
+            if !segment.used.load(Ordering::Relaxed) {
+                segment.used.store(true, Ordering::Relaxed);
+            }
+            return Ok(resident);
+        }
+        let resident = {
+            let mut slot = segment.resident_slot().write();
+            if let Some(resident) = &*slot {
+                return Ok(Arc::clone(resident));
+            }
+            let resident = Arc::new(self.load(segment)?);
+            *slot = Some(Arc::clone(&resident));
+            resident
+        };
+        // The slot's lock is not held here: letting go takes the ring's
+        // lock, then a slot's.
+        self.admit(segment);
+        Ok(resident)
+    }
+
+    /// Counts `segment` (just made resident, or just sealed by the writer)
+    /// in the set, letting go of others beyond the capacity.
+    pub(crate) fn admit(&self, segment: &Arc<Segment>) {
+        let mut ring = self.ring.lock();
+        segment.used.store(true, Ordering::Relaxed);
+        ring.push_back(Arc::clone(segment));
+        // Each segment is passed over at most once (its flag cleared), so
+        // this ends within two turns of the ring.
+        let mut passes = 2 * ring.len();
+        while ring.len() > self.capacity && passes > 0 {
+            passes -= 1;
+            let Some(oldest) = ring.pop_front() else {
+                break;
+            };
+            if oldest.used.swap(false, Ordering::Relaxed) {
+                ring.push_back(oldest);
+            } else {
+                // Reads holding its `Arc<Resident>` keep it until they end.
+                *oldest.resident_slot().write() = None;
+            }
+        }
+    }
+
+    /// How many sealed segments are resident.
+    pub(crate) fn len(&self) -> usize {
+        self.ring.lock().len()
+    }
+
+    /// Reads a sealed segment's state from its files, as they are now (not
+    /// kept: `verify` reads every segment afresh without flooding the set).
+    pub(crate) fn load(&self, segment: &Segment) -> Result<Resident> {
+        let name = &segment.name;
+        let written = segment.written();
+        let file = self
+            .storage
+            .open(name)
+            .map_err(|e| Error::io("open", name.clone(), e))?;
+        let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
+        drop(file);
+        if (map.bytes().len() as u64) < written {
+            return Err(Error::corrupt(
+                name,
+                map.bytes().len() as u64,
+                format!("segment file ends before its last frame ends at {written}"),
+            ));
+        }
+        let index_name = frame_index_file_name(segment.header.position_first);
+        let index_file = self
+            .storage
+            .open(&index_name)
+            .map_err(|e| Error::io("open", index_name.clone(), e))?;
+        let index_map = index_file
+            .map()
+            .map_err(|e| Error::io("mmap", index_name.clone(), e))?;
+        drop(index_file);
+        let (frames, summary) = FrameIndex::decode(index_map, &index_name, &segment.header)?;
+        if summary.data_end != written || frames.len() != segment.frames_sealed() {
+            return Err(Error::corrupt(
+                &index_name,
+                0,
+                "frame index differs from the one verified when the log was opened",
+            ));
+        }
+        Ok(Resident::sealed(map, written, frames))
+    }
+}
