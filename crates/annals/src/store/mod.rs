@@ -14,6 +14,7 @@
 mod append;
 mod inspect;
 mod read;
+mod read_all;
 
 pub use append::{AppendResult, MultiConflict};
 pub use inspect::{Stats, VerifyReport, WriteStats};
@@ -26,6 +27,7 @@ use annals_segment::{LogOptions, LogReader, RecoveryReport};
 
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexReport};
+use crate::subscribe::Feed;
 use crate::write::{Pipeline, Writer};
 use crate::Options;
 
@@ -43,6 +45,8 @@ struct Inner {
     pipeline: Pipeline,
     frame_bytes_max: usize,
     recovery: RecoveryReport,
+    /// Wakes subscribers when the writer publishes a new end.
+    feed: Arc<Feed>,
     /// Whether [`Inner::shut_down`] ran (by [`Store::close`]).
     shut: bool,
 }
@@ -151,7 +155,9 @@ impl Store {
             progress,
         )?);
         let frame_bytes_max = log.frame_bytes_max();
+        let feed = Arc::new(Feed::default());
         let writer = Writer {
+            feed: Arc::clone(&feed),
             log,
             reader: reader.clone(),
             index: Arc::clone(&index),
@@ -171,6 +177,7 @@ impl Store {
                 ),
                 frame_bytes_max,
                 recovery,
+                feed,
                 shut: false,
             }),
         })
