@@ -154,3 +154,71 @@ fn checkpoints_come_at_the_interval_also_when_nothing_matches() {
     assert_eq!(got, expected);
     assert_eq!(caught_up, Some(all.len() as u64 - 1));
 }
+
+/// A one-stream subscription far behind the end crosses the gap through
+/// the stream index: what it delivers, and where its signals resume, must
+/// be the same as the scan's.
+#[test]
+fn a_stream_subscription_far_behind_resumes_exactly_through_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for round in 0..120u64 {
+        let appends = (0..100u64)
+            .map(|s| {
+                let stream = if s % 50 == 7 {
+                    "rare-1".to_string()
+                } else {
+                    format!("busy-{s}")
+                };
+                let n = if round % 2 == 0 { 1 } else { 2 };
+                let events = (0..n).map(|_| EventData::new("E", "x")).collect();
+                (stream, ExpectedVersion::Any, events)
+            })
+            .collect();
+        store.append_many(appends).unwrap().unwrap();
+    }
+    store
+        .delete_stream("busy-3", ExpectedVersion::Any)
+        .unwrap()
+        .unwrap();
+    let all = store.read_all(0, usize::MAX).unwrap();
+    assert!(all.len() > 15_000);
+    for (name, from_version) in [
+        ("rare-1", 0),
+        ("rare-1", 300),
+        ("busy-3", 10),
+        ("absent-1", 0),
+    ] {
+        let filter = Filter::Stream {
+            name: name.into(),
+            from_version,
+        };
+        for batch in [1, 7, 256] {
+            let options = |start| {
+                SubscriptionOptions::new(filter.clone())
+                    .start(start)
+                    .batch_events(batch)
+                    .checkpoint_every_positions(5000)
+                    .no_timed_checkpoints()
+            };
+            let (items, caught_up) = history(&store, options(Start::Beginning));
+            assert_eq!(
+                events(&items),
+                want(&all, &filter, None),
+                "{filter:?} batch {batch}"
+            );
+            assert_eq!(caught_up, Some(all.len() as u64 - 1));
+            let mut starts: Vec<Option<u64>> =
+                items.iter().map(|i| i.position()).step_by(5).collect();
+            starts.extend((0..all.len() as u64).step_by(1237).map(Some));
+            for after in starts {
+                let (rest, _) = history(&store, options(Start::after(after)));
+                assert_eq!(
+                    events(&rest),
+                    want(&all, &filter, after),
+                    "{filter:?} after {after:?}"
+                );
+            }
+        }
+    }
+}

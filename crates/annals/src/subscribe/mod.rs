@@ -6,9 +6,11 @@
 //! | `options.rs` | `Filter`, `Start`, `SubscriptionOptions`, `SubscriptionItem` |
 //! | `subscription.rs` | `Subscription`: the cursor, batches, signals, the blocking iterator |
 //! | `stream.rs` | `SubscriptionStream`: the async `Stream` over the same cursor |
+//! | `by_stream.rs` | a one-stream subscription far behind reads through the stream index |
 //! | `feed.rs` | `Feed`: how the writer wakes blocked and async subscribers |
 //! | `checkpoint.rs` | durable named consumer checkpoints (`$checkpoint-NAME` streams) |
 
+mod by_stream;
 mod checkpoint;
 mod feed;
 mod options;

@@ -9,9 +9,10 @@ use crate::event::RecordedEvent;
 /// same cursor over global positions; it only decides which of the
 /// positions scanned are delivered.
 ///
-/// Today every filter is evaluated by scanning `$all` and skipping what
-/// does not match (O(positions scanned)); there are no category or
-/// event-type indexes yet.
+/// Category and event-type filters are evaluated by scanning `$all` and
+/// skipping what does not match (O(positions scanned)); there are no
+/// category or event-type indexes yet. A one-stream subscription far
+/// behind the end reads its stream through the stream index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Filter {

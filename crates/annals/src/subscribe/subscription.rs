@@ -63,16 +63,20 @@ const SCAN_POSITIONS_MAX: u64 = 1 << 16;
 /// ```
 pub struct Subscription {
     pub(super) store: Store,
-    options: SubscriptionOptions,
+    pub(super) options: SubscriptionOptions,
     /// The next position to scan: everything before it has been shown.
     pub(super) next: u64,
     /// Items read ahead of the consumer (at most `batch_events` events and
     /// one signal).
-    pending: VecDeque<SubscriptionItem>,
+    pub(super) pending: VecDeque<SubscriptionItem>,
     caught_up: bool,
     /// `next` when the last signal was queued (or at the start).
     signalled_next: u64,
     signalled_at: Instant,
+    /// For a one-stream subscription: the next version of that stream not
+    /// yet shown, once known (lets a long gap be crossed through the
+    /// stream index instead of the log).
+    pub(super) stream_version_next: Option<u64>,
     /// After an error, the subscription ends.
     pub(super) failed: bool,
     /// An error met while reading ahead, handed out after what was read
@@ -110,6 +114,7 @@ impl Subscription {
             signalled_at: Instant::now(),
             failed: false,
             error: None,
+            stream_version_next: None,
             id,
         }
     }
@@ -194,7 +199,7 @@ impl Subscription {
     /// signals that are due.
     fn refill(&mut self) -> Result<()> {
         let end = self.store.position_end();
-        if self.next < end {
+        if self.next < end && !self.stream_batch(end)? {
             self.scan_batch()?;
         }
         if !self.caught_up && self.next >= end {
@@ -246,6 +251,7 @@ impl Subscription {
         let start = self.next;
         let batch_events = self.options.batch_events.max(1);
         let mut matched = 0usize;
+        let mut version_next = self.stream_version_next;
         let mut next = self.next;
         let options = &self.options;
         let pending = &mut self.pending;
@@ -259,6 +265,7 @@ impl Subscription {
                         position, record, owner,
                     )));
                     matched += 1;
+                    version_next = record.stream_version.checked_add(1);
                 }
                 if matched >= batch_events || next - start >= budget {
                     ControlFlow::Break(())
@@ -268,6 +275,9 @@ impl Subscription {
             });
         // What was read before an error is still handed out, before it.
         self.next = next;
+        if matches!(self.options.filter, super::Filter::Stream { .. }) {
+            self.stream_version_next = version_next;
+        }
         Ok(scanned?)
     }
 }
