@@ -245,3 +245,64 @@ fn consumer_checkpoints_survive_reopen_and_commit_with_the_events_written_back()
     }
     assert_eq!(count, all.len());
 }
+
+/// A filtered async subscriber crossing a long stretch that matches
+/// nothing yields to its executor (returns `Pending` after waking itself)
+/// instead of scanning it all in one poll, and still gets there.
+#[test]
+fn the_async_stream_yields_while_crossing_a_long_unmatched_stretch() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for round in 0..300 {
+        let appends = (0..1000)
+            .map(|s| {
+                (
+                    format!("s-{s}"),
+                    ExpectedVersion::Any,
+                    vec![EventData::new("Common", format!("{round}"))],
+                )
+            })
+            .collect();
+        store.append_many(appends).unwrap().unwrap();
+    }
+    let mut stream = store
+        .subscribe(
+            SubscriptionOptions::event_types(["Never"])
+                .checkpoint_every_positions(0)
+                .no_timed_checkpoints(),
+        )
+        .into_stream();
+    let woken = Arc::new(Count(AtomicUsize::new(0)));
+    let waker = Waker::from(Arc::clone(&woken));
+    let mut cx = Context::from_waker(&waker);
+    let mut pendings = 0;
+    let caught_up = loop {
+        match Pin::new(&mut stream).poll_next(&mut cx) {
+            Poll::Pending => pendings += 1,
+            Poll::Ready(item) => break item.unwrap().unwrap(),
+        }
+        assert!(pendings < 100);
+    };
+    assert_eq!(
+        caught_up,
+        SubscriptionItem::CaughtUp {
+            position: Some(299_999)
+        }
+    );
+    assert!(pendings >= 1, "one poll scanned 300,000 positions");
+    assert_eq!(
+        woken.0.load(Ordering::Relaxed),
+        pendings,
+        "each yield woke the task again"
+    );
+}

@@ -9,13 +9,17 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 
 use super::options::SubscriptionItem;
-use super::subscription::Subscription;
+use super::subscription::{Ready, Subscription};
 use crate::error::Result;
 
+/// Most batches one poll reads from the log before it yields.
+const REFILLS_PER_POLL: usize = 4;
+
 /// A [`Subscription`] as an async [`Stream`]; made by
-/// [`Subscription::into_stream`]. Each poll reads at most one batch from
-/// the log (memory-mapped, so it does not block on the network, but it may
-/// touch the disk); at the published end it registers the task's waker and
+/// [`Subscription::into_stream`]. Each poll reads at most four batches
+/// from the log (memory-mapped, so it does not block on the network, but it
+/// may touch the disk) and yields to the executor (waking itself) after a
+/// long stretch that matched nothing; at the published end it registers the task's waker and
 /// returns `Pending` until the writer publishes more.
 ///
 /// Timed checkpoints are produced when the stream is polled: while the
@@ -65,8 +69,15 @@ impl Stream for SubscriptionStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let subscription = &mut self.get_mut().subscription;
         loop {
-            if let Some(item) = subscription.try_next() {
-                return Poll::Ready(Some(item));
+            match subscription.try_next_within(REFILLS_PER_POLL) {
+                Ready::Item(item) => return Poll::Ready(Some(item)),
+                Ready::Busy => {
+                    // A long stretch that matched nothing: let the
+                    // executor run other tasks, and come back.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Ready::AtEnd => {}
             }
             if subscription.failed {
                 return Poll::Ready(None);

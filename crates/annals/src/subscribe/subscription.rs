@@ -133,17 +133,28 @@ impl Subscription {
 
     /// The next item if one is ready without waiting: `None` when the
     /// subscriber is at the published end and no signal is due (or after
-    /// an error was returned).
+    /// an error was returned). It may scan a long filtered-out stretch of
+    /// the log before it returns.
     pub fn try_next(&mut self) -> Option<Result<SubscriptionItem>> {
-        loop {
+        match self.try_next_within(usize::MAX) {
+            Ready::Item(item) => Some(item),
+            Ready::AtEnd | Ready::Busy => None,
+        }
+    }
+
+    /// Like [`try_next`](Subscription::try_next), reading at most
+    /// `refills` batches from the log (the async stream yields to its
+    /// executor between them).
+    pub(super) fn try_next_within(&mut self, refills: usize) -> Ready {
+        for _ in 0..refills {
             if let Some(item) = self.pending.pop_front() {
-                return Some(Ok(item));
+                return Ready::Item(Ok(item));
             }
             if let Some(error) = self.error.take() {
-                return Some(Err(error));
+                return Ready::Item(Err(error));
             }
             if self.failed {
-                return None;
+                return Ready::AtEnd;
             }
             let before = self.next;
             if let Err(error) = self.refill() {
@@ -152,8 +163,12 @@ impl Subscription {
                 continue;
             }
             if self.pending.is_empty() && self.next == before {
-                return None;
+                return Ready::AtEnd;
             }
+        }
+        match self.pending.pop_front() {
+            Some(item) => Ready::Item(Ok(item)),
+            None => Ready::Busy,
         }
     }
 
@@ -280,6 +295,16 @@ impl Subscription {
         }
         Ok(scanned?)
     }
+}
+
+/// What [`Subscription::try_next_within`] found.
+pub(super) enum Ready {
+    /// An item (or the error that ends the subscription).
+    Item(Result<SubscriptionItem>),
+    /// Nothing until the writer publishes more (or the subscription ended).
+    AtEnd,
+    /// The refills allowed were spent on positions that matched nothing.
+    Busy,
 }
 
 impl Iterator for Subscription {
