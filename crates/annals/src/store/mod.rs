@@ -6,6 +6,7 @@
 //! | `mod.rs` | `Store`: open (lock, recover, open the index, start the writer), close |
 //! | `append.rs` | appends, deletes, flush, and validating what the caller gives |
 //! | `read.rs` | stream reads (through the index) and `$all` reads |
+//! | `read_all.rs` | the zero-copy `$all` visitor, the backward `$all` read, what subscriptions need of the store |
 //! | `inspect.rs` | stats, write stats, `verify`, index maintenance and dumps |
 //!
 //! The expected-version check itself is decided on the write path
