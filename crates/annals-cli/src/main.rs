@@ -11,6 +11,7 @@ mod commands;
 mod demo;
 mod json;
 mod stress;
+mod tail;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +85,39 @@ enum Command {
         /// Most events to print.
         #[arg(long)]
         max: Option<usize>,
+        /// Only streams of this category (the name up to its first '-').
+        #[arg(long, conflicts_with = "event_types")]
+        category: Option<String>,
+        /// Only events of this type (repeatable).
+        #[arg(long = "type")]
+        event_types: Vec<String>,
+    },
+    /// Print the feed as `all` does, then follow new events until
+    /// interrupted (appends made while this process holds the store).
+    Tail {
+        /// Store directory.
+        dir: PathBuf,
+        /// First position to print (inclusive, like `all --from`).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Start after this position (exclusive: resume after a checkpoint).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Only this stream.
+        #[arg(long)]
+        stream: Option<String>,
+        /// Only streams of this category (the name up to its first '-').
+        #[arg(long)]
+        category: Option<String>,
+        /// Only events of this type (repeatable).
+        #[arg(long = "type")]
+        event_types: Vec<String>,
+        /// Exit after this many events.
+        #[arg(long)]
+        max: Option<usize>,
+        /// Exit once caught up instead of following.
+        #[arg(long)]
+        no_follow: bool,
     },
     /// Delete a stream (writes a tombstone).
     Delete {
@@ -251,7 +285,46 @@ fn main() -> ExitCode {
             max,
             backward,
         } => commands::read(&dir, &stream, from, max, backward),
-        Command::All { dir, from, max } => commands::all(&dir, from, max),
+        Command::All {
+            dir,
+            from,
+            max,
+            category,
+            event_types,
+        } if category.is_some() || !event_types.is_empty() => tail::run(
+            &dir,
+            &tail::Tail {
+                from: Some(from),
+                after: None,
+                stream: None,
+                category,
+                types: event_types,
+                max,
+                follow: false,
+            },
+        ),
+        Command::All { dir, from, max, .. } => commands::all(&dir, from, max),
+        Command::Tail {
+            dir,
+            from,
+            after,
+            stream,
+            category,
+            event_types,
+            max,
+            no_follow,
+        } => tail::run(
+            &dir,
+            &tail::Tail {
+                from,
+                after,
+                stream,
+                category,
+                types: event_types,
+                max,
+                follow: !no_follow,
+            },
+        ),
         Command::Delete {
             dir,
             stream,

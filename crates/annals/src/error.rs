@@ -58,6 +58,14 @@ pub enum Error {
     /// positions or offsets than events written.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A consumer checkpoint's stored event does not hold a position.
+    #[error("checkpoint {name} is unreadable: {reason}")]
+    BadCheckpoint {
+        /// The consumer's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A conflict, for callers that use `??` and treat it as an error.
     #[error(transparent)]
     WrongExpectedVersion(#[from] WrongExpectedVersion),

@@ -43,6 +43,7 @@ mod index;
 mod options;
 mod repair;
 mod store;
+mod subscribe;
 mod write;
 
 pub use annals_index::Direction;
@@ -55,6 +56,10 @@ pub use index::IndexReport;
 pub use options::{Durability, Options};
 pub use repair::RepairReport;
 pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport, WriteStats};
+pub use subscribe::{
+    category_of, checkpoint_stream, Filter, Start, Subscription, SubscriptionItem,
+    SubscriptionOptions, SubscriptionStream, CHECKPOINT_EVENT_TYPE, SYSTEM_STREAM_PREFIX,
+};
 
 /// Event type of the tombstone a stream delete writes.
 pub const TOMBSTONE_TYPE: &str = "$stream-deleted";

@@ -6,6 +6,7 @@
 //! | `mod.rs` | `Store`: open (lock, recover, open the index, start the writer), close |
 //! | `append.rs` | appends, deletes, flush, and validating what the caller gives |
 //! | `read.rs` | stream reads (through the index) and `$all` reads |
+//! | `read_all.rs` | the zero-copy `$all` visitor, the backward `$all` read, what subscriptions need of the store |
 //! | `inspect.rs` | stats, write stats, `verify`, index maintenance and dumps |
 //!
 //! The expected-version check itself is decided on the write path
@@ -14,6 +15,7 @@
 mod append;
 mod inspect;
 mod read;
+mod read_all;
 
 pub use append::{AppendResult, MultiConflict};
 pub use inspect::{Stats, VerifyReport, WriteStats};
@@ -26,6 +28,7 @@ use annals_segment::{LogOptions, LogReader, RecoveryReport};
 
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexReport};
+use crate::subscribe::Feed;
 use crate::write::{Pipeline, Writer};
 use crate::Options;
 
@@ -43,6 +46,8 @@ struct Inner {
     pipeline: Pipeline,
     frame_bytes_max: usize,
     recovery: RecoveryReport,
+    /// Wakes subscribers when the writer publishes a new end.
+    feed: Arc<Feed>,
     /// Whether [`Inner::shut_down`] ran (by [`Store::close`]).
     shut: bool,
 }
@@ -159,7 +164,9 @@ impl Store {
             progress,
         )?);
         let frame_bytes_max = log.frame_bytes_max();
+        let feed = Arc::new(Feed::default());
         let writer = Writer {
+            feed: Arc::clone(&feed),
             log,
             reader: reader.clone(),
             index: Arc::clone(&index),
@@ -179,6 +186,7 @@ impl Store {
                 ),
                 frame_bytes_max,
                 recovery,
+                feed,
                 shut: false,
             }),
         })

@@ -10,6 +10,7 @@ use super::decide::{decide, Decision};
 use super::{Answer, Request, Work};
 use crate::error::{Error, Result};
 use crate::index::Index;
+use crate::subscribe::Feed;
 use crate::{AppendResult, Durability, APPEND_FIRST_FLAG, APPEND_LAST_FLAG, TOMBSTONE_FLAG};
 
 /// The log and what the write path decides with; used by one leader at a time.
@@ -18,6 +19,8 @@ pub(crate) struct Writer {
     pub(crate) reader: LogReader,
     pub(crate) index: Arc<Index>,
     pub(crate) durability: Durability,
+    /// Told after each publish of a new end, to wake subscribers.
+    pub(crate) feed: Arc<Feed>,
     /// What failed, once a write, fsync or commit failed: every later
     /// request is refused with it until reopen.
     pub(crate) poison: Option<Arc<Error>>,
@@ -104,6 +107,7 @@ impl Writer {
         }
         let flush_asked = group.iter().any(|r| matches!(r.work, Work::Flush));
         let refs: Vec<&[Record<'_>]> = batches.iter().map(Vec::as_slice).collect();
+        let appended = !refs.is_empty();
         let firsts = if refs.is_empty() {
             Vec::new()
         } else {
@@ -123,6 +127,10 @@ impl Writer {
             log.publish()?;
             Ok::<_, Error>(results)
         })?;
+        if appended {
+            // Right after the publish, once per group.
+            self.feed.notify();
+        }
         if self.index.wants_freeze() {
             // A frozen memtable is written to an index file: only what is
             // durable in the log may be.

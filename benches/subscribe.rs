@@ -1,0 +1,319 @@
+//! Subscriptions, in one run:
+//! - catch-up scan of `$all` (store in the page cache, checksums verified)
+//!   through the zero-copy visitor, through a subscription, and through
+//!   `read_all`, beside SQLite's `ORDER BY position` scan and a plain read
+//!   of the same log bytes (the ceiling): events/s and GB/s of log;
+//! - live delivery latency from an append's return to an idle in-process
+//!   subscriber receiving the event (p50 / p99);
+//! - writers' commits/s with 8 live subscribers vs none.
+//!
+//! `cargo bench -p annals-benches --bench subscribe` prints the figures
+//! table first (`ANNALS_BENCH_SCALE=N` multiplies the store: 200,000
+//! events × N), then runs the criterion groups.
+
+use std::io::Read;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use annals::{
+    Durability, EventData, ExpectedVersion, Options, Store, SubscriptionItem, SubscriptionOptions,
+};
+use annals_benches::SqliteStore;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+fn visitor_scan(store: &Store) -> (u64, u64) {
+    let (mut events, mut bytes) = (0u64, 0u64);
+    store
+        .read_all_with(0, usize::MAX, |e| {
+            events += 1;
+            bytes += e.data.len() as u64;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    (events, bytes)
+}
+
+fn subscription_scan(store: &Store) -> u64 {
+    let mut events = 0;
+    let options = SubscriptionOptions::all()
+        .batch_events(1024)
+        .no_timed_checkpoints();
+    for item in store.subscribe(options) {
+        match item.unwrap() {
+            SubscriptionItem::Event(_) => events += 1,
+            SubscriptionItem::CaughtUp { .. } => break,
+            SubscriptionItem::Checkpoint { .. } => {}
+        }
+    }
+    events
+}
+
+fn read_all_scan(store: &Store) -> u64 {
+    let mut from = 0;
+    loop {
+        let page = store.read_all(from, 10_000).unwrap();
+        if page.is_empty() {
+            return from;
+        }
+        from += page.len() as u64;
+    }
+}
+
+fn sqlite_scan(sqlite: &SqliteStore) -> u64 {
+    let mut query = sqlite
+        .conn
+        .prepare_cached(
+            "SELECT position, stream, version, id, type, data FROM events ORDER BY position",
+        )
+        .unwrap();
+    let mut cursor = query.query([]).unwrap();
+    let mut rows = 0;
+    while let Ok(Some(row)) = cursor.next() {
+        let data: Vec<u8> = row.get(5).unwrap();
+        rows += u64::from(!data.is_empty());
+    }
+    rows
+}
+
+/// The segment files and how many of their bytes hold frames.
+fn log_files(dir: &Path) -> Vec<(PathBuf, usize)> {
+    let mut files: Vec<(PathBuf, usize)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            (p, end)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn plain_read(files: &[(PathBuf, usize)], buf: &mut [u8]) -> u64 {
+    let mut total = 0;
+    for (path, end) in files {
+        let mut file = std::fs::File::open(path).unwrap();
+        let mut left = *end;
+        while left > 0 {
+            let want = left.min(buf.len());
+            file.read_exact(&mut buf[..want]).unwrap();
+            left -= want;
+            total += want as u64;
+        }
+    }
+    total
+}
+
+/// Best of `runs` timings of `f`.
+fn best(runs: usize, mut f: impl FnMut()) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed()
+        })
+        .min()
+        .unwrap()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// Append's return → an idle subscriber (parked on the feed) has the event.
+fn live_latency(durability: Durability, appends: usize) -> (u64, u64, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), Options::default().durability(durability)).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let subscriber = {
+        let mut subscription = store.subscribe(SubscriptionOptions::all().no_timed_checkpoints());
+        std::thread::spawn(move || {
+            for item in &mut subscription {
+                if let SubscriptionItem::Event(e) = item.unwrap() {
+                    if tx.send((e.position, Instant::now())).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let mut latencies = Vec::with_capacity(appends);
+    let mut before_return = 0;
+    for i in 0..appends {
+        let r = store
+            .append(
+                "live-1",
+                ExpectedVersion::Any,
+                vec![EventData::new("Ping", format!("{i}"))],
+            )
+            .unwrap()
+            .unwrap();
+        let returned = Instant::now();
+        let (position, received) = rx.recv().unwrap();
+        assert_eq!(position, r.first_position);
+        match received.checked_duration_since(returned) {
+            Some(d) => latencies.push(d.as_nanos() as u64),
+            None => {
+                before_return += 1;
+                latencies.push(0);
+            }
+        }
+        // Let the subscriber go idle again (parked).
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    drop(rx);
+    store
+        .append(
+            "live-1",
+            ExpectedVersion::Any,
+            vec![EventData::new("Ping", "end")],
+        )
+        .unwrap()
+        .unwrap();
+    subscriber.join().unwrap();
+    latencies.sort_unstable();
+    (
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        before_return,
+    )
+}
+
+/// Commits/s of `writers` threads appending one event each, for `secs`,
+/// with `subscribers` live `$all` subscribers consuming everything.
+fn commits_per_sec(durability: Durability, writers: usize, subscribers: usize, secs: u64) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), Options::default().durability(durability)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..subscribers)
+        .map(|_| {
+            let mut subscription = store.subscribe(SubscriptionOptions::all());
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut events = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(Ok(SubscriptionItem::Event(_))) =
+                        subscription.next_timeout(Duration::from_millis(50))
+                    {
+                        events += 1;
+                    }
+                }
+                events
+            })
+        })
+        .collect();
+    let m = annals_benches::workloads::run_threads(
+        dir.path(),
+        writers,
+        Duration::from_secs(secs),
+        move |t, i| {
+            let event = EventData::new("Written", format!("{t}:{i}"));
+            store
+                .append(&format!("w-{t}"), ExpectedVersion::Any, vec![event])
+                .unwrap()
+                .unwrap();
+            1
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    m.ops_per_sec()
+}
+
+fn figures(store: &Store, sqlite: &SqliteStore, files: &[(PathBuf, usize)], total: u64) {
+    let log_bytes: u64 = files.iter().map(|(_, n)| *n as u64).sum();
+    let mut buf = vec![0u8; 1 << 20];
+    plain_read(files, &mut buf);
+    let rows = [
+        (
+            "annals read_all_with (visitor)",
+            best(5, || assert_eq!(visitor_scan(store).0, total)),
+        ),
+        (
+            "annals subscription ($all, batch 1024)",
+            best(5, || assert_eq!(subscription_scan(store), total)),
+        ),
+        (
+            "annals read_all (owned, pages of 10k)",
+            best(5, || assert_eq!(read_all_scan(store), total)),
+        ),
+        (
+            "sqlite ORDER BY position",
+            best(3, || assert_eq!(sqlite_scan(sqlite), total)),
+        ),
+        (
+            "plain read of the log bytes (ceiling)",
+            best(5, || assert_eq!(plain_read(files, &mut buf), log_bytes)),
+        ),
+    ];
+    eprintln!(
+        "catch-up scan of $all: {total} events, {log_bytes} bytes of log, page cache, best of runs"
+    );
+    for (name, took) in rows {
+        let s = took.as_secs_f64();
+        eprintln!(
+            "  {name:<42} {:>8.2} M events/s  {:>6.2} GB/s of log  ({:.1} ms)",
+            total as f64 / s / 1e6,
+            log_bytes as f64 / s / 1e9,
+            s * 1e3
+        );
+    }
+    for durability in [Durability::Fsync, Durability::Buffered] {
+        let (p50, p99, early) = live_latency(durability, 2000);
+        eprintln!(
+            "live delivery ({durability:?}): p50 {:.1} us, p99 {:.1} us over 2000 appends ({early} received before append returned, counted 0)",
+            p50 as f64 / 1e3,
+            p99 as f64 / 1e3
+        );
+    }
+    for durability in [Durability::Fsync, Durability::Buffered] {
+        let mut pairs = Vec::new();
+        for _ in 0..2 {
+            let none = commits_per_sec(durability, 4, 0, 3);
+            let eight = commits_per_sec(durability, 4, 8, 3);
+            pairs.push((none, eight));
+        }
+        for (none, eight) in pairs {
+            eprintln!(
+                "commits/s, 4 writers ({durability:?}): no subscribers {none:.0}, 8 live subscribers {eight:.0}, ratio {:.2}",
+                eight / none
+            );
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let streams = 2_000 * annals_benches::scale() as u64;
+    let total = streams * 100;
+    let dir = tempfile::tempdir().unwrap();
+    eprintln!("building {total} events over {streams} streams in Annals and SQLite...");
+    let (store, sqlite) = annals_benches::suite::build_read_stores(dir.path(), streams);
+    let files = log_files(&dir.path().join("annals"));
+    figures(&store, &sqlite, &files, total);
+
+    let mut group = c.benchmark_group("catch_up_scan_all");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(total));
+    group.bench_function("annals_visitor", |b| b.iter(|| visitor_scan(&store)));
+    group.bench_function("annals_subscription", |b| {
+        b.iter(|| subscription_scan(&store))
+    });
+    group.bench_function("sqlite_order_by_position", |b| {
+        b.iter(|| sqlite_scan(&sqlite))
+    });
+    let mut buf = vec![0u8; 1 << 20];
+    group.bench_function("plain_read_ceiling", |b| {
+        b.iter(|| plain_read(&files, &mut buf))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
