@@ -10,6 +10,7 @@ mod bench;
 mod commands;
 mod demo;
 mod json;
+mod store_dir;
 mod stress;
 mod tail;
 

@@ -47,8 +47,9 @@ mod subscribe;
 mod write;
 
 pub use annals_index::Direction;
+pub use annals_segment::identity::probe as probe_dir;
 pub use annals_segment::storage;
-pub use annals_segment::{Evidence, EvidenceKind};
+pub use annals_segment::{DirKind, Evidence, EvidenceKind, StoreId};
 pub use error::{Error, Result};
 pub use event::{EventData, EventId, EventRef, ParseEventIdError, RecordedEvent};
 pub use expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};

@@ -41,6 +41,7 @@ pub struct Store {
 
 struct Inner {
     location: String,
+    id: annals_segment::StoreId,
     reader: LogReader,
     index: Arc<Index>,
     pipeline: Pipeline,
@@ -147,6 +148,7 @@ impl Store {
         evidence: &[annals_segment::Evidence],
     ) -> Result<Store> {
         let location = storage.describe();
+        let id = annals_segment::identity::ensure(storage.as_ref())?;
         let log_options = LogOptions {
             segment_bytes: options.segment_bytes,
             zero_ahead: options.zero_ahead,
@@ -176,6 +178,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 location,
+                id,
                 reader,
                 index,
                 pipeline: Pipeline::new(
@@ -195,6 +198,12 @@ impl Store {
     /// Where the store lives.
     pub fn location(&self) -> &str {
         &self.inner.location
+    }
+
+    /// The store's identity, from its `IDENTITY` file (written when the
+    /// store was created, or by the first writable open of an older store).
+    pub fn id(&self) -> annals_segment::StoreId {
+        self.inner.id
     }
 
     /// What recovery did when the store was opened.
