@@ -38,6 +38,14 @@ pub enum Error {
     /// The store was closed while the request was pending.
     #[error("the store is closed")]
     Closed,
+    /// The store was opened read-only ([`Store::open_read_only`](crate::Store::open_read_only)):
+    /// it refuses appends, deletes and anything else that would write.
+    #[error("the store at {0} is opened read-only")]
+    ReadOnly(String),
+    /// The directory holds no store (missing, empty, or someone else's
+    /// files): a read-only open creates none.
+    #[error("not an Annals store: {0}")]
+    NotAStore(String),
     /// The index disagrees with the log.
     #[error("index inconsistent with the log: {0}")]
     Index(String),

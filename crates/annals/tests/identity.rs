@@ -14,14 +14,20 @@ fn small() -> Options {
 fn a_new_store_has_an_id_that_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path(), small()).unwrap();
-    let id = store.id();
+    let id = store.id().unwrap();
     store.close().unwrap();
     assert!(dir.path().join("IDENTITY").exists());
     assert!(!dir.path().join("IDENTITY.tmp").exists());
     let store = Store::open_with(dir.path(), small()).unwrap();
-    assert_eq!(store.id(), id);
+    assert_eq!(store.id().unwrap(), id);
     let other = tempfile::tempdir().unwrap();
-    assert_ne!(Store::open_with(other.path(), small()).unwrap().id(), id);
+    assert_ne!(
+        Store::open_with(other.path(), small())
+            .unwrap()
+            .id()
+            .unwrap(),
+        id
+    );
 }
 
 #[test]
@@ -35,7 +41,7 @@ fn an_older_store_without_an_identity_opens_and_gets_one() {
             .unwrap();
     }
     let before: Vec<_> = store.read_all(0, usize::MAX).unwrap();
-    let old_id = store.id();
+    let old_id = store.id().unwrap();
     store.close().unwrap();
     std::fs::remove_file(dir.path().join("IDENTITY")).unwrap();
     assert_eq!(
@@ -44,16 +50,19 @@ fn an_older_store_without_an_identity_opens_and_gets_one() {
     );
 
     let store = Store::open_with(dir.path(), small()).unwrap();
-    assert_ne!(store.id(), old_id, "a new random id");
+    assert_ne!(store.id().unwrap(), old_id, "a new random id");
     assert_eq!(store.read_all(0, usize::MAX).unwrap(), before);
     assert!(dir.path().join("IDENTITY").exists());
     assert_eq!(
         annals::probe_dir(dir.path()).unwrap(),
         annals::DirKind::Store
     );
-    let id = store.id();
+    let id = store.id().unwrap();
     store.close().unwrap();
-    assert_eq!(Store::open_with(dir.path(), small()).unwrap().id(), id);
+    assert_eq!(
+        Store::open_with(dir.path(), small()).unwrap().id().unwrap(),
+        id
+    );
 }
 
 #[test]

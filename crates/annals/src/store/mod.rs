@@ -8,6 +8,7 @@
 //! | `read.rs` | stream reads (through the index) and `$all` reads |
 //! | `read_all.rs` | the zero-copy `$all` visitor, the backward `$all` read, what subscriptions need of the store |
 //! | `inspect.rs` | stats, write stats, `verify`, index maintenance and dumps |
+//! | `read_only.rs` | read-only opens (no lock, nothing written) and `refresh` |
 //!
 //! The expected-version check itself is decided on the write path
 //! (`crate::write::decide`).
@@ -16,6 +17,7 @@ mod append;
 mod inspect;
 mod read;
 mod read_all;
+mod read_only;
 
 pub use append::{AppendResult, MultiConflict};
 pub use inspect::{Stats, VerifyReport, WriteStats};
@@ -41,10 +43,15 @@ pub struct Store {
 
 struct Inner {
     location: String,
-    id: annals_segment::StoreId,
+    /// `None` only for a store from before the identity file, opened
+    /// read-only (its next writable open writes one).
+    id: Option<annals_segment::StoreId>,
     reader: LogReader,
     index: Arc<Index>,
-    pipeline: Pipeline,
+    /// `None` when opened read-only.
+    pipeline: Option<Pipeline>,
+    /// `Some` when opened read-only: extends the view (`read_only.rs`).
+    read_only: Option<read_only::Follower>,
     frame_bytes_max: usize,
     recovery: RecoveryReport,
     /// Wakes subscribers when the writer publishes a new end.
@@ -67,7 +74,7 @@ impl Inner {
     /// index buffer. The first error of these.
     fn shut_down(&mut self) -> Result<()> {
         self.shut = true;
-        let log = self.pipeline.close();
+        let log = self.pipeline.as_ref().map_or(Ok(()), Pipeline::close);
         self.index.close();
         log
     }
@@ -148,7 +155,7 @@ impl Store {
         evidence: &[annals_segment::Evidence],
     ) -> Result<Store> {
         let location = storage.describe();
-        let id = annals_segment::identity::ensure(storage.as_ref())?;
+        let id = Some(annals_segment::identity::ensure(storage.as_ref())?);
         let log_options = LogOptions {
             segment_bytes: options.segment_bytes,
             zero_ahead: options.zero_ahead,
@@ -164,6 +171,7 @@ impl Store {
             reader.clone(),
             options.index_buffer_events,
             progress,
+            false,
         )?);
         let frame_bytes_max = log.frame_bytes_max();
         let feed = Arc::new(Feed::default());
@@ -181,12 +189,13 @@ impl Store {
                 id,
                 reader,
                 index,
-                pipeline: Pipeline::new(
+                pipeline: Some(Pipeline::new(
                     writer,
                     options.queue_max,
                     options.group_max,
                     options.gather,
-                ),
+                )),
+                read_only: None,
                 frame_bytes_max,
                 recovery,
                 feed,
@@ -202,7 +211,9 @@ impl Store {
 
     /// The store's identity, from its `IDENTITY` file (written when the
     /// store was created, or by the first writable open of an older store).
-    pub fn id(&self) -> annals_segment::StoreId {
+    /// `None` only for a store from before the identity file opened
+    /// read-only.
+    pub fn id(&self) -> Option<annals_segment::StoreId> {
         self.inner.id
     }
 
