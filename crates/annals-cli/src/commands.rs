@@ -13,11 +13,17 @@ use crate::Failure;
 /// How long a command waits for a store locked by another process.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
-/// Opens the store, waiting up to [`LOCK_WAIT`] while another process holds
-/// it. Commands that only read refuse a directory that is not a store
+/// Opens the store: read-only without `create` (no lock, nothing
+/// written); otherwise for writing, waiting up to [`LOCK_WAIT`] while
+/// another process holds it. Commands that only read refuse a directory that is not a store
 /// (`store_dir.rs`); writing ones refuse a non-empty one that is not.
 pub fn open(dir: &Path, create: bool) -> Result<Store, Failure> {
     crate::store_dir::check(dir, create)?;
+    if !create {
+        // Reading commands change nothing and wait for no one: they work
+        // while another process owns the store, and on read-only media.
+        return Store::open_read_only(dir).map_err(Failure::from);
+    }
     let started = Instant::now();
     loop {
         match Store::open(dir) {

@@ -94,7 +94,8 @@ enum Command {
         event_types: Vec<String>,
     },
     /// Print the feed as `all` does, then follow new events until
-    /// interrupted (appends made while this process holds the store).
+    /// interrupted (the appends of whichever process owns the store; the
+    /// store is opened read-only).
     Tail {
         /// Store directory.
         dir: PathBuf,
