@@ -138,6 +138,7 @@ fn tail_sees_each_append_of_an_owner_within_50_ms() {
     let data = || vec![EventData::new("Ping", "{}")];
     owner
         .append("ping-1", ExpectedVersion::Any, data())
+        .unwrap()
         .unwrap();
     let mut tail = Command::new(env!("CARGO_BIN_EXE_annals"))
         .args(["tail", dir.path().to_str().unwrap()])
@@ -152,6 +153,7 @@ fn tail_sees_each_append_of_an_owner_within_50_ms() {
         let appended = Instant::now();
         owner
             .append("ping-1", ExpectedVersion::Any, data())
+            .unwrap()
             .unwrap();
         let line = lines.next().unwrap().unwrap();
         delays.push(appended.elapsed());

@@ -38,6 +38,7 @@ fn an_older_store_without_an_identity_opens_and_gets_one() {
         let data = EventData::new("Changed", format!("{i}"));
         store
             .append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![data])
+            .unwrap()
             .unwrap();
     }
     let before: Vec<_> = store.read_all(0, usize::MAX).unwrap();

@@ -50,6 +50,7 @@ fn fill(store: &Store, count: u64) {
         let data = EventData::new("Changed", format!("{i}-{}", "x".repeat(200)));
         store
             .append(&format!("s-{}", i % 5), ExpectedVersion::Any, vec![data])
+            .unwrap()
             .unwrap();
     }
 }
@@ -178,6 +179,7 @@ fn read_only_views_while_the_owner_appends_are_prefixes_of_the_final_log() {
                     .collect();
                 owner
                     .append(&format!("s-{}", i % 7), ExpectedVersion::Any, events)
+                    .unwrap()
                     .unwrap();
                 i += 1;
             }
