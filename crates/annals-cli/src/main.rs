@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backup;
 mod bench;
 mod commands;
 mod demo;
@@ -161,6 +162,16 @@ enum Command {
         /// Change nothing; report what a repair would drop.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Back the store up into DEST while it stays in use (read-only open of
+    /// DIR): positions 0..P, fsync'd before it reports; again into the same
+    /// DEST copies only what is new. DEST must be missing, empty or an
+    /// earlier backup of this store.
+    Backup {
+        /// Store directory.
+        dir: PathBuf,
+        /// Destination directory.
+        dest: PathBuf,
     },
     /// Run the comparison benchmark (Annals vs SQLite vs the plain-file
     /// ceiling): runs the `annals-bench` executable found next to this one
@@ -361,6 +372,7 @@ fn main() -> ExitCode {
                 segment_bytes,
             },
         ),
+        Command::Backup { dir, dest } => backup::run(&dir, &dest),
         Command::Bench { args } => match bench::run(&args) {
             Ok(code) => return code,
             Err(failure) => Err(failure),

@@ -113,6 +113,13 @@ pub fn ensure(storage: &dyn Storage) -> Result<StoreId> {
         return Ok(id);
     }
     let id = StoreId(u128::from(crate::random_u64()) << 64 | u128::from(crate::random_u64()));
+    write(storage, id)?;
+    Ok(id)
+}
+
+/// Writes the identity file with `id` durably (temp file → fsync → rename
+/// → fsync directory). A backup writes its source's id.
+pub fn write(storage: &dyn Storage, id: StoreId) -> Result<()> {
     let tmp = format!("{IDENTITY_FILE_NAME}.tmp");
     let _ = storage.remove(&tmp);
     let file = storage
@@ -128,8 +135,7 @@ pub fn ensure(storage: &dyn Storage) -> Result<StoreId> {
         .map_err(|e| Error::io("rename", tmp.clone(), e))?;
     storage
         .sync_dir()
-        .map_err(|e| Error::io("fsync dir", storage.describe(), e))?;
-    Ok(id)
+        .map_err(|e| Error::io("fsync dir", storage.describe(), e))
 }
 
 /// What a directory is, found by listing it (nothing is created or opened

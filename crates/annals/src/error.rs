@@ -46,6 +46,10 @@ pub enum Error {
     /// files): a read-only open creates none.
     #[error("not an Annals store: {0}")]
     NotAStore(String),
+    /// A backup was refused (its destination is someone else's) or the
+    /// directory holds a backup that did not complete.
+    #[error("backup: {0}")]
+    Backup(String),
     /// The index disagrees with the log.
     #[error("index inconsistent with the log: {0}")]
     Index(String),

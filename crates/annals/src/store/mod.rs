@@ -43,6 +43,8 @@ pub struct Store {
 
 struct Inner {
     location: String,
+    /// The store's files (backups read them).
+    storage: Arc<dyn Storage>,
     /// `None` only for a store from before the identity file, opened
     /// read-only (its next writable open writes one).
     id: Option<annals_segment::StoreId>,
@@ -155,6 +157,7 @@ impl Store {
         evidence: &[annals_segment::Evidence],
     ) -> Result<Store> {
         let location = storage.describe();
+        crate::backup::refuse_incomplete(storage.as_ref())?;
         let id = Some(annals_segment::identity::ensure(storage.as_ref())?);
         let log_options = LogOptions {
             segment_bytes: options.segment_bytes,
@@ -167,7 +170,7 @@ impl Store {
             evidence,
         )?;
         let index = Arc::new(Index::open(
-            storage,
+            Arc::clone(&storage),
             reader.clone(),
             options.index_buffer_events,
             progress,
@@ -186,6 +189,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 location,
+                storage,
                 id,
                 reader,
                 index,

@@ -74,6 +74,7 @@ impl Store {
         ) {
             return Err(Error::NotAStore(location));
         }
+        crate::backup::refuse_incomplete(storage.as_ref())?;
         let id = annals_segment::identity::read(storage.as_ref())?;
         // Gathered before the log is opened: a run vouches only for
         // positions synced before it was written, which the log, opened
@@ -85,7 +86,7 @@ impl Store {
             &evidence,
         )?;
         let index = Arc::new(Index::open(
-            storage,
+            Arc::clone(&storage),
             reader.clone(),
             options.index_buffer_events,
             &mut |_, _| {},
@@ -94,6 +95,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 location,
+                storage,
                 id,
                 reader,
                 index,
@@ -159,6 +161,11 @@ impl Store {
             })
             .map(|_| ())
             .map_err(|e| Error::Internal(format!("cannot start the follower thread: {e}")))
+    }
+
+    /// The store's files and its log reader (for `backup.rs`).
+    pub(crate) fn files(&self) -> (&Arc<dyn Storage>, &annals_segment::LogReader) {
+        (&self.inner.storage, &self.inner.reader)
     }
 
     /// [`Error::ReadOnly`] on a read-only store.
