@@ -13,11 +13,16 @@ use crate::Failure;
 /// How long a command waits for a store locked by another process.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
-/// Opens the store, waiting up to [`LOCK_WAIT`] while another process holds
-/// it. Commands that only read refuse a directory that does not exist.
+/// Opens the store: read-only without `create` (no lock, nothing
+/// written); otherwise for writing, waiting up to [`LOCK_WAIT`] while
+/// another process holds it. Commands that only read refuse a directory that is not a store
+/// (`store_dir.rs`); writing ones refuse a non-empty one that is not.
 pub fn open(dir: &Path, create: bool) -> Result<Store, Failure> {
-    if !create && !dir.is_dir() {
-        return Err(Failure::error(format!("no store at {}", dir.display())));
+    crate::store_dir::check(dir, create)?;
+    if !create {
+        // Reading commands change nothing and wait for no one: they work
+        // while another process owns the store, and on read-only media.
+        return Store::open_read_only(dir).map_err(Failure::from);
     }
     let started = Instant::now();
     loop {
@@ -287,9 +292,7 @@ pub fn verify(dir: &Path) -> Result<(), Failure> {
 
 /// `annals rebuild-index`.
 pub fn rebuild_index(dir: &Path) -> Result<(), Failure> {
-    if !dir.is_dir() {
-        return Err(Failure::error(format!("no store at {}", dir.display())));
-    }
+    crate::store_dir::check(dir, false)?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -313,9 +316,7 @@ pub fn rebuild_index(dir: &Path) -> Result<(), Failure> {
 
 /// `annals repair`.
 pub fn repair(dir: &Path, dry_run: bool) -> Result<(), Failure> {
-    if !dir.is_dir() {
-        return Err(Failure::error(format!("no store at {}", dir.display())));
-    }
+    crate::store_dir::check(dir, false)?;
     let report = Store::repair(dir, annals::Options::default(), dry_run)?;
     let evidence: Vec<serde_json::Value> = report
         .evidence_discarded

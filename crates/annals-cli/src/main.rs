@@ -6,10 +6,12 @@
 
 #![forbid(unsafe_code)]
 
+mod backup;
 mod bench;
 mod commands;
 mod demo;
 mod json;
+mod store_dir;
 mod stress;
 mod tail;
 
@@ -93,7 +95,8 @@ enum Command {
         event_types: Vec<String>,
     },
     /// Print the feed as `all` does, then follow new events until
-    /// interrupted (appends made while this process holds the store).
+    /// interrupted (the appends of whichever process owns the store; the
+    /// store is opened read-only).
     Tail {
         /// Store directory.
         dir: PathBuf,
@@ -159,6 +162,16 @@ enum Command {
         /// Change nothing; report what a repair would drop.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Back the store up into DEST while it stays in use (read-only open of
+    /// DIR): positions 0..P, fsync'd before it reports; again into the same
+    /// DEST copies only what is new. DEST must be missing, empty or an
+    /// earlier backup of this store.
+    Backup {
+        /// Store directory.
+        dir: PathBuf,
+        /// Destination directory.
+        dest: PathBuf,
     },
     /// Run the comparison benchmark (Annals vs SQLite vs the plain-file
     /// ceiling): runs the `annals-bench` executable found next to this one
@@ -359,6 +372,7 @@ fn main() -> ExitCode {
                 segment_bytes,
             },
         ),
+        Command::Backup { dir, dest } => backup::run(&dir, &dest),
         Command::Bench { args } => match bench::run(&args) {
             Ok(code) => return code,
             Err(failure) => Err(failure),

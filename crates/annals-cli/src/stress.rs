@@ -51,6 +51,7 @@ pub fn run(dir: &Path, load: Load) -> Result<(), Failure> {
     let store = if index_buffer_events.is_none() && segment_bytes.is_none() {
         open(dir, true)?
     } else {
+        crate::store_dir::check(dir, true)?;
         let mut options = annals::Options::default();
         if let Some(events) = index_buffer_events {
             options = options.index_buffer_events(events);

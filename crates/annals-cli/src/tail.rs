@@ -2,10 +2,9 @@
 //! form of `annals all` (`--category`, `--type`): the same JSON lines as
 //! `annals all`, one per event, flushed per line.
 //!
-//! The CLI opens the store for writing (read-only opens from other
-//! processes do not exist yet), so while `tail` follows, it holds the
-//! store's lock: it shows appends made in its own process only. Use
-//! `--no-follow` or `--max` to read and exit.
+//! The store is opened read-only: `tail` works while another process owns
+//! the store, and follows that process's appends by refreshing every
+//! [`FOLLOW_INTERVAL`] (`Store::follow`).
 
 use std::io::Write;
 use std::path::Path;
@@ -15,6 +14,10 @@ use annals::{Filter, Start, Store, SubscriptionItem, SubscriptionOptions};
 use crate::commands::open;
 use crate::json::event_line;
 use crate::Failure;
+
+/// How often a following `tail` looks for the owner's new appends: a
+/// look that finds nothing is one `pread` and one failed `open`.
+pub const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Which events, from where, and when to stop.
 #[derive(Debug)]
@@ -93,6 +96,9 @@ pub fn run(dir: &Path, tail: &Tail) -> Result<(), Failure> {
         return Ok(());
     }
     let store = open(dir, false)?;
+    if tail.follow {
+        store.follow(FOLLOW_INTERVAL)?;
+    }
     follow(&store, options, tail)
 }
 

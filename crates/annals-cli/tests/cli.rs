@@ -315,13 +315,27 @@ fn verify_reports_corruption_with_file_and_offset() {
 fn a_locked_store_is_waited_for_then_refused() {
     let dir = tempfile::tempdir().unwrap();
     let held = annals::Store::open(dir.path()).unwrap();
+    // A writing command waits for the lock, then is refused. (Until read
+    // commands opened read-only, `stats` was the command tested here; it
+    // now works at once while the store is held: below.)
     let started = std::time::Instant::now();
-    let out = annals(&["stats", dir.path().to_str().unwrap()], None);
+    let dir_text = dir.path().to_str().unwrap();
+    let out = annals(
+        &["append", dir_text, "s", "--type", "T", "--data", "0"],
+        None,
+    );
     assert_eq!(code(&out), 1);
     assert!(String::from_utf8_lossy(&out.stderr).contains("locked"));
     assert!(
         started.elapsed() >= std::time::Duration::from_secs(4),
         "did not wait"
+    );
+    let started = std::time::Instant::now();
+    let out = annals(&["stats", dir_text], None);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "a read command waited for the lock"
     );
     drop(held);
 

@@ -225,9 +225,21 @@ impl LogReader {
     pub fn scan_located(
         &self,
         from: u64,
+        visit: impl FnMut(u64, u32, Record<'_>, &bytes::Bytes) -> ControlFlow<()>,
+    ) -> Result<()> {
+        self.scan_located_until(from, self.position_end(), visit)
+    }
+
+    /// [`scan_located`](LogReader::scan_located) up to `end`, which may be
+    /// past the published end: a read-only store indexes what a refresh
+    /// found before it publishes it (`read_only.rs`), so that a reader of
+    /// the feed never sees an event that a stream read cannot.
+    pub fn scan_located_until(
+        &self,
+        from: u64,
+        end: u64,
         mut visit: impl FnMut(u64, u32, Record<'_>, &bytes::Bytes) -> ControlFlow<()>,
     ) -> Result<()> {
-        let end = self.position_end();
         let mut position = from;
         while position < end {
             let Some(segment) = self.shared.segment_for(position) else {

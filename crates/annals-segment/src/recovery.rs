@@ -121,7 +121,10 @@ fn durable_frame_after(
     Ok(None)
 }
 
-fn read_header(file: &dyn StorageFile, name: &str) -> Result<Result<SegmentHeader, HeaderError>> {
+pub(crate) fn read_header(
+    file: &dyn StorageFile,
+    name: &str,
+) -> Result<Result<SegmentHeader, HeaderError>> {
     let len = file.len().map_err(|e| Error::io("stat", name, e))?;
     let mut buf = vec![0u8; len.min(SEGMENT_HEADER_BYTES) as usize];
     file.read_exact_at(&mut buf, 0)
@@ -144,16 +147,26 @@ fn header_error(name: &str, error: HeaderError) -> Error {
 /// Refuses ([`Error::Missing`]) a log that ends before what `external` or
 /// the log's own files vouch for (`evidence.rs`); the clean-close marker is
 /// removed only once the log is accepted.
-pub(crate) fn recover(storage: &dyn Storage, external: &[Evidence]) -> Result<Option<Recovered>> {
+///
+/// `read_only`: change nothing (`read_only.rs`). No temp file or marker is
+/// removed, a sealed segment without a usable frame index gets one in
+/// memory only, and the bytes after the active segment's last valid frame
+/// are "not written yet" (another process may be writing them) rather than
+/// a tail to cut; damage followed by a durable frame is still refused.
+pub(crate) fn recover(
+    storage: &dyn Storage,
+    external: &[Evidence],
+    read_only: bool,
+) -> Result<Option<Recovered>> {
     let mut report = RecoveryReport::default();
     let marker_file = crate::clean::read(storage)?;
     let clean = marker_file.flatten();
-    let mut opened = open_segments(storage, &mut report)?;
+    let mut opened = open_segments(storage, &mut report, read_only)?;
     let Some((active_name, active_header)) = opened.pop() else {
         evidence::check_without_segments(&evidence::gather_without_segments(
             storage, external, clean,
         ))?;
-        if marker_file.is_some() {
+        if marker_file.is_some() && !read_only {
             crate::clean::remove(storage)?;
         }
         return Ok(None);
@@ -174,6 +187,7 @@ pub(crate) fn recover(storage: &dyn Storage, external: &[Evidence]) -> Result<Op
             header,
             next_first,
             &mut report,
+            read_only,
         )?));
     }
     // Only the active segment's file stays open (sealed ones are opened
@@ -189,8 +203,9 @@ pub(crate) fn recover(storage: &dyn Storage, external: &[Evidence]) -> Result<Op
         clean,
         &vouched,
         &mut report,
+        read_only,
     )?;
-    if marker_file.is_some() {
+    if marker_file.is_some() && !read_only {
         crate::clean::remove(storage)?;
     }
     segments.push(Arc::new(active));
@@ -209,11 +224,15 @@ type OpenedSegment = (String, SegmentHeader);
 /// Removes leftover temp files, then opens every segment in position order
 /// and checks its header. A last segment whose header is all zeros is a
 /// creation that did not complete (nothing in it was acknowledged): removed.
-fn open_segments(storage: &dyn Storage, report: &mut RecoveryReport) -> Result<Vec<OpenedSegment>> {
+fn open_segments(
+    storage: &dyn Storage,
+    report: &mut RecoveryReport,
+    read_only: bool,
+) -> Result<Vec<OpenedSegment>> {
     let names = storage
         .list()
         .map_err(|e| Error::io("list", storage.describe(), e))?;
-    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+    for name in names.iter().filter(|n| n.ends_with(".tmp") && !read_only) {
         storage
             .remove(name)
             .map_err(|e| Error::io("remove", name.clone(), e))?;
@@ -240,6 +259,10 @@ fn open_segments(storage: &dyn Storage, report: &mut RecoveryReport) -> Result<V
                     "header position differs from the file name",
                 ))
             }
+            // Read-only: the last segment's header not written yet is a
+            // segment the owner is creating (it writes the header in place,
+            // then syncs): not yet part of the log.
+            Err(_) if read_only && i + 1 == firsts.len() => {}
             Err(HeaderError::Zeroed) if i + 1 == firsts.len() => {
                 drop(file);
                 storage
@@ -277,6 +300,7 @@ fn open_sealed(
     header: SegmentHeader,
     next_first: u64,
     report: &mut RecoveryReport,
+    read_only: bool,
 ) -> Result<Segment> {
     let index_name = frame_index_file_name(header.position_first);
     let mut indexed = None;
@@ -328,6 +352,17 @@ fn open_sealed(
         position_end: scan.position_end,
         data_end: scan.data_end,
     };
+    if read_only {
+        // Its frame index lives in memory (and the file stays open): a
+        // read-only open writes no `.fidx`.
+        return Ok(Segment::new(
+            header,
+            file,
+            None,
+            FrameIndex::Memory(scan.frames),
+            summary.data_end,
+        ));
+    }
     let bytes = FrameIndex::Memory(scan.frames).encode(&header, summary);
     let frames = write_frame_index(storage, &header, &bytes)?;
     report.frame_indexes_rebuilt += 1;
@@ -336,6 +371,10 @@ fn open_sealed(
 
 /// The active segment: scan to the first invalid frame and decide between a
 /// torn tail (truncate) and corruption (refuse).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one more than the limit: the read-only flag; a struct of them would be built only to be taken apart here"
+)]
 fn open_active(
     storage: &dyn Storage,
     name: String,
@@ -344,6 +383,7 @@ fn open_active(
     clean: Option<CleanMarker>,
     vouched: &evidence::Gathered,
     report: &mut RecoveryReport,
+    read_only: bool,
 ) -> Result<(Segment, u64, u64)> {
     if let Some(marker) = clean {
         if let Some(opened) = open_active_clean(storage, &header, &file, marker)? {
@@ -393,6 +433,12 @@ fn open_active(
     // The torn tail is cut by overwriting it with zeros (what a tail past
     // the last frame holds), never by shortening the file: a mapping of it
     // (a `Bytes` a reader kept) must never lose a page.
+    if read_only {
+        let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
+        let frames = FrameIndex::Memory(scan.frames);
+        let segment = Segment::new(header, file, Some(map), frames, scan.data_end);
+        return Ok((segment, scan.data_end, scan.position_end));
+    }
     if let Some(dirty_end) = cut_to {
         crate::window::zero_range(file.as_ref(), &name, scan.data_end, dirty_end)?;
         report.truncated = Some((name.clone(), scan.data_end));

@@ -31,6 +31,8 @@ pub(crate) struct FileWindow<'a> {
     /// Offset of `buf[0]` in the file.
     start: u64,
     buf: Vec<u8>,
+    /// The least a read fetches.
+    read_bytes_min: usize,
 }
 
 impl<'a> FileWindow<'a> {
@@ -43,7 +45,21 @@ impl<'a> FileWindow<'a> {
             len,
             start: 0,
             buf: Vec::new(),
+            read_bytes_min: WINDOW_BYTES,
         })
+    }
+
+    /// A window that reads `read_bytes_min` bytes at least (a read-only
+    /// refresh, polled every few milliseconds, mostly finds nothing new:
+    /// it should not read a whole window to see that).
+    pub(crate) fn with_reads_of(
+        file: &'a dyn StorageFile,
+        name: &'a str,
+        read_bytes_min: usize,
+    ) -> Result<Self> {
+        let mut window = Self::new(file, name)?;
+        window.read_bytes_min = read_bytes_min;
+        Ok(window)
     }
 
     /// The file's length.
@@ -59,7 +75,7 @@ impl<'a> FileWindow<'a> {
         let held = self.start..=self.start.saturating_add(self.buf.len() as u64);
         if !(held.contains(&offset) && held.contains(&end)) {
             let read_end = offset
-                .saturating_add(want.max(WINDOW_BYTES) as u64)
+                .saturating_add(want.max(self.read_bytes_min) as u64)
                 .min(self.len)
                 .max(offset);
             let size = usize::try_from(read_end - offset).unwrap_or(0);

@@ -88,7 +88,7 @@ pub fn open_with(
     evidence: &[crate::Evidence],
 ) -> Result<(LogWriter, LogReader, RecoveryReport)> {
     options.validate()?;
-    let recovered = recovery::recover(storage.as_ref(), evidence)?;
+    let recovered = recovery::recover(storage.as_ref(), evidence, false)?;
     let (segments, write_offset, position_next, report) = match recovered {
         Some(r) => (r.segments, r.write_offset, r.position_end, r.report),
         None => {

@@ -38,6 +38,18 @@ pub enum Error {
     /// The store was closed while the request was pending.
     #[error("the store is closed")]
     Closed,
+    /// The store was opened read-only ([`Store::open_read_only`](crate::Store::open_read_only)):
+    /// it refuses appends, deletes and anything else that would write.
+    #[error("the store at {0} is opened read-only")]
+    ReadOnly(String),
+    /// The directory holds no store (missing, empty, or someone else's
+    /// files): a read-only open creates none.
+    #[error("not an Annals store: {0}")]
+    NotAStore(String),
+    /// A backup was refused (its destination is someone else's) or the
+    /// directory holds a backup that did not complete.
+    #[error("backup: {0}")]
+    Backup(String),
     /// The index disagrees with the log.
     #[error("index inconsistent with the log: {0}")]
     Index(String),

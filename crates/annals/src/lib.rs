@@ -36,6 +36,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod backup;
 mod error;
 mod event;
 mod expected;
@@ -47,8 +48,10 @@ mod subscribe;
 mod write;
 
 pub use annals_index::Direction;
+pub use annals_segment::identity::probe as probe_dir;
 pub use annals_segment::storage;
-pub use annals_segment::{Evidence, EvidenceKind};
+pub use annals_segment::{DirKind, Evidence, EvidenceKind, StoreId};
+pub use backup::{BackupReport, BACKUP_INCOMPLETE_FILE_NAME};
 pub use error::{Error, Result};
 pub use event::{EventData, EventId, EventRef, ParseEventIdError, RecordedEvent};
 pub use expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};

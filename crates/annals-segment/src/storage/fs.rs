@@ -20,6 +20,9 @@ pub struct FsStorage {
     dir: PathBuf,
     lock: Mutex<Option<File>>,
     dir_syncs: DirSyncs,
+    /// Opened with [`FsStorage::open_read_only`]: files are opened
+    /// `O_RDONLY`; nothing is created, renamed, removed, synced or locked.
+    read_only: bool,
 }
 
 /// Directory syncs run one at a time, and once one has failed every later
@@ -53,7 +56,37 @@ impl FsStorage {
             dir,
             lock: Mutex::new(None),
             dir_syncs: DirSyncs::default(),
+            read_only: false,
         })
+    }
+
+    /// Opens the existing directory `dir` for reading only: files are
+    /// opened `O_RDONLY` (so this works on a read-only filesystem), and
+    /// every call that would change the directory or a file (create,
+    /// remove, rename, write, directory sync, taking the lock) fails with
+    /// [`io::ErrorKind::PermissionDenied`]. Takes no lock: see
+    /// `docs/ARCHITECTURE.md`, "Read-only opens".
+    pub fn open_read_only(dir: impl AsRef<Path>) -> io::Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        if !std::fs::metadata(&dir)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        Ok(FsStorage {
+            dir,
+            lock: Mutex::new(None),
+            dir_syncs: DirSyncs::default(),
+            read_only: true,
+        })
+    }
+
+    fn refuse_if_read_only(&self, what: &str) -> io::Result<()> {
+        if self.read_only {
+            return Err(read_only_error(what));
+        }
+        Ok(())
     }
 
     /// The directory path.
@@ -85,36 +118,50 @@ impl Storage for FsStorage {
     }
 
     fn create(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        self.refuse_if_read_only("create")?;
         let path = self.path_of(name)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)?;
-        Ok(Arc::new(FsFile { file, path }))
+        Ok(Arc::new(FsFile {
+            file,
+            path,
+            writable: true,
+        }))
     }
 
     fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
         let path = self.path_of(name)?;
-        let file = open_read_write(&path)?;
-        Ok(Arc::new(FsFile { file, path }))
+        let writable = !self.read_only;
+        let file = open_file(&path, writable)?;
+        Ok(Arc::new(FsFile {
+            file,
+            path,
+            writable,
+        }))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
+        self.refuse_if_read_only("remove")?;
         std::fs::remove_file(self.path_of(name)?)
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.refuse_if_read_only("rename")?;
         std::fs::rename(self.path_of(from)?, self.path_of(to)?)
     }
 
     fn sync_dir(&self) -> io::Result<()> {
+        self.refuse_if_read_only("fsync dir")?;
         // A directory that cannot be opened is not a failed sync.
         let dir = File::open(&self.dir)?;
         self.dir_syncs.run(|| dir.sync_all())
     }
 
     fn try_lock(&self) -> io::Result<()> {
+        self.refuse_if_read_only("lock")?;
         let mut held = self.lock.lock();
         if held.is_some() {
             return Ok(());
@@ -214,8 +261,15 @@ fn unescape_mount_point(point: &str) -> String {
     out
 }
 
-fn open_read_write(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).open(path)
+fn open_file(path: &Path, writable: bool) -> io::Result<File> {
+    OpenOptions::new().read(true).write(writable).open(path)
+}
+
+fn read_only_error(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("{what}: the store is opened read-only"),
+    )
 }
 
 #[derive(Debug)]
@@ -224,6 +278,17 @@ struct FsFile {
     /// Where it was opened: [`StorageFile::reopen`] opens it again (and
     /// refuses if the path now names another file).
     path: PathBuf,
+    /// Opened for writing (not through a read-only storage).
+    writable: bool,
+}
+
+impl FsFile {
+    fn refuse_if_read_only(&self, what: &str) -> io::Result<()> {
+        if !self.writable {
+            return Err(read_only_error(what));
+        }
+        Ok(())
+    }
 }
 
 impl StorageFile for FsFile {
@@ -236,16 +301,19 @@ impl StorageFile for FsFile {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.refuse_if_read_only("write")?;
         self.file.write_all_at(buf, offset)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.refuse_if_read_only("truncate")?;
         self.file.set_len(len)
     }
 
     #[allow(unsafe_code)]
     fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
         use std::os::fd::AsRawFd;
+        self.refuse_if_read_only("fallocate")?;
         let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
         else {
             return Err(io::Error::new(
@@ -281,7 +349,7 @@ impl StorageFile for FsFile {
     }
 
     fn reopen(&self) -> io::Result<Arc<dyn StorageFile>> {
-        let file = open_read_write(&self.path)?;
+        let file = open_file(&self.path, self.writable)?;
         let (was, is) = (self.file.metadata()?, file.metadata()?);
         if (was.dev(), was.ino()) != (is.dev(), is.ino()) {
             return Err(io::Error::other(format!(
@@ -292,6 +360,7 @@ impl StorageFile for FsFile {
         Ok(Arc::new(FsFile {
             file,
             path: self.path.clone(),
+            writable: self.writable,
         }))
     }
 

@@ -114,6 +114,9 @@ pub(crate) struct IndexState {
     pub(super) merge_lock: Mutex<()>,
     pub(super) buffer_events: u64,
     pub(super) closing: AtomicBool,
+    /// Opened by a read-only store: nothing is ever written or removed
+    /// (no worker, no persist on close, no repair of a damaged run).
+    pub(super) read_only: bool,
     /// Why the last write of a frozen memtable failed (cleared by the next
     /// one that succeeds): its entries are still only in memory.
     pub(super) persist_error: Mutex<Option<String>>,
@@ -158,9 +161,12 @@ impl Index {
         reader: LogReader,
         buffer_events: u64,
         progress: &mut dyn FnMut(u64, u64),
+        read_only: bool,
     ) -> Result<Index> {
         let log_end = reader.position_end();
-        let (runs, discarded) = load_runs(&storage, log_end)?;
+        let (runs, discarded) = load_runs(&storage, log_end, !read_only)?;
+        // Read-only: what is replayed stays in memory (one memtable).
+        let buffer_events = if read_only { u64::MAX } else { buffer_events };
         let checkpoint = runs.last().map_or(0, |r| r.end());
         let state = Arc::new(IndexState {
             storage,
@@ -174,20 +180,26 @@ impl Index {
             merge_lock: Mutex::new(()),
             buffer_events: buffer_events.max(1),
             closing: AtomicBool::new(false),
+            read_only,
             persist_error: Mutex::new(None),
             merge_error: Mutex::new(None),
         });
-        let merger = spawn_worker(&state, "annals-index-merge", |state, receiver| {
-            state.merge_work(receiver)
-        })?;
-        let merge_kick = merger.0.clone();
-        let persister = spawn_worker(&state, "annals-index", move |state, receiver| {
-            state.persist_work(receiver, &merge_kick)
-        })?;
+        let (persister, merger) = if read_only {
+            (None, None)
+        } else {
+            let merger = spawn_worker(&state, "annals-index-merge", |state, receiver| {
+                state.merge_work(receiver)
+            })?;
+            let merge_kick = merger.0.clone();
+            let persister = spawn_worker(&state, "annals-index", move |state, receiver| {
+                state.persist_work(receiver, &merge_kick)
+            })?;
+            (Some(persister), Some(merger))
+        };
         let index = Index {
             state,
-            persister: Mutex::new(Some(persister)),
-            merger: Mutex::new(Some(merger)),
+            persister: Mutex::new(persister),
+            merger: Mutex::new(merger),
             report: IndexReport {
                 checkpoint,
                 replayed: log_end - checkpoint,
@@ -197,6 +209,12 @@ impl Index {
         index.replay(checkpoint, log_end, progress)?;
         index.kick();
         Ok(index)
+    }
+
+    /// Read-only stores: indexes the log's positions `from..to` (made
+    /// visible by a refresh) in memory.
+    pub(crate) fn catch_up(&self, from: u64, to: u64) -> Result<()> {
+        self.replay(from, to, &mut |_, _| {})
     }
 
     /// What opening found and did.
@@ -284,6 +302,9 @@ impl Index {
                 let _ = sender.send(Message::Stop);
                 let _ = handle.join();
             }
+        }
+        if self.state.read_only {
+            return;
         }
         self.freeze();
         self.state.record_persist(self.state.persist_frozen());

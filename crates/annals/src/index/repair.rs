@@ -16,6 +16,10 @@ impl IndexState {
     /// Runs `lookup`; if it found a damaged run page, rebuilds the broken
     /// runs from the log and runs it once more.
     pub(super) fn repairing<T>(&self, mut lookup: impl FnMut() -> Result<T>) -> Result<T> {
+        if self.read_only {
+            // A read-only store repairs nothing: the error is the answer.
+            return lookup();
+        }
         match lookup() {
             Err(e)
                 if e.is_corruption() && self.levels.read().runs.iter().any(|r| r.is_broken()) =>

@@ -19,7 +19,7 @@ impl Index {
         let mut done = 0u64;
         self.state
             .reader
-            .scan_located(from, |position, offset, record, _| {
+            .scan_located_until(from, to, |position, offset, record, _| {
                 if position >= to {
                     return ControlFlow::Break(());
                 }

@@ -14,6 +14,7 @@ use crate::error::Result;
 pub(super) fn load_runs(
     storage: &Arc<dyn Storage>,
     log_end: u64,
+    remove: bool,
 ) -> Result<(Vec<Arc<Run>>, Vec<String>)> {
     let names = storage
         .list()
@@ -45,10 +46,11 @@ pub(super) fn load_runs(
             _ => discarded.push(name),
         }
     }
-    for name in &discarded {
+    // Read-only opens (`remove` false) leave discarded runs in place.
+    for name in discarded.iter().filter(|_| remove) {
         remove_file(storage, name)?;
     }
-    if !discarded.is_empty() {
+    if remove && !discarded.is_empty() {
         sync_dir(storage)?;
     }
     Ok((runs, discarded))

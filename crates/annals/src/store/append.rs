@@ -111,7 +111,7 @@ impl Store {
         self.validate(&appends)?;
         let mut work = Work::Append(appends);
         for _ in 0..REPAIR_ATTEMPTS {
-            match self.inner.pipeline.submit(work) {
+            match self.inner.pipeline()?.submit(work) {
                 Answer::Append(outcome) => return outcome,
                 // A lookup met a damaged index run: rebuild it here, on the
                 // caller's thread (the write path does bounded work only and
@@ -148,7 +148,11 @@ impl Store {
     /// [`Durability::Buffered`](crate::Durability::Buffered); in the other
     /// modes everything acknowledged already is.
     pub fn flush(&self) -> Result<()> {
-        match self.inner.pipeline.submit(Work::Flush) {
+        // A read-only store has nothing of its own to make durable.
+        let Some(pipeline) = &self.inner.pipeline else {
+            return Ok(());
+        };
+        match pipeline.submit(Work::Flush) {
             Answer::Flush(result) => result,
             Answer::Append(_) | Answer::Repair(_) => {
                 Err(Error::Internal("a flush was answered as an append".into()))

@@ -67,6 +67,7 @@ impl Store {
     /// more merging is due. Never needed for correctness; useful after a
     /// bulk load, before measuring, or before a backup.
     pub fn maintain_index(&self) -> Result<()> {
+        self.refuse_if_read_only()?;
         self.inner.index.maintain()
     }
 
@@ -90,7 +91,11 @@ impl Store {
 
     /// Counts of group commits and gathering since the store was opened.
     pub fn write_stats(&self) -> WriteStats {
-        self.inner.pipeline.stats()
+        self.inner
+            .pipeline
+            .as_ref()
+            .map(|p| p.stats())
+            .unwrap_or_default()
     }
 
     /// Reads every byte of the log, verifying every checksum; then reads

@@ -8,6 +8,7 @@
 //! | `read.rs` | stream reads (through the index) and `$all` reads |
 //! | `read_all.rs` | the zero-copy `$all` visitor, the backward `$all` read, what subscriptions need of the store |
 //! | `inspect.rs` | stats, write stats, `verify`, index maintenance and dumps |
+//! | `read_only.rs` | read-only opens (no lock, nothing written) and `refresh` |
 //!
 //! The expected-version check itself is decided on the write path
 //! (`crate::write::decide`).
@@ -16,6 +17,7 @@ mod append;
 mod inspect;
 mod read;
 mod read_all;
+mod read_only;
 
 pub use append::{AppendResult, MultiConflict};
 pub use inspect::{Stats, VerifyReport, WriteStats};
@@ -41,9 +43,17 @@ pub struct Store {
 
 struct Inner {
     location: String,
+    /// The store's files (backups read them).
+    storage: Arc<dyn Storage>,
+    /// `None` only for a store from before the identity file, opened
+    /// read-only (its next writable open writes one).
+    id: Option<annals_segment::StoreId>,
     reader: LogReader,
     index: Arc<Index>,
-    pipeline: Pipeline,
+    /// `None` when opened read-only.
+    pipeline: Option<Pipeline>,
+    /// `Some` when opened read-only: extends the view (`read_only.rs`).
+    read_only: Option<read_only::Follower>,
     frame_bytes_max: usize,
     recovery: RecoveryReport,
     /// Wakes subscribers when the writer publishes a new end.
@@ -66,7 +76,7 @@ impl Inner {
     /// index buffer. The first error of these.
     fn shut_down(&mut self) -> Result<()> {
         self.shut = true;
-        let log = self.pipeline.close();
+        let log = self.pipeline.as_ref().map_or(Ok(()), Pipeline::close);
         self.index.close();
         log
     }
@@ -147,6 +157,8 @@ impl Store {
         evidence: &[annals_segment::Evidence],
     ) -> Result<Store> {
         let location = storage.describe();
+        crate::backup::refuse_incomplete(storage.as_ref())?;
+        let id = Some(annals_segment::identity::ensure(storage.as_ref())?);
         let log_options = LogOptions {
             segment_bytes: options.segment_bytes,
             zero_ahead: options.zero_ahead,
@@ -158,10 +170,11 @@ impl Store {
             evidence,
         )?;
         let index = Arc::new(Index::open(
-            storage,
+            Arc::clone(&storage),
             reader.clone(),
             options.index_buffer_events,
             progress,
+            false,
         )?);
         let frame_bytes_max = log.frame_bytes_max();
         let feed = Arc::new(Feed::default());
@@ -176,14 +189,17 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 location,
+                storage,
+                id,
                 reader,
                 index,
-                pipeline: Pipeline::new(
+                pipeline: Some(Pipeline::new(
                     writer,
                     options.queue_max,
                     options.group_max,
                     options.gather,
-                ),
+                )),
+                read_only: None,
                 frame_bytes_max,
                 recovery,
                 feed,
@@ -195,6 +211,14 @@ impl Store {
     /// Where the store lives.
     pub fn location(&self) -> &str {
         &self.inner.location
+    }
+
+    /// The store's identity, from its `IDENTITY` file (written when the
+    /// store was created, or by the first writable open of an older store).
+    /// `None` only for a store from before the identity file opened
+    /// read-only.
+    pub fn id(&self) -> Option<annals_segment::StoreId> {
+        self.inner.id
     }
 
     /// What recovery did when the store was opened.
