@@ -42,6 +42,7 @@ mod expected;
 mod index;
 mod options;
 mod repair;
+mod snapshot;
 mod store;
 mod subscribe;
 mod write;
@@ -55,6 +56,10 @@ pub use expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
 pub use index::IndexReport;
 pub use options::{Durability, Options};
 pub use repair::RepairReport;
+pub use snapshot::{
+    Aggregate, Loaded, Snapshot, SnapshotRecovery, SnapshotRef, SNAPSHOT_BYTES_MAX,
+    SNAPSHOT_TYPE_BYTES_MAX,
+};
 pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport, WriteStats};
 pub use subscribe::{
     category_of, checkpoint_stream, Filter, Start, Subscription, SubscriptionItem,
