@@ -10,6 +10,7 @@ mod bench;
 mod commands;
 mod demo;
 mod json;
+mod snapshot;
 mod stress;
 mod tail;
 
@@ -128,6 +129,28 @@ enum Command {
         /// any | no-stream | exists | N
         #[arg(long, default_value = "any")]
         expected: String,
+    },
+    /// Save a snapshot of STREAM's aggregate at --version: its bytes are
+    /// all of stdin. Prints one JSON line.
+    Snapshot {
+        /// Store directory.
+        dir: PathBuf,
+        /// Stream name.
+        stream: String,
+        /// The stream version the snapshot stands for.
+        #[arg(long)]
+        version: u64,
+        /// The snapshot's type or schema tag.
+        #[arg(long = "type", default_value = "snapshot")]
+        snapshot_type: String,
+    },
+    /// Print STREAM's newest snapshot as one JSON line, then the events
+    /// after it as `read` prints them.
+    Load {
+        /// Store directory.
+        dir: PathBuf,
+        /// Stream name.
+        stream: String,
     },
     /// Print streams, events, segments and bytes.
     Stats {
@@ -330,6 +353,13 @@ fn main() -> ExitCode {
             stream,
             expected,
         } => commands::delete(&dir, &stream, &expected),
+        Command::Snapshot {
+            dir,
+            stream,
+            version,
+            snapshot_type,
+        } => snapshot::save(&dir, &stream, version, &snapshot_type),
+        Command::Load { dir, stream } => snapshot::load(&dir, &stream),
         Command::Stats { dir, json } => commands::stats(&dir, json),
         Command::Verify { dir } => commands::verify(&dir),
         Command::RebuildIndex { dir } => commands::rebuild_index(&dir),
