@@ -57,7 +57,7 @@ pub use index::IndexReport;
 pub use options::{Durability, Options};
 pub use repair::RepairReport;
 pub use snapshot::{
-    Aggregate, Loaded, Snapshot, SnapshotRecovery, SnapshotRef, SNAPSHOT_BYTES_MAX,
+    Aggregate, AggregatePart, Loaded, Snapshot, SnapshotRecovery, SnapshotRef, SNAPSHOT_BYTES_MAX,
     SNAPSHOT_TYPE_BYTES_MAX,
 };
 pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport, WriteStats};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use annals::storage::{CrashMode, MemStorage, Storage};
 use annals::{
-    CurrentVersion, Direction, Error, EventData, ExpectedVersion, Options, Store,
+    AggregatePart, CurrentVersion, Direction, Error, EventData, ExpectedVersion, Options, Store,
     SNAPSHOT_BYTES_MAX,
 };
 
@@ -123,14 +123,16 @@ fn the_fold_sees_what_the_collected_load_returns() {
     let mut seen = Vec::new();
     let mut snapshot = None;
     let loaded = store
-        .load_aggregate_with(
-            "acct",
-            |s| snapshot = Some((s.version, s.data.to_vec())),
-            |event| {
-                seen.push((event.version, event.data.to_vec()));
-                ControlFlow::Continue(())
-            },
-        )
+        .load_aggregate_with("acct", |part| {
+            match part {
+                AggregatePart::Snapshot(s) => {
+                    assert!(seen.is_empty(), "the snapshot comes first");
+                    snapshot = Some((s.version, s.data.to_vec()))
+                }
+                AggregatePart::Event(event) => seen.push((event.version, event.data.to_vec())),
+            }
+            ControlFlow::Continue(())
+        })
         .unwrap();
     assert_eq!(snapshot, Some((14, b"fourteen".to_vec())));
     let collected = store.load_aggregate("acct").unwrap();
@@ -147,20 +149,26 @@ fn the_fold_sees_what_the_collected_load_returns() {
     // Stopping early.
     let mut count = 0;
     let loaded = store
-        .load_aggregate_with(
-            "acct",
-            |_| {},
-            |_| {
+        .load_aggregate_with("acct", |part| {
+            if let AggregatePart::Event(_) = part {
                 count += 1;
-                if count == 2 {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            },
-        )
+            }
+            if count == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
         .unwrap();
-    assert_eq!((count, loaded.events), (2, 2));
+    assert_eq!(
+        (count, loaded.events, loaded.version),
+        (2, 2, CurrentVersion::Version(16))
+    );
+    // Stopping at the snapshot.
+    let loaded = store
+        .load_aggregate_with("acct", |_| ControlFlow::Break(()))
+        .unwrap();
+    assert_eq!((loaded.snapshot_version, loaded.events), (Some(14), 0));
 }
 
 #[test]

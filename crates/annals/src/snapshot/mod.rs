@@ -71,6 +71,16 @@ impl SnapshotRef<'_> {
     }
 }
 
+/// One part of an aggregate as [`Store::load_aggregate_with`] hands it
+/// over: the snapshot first (if there is one), then each event after it.
+#[derive(Debug, Clone, Copy)]
+pub enum AggregatePart<'a> {
+    /// The newest snapshot at or below the stream's version.
+    Snapshot(SnapshotRef<'a>),
+    /// An event after the snapshot, borrowed from the log.
+    Event(EventRef<'a>),
+}
+
 /// What an aggregate loader needs: the newest snapshot at or below the
 /// stream's version, and every event after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,14 +202,13 @@ impl Store {
     pub fn load_aggregate(&self, stream: &str) -> Result<Aggregate> {
         let mut snapshot = None;
         let mut events = Vec::new();
-        let loaded = self.load_aggregate_with(
-            stream,
-            |found| snapshot = Some(found.to_snapshot()),
-            |event| {
-                events.push(event.to_recorded());
-                ControlFlow::Continue(())
-            },
-        )?;
+        let loaded = self.load_aggregate_with(stream, |part| {
+            match part {
+                AggregatePart::Snapshot(found) => snapshot = Some(found.to_snapshot()),
+                AggregatePart::Event(event) => events.push(event.to_recorded()),
+            }
+            ControlFlow::Continue(())
+        })?;
         Ok(Aggregate {
             snapshot,
             events,
@@ -207,37 +216,36 @@ impl Store {
         })
     }
 
-    /// Like [`load_aggregate`](Store::load_aggregate), but hands the
-    /// snapshot (if any) to `on_snapshot` and then each event after it to
-    /// `on_event`, borrowed ([`EventRef`]: no allocation per event).
-    /// `on_event` returns `Break` to stop early.
+    /// Like [`load_aggregate`](Store::load_aggregate), but hands `visit`
+    /// the snapshot (if any), then each event after it, borrowed
+    /// ([`AggregatePart`]: no allocation per event; the snapshot's bytes are
+    /// one `pread`). `visit` returns `Break` to stop early; the returned
+    /// [`Loaded`] then counts what was visited.
     ///
     /// ```
     /// use std::ops::ControlFlow;
-    /// use annals::{EventData, ExpectedVersion, Store};
+    /// use annals::{AggregatePart, EventData, ExpectedVersion, Store};
     ///
     /// let dir = tempfile::tempdir()?;
     /// let store = Store::open(dir.path())?;
     /// let events = (1..=4u8).map(|n| EventData::new("Deposited", vec![n])).collect();
     /// store.append("account-1", ExpectedVersion::NoStream, events)??;
     /// store.save_snapshot("account-1", 1, "Balance.v1", &[3])?; // 1 + 2
-    /// let (mut snapshotted, mut deposited) = (0u64, 0u64);
-    /// store.load_aggregate_with(
-    ///     "account-1",
-    ///     |snapshot| snapshotted = u64::from(snapshot.data[0]),
-    ///     |event| {
-    ///         deposited += u64::from(event.data[0]);
-    ///         ControlFlow::Continue(())
-    ///     },
-    /// )?;
-    /// assert_eq!(snapshotted + deposited, 10);
+    /// let mut balance = 0u64;
+    /// store.load_aggregate_with("account-1", |part| {
+    ///     match part {
+    ///         AggregatePart::Snapshot(snapshot) => balance = u64::from(snapshot.data[0]),
+    ///         AggregatePart::Event(event) => balance += u64::from(event.data[0]),
+    ///     }
+    ///     ControlFlow::Continue(())
+    /// })?;
+    /// assert_eq!(balance, 10);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn load_aggregate_with(
         &self,
         stream: &str,
-        on_snapshot: impl FnOnce(SnapshotRef<'_>),
-        mut on_event: impl FnMut(EventRef<'_>) -> ControlFlow<()>,
+        mut visit: impl FnMut(AggregatePart<'_>) -> ControlFlow<()>,
     ) -> Result<Loaded> {
         let current = match self.stream_version(stream)? {
             CurrentVersion::Deleted { .. } => return Err(Error::StreamDeleted(stream.to_owned())),
@@ -259,21 +267,28 @@ impl Store {
                     "a verified snapshot frame no longer decodes: {fault}"
                 ))
             })?;
-            on_snapshot(SnapshotRef {
+            snapshot_version = Some(fields.version);
+            last = Some(fields.version);
+            from = fields.version.saturating_add(1);
+            let flow = visit(AggregatePart::Snapshot(SnapshotRef {
                 stream: fields.stream,
                 version: fields.version,
                 snapshot_type: fields.snapshot_type,
                 data: fields.data,
                 saved_us: fields.saved_us,
-            });
-            snapshot_version = Some(fields.version);
-            last = Some(fields.version);
-            from = fields.version.saturating_add(1);
+            }));
+            if flow.is_break() {
+                return Ok(Loaded {
+                    snapshot_version,
+                    events: 0,
+                    version: CurrentVersion::Version(fields.version),
+                });
+            }
         }
         let events =
             self.read_stream_with(stream, from, Direction::Forward, usize::MAX, |event| {
                 last = Some(event.version);
-                on_event(event)
+                visit(AggregatePart::Event(event))
             })?;
         Ok(Loaded {
             snapshot_version,
