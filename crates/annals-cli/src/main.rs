@@ -11,6 +11,7 @@ mod commands;
 mod demo;
 mod json;
 mod snapshot;
+mod soft_delete;
 mod stress;
 mod tail;
 
@@ -120,7 +121,8 @@ enum Command {
         #[arg(long)]
         no_follow: bool,
     },
-    /// Delete a stream (writes a tombstone).
+    /// Delete a stream (writes a tombstone). With --soft, the stream reads
+    /// as empty and can be appended to again, its versions continuing.
     Delete {
         /// Store directory.
         dir: PathBuf,
@@ -129,6 +131,9 @@ enum Command {
         /// any | no-stream | exists | N
         #[arg(long, default_value = "any")]
         expected: String,
+        /// Soft delete: hide the stream's events, keep it appendable.
+        #[arg(long)]
+        soft: bool,
     },
     /// Save a snapshot of STREAM's aggregate at --version: its bytes are
     /// all of stdin. Prints one JSON line.
@@ -352,6 +357,13 @@ fn main() -> ExitCode {
             dir,
             stream,
             expected,
+            soft: true,
+        } => soft_delete::run(&dir, &stream, &expected),
+        Command::Delete {
+            dir,
+            stream,
+            expected,
+            soft: false,
         } => commands::delete(&dir, &stream, &expected),
         Command::Snapshot {
             dir,

@@ -34,6 +34,14 @@ pub enum Error {
         /// The stream's current version.
         current: u64,
     },
+    /// The metadata stream of a stream holds an event it cannot read.
+    #[error("the metadata of stream {stream} is unreadable: {reason}")]
+    BadStreamMetadata {
+        /// The stream whose metadata it is.
+        stream: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A write, fsync or commit failed; the store refuses writes until it
     /// is reopened, which recovers from what is on disk. Every request of
     /// the group that failed, and every later one, carries the same cause.

@@ -43,6 +43,7 @@ mod index;
 mod options;
 mod repair;
 mod snapshot;
+mod soft_delete;
 mod store;
 mod subscribe;
 mod write;
@@ -60,6 +61,7 @@ pub use snapshot::{
     Aggregate, AggregatePart, Loaded, Snapshot, SnapshotRecovery, SnapshotRef, SNAPSHOT_BYTES_MAX,
     SNAPSHOT_TYPE_BYTES_MAX,
 };
+pub use soft_delete::{meta_stream, SoftDeleted, META_STREAM_PREFIX, TRUNCATE_BEFORE_EVENT_TYPE};
 pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport, WriteStats};
 pub use subscribe::{
     category_of, checkpoint_stream, Filter, Start, Subscription, SubscriptionItem,

@@ -65,6 +65,8 @@ pub struct SnapshotRecovery {
 
 /// A snapshot read back: its verified frame and where it was.
 pub(crate) struct Loaded {
+    /// The stream version the snapshot stands for.
+    pub version: u64,
     pub frame: Vec<u8>,
     pub salt: u64,
 }
@@ -200,9 +202,9 @@ impl SnapshotLog {
     /// The newest snapshot of `stream` at or below `version`, read from
     /// its file and verified again.
     pub(crate) fn newest_at_or_below(&self, stream: &str, version: u64) -> Result<Option<Loaded>> {
-        let (location, file) = {
+        let (version, location, file) = {
             let state = self.state.lock();
-            let Some((_, location)) = state
+            let Some((version, location)) = state
                 .streams
                 .get(stream)
                 .and_then(|versions| versions.range(..=version).next_back())
@@ -215,7 +217,7 @@ impl SnapshotLog {
                     location.file
                 )));
             };
-            (*location, Arc::clone(file))
+            (*version, *location, Arc::clone(file))
         };
         let mut frame = vec![0u8; location.len as usize];
         file.handle
@@ -227,6 +229,7 @@ impl SnapshotLog {
             );
         }
         Ok(Some(Loaded {
+            version,
             frame,
             salt: file.salt,
         }))

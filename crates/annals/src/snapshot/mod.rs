@@ -168,6 +168,12 @@ impl Store {
             }
             CurrentVersion::Version(_) => {}
         }
+        let first = self.truncate_before(stream)?;
+        if version < first {
+            return Err(Error::InvalidInput(format!(
+                "version {version} of {stream} was soft-deleted: its events start at version {first}"
+            )));
+        }
         self.snapshots().append(&format::FrameFields {
             stream,
             version,
@@ -258,10 +264,13 @@ impl Store {
             }
             CurrentVersion::Version(current) => current,
         };
-        let mut last = None;
-        let mut from = 0;
+        // After a soft delete, events (and snapshots) below `first` are gone.
+        let first = self.truncate_before(stream)?;
+        let mut last = first.checked_sub(1);
+        let mut from = first;
         let mut snapshot_version = None;
-        if let Some(found) = self.snapshots().newest_at_or_below(stream, current)? {
+        let found = self.snapshots().newest_at_or_below(stream, current)?;
+        if let Some(found) = found.filter(|found| found.version >= first) {
             let fields = format::decode_frame(found.salt, &found.frame).map_err(|fault| {
                 Error::Internal(format!(
                     "a verified snapshot frame no longer decodes: {fault}"

@@ -20,7 +20,9 @@ impl Store {
     /// Up to `max` events of `stream` from version `from` (inclusive), in
     /// `direction`. Reading backward from `u64::MAX` starts at the newest
     /// event. A stream with no events reads as empty; a deleted one is
-    /// [`Error::StreamDeleted`]. Touches only this stream's events.
+    /// [`Error::StreamDeleted`]; one soft-deleted
+    /// ([`Store::soft_delete_stream`]) reads only its events after the soft
+    /// delete. Touches only this stream's events.
     pub fn read_stream(
         &self,
         stream: &str,
@@ -73,6 +75,14 @@ impl Store {
         if index.state(stream)?.is_some_and(|s| s.deleted) {
             return Err(Error::StreamDeleted(stream.to_owned()));
         }
+        // Versions below a soft delete's truncation point are hidden
+        // (`crate::soft_delete`).
+        let first = self.truncate_before(stream)?;
+        let from = match direction {
+            Direction::Forward => from.max(first),
+            Direction::Backward if from < first => return Ok(0),
+            Direction::Backward => from,
+        };
         // What was delivered survives a repair's second attempt, which
         // resumes after the last event visited.
         let delivered = Cell::new(0usize);
@@ -83,6 +93,10 @@ impl Store {
                 return Ok(());
             };
             let mut deliver = |event: EventRef<'_>| {
+                if event.version < first {
+                    stopped = true;
+                    return ControlFlow::Break(());
+                }
                 delivered.set(delivered.get() + 1);
                 next = match direction {
                     Direction::Forward => event.version.checked_add(1),

@@ -1,0 +1,144 @@
+//! Soft delete: a stream that reads as empty and can be appended to again,
+//! its versions continuing.
+//!
+//! A soft delete appends one event, type [`TRUNCATE_BEFORE_EVENT_TYPE`],
+//! data the decimal version V (the stream's version + 1), to the stream's
+//! metadata stream `$meta-STREAM` ([`meta_stream`]). It is an append like
+//! any other: one frame, durable before `Ok`, atomic. Stream reads and
+//! aggregate loads take the newest such event of `$meta-STREAM` and start
+//! at version V: events below it are hidden (they stay in the log and in
+//! `$all` until a compaction removes them; there is no compaction yet).
+//! The stream itself is not written, so its version is unchanged and the
+//! next append gets version V.
+
+use std::ops::ControlFlow;
+
+use annals_index::Direction;
+
+use crate::error::{Error, Result};
+use crate::event::EventData;
+use crate::expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
+use crate::store::AppendResult;
+use crate::Store;
+
+/// Prefix of a stream's metadata stream.
+pub const META_STREAM_PREFIX: &str = "$meta-";
+/// Event type, in a metadata stream, of "the stream's events start at
+/// version V" (data: V in decimal).
+pub const TRUNCATE_BEFORE_EVENT_TYPE: &str = "TruncateBefore";
+
+/// The metadata stream of `stream`: `$meta-STREAM`.
+///
+/// ```
+/// assert_eq!(annals::meta_stream("order-1"), "$meta-order-1");
+/// ```
+pub fn meta_stream(stream: &str) -> String {
+    format!("{META_STREAM_PREFIX}{stream}")
+}
+
+/// What a soft delete did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoftDeleted {
+    /// The first version reads see from now on (the stream's version at
+    /// the soft delete + 1): the version the next event gets.
+    pub truncate_before: u64,
+    /// The metadata event written to `$meta-STREAM`.
+    pub written: AppendResult,
+}
+
+impl Store {
+    /// Soft-deletes `stream` if it is at `expected`: from now on it reads
+    /// (and loads) as empty, and it can be appended to again, its versions
+    /// continuing (the next event gets the version after the current one).
+    /// Writes one event to `$meta-STREAM` ([`meta_stream`]); durable and
+    /// atomic like any append. A stream with no events is
+    /// [`Error::StreamNotFound`], a hard-deleted one
+    /// [`Error::StreamDeleted`], a metadata stream [`Error::InvalidInput`];
+    /// none writes anything. A stale `expected` is the inner `Err`.
+    ///
+    /// The expectation is checked just before the metadata event is
+    /// written, not inside the same commit: the truncation point is the
+    /// version that was checked, so an event appended concurrently after
+    /// the check survives the soft delete, as if appended after it.
+    ///
+    /// ```
+    /// use annals::{CurrentVersion, Direction, EventData, ExpectedVersion, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// let events = (0..3).map(|n| EventData::new("Changed", vec![n])).collect();
+    /// store.append("cart-1", ExpectedVersion::NoStream, events)??;
+    /// let deleted = store.soft_delete_stream("cart-1", ExpectedVersion::Exact(2))??;
+    /// assert_eq!(deleted.truncate_before, 3);
+    /// assert!(store.read_stream("cart-1", 0, Direction::Forward, 10)?.is_empty());
+    /// assert_eq!(store.stream_version("cart-1")?, CurrentVersion::Version(2));
+    /// let again = store.append("cart-1", ExpectedVersion::Exact(2), vec![EventData::new("Changed", "x")])??;
+    /// assert_eq!(again.first_version, 3);
+    /// assert_eq!(store.read_stream("cart-1", 0, Direction::Forward, 10)?.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn soft_delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+    ) -> Result<Result<SoftDeleted, WrongExpectedVersion>> {
+        if stream.starts_with(META_STREAM_PREFIX) {
+            return Err(Error::InvalidInput(format!(
+                "{stream} is a metadata stream; it cannot be soft-deleted"
+            )));
+        }
+        let actual = self.stream_version(stream)?;
+        let current = match actual {
+            CurrentVersion::NoStream => return Err(Error::StreamNotFound(stream.to_owned())),
+            CurrentVersion::Deleted { .. } => return Err(Error::StreamDeleted(stream.to_owned())),
+            CurrentVersion::Version(current) => current,
+        };
+        if !actual.satisfies(expected) {
+            return Ok(Err(WrongExpectedVersion {
+                stream: stream.to_owned(),
+                expected,
+                actual,
+            }));
+        }
+        let truncate_before = current + 1;
+        let event = EventData::new(TRUNCATE_BEFORE_EVENT_TYPE, truncate_before.to_string());
+        let written = self.append(&meta_stream(stream), ExpectedVersion::Any, vec![event])??;
+        Ok(Ok(SoftDeleted {
+            truncate_before,
+            written,
+        }))
+    }
+
+    /// The first version of `stream` that reads see: 0 unless the stream
+    /// was soft-deleted. Metadata streams are never truncated.
+    pub(crate) fn truncate_before(&self, stream: &str) -> Result<u64> {
+        if stream.starts_with(META_STREAM_PREFIX) {
+            return Ok(0);
+        }
+        let meta = meta_stream(stream);
+        // A metadata stream someone hard-deleted truncates nothing.
+        if !matches!(self.stream_version(&meta)?, CurrentVersion::Version(_)) {
+            return Ok(0);
+        }
+        let mut found: Option<Result<u64>> = None;
+        self.read_stream_with(&meta, u64::MAX, Direction::Backward, usize::MAX, |event| {
+            if event.event_type != TRUNCATE_BEFORE_EVENT_TYPE {
+                return ControlFlow::Continue(());
+            }
+            found = Some(
+                std::str::from_utf8(event.data)
+                    .ok()
+                    .and_then(|text| text.parse::<u64>().ok())
+                    .ok_or_else(|| Error::BadStreamMetadata {
+                        stream: stream.to_owned(),
+                        reason: format!(
+                            "{TRUNCATE_BEFORE_EVENT_TYPE} at version {} does not hold a version",
+                            event.version
+                        ),
+                    }),
+            );
+            ControlFlow::Break(())
+        })?;
+        found.unwrap_or(Ok(0))
+    }
+}
