@@ -27,6 +27,10 @@ pub const META_STREAM_PREFIX: &str = "$meta-";
 /// version V" (data: V in decimal).
 pub const TRUNCATE_BEFORE_EVENT_TYPE: &str = "TruncateBefore";
 
+/// How many times a soft delete that lost a race to another one checks
+/// again before it fails.
+const SOFT_DELETE_ATTEMPTS: usize = 16;
+
 /// The metadata stream of `stream`: `$meta-STREAM`.
 ///
 /// ```
@@ -59,7 +63,9 @@ impl Store {
     /// The expectation is checked just before the metadata event is
     /// written, not inside the same commit: the truncation point is the
     /// version that was checked, so an event appended concurrently after
-    /// the check survives the soft delete, as if appended after it.
+    /// the check survives the soft delete, as if appended after it. Racing
+    /// soft deletes are serialized through the metadata stream's expected
+    /// version, so the truncation point never moves back.
     ///
     /// ```
     /// use annals::{CurrentVersion, Direction, EventData, ExpectedVersion, Store};
@@ -87,26 +93,44 @@ impl Store {
                 "{stream} is a metadata stream; it cannot be soft-deleted"
             )));
         }
-        let actual = self.stream_version(stream)?;
-        let current = match actual {
-            CurrentVersion::NoStream => return Err(Error::StreamNotFound(stream.to_owned())),
-            CurrentVersion::Deleted { .. } => return Err(Error::StreamDeleted(stream.to_owned())),
-            CurrentVersion::Version(current) => current,
-        };
-        if !actual.satisfies(expected) {
-            return Ok(Err(WrongExpectedVersion {
-                stream: stream.to_owned(),
-                expected,
-                actual,
-            }));
+        let meta = meta_stream(stream);
+        // The metadata append expects the metadata stream's version read
+        // before the stream's: two racing soft deletes cannot both win, so
+        // the truncation point only ever moves forward. The loser checks
+        // again (bounded).
+        for _ in 0..SOFT_DELETE_ATTEMPTS {
+            let meta_expected = match self.stream_version(&meta)? {
+                CurrentVersion::NoStream => ExpectedVersion::NoStream,
+                CurrentVersion::Version(version) => ExpectedVersion::Exact(version),
+                CurrentVersion::Deleted { .. } => return Err(Error::StreamDeleted(meta)),
+            };
+            let actual = self.stream_version(stream)?;
+            let current = match actual {
+                CurrentVersion::NoStream => return Err(Error::StreamNotFound(stream.to_owned())),
+                CurrentVersion::Deleted { .. } => {
+                    return Err(Error::StreamDeleted(stream.to_owned()))
+                }
+                CurrentVersion::Version(current) => current,
+            };
+            if !actual.satisfies(expected) {
+                return Ok(Err(WrongExpectedVersion {
+                    stream: stream.to_owned(),
+                    expected,
+                    actual,
+                }));
+            }
+            let truncate_before = current + 1;
+            let event = EventData::new(TRUNCATE_BEFORE_EVENT_TYPE, truncate_before.to_string());
+            if let Ok(written) = self.append(&meta, meta_expected, vec![event])? {
+                return Ok(Ok(SoftDeleted {
+                    truncate_before,
+                    written,
+                }));
+            }
         }
-        let truncate_before = current + 1;
-        let event = EventData::new(TRUNCATE_BEFORE_EVENT_TYPE, truncate_before.to_string());
-        let written = self.append(&meta_stream(stream), ExpectedVersion::Any, vec![event])??;
-        Ok(Ok(SoftDeleted {
-            truncate_before,
-            written,
-        }))
+        Err(Error::Internal(format!(
+            "a soft delete of {stream} lost {SOFT_DELETE_ATTEMPTS} races in a row to other soft deletes"
+        )))
     }
 
     /// The first version of `stream` that reads see: 0 unless the stream

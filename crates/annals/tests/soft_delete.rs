@@ -237,3 +237,61 @@ fn an_acknowledged_soft_delete_survives_every_crash_image() {
         store.verify().unwrap();
     }
 }
+
+#[test]
+fn soft_deletes_racing_appenders_leave_a_dense_suffix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .append("cart", ExpectedVersion::NoStream, events(0, 1))
+        .unwrap()
+        .unwrap();
+    let last_cut = std::thread::scope(|scope| {
+        for _ in 0..3 {
+            let store = store.clone();
+            scope.spawn(move || {
+                for _ in 0..100 {
+                    store
+                        .append("cart", ExpectedVersion::Any, events(0, 1))
+                        .unwrap()
+                        .unwrap();
+                    // Whatever a reader sees is a dense run of versions.
+                    let seen = read_versions(&store, "cart", 0, Direction::Forward);
+                    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
+                }
+            });
+        }
+        // Two deleters race each other: the truncation point only moves forward.
+        let deleters: Vec<_> = (0..2)
+            .map(|_| {
+                let deleter = store.clone();
+                scope.spawn(move || {
+                    let mut last = 0;
+                    for _ in 0..20 {
+                        let deleted = deleter
+                            .soft_delete_stream("cart", ExpectedVersion::Any)
+                            .unwrap()
+                            .unwrap();
+                        assert!(deleted.truncate_before >= last);
+                        last = deleted.truncate_before;
+                    }
+                    last
+                })
+            })
+            .collect();
+        deleters
+            .into_iter()
+            .map(|d| d.join().unwrap())
+            .max()
+            .unwrap()
+    });
+    let CurrentVersion::Version(current) = store.stream_version("cart").unwrap() else {
+        panic!()
+    };
+    assert_eq!(current, 300);
+    let want: Vec<u64> = (last_cut..=current).collect();
+    assert_eq!(read_versions(&store, "cart", 0, Direction::Forward), want);
+    store.close().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(read_versions(&store, "cart", 0, Direction::Forward), want);
+}
