@@ -295,3 +295,40 @@ fn soft_deletes_racing_appenders_leave_a_dense_suffix() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(read_versions(&store, "cart", 0, Direction::Forward), want);
 }
+
+/// A one-stream subscription reads through the stream index when far
+/// behind and scans when close: both paths deliver the soft-deleted
+/// events (they are still in `$all`), so where it starts changes nothing.
+#[test]
+fn stream_subscriptions_deliver_soft_deleted_events_on_both_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .append("cart", ExpectedVersion::NoStream, events(0, 3))
+        .unwrap()
+        .unwrap();
+    store
+        .soft_delete_stream("cart", ExpectedVersion::Any)
+        .unwrap()
+        .unwrap();
+    for n in 0..50 {
+        store
+            .append("other", ExpectedVersion::Any, events(n * 100, 100))
+            .unwrap()
+            .unwrap();
+    }
+    store
+        .append("cart", ExpectedVersion::Exact(2), events(3, 1))
+        .unwrap()
+        .unwrap();
+    let mut subscription = store.subscribe(annals::SubscriptionOptions::stream("cart", 0));
+    let mut versions = Vec::new();
+    while let Some(item) = subscription.next_timeout(std::time::Duration::from_secs(5)) {
+        match item.unwrap() {
+            annals::SubscriptionItem::Event(event) => versions.push(event.version),
+            annals::SubscriptionItem::CaughtUp { .. } => break,
+            annals::SubscriptionItem::Checkpoint { .. } => {}
+        }
+    }
+    assert_eq!(versions, [0, 1, 2, 3]);
+}

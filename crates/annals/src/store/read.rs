@@ -69,15 +69,30 @@ impl Store {
         from: u64,
         direction: Direction,
         max: usize,
+        visit: impl FnMut(EventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<usize> {
+        // Versions below a soft delete's truncation point are hidden
+        // (`crate::soft_delete`).
+        let first = self.truncate_before(stream)?;
+        self.read_stream_from_with(stream, first, from, direction, max, visit)
+    }
+
+    /// [`read_stream_with`](Store::read_stream_with) showing only versions
+    /// from `first` on: what subscriptions use with `first` = 0 (they
+    /// deliver what `$all` holds, soft-deleted events included).
+    pub(crate) fn read_stream_from_with(
+        &self,
+        stream: &str,
+        first: u64,
+        from: u64,
+        direction: Direction,
+        max: usize,
         mut visit: impl FnMut(EventRef<'_>) -> ControlFlow<()>,
     ) -> Result<usize> {
         let index = &self.inner.index;
         if index.state(stream)?.is_some_and(|s| s.deleted) {
             return Err(Error::StreamDeleted(stream.to_owned()));
         }
-        // Versions below a soft delete's truncation point are hidden
-        // (`crate::soft_delete`).
-        let first = self.truncate_before(stream)?;
         let from = match direction {
             Direction::Forward => from.max(first),
             Direction::Backward if from < first => return Ok(0),
