@@ -45,6 +45,7 @@ mod repair;
 mod snapshot;
 mod soft_delete;
 mod store;
+mod stream_meta;
 mod subscribe;
 mod write;
 
@@ -63,6 +64,7 @@ pub use snapshot::{
 };
 pub use soft_delete::{meta_stream, SoftDeleted, META_STREAM_PREFIX, TRUNCATE_BEFORE_EVENT_TYPE};
 pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport, WriteStats};
+pub use stream_meta::{StreamMetadata, MAX_COUNT_EVENT_TYPE};
 pub use subscribe::{
     category_of, checkpoint_stream, Filter, Start, Subscription, SubscriptionItem,
     SubscriptionOptions, SubscriptionStream, CHECKPOINT_EVENT_TYPE, SYSTEM_STREAM_PREFIX,

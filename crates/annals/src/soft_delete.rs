@@ -11,10 +11,6 @@
 //! The stream itself is not written, so its version is unchanged and the
 //! next append gets version V.
 
-use std::ops::ControlFlow;
-
-use annals_index::Direction;
-
 use crate::error::{Error, Result};
 use crate::event::EventData;
 use crate::expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
@@ -134,35 +130,24 @@ impl Store {
     }
 
     /// The first version of `stream` that reads see: 0 unless the stream
-    /// was soft-deleted. Metadata streams are never truncated.
+    /// was soft-deleted or has retention rules (`crate::stream_meta`).
+    /// Metadata streams are never truncated.
     pub(crate) fn truncate_before(&self, stream: &str) -> Result<u64> {
         if stream.starts_with(META_STREAM_PREFIX) {
             return Ok(0);
         }
-        let meta = meta_stream(stream);
-        // A metadata stream someone hard-deleted truncates nothing.
-        if !matches!(self.stream_version(&meta)?, CurrentVersion::Version(_)) {
+        // The usual stream has no metadata stream: one index lookup.
+        if !matches!(
+            self.stream_version(&meta_stream(stream))?,
+            CurrentVersion::Version(_)
+        ) {
             return Ok(0);
         }
-        let mut found: Option<Result<u64>> = None;
-        self.read_stream_with(&meta, u64::MAX, Direction::Backward, usize::MAX, |event| {
-            if event.event_type != TRUNCATE_BEFORE_EVENT_TYPE {
-                return ControlFlow::Continue(());
-            }
-            found = Some(
-                std::str::from_utf8(event.data)
-                    .ok()
-                    .and_then(|text| text.parse::<u64>().ok())
-                    .ok_or_else(|| Error::BadStreamMetadata {
-                        stream: stream.to_owned(),
-                        reason: format!(
-                            "{TRUNCATE_BEFORE_EVENT_TYPE} at version {} does not hold a version",
-                            event.version
-                        ),
-                    }),
-            );
-            ControlFlow::Break(())
-        })?;
-        found.unwrap_or(Ok(0))
+        let metadata = self.stream_metadata(stream)?;
+        let current = match self.stream_version(stream)? {
+            CurrentVersion::Version(current) => Some(current),
+            CurrentVersion::NoStream | CurrentVersion::Deleted { .. } => None,
+        };
+        Ok(metadata.first_version(current))
     }
 }
