@@ -10,6 +10,7 @@ mod bench;
 mod commands;
 mod demo;
 mod json;
+mod meta;
 mod snapshot;
 mod soft_delete;
 mod stress;
@@ -156,6 +157,21 @@ enum Command {
         dir: PathBuf,
         /// Stream name.
         stream: String,
+    },
+    /// Set a stream's retention rules (events outside them stop being
+    /// readable; versions do not change) and print them as one JSON line;
+    /// without flags, only print them.
+    Meta {
+        /// Store directory.
+        dir: PathBuf,
+        /// Stream name.
+        stream: String,
+        /// Show at most the newest N events.
+        #[arg(long)]
+        max_count: Option<u64>,
+        /// Show only versions from V on (never moves back).
+        #[arg(long)]
+        truncate_before: Option<u64>,
     },
     /// Print streams, events, segments and bytes.
     Stats {
@@ -372,6 +388,12 @@ fn main() -> ExitCode {
             snapshot_type,
         } => snapshot::save(&dir, &stream, version, &snapshot_type),
         Command::Load { dir, stream } => snapshot::load(&dir, &stream),
+        Command::Meta {
+            dir,
+            stream,
+            max_count,
+            truncate_before,
+        } => meta::run(&dir, &stream, max_count, truncate_before),
         Command::Stats { dir, json } => commands::stats(&dir, json),
         Command::Verify { dir } => commands::verify(&dir),
         Command::RebuildIndex { dir } => commands::rebuild_index(&dir),
