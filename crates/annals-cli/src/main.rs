@@ -11,6 +11,9 @@ mod bench;
 mod commands;
 mod demo;
 mod json;
+mod meta;
+mod snapshot;
+mod soft_delete;
 mod store_dir;
 mod stress;
 mod tail;
@@ -122,7 +125,8 @@ enum Command {
         #[arg(long)]
         no_follow: bool,
     },
-    /// Delete a stream (writes a tombstone).
+    /// Delete a stream (writes a tombstone). With --soft, the stream reads
+    /// as empty and can be appended to again, its versions continuing.
     Delete {
         /// Store directory.
         dir: PathBuf,
@@ -131,6 +135,46 @@ enum Command {
         /// any | no-stream | exists | N
         #[arg(long, default_value = "any")]
         expected: String,
+        /// Soft delete: hide the stream's events, keep it appendable.
+        #[arg(long)]
+        soft: bool,
+    },
+    /// Save a snapshot of STREAM's aggregate at --version: its bytes are
+    /// all of stdin. Prints one JSON line.
+    Snapshot {
+        /// Store directory.
+        dir: PathBuf,
+        /// Stream name.
+        stream: String,
+        /// The stream version the snapshot stands for.
+        #[arg(long)]
+        version: u64,
+        /// The snapshot's type or schema tag.
+        #[arg(long = "type", default_value = "snapshot")]
+        snapshot_type: String,
+    },
+    /// Print STREAM's newest snapshot as one JSON line, then the events
+    /// after it as `read` prints them.
+    Load {
+        /// Store directory.
+        dir: PathBuf,
+        /// Stream name.
+        stream: String,
+    },
+    /// Set a stream's retention rules (events outside them stop being
+    /// readable; versions do not change) and print them as one JSON line;
+    /// without flags, only print them.
+    Meta {
+        /// Store directory.
+        dir: PathBuf,
+        /// Stream name.
+        stream: String,
+        /// Show at most the newest N events.
+        #[arg(long)]
+        max_count: Option<u64>,
+        /// Show only versions from V on (never moves back).
+        #[arg(long)]
+        truncate_before: Option<u64>,
     },
     /// Print streams, events, segments and bytes.
     Stats {
@@ -342,7 +386,27 @@ fn main() -> ExitCode {
             dir,
             stream,
             expected,
+            soft: true,
+        } => soft_delete::run(&dir, &stream, &expected),
+        Command::Delete {
+            dir,
+            stream,
+            expected,
+            soft: false,
         } => commands::delete(&dir, &stream, &expected),
+        Command::Snapshot {
+            dir,
+            stream,
+            version,
+            snapshot_type,
+        } => snapshot::save(&dir, &stream, version, &snapshot_type),
+        Command::Load { dir, stream } => snapshot::load(&dir, &stream),
+        Command::Meta {
+            dir,
+            stream,
+            max_count,
+            truncate_before,
+        } => meta::run(&dir, &stream, max_count, truncate_before),
         Command::Stats { dir, json } => commands::stats(&dir, json),
         Command::Verify { dir } => commands::verify(&dir),
         Command::RebuildIndex { dir } => commands::rebuild_index(&dir),

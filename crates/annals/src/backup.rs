@@ -112,6 +112,11 @@ impl Store {
                 plan.push((name, u64::MAX));
             }
         }
+        // Snapshots: every valid frame (appended to like segments, so a
+        // later backup copies only what is new). One saved for a version
+        // past `end` is kept but never loaded: loads take the newest at
+        // or below the stream's version.
+        plan.extend(self.snapshots().file_prefixes()?);
         let mut report = BackupReport {
             position_end: end,
             files_copied: 0,

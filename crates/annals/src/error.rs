@@ -21,6 +21,27 @@ pub enum Error {
     /// The stream was deleted; it cannot be read or appended to.
     #[error("stream {0} was deleted")]
     StreamDeleted(String),
+    /// The stream has no events (a snapshot needs a stream to stand for).
+    #[error("stream {0} has no events")]
+    StreamNotFound(String),
+    /// A snapshot at a version the stream has not reached; nothing was written.
+    #[error("snapshot of {stream} at version {version} is ahead of the stream, which is at version {current}")]
+    SnapshotAhead {
+        /// The stream.
+        stream: String,
+        /// The version asked for.
+        version: u64,
+        /// The stream's current version.
+        current: u64,
+    },
+    /// The metadata stream of a stream holds an event it cannot read.
+    #[error("the metadata of stream {stream} is unreadable: {reason}")]
+    BadStreamMetadata {
+        /// The stream whose metadata it is.
+        stream: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A write, fsync or commit failed; the store refuses writes until it
     /// is reopened, which recovers from what is on disk. Every request of
     /// the group that failed, and every later one, carries the same cause.

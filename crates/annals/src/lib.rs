@@ -43,7 +43,10 @@ mod expected;
 mod index;
 mod options;
 mod repair;
+mod snapshot;
+mod soft_delete;
 mod store;
+mod stream_meta;
 mod subscribe;
 mod write;
 
@@ -58,7 +61,13 @@ pub use expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
 pub use index::IndexReport;
 pub use options::{Durability, Options};
 pub use repair::RepairReport;
+pub use snapshot::{
+    Aggregate, AggregatePart, Loaded, Snapshot, SnapshotRecovery, SnapshotRef, SNAPSHOT_BYTES_MAX,
+    SNAPSHOT_TYPE_BYTES_MAX,
+};
+pub use soft_delete::{meta_stream, SoftDeleted, META_STREAM_PREFIX, TRUNCATE_BEFORE_EVENT_TYPE};
 pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport, WriteStats};
+pub use stream_meta::{StreamMetadata, MAX_COUNT_EVENT_TYPE};
 pub use subscribe::{
     category_of, checkpoint_stream, Filter, Start, Subscription, SubscriptionItem,
     SubscriptionOptions, SubscriptionStream, CHECKPOINT_EVENT_TYPE, SYSTEM_STREAM_PREFIX,

@@ -67,6 +67,31 @@ fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
+fn a_backup_holds_the_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), small()).unwrap();
+    fill(&store, 100);
+    store
+        .save_snapshot("f-3", 4, "Folded", b"state at 4")
+        .unwrap();
+    store.backup(dest.path().join("b")).unwrap();
+    store
+        .save_snapshot("f-5", 6, "Folded", b"state at 6")
+        .unwrap();
+    let again = store.backup(dest.path().join("b")).unwrap();
+    assert!(again.bytes_copied > 0, "{again:?}");
+    drop(store);
+    let copy = Store::open(dest.path().join("b")).unwrap();
+    for (stream, version, data) in [("f-3", 4, &b"state at 4"[..]), ("f-5", 6, b"state at 6")] {
+        let loaded = copy.load_aggregate(stream).unwrap();
+        let snapshot = loaded.snapshot.expect("the snapshot was backed up");
+        assert_eq!((snapshot.version, &snapshot.data[..]), (version, data));
+    }
+    copy.verify().unwrap();
+}
+
+#[test]
 fn a_backup_under_load_is_exactly_a_prefix_and_an_incremental_one_equals_a_fresh_one() {
     let dir = tempfile::tempdir().unwrap();
     let dest = tempfile::tempdir().unwrap();

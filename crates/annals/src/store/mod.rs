@@ -30,6 +30,7 @@ use annals_segment::{LogOptions, LogReader, RecoveryReport};
 
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexReport};
+use crate::snapshot::SnapshotLog;
 use crate::subscribe::Feed;
 use crate::write::{Pipeline, Writer};
 use crate::Options;
@@ -60,6 +61,8 @@ struct Inner {
     feed: Arc<Feed>,
     /// Whether [`Inner::shut_down`] ran (by [`Store::close`]).
     shut: bool,
+    /// Snapshots of aggregates (`crate::snapshot`).
+    snapshots: SnapshotLog,
 }
 
 impl std::fmt::Debug for Inner {
@@ -169,6 +172,7 @@ impl Store {
             options.open_segments_max,
             evidence,
         )?;
+        let snapshots = SnapshotLog::open(Arc::clone(&storage), false)?;
         let index = Arc::new(Index::open(
             Arc::clone(&storage),
             reader.clone(),
@@ -204,6 +208,7 @@ impl Store {
                 recovery,
                 feed,
                 shut: false,
+                snapshots,
             }),
         })
     }
@@ -230,6 +235,11 @@ impl Store {
     /// from the log after it, run files discarded.
     pub fn index_report(&self) -> &IndexReport {
         self.inner.index.report()
+    }
+
+    /// The snapshot log (`crate::snapshot`).
+    pub(crate) fn snapshots(&self) -> &SnapshotLog {
+        &self.inner.snapshots
     }
 }
 

@@ -20,7 +20,9 @@ impl Store {
     /// Up to `max` events of `stream` from version `from` (inclusive), in
     /// `direction`. Reading backward from `u64::MAX` starts at the newest
     /// event. A stream with no events reads as empty; a deleted one is
-    /// [`Error::StreamDeleted`]. Touches only this stream's events.
+    /// [`Error::StreamDeleted`]; one soft-deleted
+    /// ([`Store::soft_delete_stream`]) reads only its events after the soft
+    /// delete. Touches only this stream's events.
     pub fn read_stream(
         &self,
         stream: &str,
@@ -67,12 +69,35 @@ impl Store {
         from: u64,
         direction: Direction,
         max: usize,
+        visit: impl FnMut(EventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<usize> {
+        // Versions below a soft delete's truncation point are hidden
+        // (`crate::soft_delete`).
+        let first = self.truncate_before(stream)?;
+        self.read_stream_from_with(stream, first, from, direction, max, visit)
+    }
+
+    /// [`read_stream_with`](Store::read_stream_with) showing only versions
+    /// from `first` on: what subscriptions use with `first` = 0 (they
+    /// deliver what `$all` holds, soft-deleted events included).
+    pub(crate) fn read_stream_from_with(
+        &self,
+        stream: &str,
+        first: u64,
+        from: u64,
+        direction: Direction,
+        max: usize,
         mut visit: impl FnMut(EventRef<'_>) -> ControlFlow<()>,
     ) -> Result<usize> {
         let index = &self.inner.index;
         if index.state(stream)?.is_some_and(|s| s.deleted) {
             return Err(Error::StreamDeleted(stream.to_owned()));
         }
+        let from = match direction {
+            Direction::Forward => from.max(first),
+            Direction::Backward if from < first => return Ok(0),
+            Direction::Backward => from,
+        };
         // What was delivered survives a repair's second attempt, which
         // resumes after the last event visited.
         let delivered = Cell::new(0usize);
@@ -83,6 +108,10 @@ impl Store {
                 return Ok(());
             };
             let mut deliver = |event: EventRef<'_>| {
+                if event.version < first {
+                    stopped = true;
+                    return ControlFlow::Break(());
+                }
                 delivered.set(delivered.get() + 1);
                 next = match direction {
                     Direction::Forward => event.version.checked_add(1),

@@ -92,6 +92,8 @@ impl Store {
             &mut |_, _| {},
             true,
         )?);
+        // Read-only too: a torn last snapshot frame ends the log uncut.
+        let snapshots = crate::snapshot::SnapshotLog::open(Arc::clone(&storage), true)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 location,
@@ -99,6 +101,7 @@ impl Store {
                 id,
                 reader,
                 index,
+                snapshots,
                 pipeline: None,
                 read_only: Some(Follower {
                     log: Mutex::new(log),

@@ -43,21 +43,26 @@ impl Subscription {
             let mut last = None;
             let shown_before = self.next;
             let pending = &mut self.pending;
-            let read =
-                self.store
-                    .read_stream_with(&name, version, Direction::Forward, batch, |event| {
-                        if event.position >= end {
-                            beyond = true;
-                            return ControlFlow::Break(());
-                        }
-                        visited += 1;
-                        last = Some((event.version, event.position));
-                        if event.position >= shown_before {
-                            pending.push_back(SubscriptionItem::Event(event.to_recorded()));
-                            delivered += 1;
-                        }
-                        ControlFlow::Continue(())
-                    });
+            let read = self.store.read_stream_from_with(
+                &name,
+                0,
+                version,
+                Direction::Forward,
+                batch,
+                |event| {
+                    if event.position >= end {
+                        beyond = true;
+                        return ControlFlow::Break(());
+                    }
+                    visited += 1;
+                    last = Some((event.version, event.position));
+                    if event.position >= shown_before {
+                        pending.push_back(SubscriptionItem::Event(event.to_recorded()));
+                        delivered += 1;
+                    }
+                    ControlFlow::Continue(())
+                },
+            );
             match read {
                 Ok(_) => {}
                 // The tombstone and what came before are found by a scan.
