@@ -24,6 +24,19 @@ pub fn open(dir: &Path, create: bool) -> Result<Store, Failure> {
         // while another process owns the store, and on read-only media.
         return Store::open_read_only(dir).map_err(Failure::from);
     }
+    open_writable(dir)
+}
+
+/// Opens an existing store for writing (waiting as [`open`] does) without
+/// ever creating one: for commands that change a store but make no sense
+/// on a new one (`snapshot`, `meta` with a rule, `delete --soft`); a
+/// directory that is not a store is refused and left untouched.
+pub fn open_existing(dir: &Path) -> Result<Store, Failure> {
+    crate::store_dir::check(dir, false)?;
+    open_writable(dir)
+}
+
+fn open_writable(dir: &Path) -> Result<Store, Failure> {
     let started = Instant::now();
     loop {
         match Store::open(dir) {

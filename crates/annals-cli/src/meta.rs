@@ -11,7 +11,7 @@ use std::path::Path;
 use annals::{CurrentVersion, Error};
 use serde_json::json;
 
-use crate::commands::open;
+use crate::commands::{open, open_existing};
 use crate::Failure;
 
 fn failure(error: Error) -> Failure {
@@ -28,7 +28,13 @@ pub fn run(
     max_count: Option<u64>,
     truncate_before: Option<u64>,
 ) -> Result<(), Failure> {
-    let store = open(dir, false)?;
+    // Printing the rules only reads: read-only, like the other read
+    // commands; setting one writes to an existing store.
+    let store = if truncate_before.is_none() && max_count.is_none() {
+        open(dir, false)?
+    } else {
+        open_existing(dir)?
+    };
     if let Some(version) = truncate_before {
         store
             .set_truncate_before(stream, version)

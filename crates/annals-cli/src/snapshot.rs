@@ -12,7 +12,7 @@ use std::path::Path;
 use annals::{Error, Snapshot};
 use serde_json::{json, Value};
 
-use crate::commands::open;
+use crate::commands::{open, open_existing};
 use crate::json::{event_line, rfc3339_us};
 use crate::Failure;
 
@@ -46,7 +46,7 @@ pub fn save(dir: &Path, stream: &str, version: u64, snapshot_type: &str) -> Resu
             annals::SNAPSHOT_BYTES_MAX
         )));
     }
-    let store = open(dir, false)?;
+    let store = open_existing(dir)?;
     store
         .save_snapshot(stream, version, snapshot_type, &data)
         .map_err(failure)?;

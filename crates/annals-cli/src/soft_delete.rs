@@ -10,13 +10,13 @@ use std::path::Path;
 use annals::Error;
 use serde_json::json;
 
-use crate::commands::{open, parse_expected};
+use crate::commands::{open_existing, parse_expected};
 use crate::Failure;
 
 /// `annals delete --soft`.
 pub fn run(dir: &Path, stream: &str, expected: &str) -> Result<(), Failure> {
     let expected = parse_expected(expected)?;
-    let store = open(dir, false)?;
+    let store = open_existing(dir)?;
     let result = match store.soft_delete_stream(stream, expected) {
         Ok(result) => result,
         Err(error @ (Error::StreamNotFound(_) | Error::StreamDeleted(_))) => {
