@@ -415,15 +415,30 @@ fn open_active(
     };
     if let Some((offset, reason)) = scan.fault.filter(|_| !report.clean_close) {
         if let Some(dirty_end) = window.dirty_end(offset)? {
-            if let Some(later) = durable_frame_after(&mut window, &header, offset)? {
-                return Err(Error::corrupt(
-                    &name,
-                    offset,
-                    format!("{reason}, followed by a valid frame at offset {later} written after this one was durable"),
-                ));
+            let later = durable_frame_after(&mut window, &header, offset)?;
+            // A read-only view races a live owner: the scan read this
+            // frame's bytes before the owner's `write` of them had landed,
+            // and later bytes after it. Read afresh, the frame is whole:
+            // the view ends here, and a refresh goes on from it.
+            let stale = read_only
+                && later.is_some()
+                && FileWindow::new(file.as_ref(), &name)?
+                    .frame(offset, header.salt)?
+                    .is_ok();
+            match later {
+                Some(_) if stale => {}
+                Some(later) => {
+                    return Err(Error::corrupt(
+                        &name,
+                        offset,
+                        format!("{reason}, followed by a valid frame at offset {later} written after this one was durable"),
+                    ));
+                }
+                None => {
+                    cut_to = Some(dirty_end);
+                    end.fault = Some((offset, reason.to_string()));
+                }
             }
-            cut_to = Some(dirty_end);
-            end.fault = Some((offset, reason.to_string()));
         }
     }
     // Before anything is cut: a log that ends short of what its files
