@@ -12,13 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn annals(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_annals"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+mod common;
+use common::annals;
 
 fn positions(output: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&output.stdout)

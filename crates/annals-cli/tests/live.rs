@@ -15,13 +15,8 @@ use std::time::{Duration, Instant};
 use annals::{EventData, ExpectedVersion, Store};
 use serde_json::Value;
 
-fn annals(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_annals"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+mod common;
+use common::annals;
 
 fn stress(dir: &str, seconds: &str) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_annals"))

@@ -8,14 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn annals(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_annals"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::annals;
 
 /// Every entry under `dir` (recursively): name → (mode, length, checksum).
 fn snapshot(dir: &Path) -> Option<BTreeMap<String, (u32, u64, u64)>> {

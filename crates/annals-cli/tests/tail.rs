@@ -12,13 +12,8 @@ use std::time::{Duration, Instant};
 use annals::{EventData, ExpectedVersion, Store};
 use serde_json::Value;
 
-fn annals(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_annals"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+mod common;
+use common::annals;
 
 fn lines(output: &Output) -> Vec<String> {
     assert_eq!(
