@@ -28,6 +28,7 @@ fn bench(c: &mut Criterion) {
             timestamp_us: 1_700_000_000_000_000,
             flags: 0,
             event_type: "Benchmarked",
+            tags: annals_segment::Tags::EMPTY,
             metadata: &[],
             data: &data[i],
         })

@@ -18,6 +18,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(one.as_ref(), Ok(record));
             let located = format::decode_event_at(frame, salt, header.position_first, header.position_first + i as u64);
             assert_eq!(located.as_ref(), Ok(record));
+            // A decoded record's tags passed the region check: bounded, each a
+            // non-empty string of at most TAG_BYTES_MAX bytes.
+            assert!(record.tags.len() <= format::TAGS_MAX);
+            assert!(record.tags.iter().all(|t| !t.is_empty() && t.len() <= format::TAG_BYTES_MAX));
         }
     }
     let _ = format::decode_event_in_frame(frame, offset, salt, word(16));

@@ -24,6 +24,7 @@ pub fn frame_bytes(n: usize, stream: &str, event_type: &str) -> usize {
             timestamp_us: 0,
             flags: 0,
             event_type,
+            tags: annals_segment::Tags::EMPTY,
             metadata: &[],
             data: &data,
         })

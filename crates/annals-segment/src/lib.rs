@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use clean::CLEAN_FILE_NAME;
 pub use error::{Error, Result};
 pub use evidence::{Evidence, EvidenceKind};
-pub use format::Record;
+pub use format::{Record, Tags};
 pub use identity::{DirKind, StoreId, IDENTITY_FILE_NAME};
 pub use prefix::PrefixPart;
 pub use read_only::{open_read_only, ReadOnlyLog};

@@ -4,8 +4,20 @@
 use annals_segment::format::{self, FramePlace, Record};
 use proptest::prelude::*;
 
-/// (stream, version, id, timestamp, flags, type, metadata, data)
-type Fields = (String, u64, [u8; 16], u64, u16, String, Vec<u8>, Vec<u8>);
+/// (stream, version, id, timestamp, flags, type, metadata, data, tags)
+type Fields = (String, u64, [u8; 16], u64, u16, String, Vec<u8>, Vec<u8>, std::collections::BTreeSet<String>);
+
+/// Each event's encoded tag region.
+fn tag_regions(events: &[Fields]) -> Vec<Vec<u8>> {
+    events
+        .iter()
+        .map(|e| {
+            let mut out = Vec::new();
+            format::encode_tags(&e.8.iter().collect::<Vec<_>>(), &mut out).unwrap();
+            out
+        })
+        .collect()
+}
 
 fn arb_owned() -> impl Strategy<Value = Fields> {
     (
@@ -17,6 +29,7 @@ fn arb_owned() -> impl Strategy<Value = Fields> {
         "[A-Za-z]{1,20}",
         proptest::collection::vec(any::<u8>(), 0..64),
         proptest::collection::vec(any::<u8>(), 0..512),
+        proptest::collection::btree_set("[a-z:0-9é]{1,20}", 0..4),
     )
 }
 
@@ -28,9 +41,10 @@ proptest! {
         offset in (8u64..1 << 30).prop_map(|o| o / 8 * 8),
         position_first in 0u64..1 << 50,
     ) {
-        let records: Vec<Record<'_>> = events.iter().map(|e| Record {
+        let regions = tag_regions(&events);
+        let records: Vec<Record<'_>> = events.iter().zip(&regions).map(|(e, tags)| Record {
             stream: &e.0, stream_version: e.1, id: e.2, timestamp_us: e.3, flags: e.4,
-            event_type: &e.5, metadata: &e.6, data: &e.7,
+            event_type: &e.5, tags: format::Tags::from_encoded(tags).unwrap(), metadata: &e.6, data: &e.7,
         }).collect();
         let mut buf = Vec::new();
         let place = FramePlace { salt, offset, position_first, synced_before: 64 };
@@ -42,6 +56,7 @@ proptest! {
         prop_assert_eq!(&decoded, &records);
         for (i, record) in records.iter().enumerate() {
             let position = position_first + i as u64;
+            prop_assert!(decoded[i].tags.iter().eq(events[i].8.iter().map(String::as_str)));
             let one = format::decode_event_in_frame(&buf, offset, salt, position).unwrap();
             prop_assert_eq!(&one, record);
             // Point reads locate the event through the offset table alone.
@@ -85,9 +100,10 @@ proptest! {
         events in proptest::collection::vec(arb_owned(), 1..5),
         bit in any::<prop::sample::Index>(),
     ) {
-        let records: Vec<Record<'_>> = events.iter().map(|e| Record {
+        let regions = tag_regions(&events);
+        let records: Vec<Record<'_>> = events.iter().zip(&regions).map(|(e, tags)| Record {
             stream: &e.0, stream_version: e.1, id: e.2, timestamp_us: e.3, flags: e.4,
-            event_type: &e.5, metadata: &e.6, data: &e.7,
+            event_type: &e.5, tags: format::Tags::from_encoded(tags).unwrap(), metadata: &e.6, data: &e.7,
         }).collect();
         let mut buf = Vec::new();
         let place = FramePlace { salt: 7, offset: 64, position_first: 0, synced_before: 64 };
@@ -123,6 +139,7 @@ fn limits_are_checked_before_encoding() {
         timestamp_us: 0,
         flags: 0,
         event_type: "T",
+        tags: annals_segment::Tags::EMPTY,
         metadata: &[],
         data: &[],
     };

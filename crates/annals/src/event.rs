@@ -84,6 +84,10 @@ pub struct EventData {
     pub data: Bytes,
     /// Free-form metadata.
     pub metadata: Bytes,
+    /// Tags (e.g. `student:42`): at most [`TAGS_MAX`](crate::TAGS_MAX),
+    /// each 1..=[`TAG_BYTES_MAX`](crate::TAG_BYTES_MAX) bytes, none twice.
+    /// What queries ([`Query`](crate::Query)) select events by.
+    pub tags: Vec<String>,
 }
 
 impl EventData {
@@ -95,6 +99,7 @@ impl EventData {
             event_type: event_type.into(),
             data: data.into(),
             metadata: Bytes::new(),
+            tags: Vec::new(),
         }
     }
 
@@ -107,6 +112,18 @@ impl EventData {
     /// Sets the metadata.
     pub fn with_metadata(mut self, metadata: impl Into<Bytes>) -> Self {
         self.metadata = metadata.into();
+        self
+    }
+
+    /// Sets the tags (checked when appended).
+    pub fn with_tags<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> Self {
+        self.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds one tag (checked when appended).
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
         self
     }
 }
@@ -128,6 +145,9 @@ pub struct RecordedEvent {
     pub data: Bytes,
     /// The metadata.
     pub metadata: Bytes,
+    /// Its tags, in the order they were given (none for events written
+    /// before tags existed).
+    pub tags: Vec<String>,
     /// Commit time, microseconds since the Unix epoch.
     pub timestamp_us: u64,
 }
@@ -169,6 +189,8 @@ pub struct EventRef<'a> {
     pub data: &'a [u8],
     /// The metadata.
     pub metadata: &'a [u8],
+    /// Its tags.
+    pub tags: annals_segment::Tags<'a>,
     /// Commit time, microseconds since the Unix epoch.
     pub timestamp_us: u64,
     /// The mapped segment the slices live in.
@@ -186,6 +208,7 @@ impl fmt::Debug for EventRef<'_> {
             .field("event_type", &self.event_type)
             .field("data", &Bytes::copy_from_slice(self.data))
             .field("metadata", &Bytes::copy_from_slice(self.metadata))
+            .field("tags", &self.tags.iter().collect::<Vec<_>>())
             .field("timestamp_us", &self.timestamp_us)
             .finish()
     }
@@ -202,6 +225,7 @@ impl<'a> EventRef<'a> {
             event_type: record.event_type,
             data: record.data,
             metadata: record.metadata,
+            tags: record.tags,
             timestamp_us: record.timestamp_us,
             owner,
         }
@@ -218,6 +242,7 @@ impl<'a> EventRef<'a> {
             event_type: self.event_type.to_owned(),
             data: annals_segment::share(self.owner, self.data),
             metadata: annals_segment::share(self.owner, self.metadata),
+            tags: self.tags.iter().map(str::to_owned).collect(),
             timestamp_us: self.timestamp_us,
         }
     }
@@ -242,6 +267,7 @@ mod tests {
             timestamp_us: 5,
             flags: 0,
             event_type: "Placed",
+            tags: annals_segment::Tags::EMPTY,
             metadata: &[],
             data: &segment[10..14],
         };

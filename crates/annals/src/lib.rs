@@ -53,6 +53,7 @@ mod write;
 pub use annals_index::Direction;
 pub use annals_segment::identity::probe as probe_dir;
 pub use annals_segment::storage;
+pub use annals_segment::format::{TagIter, Tags};
 pub use annals_segment::{DirKind, Evidence, EvidenceKind, StoreId};
 pub use backup::{BackupReport, BACKUP_INCOMPLETE_FILE_NAME};
 pub use error::{Error, Result};
@@ -87,5 +88,9 @@ pub(crate) const APPEND_LAST_FLAG: u16 = 1 << 2;
 pub const STREAM_BYTES_MAX: usize = annals_segment::format::STREAM_BYTES_MAX;
 /// Longest event type, in bytes.
 pub const EVENT_TYPE_BYTES_MAX: usize = annals_segment::format::EVENT_TYPE_BYTES_MAX;
+/// Most tags on one event.
+pub const TAGS_MAX: usize = annals_segment::format::TAGS_MAX;
+/// Longest tag, in bytes.
+pub const TAG_BYTES_MAX: usize = annals_segment::format::TAG_BYTES_MAX;
 /// Largest single event, in bytes (names, metadata and data included).
 pub const EVENT_BYTES_MAX: usize = annals_segment::format::EVENT_BYTES_MAX;

@@ -54,6 +54,8 @@ pub enum FrameFault {
     StreamNotUtf8,
     /// The event type is not UTF-8.
     TypeNotUtf8,
+    /// The tag region is not a valid list of tags (`tags.rs`).
+    TagsMalformed,
     /// The position asked for is not one of the frame's.
     PositionNotInFrame,
     /// The frame's bytes end before the position's offset table entry.
@@ -93,6 +95,7 @@ impl FrameFault {
             FrameFault::EventFieldLengths => "event field lengths do not add up",
             FrameFault::StreamNotUtf8 => "stream name is not UTF-8",
             FrameFault::TypeNotUtf8 => "event type is not UTF-8",
+            FrameFault::TagsMalformed => "event tags are malformed",
             FrameFault::PositionNotInFrame => "position not in this frame",
             FrameFault::TruncatedOffsetTable => "truncated event offset table",
             FrameFault::EventOffsetBelowEntry => {
@@ -129,6 +132,7 @@ mod tests {
             timestamp_us: 2,
             flags: 0,
             event_type: "t",
+            tags: crate::format::Tags::EMPTY,
             metadata: b"",
             data: b"d",
         };

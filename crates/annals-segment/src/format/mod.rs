@@ -7,12 +7,14 @@
 //!   [`decode_frame`]) and finding one event through its offset table
 //!   ([`locate_event`], [`decode_event_at`]).
 //! - `record.rs`: the event record ([`Record`], [`decode_record`]).
+//! - `tags.rs`: an event's tags ([`Tags`], [`encode_tags`], [`check_tags`]).
 //! - `fault.rs`: why bytes are not a valid frame or event ([`FrameFault`]).
 
 mod fault;
 mod frame;
 mod header;
 mod record;
+mod tags;
 
 pub use fault::FrameFault;
 pub use frame::{
@@ -21,6 +23,9 @@ pub use frame::{
 };
 pub use header::{HeaderError, SegmentHeader};
 pub use record::{decode_record, decode_record_of, Record};
+pub use tags::{
+    check_tag, check_tags, encode_tags, TagIter, Tags, TAGS_BYTES_MAX, TAGS_MAX, TAG_BYTES_MAX,
+};
 
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"ANNALSEG";

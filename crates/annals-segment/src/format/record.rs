@@ -13,11 +13,12 @@
 //! |  40 |    2 | flags (u16) |
 //! |  42 |    2 | stream_bytes (u16) |
 //! |  44 |    2 | type_bytes (u16) |
-//! |  46 |    2 | reserved, zero |
+//! |  46 |    2 | tags_bytes (u16): the tag region (`tags.rs`); zero before tags existed |
 //! |  48 |    4 | metadata_bytes (u32) |
 //! |  52 |    4 | data_bytes (u32) |
-//! |  56 |    … | stream (UTF-8), type (UTF-8), metadata, data |
+//! |  56 |    … | stream (UTF-8), type (UTF-8), tags, metadata, data |
 
+use super::tags::{check_tags, Tags, TAGS_BYTES_MAX};
 use super::{
     get_u16, get_u32, get_u64, le, put, FrameFault, EVENT_BYTES_MAX, EVENT_HEADER_BYTES,
     EVENT_TYPE_BYTES_MAX, STREAM_BYTES_MAX,
@@ -33,6 +34,7 @@ const EV_TIMESTAMP: usize = 32;
 const EV_FLAGS: usize = 40;
 const EV_STREAM_BYTES: usize = 42;
 const EV_TYPE_BYTES: usize = 44;
+const EV_TAGS_BYTES: usize = 46;
 const EV_METADATA_BYTES: usize = 48;
 const EV_DATA_BYTES: usize = 52;
 
@@ -53,6 +55,8 @@ pub struct Record<'a> {
     pub flags: u16,
     /// Event type (UTF-8, 1..=[`EVENT_TYPE_BYTES_MAX`] bytes).
     pub event_type: &'a str,
+    /// Tags ([`Tags::EMPTY`] for none).
+    pub tags: Tags<'a>,
     /// Metadata bytes.
     pub metadata: &'a [u8],
     /// Data bytes.
@@ -74,9 +78,15 @@ impl Record<'_> {
                 self.event_type.len()
             )));
         }
+        if self.tags.as_bytes().len() > TAGS_BYTES_MAX
+            || check_tags(self.tags.as_bytes()).is_err()
+        {
+            return Err(Error::Invalid("malformed tag region".into()));
+        }
         let total = EVENT_HEADER_BYTES
             .saturating_add(self.stream.len())
             .saturating_add(self.event_type.len())
+            .saturating_add(self.tags.as_bytes().len())
             .saturating_add(self.metadata.len())
             .saturating_add(self.data.len());
         if total > EVENT_BYTES_MAX {
@@ -110,12 +120,18 @@ impl Record<'_> {
         );
         put(
             head,
+            EV_TAGS_BYTES,
+            &(self.tags.as_bytes().len() as u16).to_le_bytes(),
+        );
+        put(
+            head,
             EV_METADATA_BYTES,
             &(self.metadata.len() as u32).to_le_bytes(),
         );
         put(head, EV_DATA_BYTES, &(self.data.len() as u32).to_le_bytes());
         out.extend_from_slice(self.stream.as_bytes());
         out.extend_from_slice(self.event_type.as_bytes());
+        out.extend_from_slice(self.tags.as_bytes());
         out.extend_from_slice(self.metadata);
         out.extend_from_slice(self.data);
         let crc = event_crc(salt, position, out.get(start + 4..).unwrap_or_default());
@@ -171,11 +187,13 @@ pub fn decode_record_of<'a>(
     }
     let stream_len = usize::from(get_u16(record, EV_STREAM_BYTES).unwrap_or(0));
     let type_len = usize::from(get_u16(record, EV_TYPE_BYTES).unwrap_or(0));
+    let tags_len = usize::from(get_u16(record, EV_TAGS_BYTES).unwrap_or(0));
     let metadata_len = get_u32(record, EV_METADATA_BYTES).unwrap_or(0) as usize;
     let data_len = get_u32(record, EV_DATA_BYTES).unwrap_or(0) as usize;
     let stream_end = EVENT_HEADER_BYTES + stream_len;
     let type_end = stream_end + type_len;
-    let metadata_end = type_end.saturating_add(metadata_len);
+    let tags_end = type_end + tags_len;
+    let metadata_end = tags_end.saturating_add(metadata_len);
     let data_end = metadata_end.saturating_add(data_len);
     if data_end != size {
         return Err(FrameFault::EventFieldLengths);
@@ -190,6 +208,7 @@ pub fn decode_record_of<'a>(
     };
     let event_type = std::str::from_utf8(record.get(stream_end..type_end).unwrap_or_default())
         .map_err(|_| FrameFault::TypeNotUtf8)?;
+    let tags = Tags::from_encoded(record.get(type_end..tags_end).unwrap_or_default())?;
     let record = Record {
         stream,
         stream_version: get_u64(record, EV_VERSION).unwrap_or(0),
@@ -197,7 +216,8 @@ pub fn decode_record_of<'a>(
         timestamp_us: get_u64(record, EV_TIMESTAMP).unwrap_or(0),
         flags: get_u16(record, EV_FLAGS).unwrap_or(0),
         event_type,
-        metadata: record.get(type_end..metadata_end).unwrap_or_default(),
+        tags,
+        metadata: record.get(tags_end..metadata_end).unwrap_or_default(),
         data: record.get(metadata_end..data_end).unwrap_or_default(),
     };
     Ok((Some(record), size))

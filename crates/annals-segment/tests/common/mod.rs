@@ -28,6 +28,7 @@ impl Owned {
             timestamp_us: self.timestamp_us,
             flags: self.flags,
             event_type: &self.event_type,
+            tags: annals_segment::Tags::EMPTY,
             metadata: &self.metadata,
             data: &self.data,
         }

@@ -54,12 +54,7 @@ impl Store {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<Result<AppendResult, WrongExpectedVersion>> {
-        let append = StreamAppend {
-            stream: stream.to_owned(),
-            expected,
-            events,
-            tombstone: false,
-        };
+        let append = StreamAppend::new(stream.to_owned(), expected, events, false);
         Ok(self
             .submit(vec![append])?
             .map(first_result)
@@ -75,12 +70,7 @@ impl Store {
     ) -> Result<Result<Vec<AppendResult>, MultiConflict>> {
         let appends = appends
             .into_iter()
-            .map(|(stream, expected, events)| StreamAppend {
-                stream,
-                expected,
-                events,
-                tombstone: false,
-            })
+            .map(|(stream, expected, events)| StreamAppend::new(stream, expected, events, false))
             .collect();
         Ok(self
             .submit(appends)?
@@ -95,20 +85,15 @@ impl Store {
         expected: ExpectedVersion,
     ) -> Result<Result<AppendResult, WrongExpectedVersion>> {
         let tombstone = EventData::new(TOMBSTONE_TYPE, bytes::Bytes::new());
-        let append = StreamAppend {
-            stream: stream.to_owned(),
-            expected,
-            events: vec![tombstone],
-            tombstone: true,
-        };
+        let append = StreamAppend::new(stream.to_owned(), expected, vec![tombstone], true);
         Ok(self
             .submit(vec![append])?
             .map(first_result)
             .map_err(|(_, conflict)| conflict))
     }
 
-    fn submit(&self, appends: Vec<StreamAppend>) -> Outcome {
-        self.validate(&appends)?;
+    fn submit(&self, mut appends: Vec<StreamAppend>) -> Outcome {
+        self.validate(&mut appends)?;
         let mut work = Work::Append(appends);
         for _ in 0..REPAIR_ATTEMPTS {
             match self.inner.pipeline()?.submit(work) {
@@ -161,22 +146,36 @@ impl Store {
     }
 
     /// Checks everything about an append that does not need the writer.
-    fn validate(&self, appends: &[StreamAppend]) -> Result<()> {
+    /// Encodes each event's tags into its append's tag regions.
+    fn validate(&self, appends: &mut [StreamAppend]) -> Result<()> {
         if appends.is_empty() {
             return Err(Error::InvalidInput(
                 "an append needs at least one stream".into(),
             ));
         }
+        for append in appends.iter_mut() {
+            let mut regions = Vec::with_capacity(append.events.len());
+            for event in &append.events {
+                let mut region = Vec::new();
+                if !event.tags.is_empty() {
+                    format::encode_tags(&event.tags, &mut region).map_err(|e| {
+                        Error::InvalidInput(format!("event {}: {}", event.id, invalid_text(e)))
+                    })?;
+                }
+                regions.push(region);
+            }
+            append.tag_regions = regions;
+        }
         let mut records = Vec::new();
         let mut ids = Vec::new();
-        for append in appends {
+        for append in appends.iter() {
             if append.events.is_empty() {
                 return Err(Error::InvalidInput(format!(
                     "append to {} has no events",
                     append.stream
                 )));
             }
-            for event in &append.events {
+            for (i, event) in append.events.iter().enumerate() {
                 ids.push(event.id);
                 if !append.tombstone && event.event_type.starts_with('$') {
                     return Err(Error::InvalidInput(format!(
@@ -191,6 +190,7 @@ impl Store {
                     timestamp_us: 0,
                     flags: 0,
                     event_type: &event.event_type,
+                    tags: append.tags(i),
                     metadata: &event.metadata,
                     data: &event.data,
                 });
@@ -212,6 +212,14 @@ impl Store {
             )));
         }
         Ok(())
+    }
+}
+
+/// The text of a segment-crate error, without its kind's prefix.
+fn invalid_text(error: annals_segment::Error) -> String {
+    match error {
+        annals_segment::Error::Invalid(text) => text,
+        other => other.to_string(),
     }
 }
 

@@ -90,6 +90,7 @@ impl Writer {
                         timestamp_us,
                         flags: if append.tombstone { TOMBSTONE_FLAG } else { 0 },
                         event_type: &event.event_type,
+                        tags: append.tags(i),
                         metadata: &event.metadata,
                         data: &event.data,
                     });

@@ -43,6 +43,35 @@ pub(crate) struct StreamAppend {
     pub(crate) expected: ExpectedVersion,
     pub(crate) events: Vec<EventData>,
     pub(crate) tombstone: bool,
+    /// Each event's encoded tag region, filled in when the append is
+    /// validated (empty until then, and for events without tags).
+    pub(crate) tag_regions: Vec<Vec<u8>>,
+}
+
+impl StreamAppend {
+    /// An append of `events` to `stream`, not yet validated.
+    pub(crate) fn new(
+        stream: String,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        tombstone: bool,
+    ) -> Self {
+        StreamAppend {
+            stream,
+            expected,
+            events,
+            tombstone,
+            tag_regions: Vec::new(),
+        }
+    }
+
+    /// The tags of event `i`, as validation encoded them.
+    pub(crate) fn tags(&self, i: usize) -> annals_segment::Tags<'_> {
+        self.tag_regions
+            .get(i)
+            .and_then(|region| annals_segment::Tags::from_encoded(region).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// A rejected append: which of its streams failed, and how.

@@ -1,0 +1,193 @@
+//! An event's tags as a record stores them: a packed list of short UTF-8
+//! strings ([`Tags`]), with encoding ([`encode_tags`]) and the check a
+//! decoder runs before trusting them ([`check_tags`]).
+//!
+//! Layout of the tag region (`tags_bytes` bytes, between the event type and
+//! the metadata): for each tag, its length (u8, 1..=[`TAG_BYTES_MAX`]) and
+//! then its UTF-8 bytes; at most [`TAGS_MAX`] tags, no tag twice. An event
+//! without tags has an empty region (`tags_bytes` = 0, what every record
+//! written before tags existed holds in that field).
+
+use super::FrameFault;
+use crate::error::{Error, Result};
+
+/// Most tags on one event.
+pub const TAGS_MAX: usize = 16;
+/// Longest tag, in bytes.
+pub const TAG_BYTES_MAX: usize = 128;
+/// Largest tag region of one record.
+pub const TAGS_BYTES_MAX: usize = TAGS_MAX * (1 + TAG_BYTES_MAX);
+
+const _: () = assert!(TAG_BYTES_MAX <= u8::MAX as usize);
+const _: () = assert!(TAGS_BYTES_MAX <= u16::MAX as usize);
+
+/// The tags of one record: its encoded tag region, already checked (by
+/// [`check_tags`] on the read side, [`encode_tags`] on the write side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tags<'a>(&'a [u8]);
+
+impl<'a> Tags<'a> {
+    /// No tags.
+    pub const EMPTY: Tags<'static> = Tags(&[]);
+
+    /// Tags from an encoded region; `Err` if it is not a valid one.
+    pub fn from_encoded(bytes: &'a [u8]) -> Result<Self, FrameFault> {
+        check_tags(bytes)?;
+        Ok(Tags(bytes))
+    }
+
+    /// The encoded region.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// The tags, in the order they were given.
+    pub fn iter(&self) -> TagIter<'a> {
+        TagIter(self.0)
+    }
+
+    /// Whether `tag` is one of them.
+    pub fn contains(&self, tag: &str) -> bool {
+        self.iter().any(|t| t == tag)
+    }
+}
+
+/// Iterator over [`Tags`].
+#[derive(Debug, Clone)]
+pub struct TagIter<'a>(&'a [u8]);
+
+impl<'a> Iterator for TagIter<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let (&len, rest) = self.0.split_first()?;
+        let len = usize::from(len);
+        let (tag, rest) = (rest.get(..len)?, rest.get(len..)?);
+        self.0 = rest;
+        // Checked UTF-8 when the region was accepted; a region that is not
+        // (impossible through this module) ends the iteration.
+        std::str::from_utf8(tag).ok()
+    }
+}
+
+/// Checks one tag given by a caller.
+pub fn check_tag(tag: &str) -> Result<()> {
+    if tag.is_empty() || tag.len() > TAG_BYTES_MAX {
+        return Err(Error::Invalid(format!(
+            "tag must be 1..={TAG_BYTES_MAX} bytes, got {}",
+            tag.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Appends the tag region of `tags` to `out`: each checked (length), at
+/// most [`TAGS_MAX`] of them, none twice. Nothing is appended on `Err`.
+pub fn encode_tags<S: AsRef<str>>(tags: &[S], out: &mut Vec<u8>) -> Result<()> {
+    if tags.len() > TAGS_MAX {
+        return Err(Error::Invalid(format!(
+            "an event has at most {TAGS_MAX} tags, got {}",
+            tags.len()
+        )));
+    }
+    for (i, tag) in tags.iter().enumerate() {
+        let tag = tag.as_ref();
+        check_tag(tag)?;
+        if tags.iter().take(i).any(|t| t.as_ref() == tag) {
+            return Err(Error::Invalid(format!("tag {tag:?} appears twice")));
+        }
+    }
+    for tag in tags {
+        let tag = tag.as_ref();
+        out.push(tag.len() as u8);
+        out.extend_from_slice(tag.as_bytes());
+    }
+    Ok(())
+}
+
+/// Checks a tag region read from disk: lengths in range and filling it
+/// exactly, UTF-8, at most [`TAGS_MAX`] tags, none twice.
+pub fn check_tags(bytes: &[u8]) -> Result<(), FrameFault> {
+    if bytes.len() > TAGS_BYTES_MAX {
+        return Err(FrameFault::TagsMalformed);
+    }
+    let mut rest = bytes;
+    let mut seen: [&[u8]; TAGS_MAX] = [&[]; TAGS_MAX];
+    let mut count = 0usize;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len);
+        if len == 0 || len > TAG_BYTES_MAX || count >= TAGS_MAX {
+            return Err(FrameFault::TagsMalformed);
+        }
+        let tag = tail.get(..len).ok_or(FrameFault::TagsMalformed)?;
+        if std::str::from_utf8(tag).is_err() || seen.iter().take(count).any(|t| *t == tag) {
+            return Err(FrameFault::TagsMalformed);
+        }
+        if let Some(slot) = seen.get_mut(count) {
+            *slot = tag;
+        }
+        count += 1;
+        rest = tail.get(len..).unwrap_or_default();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_round_trip_through_their_region() {
+        let mut out = Vec::new();
+        encode_tags(&["student:42", "course:7"], &mut out).unwrap();
+        let tags = Tags::from_encoded(&out).unwrap();
+        assert_eq!(tags.iter().collect::<Vec<_>>(), ["student:42", "course:7"]);
+        assert_eq!(tags.len(), 2);
+        assert!(tags.contains("course:7") && !tags.contains("course:8"));
+        assert!(Tags::EMPTY.is_empty() && Tags::EMPTY.iter().next().is_none());
+    }
+
+    #[test]
+    fn bad_tags_are_refused_and_append_nothing() {
+        let long = "x".repeat(TAG_BYTES_MAX + 1);
+        let many: Vec<String> = (0..=TAGS_MAX).map(|i| format!("t{i}")).collect();
+        for bad in [vec![""], vec![long.as_str()], vec!["a", "a"]] {
+            let mut out = vec![9];
+            assert!(encode_tags(&bad, &mut out).is_err(), "{bad:?}");
+            assert_eq!(out, [9]);
+        }
+        assert!(encode_tags(&many, &mut Vec::new()).is_err());
+        let max: Vec<String> = (0..TAGS_MAX).map(|i| format!("{i:0>128}")).collect();
+        let mut out = Vec::new();
+        encode_tags(&max, &mut out).unwrap();
+        assert_eq!(out.len(), TAGS_BYTES_MAX);
+        assert!(check_tags(&out).is_ok());
+    }
+
+    #[test]
+    fn malformed_regions_are_faults() {
+        for bad in [
+            &[0u8][..],          // empty tag
+            &[3, b'a', b'b'][..], // runs past the region
+            &[1, 0xff][..],      // not UTF-8
+            &[1, b'a', 1, b'a'][..], // twice
+        ] {
+            assert_eq!(check_tags(bad), Err(FrameFault::TagsMalformed), "{bad:?}");
+        }
+        let mut seventeen = Vec::new();
+        for i in 0..=TAGS_MAX {
+            seventeen.extend_from_slice(&[2, b't', b'a' + i as u8]);
+        }
+        assert_eq!(check_tags(&seventeen), Err(FrameFault::TagsMalformed));
+    }
+}
