@@ -37,6 +37,7 @@
 )]
 
 mod backup;
+mod dcb;
 mod error;
 mod event;
 mod expected;
@@ -56,6 +57,10 @@ pub use annals_segment::storage;
 pub use annals_segment::format::{TagIter, Tags};
 pub use annals_segment::{DirKind, Evidence, EvidenceKind, StoreId};
 pub use backup::{BackupReport, BACKUP_INCOMPLETE_FILE_NAME};
+pub use dcb::{
+    AppendCondition, AppendRejected, ConditionFailed, Query, QueryItem, QueryRead,
+    QUERY_ITEMS_MAX, QUERY_ITEM_TERMS_MAX,
+};
 pub use error::{Error, Result};
 pub use event::{EventData, EventId, EventRef, ParseEventIdError, RecordedEvent};
 pub use expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};

@@ -9,7 +9,8 @@ use super::Store;
 use crate::error::{Error, Result};
 use crate::event::EventData;
 use crate::expected::{ExpectedVersion, WrongExpectedVersion};
-use crate::write::{Answer, Outcome, StreamAppend, Work};
+use crate::dcb::AppendCondition;
+use crate::write::{Answer, Conflict, Outcome, StreamAppend, Work};
 use crate::TOMBSTONE_TYPE;
 
 /// What an append wrote to one stream.
@@ -55,10 +56,10 @@ impl Store {
         events: Vec<EventData>,
     ) -> Result<Result<AppendResult, WrongExpectedVersion>> {
         let append = StreamAppend::new(stream.to_owned(), expected, events, false);
-        Ok(self
-            .submit(vec![append])?
-            .map(first_result)
-            .map_err(|(_, conflict)| conflict))
+        match self.submit(vec![append], None)? {
+            Ok(results) => Ok(Ok(first_result(results))),
+            Err(conflict) => Ok(Err(expected_only(conflict)?.conflict)),
+        }
     }
 
     /// Appends to several streams atomically: one frame, one fsync. Either
@@ -72,9 +73,10 @@ impl Store {
             .into_iter()
             .map(|(stream, expected, events)| StreamAppend::new(stream, expected, events, false))
             .collect();
-        Ok(self
-            .submit(appends)?
-            .map_err(|(index, conflict)| MultiConflict { index, conflict }))
+        match self.submit(appends, None)? {
+            Ok(results) => Ok(Ok(results)),
+            Err(conflict) => Ok(Err(expected_only(conflict)?)),
+        }
     }
 
     /// Deletes `stream` for good: writes a tombstone (visible in the global
@@ -86,15 +88,24 @@ impl Store {
     ) -> Result<Result<AppendResult, WrongExpectedVersion>> {
         let tombstone = EventData::new(TOMBSTONE_TYPE, bytes::Bytes::new());
         let append = StreamAppend::new(stream.to_owned(), expected, vec![tombstone], true);
-        Ok(self
-            .submit(vec![append])?
-            .map(first_result)
-            .map_err(|(_, conflict)| conflict))
+        match self.submit(vec![append], None)? {
+            Ok(results) => Ok(Ok(first_result(results))),
+            Err(conflict) => Ok(Err(expected_only(conflict)?.conflict)),
+        }
     }
 
-    fn submit(&self, mut appends: Vec<StreamAppend>) -> Outcome {
+    /// Validates an append (and its condition) and has the write path
+    /// decide and write it.
+    pub(crate) fn submit(
+        &self,
+        mut appends: Vec<StreamAppend>,
+        condition: Option<AppendCondition>,
+    ) -> Outcome {
         self.validate(&mut appends)?;
-        let mut work = Work::Append(appends);
+        if let Some(condition) = &condition {
+            condition.fail_if_events_match.validate()?;
+        }
+        let mut work = Work::Append(appends, condition.map(Box::new));
         for _ in 0..REPAIR_ATTEMPTS {
             match self.inner.pipeline()?.submit(work) {
                 Answer::Append(outcome) => return outcome,
@@ -220,6 +231,16 @@ fn invalid_text(error: annals_segment::Error) -> String {
     match error {
         annals_segment::Error::Invalid(text) => text,
         other => other.to_string(),
+    }
+}
+
+/// The expected-version conflict of an append that has no condition.
+pub(crate) fn expected_only(conflict: Conflict) -> Result<MultiConflict> {
+    match conflict {
+        Conflict::Expected(index, conflict) => Ok(MultiConflict { index, conflict }),
+        Conflict::Condition(_) => Err(Error::Internal(
+            "an append without a condition failed one".into(),
+        )),
     }
 }
 

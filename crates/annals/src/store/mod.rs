@@ -19,6 +19,7 @@ mod read;
 mod read_all;
 mod read_only;
 
+pub(crate) use append::expected_only;
 pub use append::{AppendResult, MultiConflict};
 pub use inspect::{Stats, VerifyReport, WriteStats};
 

@@ -71,11 +71,11 @@ impl Writer {
         if let Some(cause) = self.index.backlog() {
             return self.refuse_appends(group, &cause);
         }
-        let decisions = decide(&self.index, &self.reader, group);
+        let decisions = decide(&self.index, &self.reader, group, self.log.position_next());
         let timestamp_us = now_us();
         let mut batches: Vec<Vec<Record<'_>>> = Vec::new();
         for (request, decision) in group.iter().zip(&decisions) {
-            let (Work::Append(appends), Decision::Accept(first_versions)) =
+            let (Work::Append(appends, _), Decision::Accept(first_versions)) =
                 (&request.work, decision)
             else {
                 continue;
@@ -156,7 +156,7 @@ impl Writer {
         Ok(group
             .iter()
             .map(|r| match r.work {
-                Work::Append(_) => Answer::Append(Err(Error::IndexBacklog(cause.to_owned()))),
+                Work::Append(..) => Answer::Append(Err(Error::IndexBacklog(cause.to_owned()))),
                 Work::Flush => Answer::Flush(Ok(())),
             })
             .collect())
@@ -177,7 +177,7 @@ fn apply(
     let mut firsts = firsts.into_iter();
     let mut offsets = offsets;
     for (request, decision) in group.iter().zip(decisions) {
-        let Work::Append(appends) = &request.work else {
+        let Work::Append(appends, _) = &request.work else {
             results.push(Answer::Flush(Ok(())));
             continue;
         };
@@ -256,7 +256,7 @@ fn apply(
 
 fn error_answer(work: &Work, error: Error) -> Answer {
     match work {
-        Work::Append(_) => Answer::Append(Err(error)),
+        Work::Append(..) => Answer::Append(Err(error)),
         Work::Flush => Answer::Flush(Err(error)),
     }
 }

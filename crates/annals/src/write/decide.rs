@@ -8,6 +8,7 @@ use annals_index::IdHash;
 use annals_segment::LogReader;
 
 use super::{Conflict, Request, StreamAppend, Work};
+use crate::dcb::{lookup, AppendCondition};
 use crate::error::Error;
 use crate::expected::{CurrentVersion, WrongExpectedVersion};
 use crate::index::Index;
@@ -36,17 +37,28 @@ pub(super) enum Decision {
 /// whose expectation is now stale is still the same append), then each
 /// expectation is checked against the index plus earlier accepted requests
 /// of the group: two requests that both expect version N cannot both win.
-pub(super) fn decide(index: &Index, reader: &LogReader, group: &[Request]) -> Vec<Decision> {
+/// Likewise an append condition counts the events accepted before it in the
+/// group (they will sit from `position_next` on, in order): two requests
+/// that both saw no matching event cannot both write one.
+pub(super) fn decide(
+    index: &Index,
+    reader: &LogReader,
+    group: &[Request],
+    position_next: u64,
+) -> Vec<Decision> {
     let mut overlay: HashMap<&str, CurrentVersion> = HashMap::new();
+    // Requests accepted so far, with the position of their first event.
+    let mut accepted: Vec<(u64, &[StreamAppend])> = Vec::new();
+    let mut next = position_next;
     let mut group_ids: HashMap<[u8; 16], usize, IdHash> = HashMap::default();
     // A retry inside the group needs an earlier append in it to repeat.
     let appends_in_group = group
         .iter()
-        .filter(|r| matches!(r.work, Work::Append(_)))
+        .filter(|r| matches!(r.work, Work::Append(..)))
         .count();
     let mut decisions = Vec::with_capacity(group.len());
     for (r, request) in group.iter().enumerate() {
-        let Work::Append(appends) = &request.work else {
+        let Work::Append(appends, condition) = &request.work else {
             decisions.push(Decision::Flush);
             continue;
         };
@@ -68,7 +80,22 @@ pub(super) fn decide(index: &Index, reader: &LogReader, group: &[Request]) -> Ve
                 continue;
             }
         };
+        let decision = match (decision, condition) {
+            (Ok(staged), Some(condition)) => {
+                match check_condition(reader, condition, &accepted, position_next) {
+                    Ok(None) => Ok(staged),
+                    Ok(Some(position)) => Err(Conflict::Condition(position)),
+                    Err(error) => {
+                        decisions.push(invalid_or_repair(index, error));
+                        continue;
+                    }
+                }
+            }
+            (decision, _) => decision,
+        };
         if let Ok((_, staged)) = &decision {
+            accepted.push((next, appends.as_slice()));
+            next += appends.iter().map(|a| a.events.len() as u64).sum::<u64>();
             overlay.extend(staged.iter().map(|(s, v)| (*s, *v)));
             if appends_in_group > 1 {
                 for append in appends {
@@ -122,7 +149,7 @@ fn check_expectations<'a>(
             None => CurrentVersion::from_state(index.state_unrepaired(stream)?),
         };
         if !current.satisfies(append.expected) {
-            return Ok(Err((
+            return Ok(Err(Conflict::Expected(
                 i,
                 WrongExpectedVersion {
                     stream: append.stream.clone(),
@@ -142,6 +169,42 @@ fn check_expectations<'a>(
         firsts.push(first);
     }
     Ok(Ok((firsts, staged)))
+}
+
+/// The first position above the condition's `after` holding an event that
+/// matches its query: among the stored events (the log up to
+/// `position_next`), then among those accepted earlier in the group.
+fn check_condition(
+    reader: &LogReader,
+    condition: &AppendCondition,
+    accepted: &[(u64, &[StreamAppend])],
+    position_next: u64,
+) -> Result<Option<u64>, Error> {
+    let query = &condition.fail_if_events_match;
+    let from = match condition.after {
+        None => 0,
+        Some(after) => match after.checked_add(1) {
+            Some(from) => from,
+            None => return Ok(None),
+        },
+    };
+    if from < position_next {
+        if let Some(position) = lookup::first_match(reader, query, from)? {
+            return Ok(Some(position));
+        }
+    }
+    for &(first, appends) in accepted {
+        let mut position = first;
+        for append in appends {
+            for (i, event) in append.events.iter().enumerate() {
+                if position >= from && query.matches(&event.event_type, append.tags(i)) {
+                    return Ok(Some(position));
+                }
+                position += 1;
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Whether the request repeats an append already stored (or earlier in the
@@ -181,7 +244,7 @@ fn find_retry(
             Some((
                 earlier,
                 Request {
-                    work: Work::Append(original),
+                    work: Work::Append(original, _),
                     ..
                 },
             )) if same_shape(original, appends) => Decision::DuplicateOf(earlier),

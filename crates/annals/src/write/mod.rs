@@ -28,6 +28,7 @@ mod commit;
 mod decide;
 mod pipeline;
 
+use crate::dcb::AppendCondition;
 use crate::error::Result;
 use crate::event::EventData;
 use crate::expected::{ExpectedVersion, WrongExpectedVersion};
@@ -74,16 +75,24 @@ impl StreamAppend {
     }
 }
 
-/// A rejected append: which of its streams failed, and how.
-pub(crate) type Conflict = (usize, WrongExpectedVersion);
+/// A rejected append: which of its streams failed, and how, or the
+/// position of an event matching its condition.
+#[derive(Debug)]
+pub(crate) enum Conflict {
+    /// Stream `.0` was not at its expected version.
+    Expected(usize, WrongExpectedVersion),
+    /// The event at this position matches the append's condition.
+    Condition(u64),
+}
 
 /// What an append is answered.
 pub(crate) type Outcome = Result<Result<Vec<AppendResult>, Conflict>>;
 
 /// Work for the write path.
 pub(crate) enum Work {
-    /// Append, atomically, to one or more streams.
-    Append(Vec<StreamAppend>),
+    /// Append, atomically, to one or more streams; only if no event
+    /// matches the condition, when there is one.
+    Append(Vec<StreamAppend>, Option<Box<AppendCondition>>),
     /// Make everything appended so far durable.
     Flush,
 }
