@@ -70,7 +70,8 @@ pub fn parse_expected(text: &str) -> Result<ExpectedVersion, Failure> {
     }
 }
 
-fn print_line(line: &str) -> Result<(), Failure> {
+/// Prints one line to stdout.
+pub fn print_line(line: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}").map_err(|e| Failure::error(format!("stdout: {e}")))
 }
@@ -81,8 +82,13 @@ pub fn append(
     stream: &str,
     expected: &str,
     one: Option<(String, String)>,
+    condition: Option<&str>,
 ) -> Result<(), Failure> {
     let expected = parse_expected(expected)?;
+    if let Some(condition) = condition {
+        // Bad input is refused before stdin is read.
+        crate::query::parse_condition(condition)?;
+    }
     let events = match one {
         Some((event_type, data)) => {
             let value: serde_json::Value = serde_json::from_str(&data)
@@ -95,6 +101,9 @@ pub fn append(
         return Err(Failure::usage(
             "no events: give --type and --data, or JSON lines on stdin",
         ));
+    }
+    if let Some(condition) = condition {
+        return crate::query::append(dir, stream, expected, events, condition);
     }
     let store = open(dir, true)?;
     match store.append(stream, expected, events)? {

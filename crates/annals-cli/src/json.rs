@@ -28,6 +28,21 @@ pub fn event_from_line(line: &str, number: usize) -> Result<EventData, Failure> 
         None | Some(Value::Null) => {}
         Some(metadata) => event = event.with_metadata(to_bytes(metadata)),
     }
+    match object.get("tags") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(tags)) => {
+            let tags: Option<Vec<&str>> = tags.iter().map(Value::as_str).collect();
+            let tags = tags.ok_or_else(|| {
+                Failure::usage(format!("line {number}: \"tags\" must be strings"))
+            })?;
+            event = event.with_tags(tags);
+        }
+        Some(_) => {
+            return Err(Failure::usage(format!(
+                "line {number}: \"tags\" must be an array of strings"
+            )))
+        }
+    }
     match object.get("id") {
         None | Some(Value::Null) => {}
         Some(Value::String(id)) => {
@@ -69,6 +84,9 @@ pub fn event_line(event: &RecordedEvent) -> String {
     object.insert("type".into(), json!(event.event_type));
     object.insert("data".into(), from_bytes(&event.data));
     object.insert("metadata".into(), from_bytes(&event.metadata));
+    if !event.tags.is_empty() {
+        object.insert("tags".into(), json!(event.tags));
+    }
     object.insert("timestamp".into(), json!(rfc3339_us(event.timestamp_us)));
     Value::Object(object).to_string()
 }

@@ -2,7 +2,8 @@
 //!
 //! Output and exit codes are a contract scripts rely on:
 //! 0 success · 1 other errors · 2 bad usage or bad input ·
-//! 3 wrong expected version (message naming expected and actual on stderr).
+//! 3 wrong expected version (message naming expected and actual on stderr)
+//! or a failed append condition (message naming the matching position).
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,7 @@ mod commands;
 mod demo;
 mod json;
 mod meta;
+mod query;
 mod snapshot;
 mod soft_delete;
 mod store_dir;
@@ -63,6 +65,26 @@ enum Command {
         /// Event data as JSON (with --type).
         #[arg(long, requires = "event_type")]
         data: Option<String>,
+        /// Append only if no event matching this query was written after
+        /// "after": {"items":[{"types":[...],"tags":[...]}],"after":P}.
+        /// A failed condition exits 3 naming the matching position.
+        #[arg(long)]
+        condition: Option<String>,
+    },
+    /// Print the events a query matches as JSON lines, in position order:
+    /// JSON is {"items":[{"types":[...],"tags":[...]}]} (items OR'ed; an
+    /// item matches one of its types, or any if none, and all its tags).
+    Query {
+        /// Store directory.
+        dir: PathBuf,
+        /// The query.
+        query: String,
+        /// First position to read.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Most events to print.
+        #[arg(long)]
+        max: Option<usize>,
     },
     /// Print a stream's events as JSON lines.
     Read {
@@ -334,7 +356,20 @@ fn main() -> ExitCode {
             expected,
             event_type,
             data,
-        } => commands::append(&dir, &stream, &expected, event_type.zip(data)),
+            condition,
+        } => commands::append(
+            &dir,
+            &stream,
+            &expected,
+            event_type.zip(data),
+            condition.as_deref(),
+        ),
+        Command::Query {
+            dir,
+            query,
+            from,
+            max,
+        } => query::run(&dir, &query, from, max),
         Command::Read {
             dir,
             stream,

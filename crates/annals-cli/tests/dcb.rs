@@ -1,0 +1,125 @@
+//! Property: the CLI's DCB contract as issue 22 writes it — `"tags"` in
+//! stdin JSON lines and in the printed events, `annals query DIR JSON
+//! [--from P] [--max N]`, `annals append … --condition JSON` exiting 3 with
+//! the conflicting position on stderr, malformed queries exiting 2.
+//! Method: run the built binary.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_annals"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // A command that refuses its arguments may exit before reading stdin.
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn lines(output: &Output) -> Vec<Value> {
+    String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().unwrap()
+}
+
+#[test]
+fn tags_query_and_conditional_append_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let store = store.to_str().unwrap();
+    let input = concat!(
+        r#"{"type":"StudentSubscribed","data":{},"tags":["student:1","course:7"]}"#,
+        "\n",
+        r#"{"type":"CourseDefined","data":{"cap":2},"tags":["course:7"]}"#,
+        "\n",
+        r#"{"type":"StudentSubscribed","data":{},"tags":["student:2","course:8"]}"#,
+        "\n",
+    );
+    let out = run(&["append", store, "s-1"], input);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+
+    let q = r#"{"items":[{"types":["StudentSubscribed"],"tags":["course:7"]}]}"#;
+    let out = run(&["query", store, q], "");
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let found = lines(&out);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["position"], 0);
+    assert_eq!(found[0]["tags"], serde_json::json!(["student:1", "course:7"]));
+
+    let any_course = r#"{"items":[{"tags":["course:7"]},{"tags":["course:8"]}]}"#;
+    let positions = |args: &[&str]| -> Vec<u64> {
+        let out = run(args, "");
+        assert_eq!(code(&out), 0);
+        lines(&out).iter().map(|e| e["position"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(positions(&["query", store, any_course]), [0, 1, 2]);
+    assert_eq!(positions(&["query", store, any_course, "--from", "1"]), [1, 2]);
+    assert_eq!(positions(&["query", store, any_course, "--max", "2"]), [0, 1]);
+    let all = run(&["all", store], "");
+    assert_eq!(lines(&all)[1]["tags"], serde_json::json!(["course:7"]));
+
+    let event = r#"{"type":"StudentSubscribed","data":{},"tags":["student:3","course:7"]}"#;
+    let condition = r#"{"items":[{"types":["StudentSubscribed"],"tags":["course:7"]}],"after":-1}"#;
+    let out = run(&["append", store, "s-3", "--condition", condition], event);
+    assert_eq!(code(&out), 2, "a negative position is bad input");
+    let condition = r#"{"items":[{"types":["StudentSubscribed"],"tags":["course:7"]}]}"#;
+    let out = run(&["append", store, "s-3", "--condition", condition], event);
+    assert_eq!(code(&out), 3);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("position 0"), "{stderr}");
+    let condition = r#"{"items":[{"types":["StudentSubscribed"],"tags":["course:7"]}],"after":0}"#;
+    let out = run(&["append", store, "s-3", "--condition", condition], event);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lines(&out)[0]["first_position"], 3);
+    // The condition and an expected version together: the version fails.
+    let out = run(
+        &["append", store, "s-3", "--expected", "no-stream", "--condition", condition, "--type", "X", "--data", "{}"],
+        "",
+    );
+    assert_eq!(code(&out), 3);
+    assert_eq!(positions(&["all", store]).len(), 4, "the failed appends wrote nothing");
+}
+
+#[test]
+fn malformed_queries_and_tags_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let store = store.to_str().unwrap();
+    let out = run(&["append", store, "s", "--type", "E", "--data", "{}"], "");
+    assert_eq!(code(&out), 0);
+    for bad in [
+        "",
+        "not json",
+        "[]",
+        r#"{"items":{}}"#,
+        r#"{"items":[{"tags":"x"}]}"#,
+        r#"{"items":[{"tags":[1]}]}"#,
+        r#"{"items":[{"tags":[""]}]}"#,
+        r#"{"items":[{"colour":["red"]}]}"#,
+        r#"{"items":[],"after":3}"#,
+    ] {
+        let out = run(&["query", store, bad], "");
+        assert_eq!(code(&out), 2, "{bad}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = run(&["append", store, "s", "--condition", bad, "--type", "E", "--data", "{}"], "");
+        let want = if bad.contains("after") { 0 } else { 2 };
+        assert_eq!(code(&out), want, "condition {bad}");
+    }
+    for bad_line in [r#"{"type":"E","tags":"x"}"#, r#"{"type":"E","tags":[""]}"#, r#"{"type":"E","tags":["a","a"]}"#] {
+        let out = run(&["append", store, "s"], bad_line);
+        assert_eq!(code(&out), 2, "{bad_line}");
+    }
+}
