@@ -56,10 +56,14 @@ fn query_of(object: &Map<String, Value>, what: &str, keys: &[&str]) -> Result<Qu
     let mut query = Query::default();
     for (i, item) in items.iter().enumerate() {
         let Value::Object(item) = item else {
-            return Err(Failure::usage(format!("{what}: item {i} must be an object")));
+            return Err(Failure::usage(format!(
+                "{what}: item {i} must be an object"
+            )));
         };
         if let Some(key) = item.keys().find(|k| *k != "types" && *k != "tags") {
-            return Err(Failure::usage(format!("{what}: item {i}: unknown key {key:?}")));
+            return Err(Failure::usage(format!(
+                "{what}: item {i}: unknown key {key:?}"
+            )));
         }
         let strings = |key: &str| -> Result<Vec<String>, Failure> {
             match item.get(key) {
@@ -76,9 +80,11 @@ fn query_of(object: &Map<String, Value>, what: &str, keys: &[&str]) -> Result<Qu
                 ))),
             }
         };
-        query
-            .items
-            .push(QueryItem::new().types(strings("types")?).tags(strings("tags")?));
+        query.items.push(
+            QueryItem::new()
+                .types(strings("types")?)
+                .tags(strings("tags")?),
+        );
     }
     query
         .validate()

@@ -58,17 +58,29 @@ fn tags_query_and_conditional_append_through_the_cli() {
     let found = lines(&out);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["position"], 0);
-    assert_eq!(found[0]["tags"], serde_json::json!(["student:1", "course:7"]));
+    assert_eq!(
+        found[0]["tags"],
+        serde_json::json!(["student:1", "course:7"])
+    );
 
     let any_course = r#"{"items":[{"tags":["course:7"]},{"tags":["course:8"]}]}"#;
     let positions = |args: &[&str]| -> Vec<u64> {
         let out = run(args, "");
         assert_eq!(code(&out), 0);
-        lines(&out).iter().map(|e| e["position"].as_u64().unwrap()).collect()
+        lines(&out)
+            .iter()
+            .map(|e| e["position"].as_u64().unwrap())
+            .collect()
     };
     assert_eq!(positions(&["query", store, any_course]), [0, 1, 2]);
-    assert_eq!(positions(&["query", store, any_course, "--from", "1"]), [1, 2]);
-    assert_eq!(positions(&["query", store, any_course, "--max", "2"]), [0, 1]);
+    assert_eq!(
+        positions(&["query", store, any_course, "--from", "1"]),
+        [1, 2]
+    );
+    assert_eq!(
+        positions(&["query", store, any_course, "--max", "2"]),
+        [0, 1]
+    );
     let all = run(&["all", store], "");
     assert_eq!(lines(&all)[1]["tags"], serde_json::json!(["course:7"]));
 
@@ -87,11 +99,27 @@ fn tags_query_and_conditional_append_through_the_cli() {
     assert_eq!(lines(&out)[0]["first_position"], 3);
     // The condition and an expected version together: the version fails.
     let out = run(
-        &["append", store, "s-3", "--expected", "no-stream", "--condition", condition, "--type", "X", "--data", "{}"],
+        &[
+            "append",
+            store,
+            "s-3",
+            "--expected",
+            "no-stream",
+            "--condition",
+            condition,
+            "--type",
+            "X",
+            "--data",
+            "{}",
+        ],
         "",
     );
     assert_eq!(code(&out), 3);
-    assert_eq!(positions(&["all", store]).len(), 4, "the failed appends wrote nothing");
+    assert_eq!(
+        positions(&["all", store]).len(),
+        4,
+        "the failed appends wrote nothing"
+    );
 }
 
 #[test]
@@ -113,12 +141,34 @@ fn malformed_queries_and_tags_exit_2() {
         r#"{"items":[],"after":3}"#,
     ] {
         let out = run(&["query", store, bad], "");
-        assert_eq!(code(&out), 2, "{bad}: {}", String::from_utf8_lossy(&out.stderr));
-        let out = run(&["append", store, "s", "--condition", bad, "--type", "E", "--data", "{}"], "");
+        assert_eq!(
+            code(&out),
+            2,
+            "{bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run(
+            &[
+                "append",
+                store,
+                "s",
+                "--condition",
+                bad,
+                "--type",
+                "E",
+                "--data",
+                "{}",
+            ],
+            "",
+        );
         let want = if bad.contains("after") { 0 } else { 2 };
         assert_eq!(code(&out), want, "condition {bad}");
     }
-    for bad_line in [r#"{"type":"E","tags":"x"}"#, r#"{"type":"E","tags":[""]}"#, r#"{"type":"E","tags":["a","a"]}"#] {
+    for bad_line in [
+        r#"{"type":"E","tags":"x"}"#,
+        r#"{"type":"E","tags":[""]}"#,
+        r#"{"type":"E","tags":["a","a"]}"#,
+    ] {
         let out = run(&["append", store, "s"], bad_line);
         assert_eq!(code(&out), 2, "{bad_line}");
     }

@@ -5,7 +5,17 @@ use annals_segment::format::{self, FramePlace, Record};
 use proptest::prelude::*;
 
 /// (stream, version, id, timestamp, flags, type, metadata, data, tags)
-type Fields = (String, u64, [u8; 16], u64, u16, String, Vec<u8>, Vec<u8>, std::collections::BTreeSet<String>);
+type Fields = (
+    String,
+    u64,
+    [u8; 16],
+    u64,
+    u16,
+    String,
+    Vec<u8>,
+    Vec<u8>,
+    std::collections::BTreeSet<String>,
+);
 
 /// Each event's encoded tag region.
 fn tag_regions(events: &[Fields]) -> Vec<Vec<u8>> {

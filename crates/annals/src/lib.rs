@@ -52,14 +52,14 @@ mod subscribe;
 mod write;
 
 pub use annals_index::Direction;
+pub use annals_segment::format::{TagIter, Tags};
 pub use annals_segment::identity::probe as probe_dir;
 pub use annals_segment::storage;
-pub use annals_segment::format::{TagIter, Tags};
 pub use annals_segment::{DirKind, Evidence, EvidenceKind, StoreId};
 pub use backup::{BackupReport, BACKUP_INCOMPLETE_FILE_NAME};
 pub use dcb::{
-    AppendCondition, AppendRejected, ConditionFailed, Query, QueryItem, QueryRead,
-    QUERY_ITEMS_MAX, QUERY_ITEM_TERMS_MAX,
+    AppendCondition, AppendRejected, ConditionFailed, Query, QueryItem, QueryRead, QUERY_ITEMS_MAX,
+    QUERY_ITEM_TERMS_MAX,
 };
 pub use error::{Error, Result};
 pub use event::{EventData, EventId, EventRef, ParseEventIdError, RecordedEvent};

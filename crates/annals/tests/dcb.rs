@@ -9,8 +9,8 @@
 use std::sync::{Arc, Barrier};
 
 use annals::{
-    AppendCondition, AppendRejected, ConditionFailed, EventData, ExpectedVersion, Query,
-    QueryItem, Store,
+    AppendCondition, AppendRejected, ConditionFailed, EventData, ExpectedVersion, Query, QueryItem,
+    Store,
 };
 
 fn event(event_type: &str, tags: &[&str]) -> EventData {
@@ -25,7 +25,10 @@ fn one(stream: &str, event: EventData) -> Vec<(String, ExpectedVersion, Vec<Even
 fn unique_username_two_concurrent_registrations_one_wins() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store.append("noise", ExpectedVersion::Any, vec![event("Other", &[])]).unwrap().unwrap();
+    store
+        .append("noise", ExpectedVersion::Any, vec![event("Other", &[])])
+        .unwrap()
+        .unwrap();
     let query = Query::new([QueryItem::new()
         .types(["AccountRegistered"])
         .tags(["username:ann"])]);
@@ -53,7 +56,10 @@ fn unique_username_two_concurrent_registrations_one_wins() {
     let position = winners[0][0].first_position;
     for result in &results {
         if let Err(rejected) = result {
-            assert_eq!(rejected, &AppendRejected::Condition(ConditionFailed { position }));
+            assert_eq!(
+                rejected,
+                &AppendRejected::Condition(ConditionFailed { position })
+            );
         }
     }
     assert_eq!(store.position_end(), 2, "the losers wrote nothing");
@@ -67,8 +73,12 @@ fn course_capacity_and_student_limit_are_enforced_together() {
     let subscribe = |student: u32, course: u32| {
         let (s, c) = (format!("student:{student}"), format!("course:{course}"));
         let query = Query::new([
-            QueryItem::new().types(["StudentSubscribed"]).tags([c.as_str()]),
-            QueryItem::new().types(["StudentSubscribed"]).tags([s.as_str()]),
+            QueryItem::new()
+                .types(["StudentSubscribed"])
+                .tags([c.as_str()]),
+            QueryItem::new()
+                .types(["StudentSubscribed"])
+                .tags([s.as_str()]),
         ]);
         let read = store.read_query(&query, 0, usize::MAX).unwrap();
         let in_course = read.events.iter().filter(|e| e.tags.contains(&c)).count();
@@ -79,7 +89,10 @@ fn course_capacity_and_student_limit_are_enforced_together() {
         let condition = AppendCondition::new(query).after(read.read_up_to);
         store
             .append_with_condition(
-                one(&format!("student-{student}"), event("StudentSubscribed", &[&s, &c])),
+                one(
+                    &format!("student-{student}"),
+                    event("StudentSubscribed", &[&s, &c]),
+                ),
                 condition,
             )
             .unwrap()
@@ -98,16 +111,26 @@ fn after_a_position_above_the_last_match_passes_and_below_it_fails() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     for tags in [&["a"][..], &["b"], &["a", "b"], &["c"], &["c"]] {
-        store.append("s", ExpectedVersion::Any, vec![event("E", tags)]).unwrap().unwrap();
+        store
+            .append("s", ExpectedVersion::Any, vec![event("E", tags)])
+            .unwrap()
+            .unwrap();
     }
     let q = Query::new([QueryItem::new().tags(["a"])]);
     let read = store.read_query(&q, 0, 100).unwrap();
     let positions: Vec<u64> = read.events.iter().map(|e| e.position).collect();
     assert_eq!(positions, [0, 2]);
-    assert_eq!(read.read_up_to, Some(4), "read to the end though the last match is 2");
+    assert_eq!(
+        read.read_up_to,
+        Some(4),
+        "read to the end though the last match is 2"
+    );
     let try_after = |after: Option<u64>| {
         store
-            .append_with_condition(one("t", event("E", &["a"])), AppendCondition::new(q.clone()).after(after))
+            .append_with_condition(
+                one("t", event("E", &["a"])),
+                AppendCondition::new(q.clone()).after(after),
+            )
             .unwrap()
             .map(|r| r[0].first_position)
     };
@@ -115,13 +138,20 @@ fn after_a_position_above_the_last_match_passes_and_below_it_fails() {
     assert_eq!(try_after(None), fail(0));
     assert_eq!(try_after(Some(0)), fail(2));
     assert_eq!(try_after(Some(1)), fail(2));
-    assert_eq!(try_after(Some(3)), Ok(5), "above the last match, below the end");
+    assert_eq!(
+        try_after(Some(3)),
+        Ok(5),
+        "above the last match, below the end"
+    );
     assert_eq!(try_after(Some(4)), fail(5));
     // A query matching nothing never fails; an empty query matches nothing.
     let none = Query::new([QueryItem::new().tags(["zzz"])]);
     let ok = store.append_with_condition(one("t", event("E", &[])), AppendCondition::new(none));
     assert!(ok.unwrap().is_ok());
-    let empty = store.append_with_condition(one("t", event("E", &[])), AppendCondition::new(Query::default()));
+    let empty = store.append_with_condition(
+        one("t", event("E", &[])),
+        AppendCondition::new(Query::default()),
+    );
     assert!(empty.unwrap().is_ok());
     // A read with a max reports the last event it returned.
     let first = store.read_query(&q, 0, 1).unwrap();
@@ -138,7 +168,10 @@ fn after_a_position_above_the_last_match_passes_and_below_it_fails() {
 fn a_condition_combines_atomically_with_expected_versions() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store.append("a", ExpectedVersion::NoStream, vec![event("E", &["x"])]).unwrap().unwrap();
+    store
+        .append("a", ExpectedVersion::NoStream, vec![event("E", &["x"])])
+        .unwrap()
+        .unwrap();
     let q = Query::new([QueryItem::new().tags(["x"])]);
     let both = |expected_a: ExpectedVersion, after: Option<u64>| {
         store
@@ -155,10 +188,16 @@ fn a_condition_combines_atomically_with_expected_versions() {
         Err(AppendRejected::WrongExpectedVersion(c)) => assert_eq!(c.index, 0),
         other => panic!("{other:?}"),
     }
-    assert_eq!(both(ExpectedVersion::Exact(0), None), Err(ConditionFailed { position: 0 }.into()));
+    assert_eq!(
+        both(ExpectedVersion::Exact(0), None),
+        Err(ConditionFailed { position: 0 }.into())
+    );
     assert_eq!(store.position_end(), 1, "neither wrote");
     let written = both(ExpectedVersion::Exact(0), Some(0)).unwrap();
-    assert_eq!((written[0].first_position, written[1].first_position), (1, 2));
+    assert_eq!(
+        (written[0].first_position, written[1].first_position),
+        (1, 2)
+    );
 }
 
 #[test]
@@ -178,9 +217,13 @@ fn a_malformed_condition_is_invalid_input_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let bad = Query::new([QueryItem::new().tags([""])]);
-    let error = store.append_with_condition(one("s", event("E", &[])), AppendCondition::new(bad.clone()));
+    let error =
+        store.append_with_condition(one("s", event("E", &[])), AppendCondition::new(bad.clone()));
     assert!(matches!(error, Err(annals::Error::InvalidInput(_))));
-    assert!(matches!(store.read_query(&bad, 0, 1), Err(annals::Error::InvalidInput(_))));
+    assert!(matches!(
+        store.read_query(&bad, 0, 1),
+        Err(annals::Error::InvalidInput(_))
+    ));
     assert_eq!(store.position_end(), 0);
 }
 
@@ -200,7 +243,11 @@ fn threads_enforcing_at_most_k_matches_never_exceed_k() {
                 for attempt in 0..200 {
                     // Unrelated traffic between decisions.
                     store
-                        .append("noise", ExpectedVersion::Any, vec![event("Seat", &["flight:2"])])
+                        .append(
+                            "noise",
+                            ExpectedVersion::Any,
+                            vec![event("Seat", &["flight:2"])],
+                        )
                         .unwrap()
                         .unwrap();
                     let read = store.read_query(&query, 0, usize::MAX).unwrap();
@@ -209,7 +256,10 @@ fn threads_enforcing_at_most_k_matches_never_exceed_k() {
                     }
                     let seat = event("Seat", &["flight:1", &format!("passenger:{t}-{attempt}")]);
                     let condition = AppendCondition::new(query.clone()).after(read.read_up_to);
-                    match store.append_with_condition(one(&format!("p-{t}"), seat), condition).unwrap() {
+                    match store
+                        .append_with_condition(one(&format!("p-{t}"), seat), condition)
+                        .unwrap()
+                    {
                         Ok(_) => mine += 1,
                         Err(AppendRejected::Condition(ConditionFailed { position })) => {
                             assert!(read.read_up_to.is_none_or(|r| position > r));
@@ -222,6 +272,10 @@ fn threads_enforcing_at_most_k_matches_never_exceed_k() {
         })
         .collect();
     let won: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    let seats = store.read_query(&query, 0, usize::MAX).unwrap().events.len();
+    let seats = store
+        .read_query(&query, 0, usize::MAX)
+        .unwrap()
+        .events
+        .len();
     assert_eq!((won, seats), (k, k));
 }

@@ -72,7 +72,11 @@ fn bad_tags_are_invalid_input_and_write_nothing() {
     assert_eq!(store.position_end(), 0, "nothing written");
     let most: Vec<String> = (0..TAGS_MAX).map(|i| format!("{i:0>128}")).collect();
     store
-        .append("s", ExpectedVersion::Any, vec![EventData::new("E", "{}").with_tags(most.clone())])
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            vec![EventData::new("E", "{}").with_tags(most.clone())],
+        )
         .unwrap()
         .unwrap();
     assert_eq!(store.read_all(0, 1).unwrap()[0].tags, most);

@@ -78,8 +78,7 @@ impl Record<'_> {
                 self.event_type.len()
             )));
         }
-        if self.tags.as_bytes().len() > TAGS_BYTES_MAX
-            || check_tags(self.tags.as_bytes()).is_err()
+        if self.tags.as_bytes().len() > TAGS_BYTES_MAX || check_tags(self.tags.as_bytes()).is_err()
         {
             return Err(Error::Invalid("malformed tag region".into()));
         }

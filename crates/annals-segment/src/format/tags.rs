@@ -177,9 +177,9 @@ mod tests {
     #[test]
     fn malformed_regions_are_faults() {
         for bad in [
-            &[0u8][..],          // empty tag
-            &[3, b'a', b'b'][..], // runs past the region
-            &[1, 0xff][..],      // not UTF-8
+            &[0u8][..],              // empty tag
+            &[3, b'a', b'b'][..],    // runs past the region
+            &[1, 0xff][..],          // not UTF-8
             &[1, b'a', 1, b'a'][..], // twice
         ] {
             assert_eq!(check_tags(bad), Err(FrameFault::TagsMalformed), "{bad:?}");

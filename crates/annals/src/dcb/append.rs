@@ -52,9 +52,7 @@ impl Store {
             .collect();
         match self.submit(appends, Some(condition))? {
             Ok(results) => Ok(Ok(results)),
-            Err(Conflict::Condition(position)) => {
-                Ok(Err(ConditionFailed { position }.into()))
-            }
+            Err(Conflict::Condition(position)) => Ok(Err(ConditionFailed { position }.into())),
             Err(conflict) => Ok(Err(expected_only(conflict)?.into())),
         }
     }

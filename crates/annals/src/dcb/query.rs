@@ -138,7 +138,10 @@ mod tests {
             QueryItem::new().tags(["student:2"]),
         ]);
         assert!(q.matches("A", t) && q.matches("B", t));
-        assert!(!q.matches("C", t), "type not in the first item, tag not in the second");
+        assert!(
+            !q.matches("C", t),
+            "type not in the first item, tag not in the second"
+        );
         let both = QueryItem::new().tags(["student:1", "course:8"]);
         assert!(!both.matches("A", t), "all tags needed");
         assert!(Query::all().matches("Z", Tags::EMPTY));

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use annals_segment::format::{self, Record};
 
 use super::Store;
+use crate::dcb::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::EventData;
 use crate::expected::{ExpectedVersion, WrongExpectedVersion};
-use crate::dcb::AppendCondition;
 use crate::write::{Answer, Conflict, Outcome, StreamAppend, Work};
 use crate::TOMBSTONE_TYPE;
 
