@@ -7,6 +7,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+pub mod dcb;
 pub mod suite;
 pub mod workloads;
 

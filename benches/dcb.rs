@@ -1,0 +1,93 @@
+//! Issue 22 (Dynamic Consistency Boundary) in one run: conditional appends'
+//! commits/s beside plain appends' (Annals and SQLite, with the plain-file
+//! ceiling), `read_query` of one tag among many events beside SQLite with a
+//! tags table and index, and a condition check's cost as the number of
+//! events matching its query grows. A custom harness: commits/s under
+//! concurrency and medians, printed as lines.
+//!
+//! `cargo bench -p annals-benches --bench dcb` (ANNALS_BENCH_SECS: seconds
+//! per throughput run, default 3; ANNALS_DCB_EVENTS: events in the read
+//! store, default 1,000,000; ANNALS_DCB_THREADS: writers, default 4).
+
+use std::time::Duration;
+
+use annals_benches::dcb::{
+    annals_appends, build_tagged, condition_cost, median_us, sqlite_appends, sqlite_read_tag,
+    DATA_BYTES,
+};
+use annals_benches::suite::writes::{frame_bytes, plain_commits};
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing: skip then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let secs = Duration::from_secs_f64(env("ANNALS_BENCH_SECS", 3.0));
+    let events: u64 = env("ANNALS_DCB_EVENTS", 1_000_000);
+    let threads: usize = env("ANNALS_DCB_THREADS", 4);
+
+    eprintln!("running: appends, {threads} threads, {secs:?} each");
+    let plain = annals_appends(threads, secs, false).ops_per_sec();
+    let conditional = annals_appends(threads, secs, true).ops_per_sec();
+    let sqlite_plain = sqlite_appends(threads, secs, false).ops_per_sec();
+    let sqlite_conditional = sqlite_appends(threads, secs, true).ops_per_sec();
+    let bytes = frame_bytes(1, "student-0", "StudentSubscribed") + DATA_BYTES / 2;
+    let ceiling = plain_commits(threads, secs, bytes).ops_per_sec();
+    println!("commits/s, {threads} threads, 1 tagged event each:");
+    println!("  annals plain        {plain:>10.0}");
+    println!(
+        "  annals conditional  {conditional:>10.0}  ({:.2}x plain)",
+        conditional / plain
+    );
+    println!("  sqlite plain        {sqlite_plain:>10.0}");
+    println!(
+        "  sqlite conditional  {sqlite_conditional:>10.0}  (annals conditional {:.2}x)",
+        conditional / sqlite_conditional
+    );
+    println!(
+        "  plain file ceiling  {ceiling:>10.0}  (write + fdatasync per commit, per thread file)"
+    );
+
+    eprintln!("running: building {events} tagged events in both stores");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let students = 10_000u64;
+    let (store, mut conn) = build_tagged(dir.path(), events, students);
+    let tag = "student:42";
+    let one_tag = annals::Query::new([annals::QueryItem::new().tags([tag])]);
+    let mut found = (0, 0);
+    let annals_read = median_us(21, || {
+        found.0 = store
+            .read_query(&one_tag, 0, usize::MAX)
+            .expect("read")
+            .events
+            .len();
+    });
+    let sqlite_read = median_us(21, || found.1 = sqlite_read_tag(&conn, tag));
+    assert_eq!(found.0, found.1);
+    println!(
+        "read_query of one tag ({} matches) among {events} events, median of 21:",
+        found.0
+    );
+    println!("  annals  {annals_read:>10.1} us");
+    println!(
+        "  sqlite  {sqlite_read:>10.1} us  (annals {:.2}x faster)",
+        sqlite_read / annals_read
+    );
+
+    println!("condition check that passes, N stored matches below `after`, append of 1 event, median of 21:");
+    for (tag, matches) in [
+        ("course:none", 0),
+        ("student:42", events / students),
+        ("course:7", events / 1000),
+    ] {
+        let (annals, sqlite) = condition_cost(&store, &mut conn, tag, 21);
+        println!("  N = {matches:>7}: annals {annals:>9.1} us, sqlite {sqlite:>9.1} us");
+    }
+}

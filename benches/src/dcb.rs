@@ -1,0 +1,239 @@
+//! Dynamic Consistency Boundary workloads (issue 22), run the same way on
+//! Annals and on SQLite: conditional appends beside plain ones (commits/s,
+//! with the plain-file ceiling), the cost of a condition check as the
+//! number of matching events grows, and reading the events of one tag
+//! among many. SQLite keeps tags in a `tags(tag, position)` table with an
+//! index and does the check and the insert in one `BEGIN IMMEDIATE`
+//! transaction.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use annals::{AppendCondition, EventData, ExpectedVersion, Query, QueryItem, Store};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::workloads::{run_threads, Measured};
+
+/// Bytes of each event's data.
+pub const DATA_BYTES: usize = 100;
+
+/// The query "subscriptions to this course".
+pub fn course_query(course: u64) -> Query {
+    Query::new([QueryItem::new()
+        .types(["StudentSubscribed"])
+        .tags([format!("course:{course}")])])
+}
+
+fn subscribed(student: u64, course: u64) -> EventData {
+    EventData::new("StudentSubscribed", vec![0x5A; DATA_BYTES])
+        .with_tags([format!("student:{student}"), format!("course:{course}")])
+}
+
+/// Durable single-event appends, each thread to its own stream, tagged;
+/// with `conditional`, each fails if its course got a subscription after
+/// the end the writer saw (it never does: each thread has its own course).
+pub fn annals_appends(threads: usize, secs: Duration, conditional: bool) -> Measured {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path().join("a")).expect("open");
+    run_threads(dir.path(), threads, secs, move |t, i| {
+        let (t, event) = (t as u64, subscribed(i, t as u64));
+        let appends = vec![(format!("student-{t}"), ExpectedVersion::Any, vec![event])];
+        if conditional {
+            let after = store.position_end().checked_sub(1);
+            let condition = AppendCondition::new(course_query(t)).after(after);
+            let written = store.append_with_condition(appends, condition);
+            assert!(matches!(written, Ok(Ok(_))), "{written:?}");
+        } else {
+            assert!(matches!(store.append_many(appends), Ok(Ok(_))));
+        }
+        1
+    })
+}
+
+/// A SQLite database with events and their tags.
+pub fn sqlite_open(path: &Path) -> Connection {
+    let conn = Connection::open(path).expect("sqlite");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", "FULL")
+        .expect("sync");
+    conn.busy_timeout(Duration::from_secs(30)).expect("busy");
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS events(
+            position INTEGER PRIMARY KEY,
+            stream TEXT NOT NULL,
+            type TEXT NOT NULL,
+            data BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS tags(
+            tag TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            PRIMARY KEY(tag, position)) WITHOUT ROWID;",
+    )
+    .expect("schema");
+    conn
+}
+
+/// Inserts one event and its tags in `tx`; returns its position.
+fn sqlite_insert(tx: &rusqlite::Transaction<'_>, stream: &str, tags: &[String]) -> i64 {
+    tx.prepare_cached(
+        "INSERT INTO events(stream, type, data) VALUES (?1, 'StudentSubscribed', ?2)",
+    )
+    .expect("prepare")
+    .execute(params![stream, vec![0x5Au8; DATA_BYTES]])
+    .expect("insert");
+    let position = tx.last_insert_rowid();
+    let mut insert = tx
+        .prepare_cached("INSERT INTO tags(tag, position) VALUES (?1, ?2)")
+        .expect("prepare");
+    for tag in tags {
+        insert.execute(params![tag, position]).expect("tag");
+    }
+    position
+}
+
+/// The first event above `after` of type StudentSubscribed with `tag`.
+fn sqlite_first_match(tx: &rusqlite::Transaction<'_>, tag: &str, after: i64) -> Option<i64> {
+    tx.prepare_cached(
+        "SELECT t.position FROM tags t JOIN events e ON e.position = t.position
+         WHERE t.tag = ?1 AND t.position > ?2 AND e.type = 'StudentSubscribed'
+         ORDER BY t.position LIMIT 1",
+    )
+    .expect("prepare")
+    .query_row(params![tag, after], |row| row.get(0))
+    .optional()
+    .expect("select")
+}
+
+/// The same workload on SQLite: with `conditional`, the check and the
+/// insert in one `BEGIN IMMEDIATE` transaction.
+pub fn sqlite_appends(threads: usize, secs: Duration, conditional: bool) -> Measured {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("peer.sqlite");
+    drop(sqlite_open(&path));
+    let conns: Arc<Vec<Mutex<Connection>>> = Arc::new(
+        (0..threads)
+            .map(|_| Mutex::new(sqlite_open(&path)))
+            .collect(),
+    );
+    run_threads(dir.path(), threads, secs, move |t, i| {
+        let mut conn = conns[t].lock().expect("conn");
+        let after: i64 = conn
+            .query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
+                r.get(0)
+            })
+            .expect("end");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .expect("tx");
+        let course = format!("course:{t}");
+        if conditional {
+            assert_eq!(sqlite_first_match(&tx, &course, after), None);
+        }
+        sqlite_insert(
+            &tx,
+            &format!("student-{t}"),
+            &[format!("student:{i}"), course],
+        );
+        tx.commit().expect("commit");
+        1
+    })
+}
+
+/// Median of the times `op` takes, over `runs` runs.
+pub fn median_us(runs: usize, mut op: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            op();
+            started.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times.get(times.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Fills an Annals store and a SQLite database with `events` events, event
+/// n tagged `student:{n % students}` and `course:{n % 1000}`, 1,000 per
+/// commit.
+pub fn build_tagged(dir: &Path, events: u64, students: u64) -> (Store, Connection) {
+    let store = Store::open(dir.join("annals")).expect("open");
+    let mut conn = sqlite_open(&dir.join("peer.sqlite"));
+    let chunk = 1000u64;
+    for first in (0..events).step_by(chunk as usize) {
+        let range = first..(first + chunk).min(events);
+        let batch = range
+            .clone()
+            .map(|n| subscribed(n % students, n % 1000))
+            .collect();
+        let written = store.append(
+            &format!("batch-{}", first / chunk),
+            ExpectedVersion::Any,
+            batch,
+        );
+        assert!(matches!(written, Ok(Ok(_))));
+        let tx = conn.transaction().expect("tx");
+        for n in range {
+            let tags = [
+                format!("student:{}", n % students),
+                format!("course:{}", n % 1000),
+            ];
+            sqlite_insert(&tx, &format!("batch-{}", first / chunk), &tags);
+        }
+        tx.commit().expect("commit");
+    }
+    store.maintain_index().expect("index maintenance");
+    (store, conn)
+}
+
+/// Reads every event tagged `tag` from SQLite; returns how many.
+pub fn sqlite_read_tag(conn: &Connection, tag: &str) -> usize {
+    let mut select = conn
+        .prepare_cached(
+            "SELECT e.position, e.stream, e.type, e.data FROM tags t
+             JOIN events e ON e.position = t.position
+             WHERE t.tag = ?1 ORDER BY t.position",
+        )
+        .expect("prepare");
+    let rows = select
+        .query_map(params![tag], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Vec<u8>>(3)?,
+            ))
+        })
+        .expect("query");
+    rows.map(|r| r.expect("row")).count()
+}
+
+/// Times one condition check that passes although `matches` stored events
+/// match its query (all at or below `after`), on Annals and on SQLite:
+/// the append of one event to a stream of its own, as a median of `runs`.
+pub fn condition_cost(store: &Store, conn: &mut Connection, tag: &str, runs: usize) -> (f64, f64) {
+    let query = Query::new([QueryItem::new().types(["StudentSubscribed"]).tags([tag])]);
+    let mut n = 0u64;
+    let annals = median_us(runs, || {
+        n += 1;
+        let after = store.position_end().checked_sub(1);
+        let event = EventData::new("Other", vec![0u8; DATA_BYTES]);
+        let appends = vec![(format!("probe-{n}"), ExpectedVersion::Any, vec![event])];
+        let written =
+            store.append_with_condition(appends, AppendCondition::new(query.clone()).after(after));
+        assert!(matches!(written, Ok(Ok(_))), "{written:?}");
+    });
+    let sqlite = median_us(runs, || {
+        let after: i64 = conn
+            .query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
+                r.get(0)
+            })
+            .expect("end");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .expect("tx");
+        assert_eq!(sqlite_first_match(&tx, tag, after), None);
+        sqlite_insert(&tx, "probe", &[]);
+        tx.commit().expect("commit");
+    });
+    (annals, sqlite)
+}
