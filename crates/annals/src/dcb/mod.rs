@@ -7,12 +7,16 @@
 //! |---|---|
 //! | `query.rs` | [`Query`], [`QueryItem`], matching and bounds |
 //! | `condition.rs` | [`AppendCondition`] and its failure |
+//! | `indexed.rs` | finding matches through postings per type and tag |
 //! | `lookup.rs` | finding matching positions in the log (the write path's check and `read_query`) |
 //! | `read.rs` | `Store::read_query` and its visitor form |
 //! | `append.rs` | `Store::append_with_condition` |
 
 mod append;
 mod condition;
+// Wired into `lookup.rs` once the secondary index (issue 19) lands.
+#[allow(dead_code)]
+mod indexed;
 pub(crate) mod lookup;
 mod query;
 mod read;
