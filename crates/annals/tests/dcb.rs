@@ -279,3 +279,55 @@ fn threads_enforcing_at_most_k_matches_never_exceed_k() {
         .len();
     assert_eq!((won, seats), (k, k));
 }
+
+#[test]
+fn a_subscription_on_a_query_delivers_history_then_live_matches() {
+    use annals::{SubscriptionItem, SubscriptionOptions};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for tags in [&["course:7"][..], &["course:8"], &["course:7", "student:1"]] {
+        store
+            .append("s", ExpectedVersion::Any, vec![event("Subscribed", tags)])
+            .unwrap()
+            .unwrap();
+    }
+    store
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            vec![event("Other", &["course:7"])],
+        )
+        .unwrap()
+        .unwrap();
+    let query = Query::new([QueryItem::new().types(["Subscribed"]).tags(["course:7"])]);
+    let mut subscription = store.subscribe(SubscriptionOptions::query(query));
+    let mut next_event = || loop {
+        match subscription
+            .next_timeout(Duration::from_secs(5))
+            .unwrap()
+            .unwrap()
+        {
+            SubscriptionItem::Event(e) => return e.position,
+            _ => continue,
+        }
+    };
+    assert_eq!((next_event(), next_event()), (0, 2));
+    store
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            vec![event("Subscribed", &["course:8"])],
+        )
+        .unwrap()
+        .unwrap();
+    store
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            vec![event("Subscribed", &["course:7"])],
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(next_event(), 5, "live, skipping the non-matching 3 and 4");
+}

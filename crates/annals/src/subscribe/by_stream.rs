@@ -30,7 +30,9 @@ impl Subscription {
         let Filter::Stream { name, from_version } = &self.options.filter else {
             return Ok(false);
         };
-        if end - self.next < INDEX_GAP_MIN || !self.options.matches(name, u64::MAX, "") {
+        if end - self.next < INDEX_GAP_MIN
+            || !self.options.matches(name, u64::MAX, "", crate::Tags::EMPTY)
+        {
             return Ok(false);
         }
         let (name, from_version) = (name.clone(), *from_version);

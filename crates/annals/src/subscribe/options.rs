@@ -31,6 +31,9 @@ pub enum Filter {
     Category(String),
     /// The events whose type is one of these.
     EventTypes(Vec<String>),
+    /// The events a Dynamic Consistency Boundary query matches (by type
+    /// and tags: see [`Query`](crate::Query)).
+    Query(crate::Query),
 }
 
 /// The category of `stream`: its name up to the first `-`, if it has one.
@@ -48,13 +51,21 @@ pub fn category_of(stream: &str) -> Option<&str> {
 pub const SYSTEM_STREAM_PREFIX: &str = "$";
 
 impl Filter {
-    /// Whether an event of `stream` at `version` with `event_type` matches.
-    pub(crate) fn matches(&self, stream: &str, version: u64, event_type: &str) -> bool {
+    /// Whether an event of `stream` at `version` with `event_type` and
+    /// `tags` matches.
+    pub(crate) fn matches(
+        &self,
+        stream: &str,
+        version: u64,
+        event_type: &str,
+        tags: crate::Tags<'_>,
+    ) -> bool {
         match self {
             Filter::All => true,
             Filter::Stream { name, from_version } => stream == name && version >= *from_version,
             Filter::Category(category) => category_of(stream) == Some(category.as_str()),
             Filter::EventTypes(types) => types.iter().any(|t| t == event_type),
+            Filter::Query(query) => query.matches(event_type, tags),
         }
     }
 
@@ -64,7 +75,7 @@ impl Filter {
         match self {
             Filter::Stream { name, .. } => name.starts_with(SYSTEM_STREAM_PREFIX),
             Filter::Category(category) => category.starts_with(SYSTEM_STREAM_PREFIX),
-            Filter::All | Filter::EventTypes(_) => false,
+            Filter::All | Filter::EventTypes(_) | Filter::Query(_) => false,
         }
     }
 }
@@ -171,6 +182,11 @@ impl SubscriptionOptions {
         ))
     }
 
+    /// Subscribe to the events a query matches (see [`Filter::Query`]).
+    pub fn query(query: crate::Query) -> SubscriptionOptions {
+        Self::new(Filter::Query(query))
+    }
+
     /// Where to start.
     pub fn start(mut self, start: Start) -> Self {
         self.start = start;
@@ -208,9 +224,15 @@ impl SubscriptionOptions {
     }
 
     /// Whether an event passes both the filter and the system-stream rule.
-    pub(crate) fn matches(&self, stream: &str, version: u64, event_type: &str) -> bool {
+    pub(crate) fn matches(
+        &self,
+        stream: &str,
+        version: u64,
+        event_type: &str,
+        tags: crate::Tags<'_>,
+    ) -> bool {
         (self.system_streams || !stream.starts_with(SYSTEM_STREAM_PREFIX))
-            && self.filter.matches(stream, version, event_type)
+            && self.filter.matches(stream, version, event_type, tags)
     }
 }
 

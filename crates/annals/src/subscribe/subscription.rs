@@ -275,7 +275,12 @@ impl Subscription {
             .log_reader()
             .scan_shared(start, |position, record, owner| {
                 next = position.saturating_add(1);
-                if options.matches(record.stream, record.stream_version, record.event_type) {
+                if options.matches(
+                    record.stream,
+                    record.stream_version,
+                    record.event_type,
+                    record.tags,
+                ) {
                     pending.push_back(SubscriptionItem::Event(RecordedEvent::from_record(
                         position, record, owner,
                     )));
