@@ -18,6 +18,7 @@ mod inspect;
 mod read;
 mod read_all;
 mod read_only;
+mod read_secondary;
 
 pub use append::{AppendResult, MultiConflict};
 pub use inspect::{Stats, VerifyReport, WriteStats};
