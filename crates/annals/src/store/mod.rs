@@ -18,6 +18,7 @@ mod inspect;
 mod read;
 mod read_all;
 mod read_only;
+mod read_secondary;
 
 pub(crate) use append::expected_only;
 pub use append::{AppendResult, MultiConflict};
