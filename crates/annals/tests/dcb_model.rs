@@ -77,7 +77,11 @@ fn model_matches(spec: &QuerySpec, event: (u8, u8)) -> bool {
 }
 
 fn run(ops: Vec<Op>) {
-    let options = || Options::default().segment_bytes(8 << 10);
+    let options = || {
+        Options::default()
+            .segment_bytes(8 << 10)
+            .index_buffer_events(16)
+    };
     let mut mem = MemStorage::new();
     let mut store = Some(Store::open_storage(Arc::new(mem.handle()), options()).unwrap());
     // Per position: (type index, tags bitmask).

@@ -1,5 +1,5 @@
 //! Secondary indexes: for every *key* — an event's category, its event
-//! type (and, later, its tags) — the global positions of the events that
+//! type, each of its tags — the global positions of the events that
 //! carry it, so that a filtered read touches only matching events.
 //!
 //! A key is a virtual stream in a namespace of its own: its entries map the
@@ -35,6 +35,8 @@ pub enum SecondaryKind {
     Category = 1,
     /// The event's type.
     EventType = 2,
+    /// One of the event's tags (an event has a key per tag).
+    Tag = 3,
 }
 
 /// One secondary key: a kind and a name.
@@ -59,6 +61,14 @@ impl<'a> SecondaryKey<'a> {
     pub fn event_type(name: &'a str) -> Self {
         SecondaryKey {
             kind: SecondaryKind::EventType,
+            name,
+        }
+    }
+
+    /// The key of a tag.
+    pub fn tag(name: &'a str) -> Self {
+        SecondaryKey {
+            kind: SecondaryKind::Tag,
             name,
         }
     }

@@ -1,55 +1,55 @@
-//! Finding the events that match a [`Query`] above a position: what the
-//! write path's condition check and [`Store::read_query`](crate::Store::read_query) ask.
-//!
-//! INTERIM: this walks the log from the position on (every frame
-//! checksummed), filtering by type and tags. It is the one place the
-//! secondary index (type and tag postings, issue 19's machinery with a
-//! `Tag` key kind) replaces: a few lookups per query item instead of a
-//! scan. Until then a condition costs a read of the log after its
-//! `after` position.
+//! Finding the events that match a [`Query`] above a position, through the
+//! secondary index's postings per event type and per tag
+//! ([`indexed`](super::indexed)): what the write path's condition check
+//! and [`Store::read_query`](crate::Store::read_query) ask. A few index
+//! lookups per query item, never a walk of the log.
 
 use std::ops::ControlFlow;
 
+use annals_index::SecondaryKey;
 use annals_segment::LogReader;
 
+use super::indexed::{visit_indexed, Key, Postings};
 use super::query::Query;
 use crate::error::Result;
 use crate::event::EventRef;
+use crate::index::Index;
 
-/// The first position in `from..` holding an event that matches `query`.
-pub(crate) fn first_match(reader: &LogReader, query: &Query, from: u64) -> Result<Option<u64>> {
-    if query.items.is_empty() {
-        return Ok(None);
+impl Postings for Index {
+    fn candidates(&self, key: Key<'_>, from: u64, to: u64, max: usize) -> Result<Vec<u64>> {
+        let key = match key {
+            Key::Type(name) => SecondaryKey::event_type(name),
+            Key::Tag(name) => SecondaryKey::tag(name),
+        };
+        let mut candidates = self.secondary_candidates(&key, from, max)?;
+        // Sorted: what is cut is past `to`, and all before it is kept.
+        candidates.retain(|&p| p < to);
+        Ok(candidates)
     }
-    let mut found = None;
-    reader.scan(from, |position, record| {
-        if query.matches(record.event_type, record.tags) {
-            found = Some(position);
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    })?;
-    Ok(found)
 }
 
-/// Visits the events in `from..` that match `query`, in position order,
-/// until `visit` breaks. Returns the last position looked at (`None` if
-/// none was).
-pub(crate) fn visit_matches(
+/// The first position in `from..to` holding an event that matches `query`.
+pub(crate) fn first_match(
+    index: &Index,
     reader: &LogReader,
     query: &Query,
     from: u64,
-    mut visit: impl FnMut(EventRef<'_>) -> ControlFlow<()>,
+    to: u64,
 ) -> Result<Option<u64>> {
-    let mut last = None;
-    reader.scan_shared(from, |position, record, owner| {
-        last = Some(position);
-        if query.matches(record.event_type, record.tags) {
-            visit(EventRef::new(position, record, owner))
-        } else {
-            ControlFlow::Continue(())
-        }
-    })?;
-    Ok(last)
+    visit_indexed(index, reader, query, from, to, |_| ControlFlow::Break(()))
+}
+
+/// Visits the events from `from` on that match `query`, in position order,
+/// until `visit` breaks. Returns the last position covered: where `visit`
+/// broke, else the last of the log as this call saw it (`None`: none).
+pub(crate) fn visit_matches(
+    index: &Index,
+    reader: &LogReader,
+    query: &Query,
+    from: u64,
+    visit: impl FnMut(EventRef<'_>) -> ControlFlow<()>,
+) -> Result<Option<u64>> {
+    let to = reader.position_end();
+    let stopped = visit_indexed(index, reader, query, from, to, visit)?;
+    Ok(stopped.or_else(|| (to > from).then(|| to - 1)))
 }

@@ -14,8 +14,6 @@
 
 mod append;
 mod condition;
-// Wired into `lookup.rs` once the secondary index (issue 19) lands.
-#[allow(dead_code)]
 mod indexed;
 pub(crate) mod lookup;
 mod query;

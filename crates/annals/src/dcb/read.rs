@@ -71,7 +71,7 @@ impl Store {
         }
         let mut visited = 0usize;
         let mut stopped_at = None;
-        let last = visit_matches(reader, query, from, |event| {
+        let last = visit_matches(self.index(), reader, query, from, |event| {
             visited += 1;
             let position = event.position;
             let flow = visit(event);

@@ -1,4 +1,4 @@
-//! The store's secondary indexes — category and event type — kept beside
+//! The store's secondary indexes — category, event type and tag — kept beside
 //! the stream index, in files of their own (`secondary-*.sidx`).
 //!
 //! - **Derived, never on the write path.** Nothing is written into the log
@@ -62,14 +62,15 @@ pub(crate) struct SecondaryIndex {
     pub(super) report: SecondaryReport,
 }
 
-/// The secondary keys of one event: its category (if its stream has one)
-/// and its type.
-pub(crate) fn record_keys<'a>(stream: &'a str, event_type: &'a str) -> Vec<SecondaryKey<'a>> {
-    let mut keys = Vec::with_capacity(2);
-    if let Some(category) = crate::category_of(stream) {
+/// The secondary keys of one event: its category (if its stream has one),
+/// its type and each of its tags.
+pub(crate) fn record_keys<'a>(record: &Record<'a>) -> Vec<SecondaryKey<'a>> {
+    let mut keys = Vec::with_capacity(2 + usize::from(!record.tags.is_empty()) * 2);
+    if let Some(category) = crate::category_of(record.stream) {
         keys.push(SecondaryKey::category(category));
     }
-    keys.push(SecondaryKey::event_type(event_type));
+    keys.push(SecondaryKey::event_type(record.event_type));
+    keys.extend(record.tags.iter().map(SecondaryKey::tag));
     keys
 }
 
@@ -79,6 +80,7 @@ pub(crate) fn record_has_key(record: &Record<'_>, key: &SecondaryKey<'_>) -> boo
     match key.kind {
         SecondaryKind::Category => crate::category_of(record.stream) == Some(key.name),
         SecondaryKind::EventType => record.event_type == key.name,
+        SecondaryKind::Tag => record.tags.contains(key.name),
         _ => false,
     }
 }
@@ -155,7 +157,7 @@ pub(super) fn secondary_entries_from_log(
             return ControlFlow::Break(());
         }
         seen += 1;
-        for key in record_keys(record.stream, record.event_type) {
+        for key in record_keys(&record) {
             entries.push(SecondaryEntry {
                 hash: key.hash(),
                 position,
@@ -223,7 +225,7 @@ impl SecondaryIndex {
                 if position >= to {
                     return ControlFlow::Break(());
                 }
-                let keys = record_keys(record.stream, record.event_type);
+                let keys = record_keys(&record);
                 if let Err(e) = levels.memtable.push_event(position, &keys) {
                     failure = Some(Error::Index(format!("at position {position}: {e}")));
                     return ControlFlow::Break(());

@@ -101,6 +101,11 @@ impl Store {
         &self.inner.reader
     }
 
+    /// The index (DCB queries look up tags and types in it).
+    pub(crate) fn index(&self) -> &crate::index::Index {
+        &self.inner.index
+    }
+
     /// What wakes subscriptions.
     pub(crate) fn feed(&self) -> &Feed {
         &self.inner.feed

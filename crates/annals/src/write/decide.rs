@@ -82,7 +82,7 @@ pub(super) fn decide(
         };
         let decision = match (decision, condition) {
             (Ok(staged), Some(condition)) => {
-                match check_condition(reader, condition, &accepted, position_next) {
+                match check_condition(index, reader, condition, &accepted, position_next) {
                     Ok(None) => Ok(staged),
                     Ok(Some(position)) => Err(Conflict::Condition(position)),
                     Err(error) => {
@@ -175,6 +175,7 @@ fn check_expectations<'a>(
 /// matches its query: among the stored events (the log up to
 /// `position_next`), then among those accepted earlier in the group.
 fn check_condition(
+    index: &Index,
     reader: &LogReader,
     condition: &AppendCondition,
     accepted: &[(u64, &[StreamAppend])],
@@ -189,7 +190,7 @@ fn check_condition(
         },
     };
     if from < position_next {
-        if let Some(position) = lookup::first_match(reader, query, from)? {
+        if let Some(position) = lookup::first_match(index, reader, query, from, position_next)? {
             return Ok(Some(position));
         }
     }
