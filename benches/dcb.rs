@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use annals_benches::dcb::{
-    annals_appends, build_tagged, condition_cost, median_us, sqlite_appends, sqlite_read_tag,
-    DATA_BYTES,
+    annals_appends, build_tagged, condition_lookup_cost, median_us, sqlite_appends,
+    sqlite_read_tag, DATA_BYTES,
 };
 use annals_benches::suite::writes::{frame_bytes, plain_commits};
 
@@ -98,17 +98,18 @@ fn main() {
     let tag = "student:42";
     let one_tag = annals::Query::new([annals::QueryItem::new().tags([tag])]);
     let mut found = (0, 0);
-    let annals_read = median_us(21, || {
+    let reads: usize = env("ANNALS_DCB_READS", 21);
+    let annals_read = median_us(reads, || {
         found.0 = store
             .read_query(&one_tag, 0, usize::MAX)
             .expect("read")
             .events
             .len();
     });
-    let sqlite_read = median_us(21, || found.1 = sqlite_read_tag(&conn, tag));
+    let sqlite_read = median_us(reads, || found.1 = sqlite_read_tag(&conn, tag));
     assert_eq!(found.0, found.1);
     println!(
-        "read_query of one tag ({} matches) among {events} events, median of 21:",
+        "read_query of one tag ({} matches) among {events} events, median of {reads}:",
         found.0
     );
     println!("  annals  {annals_read:>10.1} us");
@@ -117,13 +118,15 @@ fn main() {
         sqlite_read / annals_read
     );
 
-    println!("condition check that passes, N stored matches below `after`, append of 1 event, median of 21:");
+    println!(
+        "condition lookup (first match above `after` = the end; N stored matches below it), median of {reads}:"
+    );
     for (tag, matches) in [
         ("course:none", 0),
         ("student:42", events / students),
         ("course:7", events / 1000),
     ] {
-        let (annals, sqlite) = condition_cost(&store, &mut conn, tag, 21);
-        println!("  N = {matches:>7}: annals {annals:>9.1} us, sqlite {sqlite:>9.1} us");
+        let (annals, sqlite) = condition_lookup_cost(&store, &mut conn, tag, reads);
+        println!("  N = {matches:>7}: annals {annals:>9.2} us, sqlite {sqlite:>9.2} us");
     }
 }

@@ -207,32 +207,32 @@ pub fn sqlite_read_tag(conn: &Connection, tag: &str) -> usize {
     rows.map(|r| r.expect("row")).count()
 }
 
-/// Times one condition check that passes although `matches` stored events
-/// match its query (all at or below `after`), on Annals and on SQLite:
-/// the append of one event to a stream of its own, as a median of `runs`.
-pub fn condition_cost(store: &Store, conn: &mut Connection, tag: &str, runs: usize) -> (f64, f64) {
+/// Times the lookup a condition check makes — the first event matching
+/// `tag` (and type StudentSubscribed) above `after` = the last position,
+/// while `matches` stored events match at or below it — without the
+/// append's fsync: Annals `read_query(query, after + 1, 1)` (the same
+/// indexed lookup the write path runs), SQLite the `SELECT` of its
+/// check-then-insert. Medians of `runs`, microseconds.
+pub fn condition_lookup_cost(
+    store: &Store,
+    conn: &mut Connection,
+    tag: &str,
+    runs: usize,
+) -> (f64, f64) {
     let query = Query::new([QueryItem::new().types(["StudentSubscribed"]).tags([tag])]);
-    let mut n = 0u64;
+    let from = store.position_end();
     let annals = median_us(runs, || {
-        n += 1;
-        let after = store.position_end().checked_sub(1);
-        let event = EventData::new("Other", vec![0u8; DATA_BYTES]);
-        let appends = vec![(format!("probe-{n}"), ExpectedVersion::Any, vec![event])];
-        let written =
-            store.append_with_condition(appends, AppendCondition::new(query.clone()).after(after));
-        assert!(matches!(written, Ok(Ok(_))), "{written:?}");
+        let read = store.read_query(&query, from, 1).expect("read");
+        assert!(read.events.is_empty());
     });
+    let after: i64 = conn
+        .query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
+            r.get(0)
+        })
+        .expect("end");
     let sqlite = median_us(runs, || {
-        let after: i64 = conn
-            .query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
-                r.get(0)
-            })
-            .expect("end");
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .expect("tx");
+        let tx = conn.transaction().expect("tx");
         assert_eq!(sqlite_first_match(&tx, tag, after), None);
-        sqlite_insert(&tx, "probe", &[]);
         tx.commit().expect("commit");
     });
     (annals, sqlite)
