@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use annals_benches::dcb::{
     annals_appends, build_tagged, condition_lookup_cost, median_us, sqlite_appends,
-    sqlite_read_tag, DATA_BYTES,
+    sqlite_read_tag, DATA_BYTES, WRITTEN_SINCE,
 };
 use annals_benches::suite::writes::{frame_bytes, plain_commits};
 
@@ -119,7 +119,7 @@ fn main() {
     );
 
     println!(
-        "condition lookup (first match above `after` = the end; N stored matches below it), median of {reads}:"
+        "condition lookup ({WRITTEN_SINCE} non-matching events after `after`, N matches at or below it), median of {reads}:"
     );
     for (tag, matches) in [
         ("course:none", 0),

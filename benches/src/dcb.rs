@@ -204,15 +204,23 @@ pub fn sqlite_read_tag(conn: &Connection, tag: &str) -> usize {
             ))
         })
         .expect("query");
-    rows.map(|r| r.expect("row")).count()
+    let mut kept = Vec::new();
+    for row in rows {
+        kept.push(row.expect("row"));
+    }
+    kept.len()
 }
 
-/// Times the lookup a condition check makes — the first event matching
-/// `tag` (and type StudentSubscribed) above `after` = the last position,
-/// while `matches` stored events match at or below it — without the
-/// append's fsync: Annals `read_query(query, after + 1, 1)` (the same
-/// indexed lookup the write path runs), SQLite the `SELECT` of its
-/// check-then-insert. Medians of `runs`, microseconds.
+/// Events appended after the decision's read in [`condition_lookup_cost`].
+pub const WRITTEN_SINCE: u64 = 1000;
+
+/// Times the lookup a condition check makes: [`WRITTEN_SINCE`] events that
+/// match nothing are appended, then the first event matching `tag` (type
+/// StudentSubscribed) after the position before them is looked up, while
+/// `matches` stored events match at or below it — without an append or its
+/// fsync: Annals `read_query(query, after + 1, 1)` (the same indexed lookup
+/// the write path runs), SQLite the `SELECT` of its check-then-insert.
+/// Medians of `runs`, microseconds.
 pub fn condition_lookup_cost(
     store: &Store,
     conn: &mut Connection,
@@ -221,6 +229,13 @@ pub fn condition_lookup_cost(
 ) -> (f64, f64) {
     let query = Query::new([QueryItem::new().types(["StudentSubscribed"]).tags([tag])]);
     let from = store.position_end();
+    let since = (0..WRITTEN_SINCE)
+        .map(|_| EventData::new("Other", vec![0u8; DATA_BYTES]))
+        .collect();
+    assert!(matches!(
+        store.append("since", ExpectedVersion::Any, since),
+        Ok(Ok(_))
+    ));
     let annals = median_us(runs, || {
         let read = store.read_query(&query, from, 1).expect("read");
         assert!(read.events.is_empty());
@@ -230,6 +245,11 @@ pub fn condition_lookup_cost(
             r.get(0)
         })
         .expect("end");
+    let tx = conn.transaction().expect("tx");
+    for _ in 0..WRITTEN_SINCE {
+        sqlite_insert(&tx, "since", &[]);
+    }
+    tx.commit().expect("commit");
     let sqlite = median_us(runs, || {
         let tx = conn.transaction().expect("tx");
         assert_eq!(sqlite_first_match(&tx, tag, after), None);
