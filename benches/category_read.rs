@@ -214,7 +214,11 @@ fn main() {
     drop(store);
     for entry in std::fs::read_dir(dir.path().join("annals")).unwrap() {
         let entry = entry.unwrap();
-        if entry.file_name().to_string_lossy().starts_with("secondary-") {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("secondary-")
+        {
             std::fs::remove_file(entry.path()).unwrap();
         }
     }
