@@ -130,7 +130,7 @@ impl SecondaryMemtable {
         below
     }
 
-    /// Every entry, sorted as a run stores them.
+    /// Every entry, sorted as a run stores them (one per hash per event).
     pub fn entries(&self) -> Vec<SecondaryEntry> {
         let mut entries: Vec<SecondaryEntry> = self
             .buckets
@@ -145,6 +145,9 @@ impl SecondaryMemtable {
             })
             .collect();
         entries.sort_unstable();
+        // Two keys of one event with the same hash make one entry: a run
+        // entry only says "an event here may carry a key of this hash".
+        entries.dedup();
         entries
     }
 

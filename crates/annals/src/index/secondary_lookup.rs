@@ -103,40 +103,44 @@ impl SecondaryIndex {
         Ok(out)
     }
 
-    /// The position of the last event carrying `key`, if any.
+    /// The position of the last event carrying `key`, if any: the
+    /// memtable's, else the newest run's candidates confirmed by reading
+    /// their events, newest first.
     pub(crate) fn last_position(&self, key: &SecondaryKey<'_>) -> Result<Option<u64>> {
         self.extend_to(self.reader.position_end())?;
-        let (runs, in_memory) = {
-            let levels = self.levels.read();
-            (Arc::clone(&levels.runs), levels.memtable.last_position(key))
-        };
-        if in_memory.is_some() {
-            return Ok(in_memory);
-        }
-        let hash = key.hash();
-        for run in runs.iter().rev() {
-            let mut below = run.end();
-            loop {
-                let candidates =
-                    self.repairing(|| Ok(run.positions_backward(hash, below, CHUNK)?))?;
-                let mut found = None;
-                self.reader
-                    .with_events_shared(&candidates, |position, record, _| {
-                        if record_has_key(&record, key) {
-                            found = Some(position);
-                            return ControlFlow::Break(());
-                        }
-                        ControlFlow::Continue(())
-                    })?;
-                if found.is_some() {
-                    return Ok(found);
-                }
-                match candidates.last() {
-                    Some(&oldest) if candidates.len() == CHUNK => below = oldest,
-                    _ => break,
+        // Starting afresh on a retry: a repair replaces the broken run.
+        self.repairing(|| {
+            let (runs, in_memory) = {
+                let levels = self.levels.read();
+                (Arc::clone(&levels.runs), levels.memtable.last_position(key))
+            };
+            if in_memory.is_some() {
+                return Ok(in_memory);
+            }
+            let hash = key.hash();
+            for run in runs.iter().rev() {
+                let mut below = run.end();
+                loop {
+                    let candidates = run.positions_backward(hash, below, CHUNK)?;
+                    let mut found = None;
+                    self.reader
+                        .with_events_shared(&candidates, |position, record, _| {
+                            if record_has_key(&record, key) {
+                                found = Some(position);
+                                return ControlFlow::Break(());
+                            }
+                            ControlFlow::Continue(())
+                        })?;
+                    if found.is_some() {
+                        return Ok(found);
+                    }
+                    match candidates.last() {
+                        Some(&oldest) if candidates.len() == CHUNK => below = oldest,
+                        _ => break,
+                    }
                 }
             }
-        }
-        Ok(None)
+            Ok(None)
+        })
     }
 }

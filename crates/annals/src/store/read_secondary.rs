@@ -153,7 +153,10 @@ impl Store {
     /// Up to `max` positions of events carrying `key` after `after`
     /// (exclusive; `None`: from the first), in increasing order. For the
     /// store's own features (conditions on tags, categories, types).
-    #[allow(dead_code)]
+    #[allow(
+        dead_code,
+        reason = "for conditions on keys (DCB, issue 22); tested here"
+    )]
     pub(crate) fn secondary_positions(
         &self,
         key: &SecondaryKey<'_>,
@@ -164,8 +167,97 @@ impl Store {
     }
 
     /// The position of the last event carrying `key`, if any.
-    #[allow(dead_code)]
+    #[allow(
+        dead_code,
+        reason = "for conditions on keys (DCB, issue 22); tested here"
+    )]
     pub(crate) fn secondary_last_position(&self, key: &SecondaryKey<'_>) -> Result<Option<u64>> {
         self.inner.index.secondary_last_position(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use annals_index::SecondaryKey;
+
+    use crate::{Durability, EventData, ExpectedVersion, Options, Store};
+
+    /// `secondary_positions` and `secondary_last_position` against a
+    /// filtered scan, from memory and from runs (after reopen), for keys
+    /// that occur, occur once, and never occur.
+    #[test]
+    fn key_lookups_equal_a_filtered_scan_from_memory_and_from_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options::default()
+            .index_buffer_events(50)
+            .durability(Durability::Buffered);
+        let write = |store: &Store| {
+            for i in 0..300u64 {
+                let stream = format!("{}-{}", ["a", "b", "c"][(i % 3) as usize], i % 7);
+                let ty = if i == 123 {
+                    "Once"
+                } else {
+                    ["X", "Y"][(i % 2) as usize]
+                };
+                store
+                    .append(
+                        &stream,
+                        ExpectedVersion::Any,
+                        vec![EventData::new(ty, "{}")],
+                    )
+                    .unwrap()
+                    .unwrap();
+            }
+        };
+        let check = |store: &Store| {
+            let all = store.read_all(0, usize::MAX).unwrap();
+            let keys = [
+                SecondaryKey::category("a"),
+                SecondaryKey::category("c"),
+                SecondaryKey::category("zz"),
+                SecondaryKey::event_type("Y"),
+                SecondaryKey::event_type("Once"),
+                SecondaryKey::event_type("a"),
+            ];
+            for key in keys {
+                let matching: Vec<u64> = all
+                    .iter()
+                    .filter(|e| match key.kind {
+                        annals_index::SecondaryKind::Category => {
+                            crate::category_of(&e.stream) == Some(key.name)
+                        }
+                        _ => e.event_type == key.name,
+                    })
+                    .map(|e| e.position)
+                    .collect();
+                assert_eq!(
+                    store.secondary_last_position(&key).unwrap(),
+                    matching.last().copied(),
+                    "{key:?}"
+                );
+                for after in [None, Some(0), Some(122), Some(123), Some(299), Some(10_000)] {
+                    for max in [1, 5, usize::MAX] {
+                        let want: Vec<u64> = matching
+                            .iter()
+                            .copied()
+                            .filter(|p| after.is_none_or(|a| *p > a))
+                            .take(max)
+                            .collect();
+                        let got = store.secondary_positions(&key, after, max).unwrap();
+                        assert_eq!(got, want, "{key:?} after {after:?} max {max}");
+                    }
+                }
+            }
+        };
+        {
+            let store = Store::open_with(dir.path(), options.clone()).unwrap();
+            write(&store);
+            check(&store);
+        }
+        let store = Store::open_with(dir.path(), options).unwrap();
+        assert_eq!(store.index_report().secondary.replayed, 0);
+        check(&store);
+        write(&store);
+        check(&store);
     }
 }
