@@ -52,7 +52,7 @@ impl Subscription {
                 visited += 1;
                 last = Some(event.position);
                 // System streams stay hidden unless asked for.
-                if options.matches(event.stream, event.version, event.event_type) {
+                if options.matches(event.stream, event.version, event.event_type, event.tags) {
                     pending.push_back(SubscriptionItem::Event(event.to_recorded()));
                     delivered += 1;
                 }
