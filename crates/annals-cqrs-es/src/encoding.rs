@@ -132,7 +132,9 @@ pub fn decode_event(aggregate_type: &str, event: Stored<'_>) -> Result<Serialize
         return Err(fail("metadata is not a JSON object".into()));
     };
     let Some(Value::String(event_version)) = metadata.remove(EVENT_VERSION_KEY) else {
-        return Err(fail(format!("metadata has no string {EVENT_VERSION_KEY:?}")));
+        return Err(fail(format!(
+            "metadata has no string {EVENT_VERSION_KEY:?}"
+        )));
     };
     let Some(cqrs_metadata) = metadata.remove(METADATA_KEY) else {
         return Err(fail(format!("metadata has no {METADATA_KEY:?}")));

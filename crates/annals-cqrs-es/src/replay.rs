@@ -48,7 +48,12 @@ pub fn start(
     Ok(stream)
 }
 
-async fn feed_all(store: Store, aggregate_type: &'static str, source: Source, mut feed: ReplayFeed) {
+async fn feed_all(
+    store: Store,
+    aggregate_type: &'static str,
+    source: Source,
+    mut feed: ReplayFeed,
+) {
     // The next version (a stream) or position (a category) to read.
     let mut next = Some(0u64);
     while let Some(from) = next {
@@ -85,19 +90,22 @@ fn read_chunk(
         Source::Stream(stream) => {
             let mut events = Vec::new();
             let mut failure = None;
-            let visited =
-                store.read_stream_with(stream, next, Direction::Forward, CHUNK_EVENTS, |event| {
-                    match encoding::decode_event(aggregate_type, Stored::from(&event)) {
-                        Ok(event) => {
-                            events.push(event);
-                            ControlFlow::Continue(())
-                        }
-                        Err(error) => {
-                            failure = Some(error);
-                            ControlFlow::Break(())
-                        }
+            let visited = store.read_stream_with(
+                stream,
+                next,
+                Direction::Forward,
+                CHUNK_EVENTS,
+                |event| match encoding::decode_event(aggregate_type, Stored::from(&event)) {
+                    Ok(event) => {
+                        events.push(event);
+                        ControlFlow::Continue(())
                     }
-                })?;
+                    Err(error) => {
+                        failure = Some(error);
+                        ControlFlow::Break(())
+                    }
+                },
+            )?;
             if let Some(error) = failure {
                 return Err(error);
             }

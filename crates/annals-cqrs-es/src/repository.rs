@@ -171,12 +171,17 @@ impl AnnalsEventRepository {
             .append(&persist.stream, persist.expected, persist.events)?
         {
             Ok(written) => written,
-            Err(conflict) => return Err(Error::Store(annals::Error::WrongExpectedVersion(conflict))),
+            Err(conflict) => {
+                return Err(Error::Store(annals::Error::WrongExpectedVersion(conflict)))
+            }
         };
         if let Some(data) = persist.snapshot {
-            let saved =
-                self.store
-                    .save_snapshot(&persist.stream, written.last_version, SNAPSHOT_TYPE, &data);
+            let saved = self.store.save_snapshot(
+                &persist.stream,
+                written.last_version,
+                SNAPSHOT_TYPE,
+                &data,
+            );
             // The events are committed: the command succeeded. A snapshot
             // is a cache of them, so its failure is counted, not reported
             // as a failed command (which a caller would retry).

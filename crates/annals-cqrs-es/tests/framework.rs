@@ -60,7 +60,10 @@ async fn the_bank_account_runs_on_annals_as_on_the_in_memory_store_in_every_mode
         assert_eq!(accepted, accepted_memory, "{mode}");
         let loaded = make(repo.clone()).load_aggregate(id).await.unwrap();
         assert_eq!(loaded.aggregate, reference.aggregate, "{mode}");
-        assert_eq!(loaded.current_sequence, reference.current_sequence, "{mode}");
+        assert_eq!(
+            loaded.current_sequence, reference.current_sequence,
+            "{mode}"
+        );
         let snapshot = repo.get_snapshot::<BankAccount>(id).await.unwrap();
         assert_eq!(snapshot.is_some(), mode != "events", "{mode}");
 
@@ -79,9 +82,14 @@ async fn a_crash_between_the_append_and_the_snapshot_leaves_an_older_snapshot_ne
     let id = "acct";
     let snapshots = PersistedEventStore::<_, BankAccount>::new_snapshot_store(repo.clone(), 2);
     let cqrs = CqrsFramework::new(snapshots, vec![], ());
-    cqrs.execute(id, Command::OpenAccount { account_id: id.into() })
-        .await
-        .unwrap();
+    cqrs.execute(
+        id,
+        Command::OpenAccount {
+            account_id: id.into(),
+        },
+    )
+    .await
+    .unwrap();
     cqrs.execute(id, Command::DepositMoney { amount: 5.0 })
         .await
         .unwrap();
@@ -92,7 +100,9 @@ async fn a_crash_between_the_append_and_the_snapshot_leaves_an_older_snapshot_ne
     let events = PersistedEventStore::<_, BankAccount>::new_event_store(repo.clone());
     let bare = CqrsFramework::new(events, vec![], ());
     for amount in [1.0, 2.0] {
-        bare.execute(id, Command::DepositMoney { amount }).await.unwrap();
+        bare.execute(id, Command::DepositMoney { amount })
+            .await
+            .unwrap();
     }
     drop((cqrs, bare, repo));
     let repo = AnnalsEventRepository::new(annals::Store::open(dir.path()).unwrap());
@@ -101,5 +111,8 @@ async fn a_crash_between_the_append_and_the_snapshot_leaves_an_older_snapshot_ne
     let reader = PersistedEventStore::<_, BankAccount>::new_snapshot_store(repo, 2);
     let loaded = reader.load_aggregate(id).await.unwrap();
     assert_eq!(loaded.current_sequence, 4);
-    assert_eq!(loaded.aggregate.balance, 8.0, "the snapshot plus the events after it");
+    assert_eq!(
+        loaded.aggregate.balance, 8.0,
+        "the snapshot plus the events after it"
+    );
 }

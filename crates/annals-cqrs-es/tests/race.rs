@@ -35,7 +35,10 @@ async fn two_persists_of_the_same_next_sequence_one_wins_the_other_gets_a_lock_e
         let stored = repo.get_events::<TestAggregate>(id).await.unwrap();
         assert_eq!(stored.len(), sequence, "round {sequence}");
         let last = stored.last().unwrap();
-        assert_eq!(last.payload, serde_json::to_value(tested(winners[0])).unwrap());
+        assert_eq!(
+            last.payload,
+            serde_json::to_value(tested(winners[0])).unwrap()
+        );
     }
     assert_eq!(repo.store().position_end(), rounds as u64);
     assert!(repo.store().verify().is_ok());

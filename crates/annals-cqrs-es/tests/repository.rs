@@ -32,7 +32,11 @@ async fn event_repositories() {
     let (_dir, repo) = repository();
     let repo = repo.with_streaming_channel_size(1);
     let id = uuid::Uuid::new_v4().to_string();
-    assert!(repo.get_events::<TestAggregate>(&id).await.unwrap().is_empty());
+    assert!(repo
+        .get_events::<TestAggregate>(&id)
+        .await
+        .unwrap()
+        .is_empty());
 
     let first = [
         test_event(&id, 1, created(&id)),
@@ -46,10 +50,14 @@ async fn event_repositories() {
         test_event(&id, 2, something_else("this should not persist")),
         test_event(&id, 3, something_else("nor this")),
     ];
-    assert!(is_lock_error(repo.persist::<TestAggregate>(&stale, None).await));
+    assert!(is_lock_error(
+        repo.persist::<TestAggregate>(&stale, None).await
+    ));
     // So does one that starts over at sequence 1.
     let restart = [test_event(&id, 1, created(&id))];
-    assert!(is_lock_error(repo.persist::<TestAggregate>(&restart, None).await));
+    assert!(is_lock_error(
+        repo.persist::<TestAggregate>(&restart, None).await
+    ));
     assert_eq!(repo.get_events::<TestAggregate>(&id).await.unwrap(), first);
 
     let mut stream = repo.stream_events::<TestAggregate>(&id).await.unwrap();
@@ -106,7 +114,9 @@ async fn snapshot_repositories() {
     // A writer that loaded before that commit loses; its snapshot is not saved.
     let stale = [test_event(&id, 2, something_else("should not be saved"))];
     let update = Some((id.clone(), state("should not be saved"), 2));
-    assert!(is_lock_error(repo.persist::<TestAggregate>(&stale, update).await));
+    assert!(is_lock_error(
+        repo.persist::<TestAggregate>(&stale, update).await
+    ));
     assert_eq!(
         repo.get_snapshot::<TestAggregate>(&id).await.unwrap(),
         Some(expected(3, 2, "second"))
@@ -127,8 +137,15 @@ async fn sequences_are_stream_versions_one_below_and_every_field_round_trips() {
     events[0].metadata = json!({});
     repo.persist::<TestAggregate>(&events, None).await.unwrap();
     assert_eq!(repo.get_events::<TestAggregate>(id).await.unwrap(), events);
-    assert_eq!(repo.get_last_events::<TestAggregate>(id, 1).await.unwrap(), events[1..]);
-    assert!(repo.get_last_events::<TestAggregate>(id, 2).await.unwrap().is_empty());
+    assert_eq!(
+        repo.get_last_events::<TestAggregate>(id, 1).await.unwrap(),
+        events[1..]
+    );
+    assert!(repo
+        .get_last_events::<TestAggregate>(id, 2)
+        .await
+        .unwrap()
+        .is_empty());
 
     let stored = repo
         .store()
@@ -137,7 +154,10 @@ async fn sequences_are_stream_versions_one_below_and_every_field_round_trips() {
     let versions: Vec<u64> = stored.iter().map(|event| event.version).collect();
     assert_eq!(versions, [0, 1], "sequence n is version n - 1");
     assert_eq!(stored[1].event_type, "Tested");
-    assert_eq!(annals::category_of(&stored[1].stream), Some("TestAggregate"));
+    assert_eq!(
+        annals::category_of(&stored[1].stream),
+        Some("TestAggregate")
+    );
     let metadata: serde_json::Value = serde_json::from_slice(&stored[1].metadata).unwrap();
     assert_eq!(
         metadata,
@@ -176,7 +196,10 @@ async fn an_aggregate_type_holding_a_dash_is_refused_and_nothing_is_written() {
         "{refused}"
     );
     let refused = repo.get_events::<Dashed>("1").await.unwrap_err();
-    assert!(matches!(backend_error(&refused), Error::AggregateType { .. }));
+    assert!(matches!(
+        backend_error(&refused),
+        Error::AggregateType { .. }
+    ));
     assert!(repo.stream_all_events::<Dashed>().await.is_err());
     assert_eq!(repo.store().position_end(), 0);
 }
@@ -193,27 +216,48 @@ async fn a_batch_that_is_not_one_aggregates_next_run_is_refused_and_nothing_is_w
     let bad_batches = [
         vec![test_event(id, 0, tested("x"))],
         // The SQL backends' "bad sequence number" batch: 3 then 2.
-        vec![test_event(id, 3, tested("x")), test_event(id, 2, tested("y"))],
-        vec![test_event(id, 2, tested("x")), test_event(id, 4, tested("y"))],
-        vec![test_event(id, 2, tested("x")), test_event("b", 3, tested("y"))],
+        vec![
+            test_event(id, 3, tested("x")),
+            test_event(id, 2, tested("y")),
+        ],
+        vec![
+            test_event(id, 2, tested("x")),
+            test_event(id, 4, tested("y")),
+        ],
+        vec![
+            test_event(id, 2, tested("x")),
+            test_event("b", 3, tested("y")),
+        ],
         vec![other_type],
     ];
     for batch in bad_batches {
-        let refused = repo.persist::<TestAggregate>(&batch, None).await.unwrap_err();
-        assert!(matches!(backend_error(&refused), Error::Batch(_)), "{refused}");
+        let refused = repo
+            .persist::<TestAggregate>(&batch, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(backend_error(&refused), Error::Batch(_)),
+            "{refused}"
+        );
     }
     let state = serde_json::to_value(TestAggregate::default()).unwrap();
     let refused = repo
         .persist::<TestAggregate>(&[], Some((id.into(), state.clone(), 1)))
         .await
         .unwrap_err();
-    assert!(matches!(backend_error(&refused), Error::SnapshotWithoutEvents { .. }));
+    assert!(matches!(
+        backend_error(&refused),
+        Error::SnapshotWithoutEvents { .. }
+    ));
     let mismatched = Some(("b".into(), state, 1));
     let refused = repo
         .persist::<TestAggregate>(&[test_event(id, 2, tested("x"))], mismatched)
         .await
         .unwrap_err();
-    assert!(matches!(backend_error(&refused), Error::Batch(_)), "{refused}");
+    assert!(
+        matches!(backend_error(&refused), Error::Batch(_)),
+        "{refused}"
+    );
     assert_eq!(repo.store().position_end(), 1, "only the first event");
     assert_eq!(repo.get_snapshot::<TestAggregate>(id).await.unwrap(), None);
     // Nothing at all is a no-op.
@@ -226,7 +270,11 @@ async fn all_events_of_a_type_are_its_category_in_commit_order() {
     let store = repo.store().clone();
     let foreign = |stream: &str| {
         store
-            .append(stream, ExpectedVersion::Any, vec![EventData::new("X", "{}")])
+            .append(
+                stream,
+                ExpectedVersion::Any,
+                vec![EventData::new("X", "{}")],
+            )
             .unwrap()
             .unwrap();
     };
@@ -243,11 +291,12 @@ async fn all_events_of_a_type_are_its_category_in_commit_order() {
         .into_iter()
         .map(|event| (event.aggregate_id, event.sequence, event.payload))
         .collect();
-    let wanted: Vec<(String, usize, TestEvent)> = [("a", 1), ("b", 1), ("a", 2), ("c", 1), ("b", 2)]
-        .iter()
-        .enumerate()
-        .map(|(round, (id, sequence))| (id.to_string(), *sequence, tested(&round.to_string())))
-        .collect();
+    let wanted: Vec<(String, usize, TestEvent)> =
+        [("a", 1), ("b", 1), ("a", 2), ("c", 1), ("b", 2)]
+            .iter()
+            .enumerate()
+            .map(|(round, (id, sequence))| (id.to_string(), *sequence, tested(&round.to_string())))
+            .collect();
     assert_eq!(seen, wanted);
 }
 
@@ -279,8 +328,14 @@ async fn a_stored_event_that_does_not_decode_is_a_deserialization_error() {
         .unwrap()
         .unwrap();
     let error = repo.get_events::<TestAggregate>("x").await.unwrap_err();
-    assert!(matches!(error, PersistenceError::DeserializationError(_)), "{error}");
-    assert!(matches!(backend_error(&error), Error::Stored { version: 0, .. }));
+    assert!(
+        matches!(error, PersistenceError::DeserializationError(_)),
+        "{error}"
+    );
+    assert!(matches!(
+        backend_error(&error),
+        Error::Stored { version: 0, .. }
+    ));
     let mut stream = repo.stream_events::<TestAggregate>("x").await.unwrap();
     assert!(stream.next::<TestAggregate>(&[]).await.unwrap().is_err());
     assert!(stream.next::<TestAggregate>(&[]).await.is_none());

@@ -55,7 +55,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let stream = annals_cqrs_es::stream_name("account", &id)?;
     println!("\nAnnals holds stream {stream}:");
-    for event in repo.store().read_stream(&stream, 0, Direction::Forward, 100)? {
+    for event in repo
+        .store()
+        .read_stream(&stream, 0, Direction::Forward, 100)?
+    {
         println!(
             "  version {} position {} {}",
             event.version, event.position, event.event_type
