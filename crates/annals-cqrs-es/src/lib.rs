@@ -25,6 +25,7 @@
 )]
 
 mod blocking;
+mod catch_up;
 mod category;
 mod encoding;
 mod error;

@@ -116,3 +116,55 @@ async fn a_crash_between_the_append_and_the_snapshot_leaves_an_older_snapshot_ne
         "the snapshot plus the events after it"
     );
 }
+
+#[tokio::test]
+async fn in_aggregate_store_mode_a_snapshot_left_behind_conflicts_until_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = AnnalsEventRepository::new(annals::Store::open(dir.path()).unwrap());
+    let id = "acct";
+    let aggregates = PersistedEventStore::<_, BankAccount>::new_aggregate_store(repo.clone());
+    let cqrs = CqrsFramework::new(aggregates, vec![], ());
+    cqrs.execute(
+        id,
+        Command::OpenAccount {
+            account_id: id.into(),
+        },
+    )
+    .await
+    .unwrap();
+    // A commit whose snapshot save was lost (a crash between the two).
+    let events = PersistedEventStore::<_, BankAccount>::new_event_store(repo.clone());
+    let bare = CqrsFramework::new(events, vec![], ());
+    bare.execute(id, Command::DepositMoney { amount: 5.0 })
+        .await
+        .unwrap();
+
+    // As saved, the snapshot is behind: the next command conflicts and
+    // writes nothing.
+    let deposit = || Command::DepositMoney { amount: 2.0 };
+    let refused = cqrs.execute(id, deposit()).await.unwrap_err();
+    assert!(
+        matches!(refused, cqrs_es::AggregateError::AggregateConflict),
+        "{refused}"
+    );
+    assert_eq!(repo.store().position_end(), 2);
+
+    // Caught up, the same command succeeds on the right state.
+    let repo = repo.with_snapshot_catch_up();
+    let snapshot = repo.get_snapshot::<BankAccount>(id).await.unwrap().unwrap();
+    assert_eq!(
+        (snapshot.current_sequence, snapshot.current_snapshot),
+        (2, 1)
+    );
+    let aggregates = PersistedEventStore::<_, BankAccount>::new_aggregate_store(repo.clone());
+    let cqrs = CqrsFramework::new(aggregates, vec![], ());
+    cqrs.execute(id, deposit()).await.unwrap();
+    let loaded = PersistedEventStore::<_, BankAccount>::new_event_store(repo)
+        .load_aggregate(id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (loaded.current_sequence, loaded.aggregate.balance),
+        (3, 7.0)
+    );
+}
