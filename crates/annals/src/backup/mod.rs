@@ -15,23 +15,79 @@
 //!
 //! Incremental: segment files are append-only and sealed ones immutable,
 //! so a destination file holding `n` bytes of a segment holds its first
-//! `n` bytes; only the rest is copied. Frame indexes and runs are
-//! immutable under their names: copied once.
+//! `n` bytes; only the rest is copied (checked: its first and last bytes
+//! are compared, and a file that no longer matches, a segment compacted
+//! since, is copied afresh). Frame indexes and runs are immutable under
+//! their names: copied once. Sealed segments and their frame indexes are
+//! hard-linked where the filesystem allows (`copy.rs`); the last segment
+//! of the copy, its active one, is always copied.
+//!
+//! Against compaction (files replaced under their names while the backup
+//! runs): each file is copied from one open handle, and a segment (or its
+//! frame index) whose name no longer refers to the file copied makes the
+//! backup list the files again and retry (`BACKUP_ATTEMPTS`).
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | the API, the protocol, the plan, retries |
+//! | `copy.rs` | one file: link, copy, extend or rewrite; change detection |
+//! | `pace.rs` | the rate limit |
+
+mod copy;
+mod pace;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use annals_segment::storage::{FsStorage, Storage, StorageFile};
-use annals_segment::{DirKind, StoreId};
+use annals_segment::{DirKind, PrefixPart, StoreId};
 
+use self::copy::{Copied, Copier, Entry};
 use crate::error::{Error, Result};
 use crate::Store;
 
 /// Name of the marker of a backup in progress (or interrupted).
 pub const BACKUP_INCOMPLETE_FILE_NAME: &str = "BACKUP-INCOMPLETE";
 
-/// Bytes copied per read and write.
-const COPY_BYTES: usize = 1 << 20;
+/// How many times a backup lists the files and copies when a segment was
+/// replaced or removed under it (a compaction) before giving up.
+const BACKUP_ATTEMPTS: usize = 4;
+
+/// How a backup copies ([`Store::backup_with`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackupOptions {
+    /// At most this many bytes copied per second, on average (`None`: as
+    /// fast as the disk allows). Lower it to leave the disk to the
+    /// writers: `docs/BACKUP.md`.
+    pub rate_bytes_per_sec: Option<u64>,
+    /// Hard-link sealed segments and their frame indexes into the
+    /// destination where the filesystem allows (default `true`).
+    pub link: bool,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            rate_bytes_per_sec: None,
+            link: true,
+        }
+    }
+}
+
+impl BackupOptions {
+    /// Sets [`BackupOptions::rate_bytes_per_sec`] (`0`: no limit).
+    pub fn rate_bytes_per_sec(mut self, rate: u64) -> Self {
+        self.rate_bytes_per_sec = (rate > 0).then_some(rate);
+        self
+    }
+
+    /// Sets [`BackupOptions::link`].
+    pub fn link(mut self, link: bool) -> Self {
+        self.link = link;
+        self
+    }
+}
 
 /// What a backup did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +101,12 @@ pub struct BackupReport {
     pub files_kept: usize,
     /// Bytes copied.
     pub bytes_copied: u64,
+    /// Files hard-linked to the source's (sealed segments and their frame
+    /// indexes), new in this backup.
+    pub files_linked: usize,
+    /// How many times the files were listed again because a segment was
+    /// replaced or removed while it was copied.
+    pub retries: usize,
 }
 
 /// Refuses a directory that holds an interrupted backup.
@@ -69,13 +131,26 @@ impl Store {
 
     /// Backs up positions `0..p` (`p`: the end when it starts) into `dest`,
     /// a missing or empty directory or an earlier backup of this store
+    /// (then only what is new is copied), with default
+    /// [`BackupOptions`]: see [`Store::backup_with`].
+    pub fn backup_with_progress(
+        &self,
+        dest: impl AsRef<Path>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<BackupReport> {
+        self.backup_with(dest, &BackupOptions::default(), progress)
+    }
+
+    /// Backs up positions `0..p` (`p`: the end when it starts) into `dest`,
+    /// a missing or empty directory or an earlier backup of this store
     /// (then only what is new is copied). Any other destination is refused
     /// ([`Error::Backup`]) and nothing in it is touched. Everything is
     /// `fsync`ed before this returns; until then the destination does not
     /// open. `progress(bytes done, bytes to copy)`.
-    pub fn backup_with_progress(
+    pub fn backup_with(
         &self,
         dest: impl AsRef<Path>,
+        options: &BackupOptions,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<BackupReport> {
         let dest = dest.as_ref();
@@ -90,7 +165,6 @@ impl Store {
         let (source, reader) = self.files();
         let source = Arc::clone(source);
         let end = reader.position_end();
-        let parts = reader.prefix(end)?;
 
         let marker = create_or_open(&target, BACKUP_INCOMPLETE_FILE_NAME)?;
         sync(&marker, BACKUP_INCOMPLETE_FILE_NAME)?;
@@ -98,42 +172,37 @@ impl Store {
         if annals_segment::identity::read(&target)?.is_none() {
             annals_segment::identity::write(&target, id)?;
         }
-
-        let mut plan: Vec<(String, u64)> = Vec::new();
-        for part in &parts {
-            plan.push((part.name.clone(), part.bytes));
-            if part.sealed {
-                let fidx = annals_segment::frame_index_file_name(part.position_first);
-                plan.push((fidx, u64::MAX));
-            }
-        }
-        for name in list(source.as_ref())? {
-            if annals_index::parse_run_file_name(&name).is_some_and(|(_, e)| e <= end) {
-                plan.push((name, u64::MAX));
-            }
-        }
-        // Snapshots: every valid frame (appended to like segments, so a
-        // later backup copies only what is new). One saved for a version
-        // past `end` is kept but never loaded: loads take the newest at
-        // or below the stream's version.
-        plan.extend(self.snapshots().file_prefixes()?);
+        let mut copier = Copier::new(
+            source.as_ref(),
+            dest,
+            options.link,
+            pace::Pace::new(options.rate_bytes_per_sec),
+        );
         let mut report = BackupReport {
             position_end: end,
             files_copied: 0,
             files_kept: 0,
             bytes_copied: 0,
+            files_linked: 0,
+            retries: 0,
         };
-        let total: u64 = parts.iter().map(|p| p.bytes).sum();
-        for (name, bytes) in plan {
-            let copied = copy(source.as_ref(), &target, &name, bytes)?;
-            match copied {
-                Some(0) | None => report.files_kept += 1,
-                Some(n) => {
-                    report.files_copied += 1;
-                    report.bytes_copied += n;
+        let mut attempt = 1;
+        loop {
+            let parts = reader.prefix(end)?;
+            let plan = self.plan(source.as_ref(), &parts, end)?;
+            let total: u64 = parts.iter().map(|p| p.bytes).sum();
+            match copy_all(&mut copier, &plan, &mut report, total, progress)? {
+                None => break,
+                Some(_) if attempt < BACKUP_ATTEMPTS => {
+                    attempt += 1;
+                    report.retries += 1;
+                }
+                Some(changed) => {
+                    return Err(Error::Backup(format!(
+                        "{changed} was replaced or removed while it was copied, {BACKUP_ATTEMPTS} times (a compaction?): the backup is incomplete; run it again"
+                    )))
                 }
             }
-            progress(report.bytes_copied.min(total), total);
         }
         sync_dir(&target)?;
         drop(marker);
@@ -143,6 +212,84 @@ impl Store {
         sync_dir(&target)?;
         Ok(report)
     }
+
+    /// The files holding positions `0..end` and what opening them needs.
+    fn plan(&self, source: &dyn Storage, parts: &[PrefixPart], end: u64) -> Result<Vec<Entry>> {
+        let mut plan = Vec::new();
+        for part in parts {
+            plan.push(Entry {
+                name: part.name.clone(),
+                bytes: Some(part.bytes),
+                linkable: part.sealed,
+                log: true,
+            });
+            if part.sealed {
+                plan.push(Entry {
+                    name: annals_segment::frame_index_file_name(part.position_first),
+                    bytes: None,
+                    linkable: true,
+                    // A missing frame index is rebuilt by the copy's open;
+                    // a replaced one (with its segment) is a retry.
+                    log: false,
+                });
+            }
+        }
+        for name in list(source)? {
+            if annals_index::parse_run_file_name(&name).is_some_and(|(_, e)| e <= end) {
+                plan.push(Entry {
+                    name,
+                    bytes: None,
+                    linkable: false,
+                    log: false,
+                });
+            }
+        }
+        // Snapshots: every valid frame (appended to like segments, so a
+        // later backup copies only what is new). One saved for a version
+        // past `end` is kept but never loaded: loads take the newest at
+        // or below the stream's version.
+        for (name, bytes) in self.snapshots().file_prefixes()? {
+            plan.push(Entry {
+                name,
+                bytes: Some(bytes),
+                linkable: false,
+                log: false,
+            });
+        }
+        Ok(plan)
+    }
+}
+
+/// Copies every file of `plan`, then checks that each segment copied is
+/// still the file under its name (a compaction replaces the segment
+/// before its frame index: a segment copied before its replacement and a
+/// frame index after would not match). `Some(name)`: a segment changed,
+/// list and copy again.
+fn copy_all(
+    copier: &mut Copier<'_>,
+    plan: &[Entry],
+    report: &mut BackupReport,
+    total: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Option<String>> {
+    for entry in plan {
+        match copier.copy(entry)? {
+            Copied::Kept | Copied::Missing | Copied::Bytes(0) => report.files_kept += 1,
+            Copied::Linked => report.files_linked += 1,
+            Copied::Bytes(n) => {
+                report.files_copied += 1;
+                report.bytes_copied += n;
+            }
+            Copied::Changed => return Ok(Some(entry.name.clone())),
+        }
+        progress(report.bytes_copied.min(total), total);
+    }
+    for entry in plan.iter().filter(|e| e.log) {
+        if copier.changed(entry)? {
+            return Ok(Some(entry.name.clone()));
+        }
+    }
+    Ok(None)
 }
 
 /// A missing or empty directory, an interrupted backup that got no
@@ -180,50 +327,6 @@ fn check_destination(dest: &Path, id: StoreId) -> Result<()> {
             refuse("it is not empty and not a backup of this store")
         }
     }
-}
-
-/// Copies `name` from `source` into `target`: its first `bytes` bytes
-/// (`u64::MAX`: all of an immutable file, copied only if missing). Returns
-/// the bytes copied, or `None` if the source file is gone (an index run
-/// merged away meanwhile: the copy's open replays the log instead).
-fn copy(source: &dyn Storage, target: &FsStorage, name: &str, bytes: u64) -> Result<Option<u64>> {
-    let whole = bytes == u64::MAX;
-    let from = match source.open(name) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && whole => return Ok(None),
-        Err(e) => return Err(annals_segment::Error::io("open", name, e).into()),
-    };
-    let len = from
-        .len()
-        .map_err(|e| annals_segment::Error::io("stat", name, e))?;
-    let want = if whole { len } else { bytes.min(len) };
-    let to = create_or_open(target, name)?;
-    let have = to
-        .len()
-        .map_err(|e| annals_segment::Error::io("stat", name, e))?;
-    if have > want || (whole && have == want) {
-        if have > want && !whole {
-            return Err(Error::Backup(format!(
-                "{name} in the destination holds more than the log's prefix: not a backup of this store"
-            )));
-        }
-        return Ok(Some(0));
-    }
-    let mut buf = vec![0u8; COPY_BYTES];
-    let mut at = if whole { 0 } else { have };
-    while at < want {
-        let n = usize::try_from(want - at)
-            .unwrap_or(COPY_BYTES)
-            .min(COPY_BYTES);
-        let chunk = buf.get_mut(..n).unwrap_or_default();
-        from.read_exact_at(chunk, at)
-            .map_err(|e| annals_segment::Error::io("read", name, e))?;
-        to.write_all_at(chunk, at)
-            .map_err(|e| annals_segment::Error::io("write", name, e))?;
-        at += n as u64;
-    }
-    sync(&to, name)?;
-    Ok(Some(want - if whole { 0 } else { have }))
 }
 
 fn create_or_open(target: &FsStorage, name: &str) -> Result<Arc<dyn StorageFile>> {
