@@ -194,17 +194,20 @@ fn writers(
     step: &mut dyn FnMut(&str),
 ) -> Vec<Comparison> {
     let secs = Duration::from_secs_f64(config.seconds);
-    let variants: [(&str, Option<BackupOptions>); 3] = [
-        ("copied", Some(BackupOptions::default().link(false))),
-        ("hard links", Some(BackupOptions::default())),
+    let paced = BackupOptions::default()
+        .link(false)
+        .rate_bytes_per_sec(config.rate_bytes_per_sec);
+    let variants: [(&str, Background); 4] = [
         (
-            "copied, paced",
-            Some(
-                BackupOptions::default()
-                    .link(false)
-                    .rate_bytes_per_sec(config.rate_bytes_per_sec),
-            ),
+            "backups, copied",
+            Background::Backup(BackupOptions::default().link(false)),
         ),
+        (
+            "backups, hard links",
+            Background::Backup(BackupOptions::default()),
+        ),
+        ("backups, copied, paced", Background::Backup(paced)),
+        ("cp -r + fsync of the store", Background::Cp),
     ];
     // Per round: annals alone, annals during each variant, sqlite alone,
     // sqlite during VACUUM INTO loops.
@@ -213,7 +216,9 @@ fn writers(
     let store = Store::open(annals_dir).expect("open");
     for round in 0..config.rounds.max(1) {
         let mut figures = Vec::new();
-        for (label, beside) in std::iter::once(("alone", None)).chain(variants.iter().cloned()) {
+        for (label, beside) in
+            std::iter::once(("alone", Background::Nothing)).chain(variants.iter().cloned())
+        {
             step(&format!("8 writers, {label} (round {})", round + 1));
             figures.push(annals_writers(&store, root, beside, secs).ops_per_sec());
         }
@@ -253,7 +258,7 @@ fn writers(
         let during = annals_at(i + 1).unwrap_or(0.0);
         out.push(Comparison {
             workload: format!(
-                "8 writers during back-to-back backups, {label}: {:.2}x of alone (sqlite during VACUUM INTO: {:.2}x)",
+                "8 writers during back-to-back {label}: {:.2}x of alone (sqlite during VACUUM INTO: {:.2}x)",
                 during / alone.max(1.0),
                 sqlite_during / sqlite_alone.max(1.0)
             ),
@@ -285,12 +290,16 @@ fn beside<T>(
     out
 }
 
-fn annals_writers(
-    store: &Store,
-    root: &Path,
-    with: Option<BackupOptions>,
-    secs: Duration,
-) -> Measured {
+/// What runs in a loop beside the writers.
+#[derive(Debug, Clone)]
+enum Background {
+    Nothing,
+    Backup(BackupOptions),
+    /// `cp -r` of the store's directory, then an `fsync` of every file.
+    Cp,
+}
+
+fn annals_writers(store: &Store, root: &Path, with: Background, secs: Duration) -> Measured {
     let data = payload(1, super::DATA_BYTES);
     let writer = store.clone();
     let dir = PathBuf::from(store.location());
@@ -302,8 +311,10 @@ fn annals_writers(
             1
         })
     };
-    let Some(options) = with else {
-        return run();
+    let options = match with {
+        Background::Nothing => return run(),
+        Background::Backup(options) => Some(options),
+        Background::Cp => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Loop::default());
@@ -315,11 +326,20 @@ fn annals_writers(
     );
     let measured = beside(
         move || {
-            let report = source
-                .backup_with(&dest, &options, &mut |_, _| {})
-                .expect("backup");
+            let bytes = match &options {
+                Some(options) => {
+                    source
+                        .backup_with(&dest, options, &mut |_, _| {})
+                        .expect("backup")
+                        .bytes_copied
+                }
+                None => {
+                    cp_and_sync(Path::new(source.location()), &dest);
+                    0
+                }
+            };
             seen.backups.fetch_add(1, Ordering::Relaxed);
-            seen.bytes.fetch_add(report.bytes_copied, Ordering::Relaxed);
+            seen.bytes.fetch_add(bytes, Ordering::Relaxed);
             let _ = std::fs::remove_dir_all(&dest);
         },
         Arc::clone(&stop),
