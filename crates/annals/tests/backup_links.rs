@@ -229,3 +229,22 @@ fn a_segment_removed_under_a_backup_fails_it_and_it_never_opens() {
     let error = Store::open_read_only(&dest).unwrap_err();
     assert!(matches!(error, Error::Backup(_)), "{error}");
 }
+
+#[test]
+fn a_rewrite_left_by_a_killed_backup_is_removed_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let owner = Store::open_with(dir.path(), small()).unwrap();
+    fill(&owner, 0, 500);
+    let dest = parent.path().join("dest");
+    owner.backup(&dest).unwrap();
+    // Killed while rewriting a segment: the marker and the temp file.
+    let active = segments(&dest).pop().unwrap();
+    let temp = dest.join(format!("{active}.backup-tmp"));
+    std::fs::write(dest.join(annals::BACKUP_INCOMPLETE_FILE_NAME), b"").unwrap();
+    std::fs::write(&temp, b"half").unwrap();
+    assert!(Store::open_read_only(&dest).is_err());
+    let report = owner.backup(&dest).unwrap();
+    assert!(!temp.exists());
+    check_backup(&dest, &owner, report.position_end);
+}

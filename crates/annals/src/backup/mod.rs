@@ -172,6 +172,14 @@ impl Store {
         if annals_segment::identity::read(&target)?.is_none() {
             annals_segment::identity::write(&target, id)?;
         }
+        // A rewrite a killed backup left half done.
+        for name in list(&target)? {
+            if name.ends_with(copy::REWRITE_SUFFIX) {
+                target
+                    .remove(&name)
+                    .map_err(|e| annals_segment::Error::io("remove", name.clone(), e))?;
+            }
+        }
         let mut copier = Copier::new(
             source.as_ref(),
             dest,
