@@ -52,7 +52,7 @@ pub fn backup_workloads(config: &BackupConfig, step: &mut dyn FnMut(&str)) -> Ve
     step("seeding the stores");
     let events = seed_annals(&annals_dir, config.store_bytes);
     seed_sqlite(&sqlite_path, events);
-    let mut out = throughput(root.path(), &annals_dir, &sqlite_path, step);
+    let mut out = throughput(root.path(), &annals_dir, &sqlite_path, config.rounds, step);
     out.extend(writers(
         root.path(),
         &annals_dir,
@@ -129,29 +129,37 @@ fn throughput(
     root: &Path,
     annals_dir: &Path,
     sqlite_path: &Path,
+    rounds: usize,
     step: &mut dyn FnMut(&str),
 ) -> Vec<Comparison> {
     let source = Store::open_read_only(annals_dir).expect("open");
     let dest = root.join("dest");
     let mb = |bytes: u64, secs: f64| bytes as f64 / secs / 1e6;
-    step("backup throughput: annals, no links");
     let mut bytes = 0;
-    let copy_secs = seconds(|| {
-        let options = BackupOptions::default().link(false);
-        bytes = source
-            .backup_with(&dest, &options, &mut |_, _| {})
-            .expect("backup")
-            .bytes_copied;
-    });
-    std::fs::remove_dir_all(&dest).expect("rm");
-    step("backup throughput: annals, hard links");
-    let link_secs = seconds(|| {
-        source.backup(&dest).expect("backup");
-    });
-    std::fs::remove_dir_all(&dest).expect("rm");
-    step("backup throughput: cp -r + fsync");
-    let cp_secs = seconds(|| cp_and_sync(annals_dir, &dest));
-    std::fs::remove_dir_all(&dest).expect("rm");
+    // Per round, one after another: copied, linked, cp (seconds each).
+    let mut times: Vec<[f64; 3]> = Vec::new();
+    for round in 0..rounds.max(1) {
+        step(&format!(
+            "backup throughput: annals copied, linked, cp -r + fsync (round {})",
+            round + 1
+        ));
+        let copy_secs = seconds(|| {
+            let options = BackupOptions::default().link(false);
+            bytes = source
+                .backup_with(&dest, &options, &mut |_, _| {})
+                .expect("backup")
+                .bytes_copied;
+        });
+        std::fs::remove_dir_all(&dest).expect("rm");
+        let link_secs = seconds(|| {
+            source.backup(&dest).expect("backup");
+        });
+        std::fs::remove_dir_all(&dest).expect("rm");
+        let cp_secs = seconds(|| cp_and_sync(annals_dir, &dest));
+        std::fs::remove_dir_all(&dest).expect("rm");
+        times.push([copy_secs, link_secs, cp_secs]);
+    }
+    let at = |i: usize| median(times.iter().map(|t| t[i]).collect()).unwrap_or(f64::MAX);
     step("backup throughput: sqlite VACUUM INTO");
     let peer = SqliteStore::open(sqlite_path).expect("sqlite");
     let sqlite_bytes = std::fs::metadata(sqlite_path).map_or(0, |m| m.len());
@@ -164,8 +172,8 @@ fn throughput(
         higher_is_better: true,
         annals: Figure::value(annals),
         sqlite: Some(Figure::value(mb(sqlite_bytes, sqlite_secs))),
-        ceiling: Some(Figure::value(mb(bytes, cp_secs))),
-        rounds: 1,
+        ceiling: Some(Figure::value(mb(bytes, at(2)))),
+        rounds: times.len(),
         paired: None,
     };
     vec![
@@ -174,14 +182,14 @@ fn throughput(
                 "full backup of {} MB, copied (vs cp -r + fsync)",
                 bytes / 1_000_000
             ),
-            mb(bytes, copy_secs),
+            mb(bytes, at(0)),
         ),
         row(
             format!(
                 "full backup of {} MB, hard links (vs cp -r + fsync)",
                 bytes / 1_000_000
             ),
-            mb(bytes, link_secs),
+            mb(bytes, at(1)),
         ),
     ]
 }
@@ -209,62 +217,59 @@ fn writers(
         ("backups, copied, paced", Background::Backup(paced)),
         ("cp -r + fsync of the store", Background::Cp),
     ];
-    // Per round: annals alone, annals during each variant, sqlite alone,
-    // sqlite during VACUUM INTO loops.
-    let mut annals_rounds: Vec<Vec<f64>> = Vec::new();
-    let mut sqlite_rounds: Vec<[f64; 2]> = Vec::new();
+    // Each figure "during" is paired with an "alone" measured just before
+    // it (this disk is shared: its speed drifts over minutes); ratios are
+    // the median over the rounds of each pair's ratio.
+    let mut alone_all = Vec::new();
+    let mut during: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
+    let mut sqlite_pairs = Vec::new();
     let store = Store::open(annals_dir).expect("open");
     for round in 0..config.rounds.max(1) {
-        let mut figures = Vec::new();
-        for (label, beside) in
-            std::iter::once(("alone", Background::Nothing)).chain(variants.iter().cloned())
-        {
-            step(&format!("8 writers, {label} (round {})", round + 1));
-            figures.push(annals_writers(&store, root, beside, secs).ops_per_sec());
+        for (i, (label, beside)) in variants.iter().enumerate() {
+            step(&format!(
+                "8 writers alone, then during {label} (round {})",
+                round + 1
+            ));
+            let alone = annals_writers(&store, root, Background::Nothing, secs).ops_per_sec();
+            let with = annals_writers(&store, root, beside.clone(), secs).ops_per_sec();
+            alone_all.push(alone);
+            during[i].push((alone, with));
         }
-        annals_rounds.push(figures);
         step(&format!(
             "8 sqlite writers, alone and during VACUUM INTO (round {})",
             round + 1
         ));
         let alone = sqlite_writers(sqlite_path, root, false, secs).ops_per_sec();
-        let during = sqlite_writers(sqlite_path, root, true, secs).ops_per_sec();
-        sqlite_rounds.push([alone, during]);
+        let with = sqlite_writers(sqlite_path, root, true, secs).ops_per_sec();
+        sqlite_pairs.push((alone, with));
     }
-    let annals_at = |i: usize| {
-        median(
-            annals_rounds
-                .iter()
-                .filter_map(|r| r.get(i).copied())
-                .collect(),
-        )
+    let ratio = |pairs: &[(f64, f64)]| {
+        median(pairs.iter().map(|(a, d)| d / a.max(1.0)).collect()).unwrap_or(0.0)
     };
-    let sqlite_at = |i: usize| median(sqlite_rounds.iter().map(|r| r[i]).collect());
-    let alone = annals_at(0).unwrap_or(0.0);
-    let sqlite_alone = sqlite_at(0).unwrap_or(0.0);
-    let sqlite_during = sqlite_at(1).unwrap_or(0.0);
-    let rounds = annals_rounds.len();
+    let sqlite_alone = median(sqlite_pairs.iter().map(|p| p.0).collect()).unwrap_or(0.0);
+    let sqlite_during = median(sqlite_pairs.iter().map(|p| p.1).collect()).unwrap_or(0.0);
+    let sqlite_ratio = ratio(&sqlite_pairs);
+    let rounds = config.rounds.max(1);
     let mut out = vec![Comparison {
         workload: "8 writers, durable single-event appends, alone".into(),
         unit: "commits/s",
         higher_is_better: true,
-        annals: Figure::value(alone),
+        annals: Figure::value(median(alone_all).unwrap_or(0.0)),
         sqlite: Some(Figure::value(sqlite_alone)),
         ceiling: None,
         rounds,
         paired: None,
     }];
-    for (i, (label, _)) in variants.iter().enumerate() {
-        let during = annals_at(i + 1).unwrap_or(0.0);
+    for ((label, _), pairs) in variants.iter().zip(&during) {
+        let with = median(pairs.iter().map(|p| p.1).collect()).unwrap_or(0.0);
         out.push(Comparison {
             workload: format!(
-                "8 writers during back-to-back {label}: {:.2}x of alone (sqlite during VACUUM INTO: {:.2}x)",
-                during / alone.max(1.0),
-                sqlite_during / sqlite_alone.max(1.0)
+                "8 writers during back-to-back {label}: {:.2}x of alone (sqlite during VACUUM INTO: {sqlite_ratio:.2}x)",
+                ratio(pairs)
             ),
             unit: "commits/s",
             higher_is_better: true,
-            annals: Figure::value(during),
+            annals: Figure::value(with),
             sqlite: Some(Figure::value(sqlite_during)),
             ceiling: None,
             rounds,
@@ -274,7 +279,8 @@ fn writers(
     out
 }
 
-/// Runs `work` while a thread loops `background` until it returns.
+/// Runs `work` while a thread loops `background` until `stop` is set
+/// (by `work`), then waits for the last `background` to finish.
 fn beside<T>(
     background: impl Fn() + Send + 'static,
     stop: Arc<AtomicBool>,
