@@ -23,6 +23,8 @@ const SEED_DATA_BYTES: usize = 2_000;
 const SEED_BATCH: usize = 100;
 /// Writer threads.
 const WRITERS: usize = 8;
+/// Pause after a measurement with a background copy, before the next.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// Sizes and durations of the backup workloads.
 #[derive(Debug, Clone)]
@@ -232,6 +234,10 @@ fn writers(
             ));
             let alone = annals_writers(&store, root, Background::Nothing, secs).ops_per_sec();
             let with = annals_writers(&store, root, beside.clone(), secs).ops_per_sec();
+            eprintln!("  {label}: alone {alone:.0}, during {with:.0} commits/s");
+            // Let the disk settle (the last copy's deletion, writeback)
+            // before the next "alone".
+            std::thread::sleep(SETTLE);
             alone_all.push(alone);
             during[i].push((alone, with));
         }
@@ -241,6 +247,8 @@ fn writers(
         ));
         let alone = sqlite_writers(sqlite_path, root, false, secs).ops_per_sec();
         let with = sqlite_writers(sqlite_path, root, true, secs).ops_per_sec();
+        eprintln!("  sqlite: alone {alone:.0}, during {with:.0} commits/s");
+        std::thread::sleep(SETTLE);
         sqlite_pairs.push((alone, with));
     }
     let ratio = |pairs: &[(f64, f64)]| {
