@@ -169,7 +169,7 @@ impl Store {
             .map_err(|e| Error::Internal(format!("cannot start the follower thread: {e}")))
     }
 
-    /// The store's files and its log reader (for `backup.rs`).
+    /// The store's files and its log reader (for `backup/`).
     pub(crate) fn files(&self) -> (&Arc<dyn Storage>, &annals_segment::LogReader) {
         (&self.inner.storage, &self.inner.reader)
     }
