@@ -216,6 +216,13 @@ enum Command {
         dir: PathBuf,
         /// Destination directory.
         dest: PathBuf,
+        /// Copy at most RATE bytes per second (suffixes K, M, G: powers of
+        /// 1024; e.g. 50M), leaving the disk to the store's writers.
+        #[arg(long, value_parser = backup::parse_rate)]
+        rate: Option<u64>,
+        /// Copy every file; never hard-link sealed segments into DEST.
+        #[arg(long)]
+        no_link: bool,
     },
     /// Run the comparison benchmark (Annals vs SQLite vs the plain-file
     /// ceiling): runs the `annals-bench` executable found next to this one
@@ -436,7 +443,12 @@ fn main() -> ExitCode {
                 segment_bytes,
             },
         ),
-        Command::Backup { dir, dest } => backup::run(&dir, &dest),
+        Command::Backup {
+            dir,
+            dest,
+            rate,
+            no_link,
+        } => backup::run(&dir, &dest, rate, no_link),
         Command::Bench { args } => match bench::run(&args) {
             Ok(code) => return code,
             Err(failure) => Err(failure),

@@ -171,6 +171,41 @@ impl SnapshotLog {
         Ok(prefixes)
     }
 
+    /// Read-only logs: reads the frames the owner saved since the open
+    /// (or the last refresh), in the newest file from its known end and in
+    /// a file created since, so that loads find the new snapshots. An
+    /// invalid frame ends the view without an error: the owner may be
+    /// writing it (damage is reported by a full open). Costs one `stat`
+    /// and one failed `open` when nothing was saved.
+    pub(crate) fn refresh(&self) -> Result<()> {
+        if !self.read_only {
+            // Its own saves are always in the map.
+            return Ok(());
+        }
+        let mut state = self.state.lock();
+        // Bounded: each pass moves to a newer file or returns.
+        loop {
+            if let Some((number, file)) = state.files.last_key_value() {
+                let (number, file) = (*number, Arc::clone(file));
+                let from = state.end;
+                state.end = scan_new(&file, number, from, &mut state)?;
+            }
+            let next = state.files.keys().next_back().map_or(0, |n| n + 1);
+            let name = file_name(next);
+            let handle = match self.storage.open(&name) {
+                Ok(handle) => handle,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io("open", &name, e)),
+            };
+            // Renamed into place only with a whole, synced header.
+            let salt = read_header(&name, &*handle)?;
+            state
+                .files
+                .insert(next, Arc::new(SnapFile { name, handle, salt }));
+            state.end = FILE_HEADER_BYTES as u64;
+        }
+    }
+
     /// What open found.
     pub(crate) fn recovery(&self) -> SnapshotRecovery {
         self.recovery
@@ -378,6 +413,69 @@ fn scan(
         }
     }
     Ok(offset)
+}
+
+/// A read-only refresh's [`scan`] of the newest file from `from`: any
+/// invalid frame ends it (returned: where the next refresh starts again).
+fn scan_new(file: &SnapFile, number: u64, from: u64, state: &mut State) -> Result<u64> {
+    let mut end = from;
+    // Frame by frame, so that a frame followed by one the owner is still
+    // writing counts, and the half-written one ends the view.
+    loop {
+        let len = file.handle.len().map_err(|e| io("len", &file.name, e))?;
+        if end >= len {
+            return Ok(end);
+        }
+        let mut head = [0u8; FRAME_HEADER_BYTES];
+        if len - end < FRAME_HEADER_BYTES as u64 {
+            return Ok(end);
+        }
+        file.handle
+            .read_exact_at(&mut head, end)
+            .map_err(|e| io("read", &file.name, e))?;
+        let Some(frame_len) = format::claimed_len(&head) else {
+            return Ok(end);
+        };
+        let frame_end = end + frame_len as u64;
+        if frame_end > len {
+            return Ok(end);
+        }
+        if !read_one(file, number, end, frame_end, state)? {
+            return Ok(end);
+        }
+        end = frame_end;
+    }
+}
+
+/// Reads the one frame at `offset..frame_end` into `state.streams`;
+/// `false` if it is not valid (yet).
+fn read_one(
+    file: &SnapFile,
+    number: u64,
+    offset: u64,
+    frame_end: u64,
+    state: &mut State,
+) -> Result<bool> {
+    let len = usize::try_from(frame_end - offset)
+        .map_err(|_| Error::Internal("snapshot frame too large".into()))?;
+    let mut frame = vec![0u8; len];
+    file.handle
+        .read_exact_at(&mut frame, offset)
+        .map_err(|e| io("read", &file.name, e))?;
+    if let Ok(fields) = format::decode_frame(file.salt, &frame) {
+        let location = Location {
+            file: number,
+            offset,
+            len: len as u32,
+        };
+        state
+            .streams
+            .entry(fields.stream.to_owned())
+            .or_default()
+            .insert(fields.version, location);
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Cuts a torn frame: the snapshot file is never mapped, so it can be shortened.

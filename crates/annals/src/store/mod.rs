@@ -9,11 +9,13 @@
 //! | `read_all.rs` | the zero-copy `$all` visitor, the backward `$all` read, what subscriptions need of the store |
 //! | `inspect.rs` | stats, write stats, `verify`, index maintenance and dumps |
 //! | `read_only.rs` | read-only opens (no lock, nothing written) and `refresh` |
+//! | `foreign.rs` | a writable open refuses a non-empty directory that is not a store |
 //!
 //! The expected-version check itself is decided on the write path
 //! (`crate::write::decide`).
 
 mod append;
+mod foreign;
 mod inspect;
 mod read;
 mod read_all;
@@ -100,7 +102,9 @@ impl Store {
         Self::open_with(dir, Options::default())
     }
 
-    /// Opens the store in `dir`, creating it if needed.
+    /// Opens the store in `dir`, creating it if needed: in a missing or
+    /// empty directory. A non-empty directory that is not a store is
+    /// refused ([`Error::NotAStore`]) and left untouched.
     pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         let dir = dir.as_ref();
         let storage = FsStorage::open(dir)
@@ -121,6 +125,7 @@ impl Store {
         options: Options,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Store> {
+        foreign::refuse_foreign(&storage)?;
         lock(&storage)?;
         let evidence = crate::repair::run_evidence(&storage)?;
         Self::open_locked(storage, options, progress, &evidence)
@@ -147,6 +152,7 @@ impl Store {
         options: Options,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Store> {
+        foreign::refuse_foreign(&storage)?;
         lock(&storage)?;
         crate::repair::check_before_removing_runs(&storage, &options)?;
         crate::index::remove_runs(&storage)?;
