@@ -25,6 +25,7 @@
 mod connect;
 mod encoding;
 mod error;
+mod inspect;
 mod message;
 pub mod mirror;
 pub mod nats_server;
@@ -33,6 +34,7 @@ mod stream_config;
 
 pub use encoding::{decode, encode, subject_for, token_for};
 pub use error::{Error, Result};
+pub use inspect::{published, Published};
 pub use message::{event_from_message, headers};
 pub use mirror::{mirror, MirrorOptions, MIRROR_OF_FILE_NAME};
 pub use relay::{relay, RelayOptions};
