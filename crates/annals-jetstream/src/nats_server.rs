@@ -46,12 +46,22 @@ pub struct NatsServer {
 
 impl NatsServer {
     /// Starts `binary` with JetStream storing into `dir` (which must exist)
-    /// and waits until it accepts connections.
+    /// and waits until it accepts connections. Durable: on a server that
+    /// supports it, every message is fsync'd before it is acknowledged
+    /// (`sync_interval: always`).
     pub fn start(binary: &Path, dir: &Path) -> std::io::Result<NatsServer> {
+        Self::start_with(binary, dir, true)
+    }
+
+    /// [`start`](NatsServer::start); with `sync_always` false the server
+    /// keeps its default (acknowledged messages are written to the OS and
+    /// fsync'd every 2 minutes: a killed server loses nothing, a crashed
+    /// machine may).
+    pub fn start_with(binary: &Path, dir: &Path, sync_always: bool) -> std::io::Result<NatsServer> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let store = dir.join("jetstream");
         std::fs::create_dir_all(&store)?;
-        let sync = if supports_sync_always(binary) {
+        let sync = if sync_always && supports_sync_always(binary) {
             "sync_interval: always\n"
         } else {
             ""

@@ -50,7 +50,7 @@ fn a_relayed_feed_is_mirrored_record_for_record_and_both_resume() {
     }
 
     let mirror_dir = dirs[2].path();
-    let replica = Store::open(mirror_dir).unwrap();
+    let replica = common::open_replica(mirror_dir);
     let got = rt
         .block_on(mirror(
             replica.clone(),
@@ -77,7 +77,7 @@ fn a_relayed_feed_is_mirrored_record_for_record_and_both_resume() {
         end2,
     );
     drop(replica);
-    let replica = Store::open(mirror_dir).unwrap();
+    let replica = common::open_replica(mirror_dir);
     rt.block_on(mirror(
         replica.clone(),
         mirror_dir,

@@ -12,10 +12,13 @@ use annals::{EventData, ExpectedVersion, Store};
 use annals_jetstream::nats_server::{self, NatsServer};
 use annals_jetstream::Published;
 
-/// A server storing into `dir`, or `None` (test skipped) outside CI.
+/// A server storing into `dir`, or `None` (test skipped) outside CI. Not
+/// fsync'ing each message (`sync_interval: always` makes publishing
+/// fsync-bound): a killed server still loses nothing it acknowledged, which
+/// is the crash these tests play, and the relay does not rely on it anyway.
 pub fn server(dir: &Path) -> Option<NatsServer> {
     match nats_server::binary() {
-        Some(binary) => Some(NatsServer::start(&binary, dir).unwrap()),
+        Some(binary) => Some(NatsServer::start_with(&binary, dir, false).unwrap()),
         None if std::env::var_os("CI").is_some() => panic!(
             "nats-server not found (set {} or put it on PATH): CI must install it (.ci/run)",
             nats_server::SERVER_ENV
@@ -96,4 +99,12 @@ pub fn assert_exactly_once(store: &Store, published: &[Published], end: u64) {
         assert_eq!(&p.event, s, "position {}", s.event.position);
         assert_eq!(Some(p.store), store.id());
     }
+}
+
+/// A mirror's store as `annals mirror` opens it: buffered, made durable by
+/// the mirror's flushes.
+pub fn open_replica(dir: &Path) -> Store {
+    let mut options = annals::Options::default();
+    options.durability = annals::Durability::Buffered;
+    Store::open_with(dir, options).unwrap()
 }
