@@ -72,3 +72,27 @@ pub async fn published(nats_url: &str, stream: &str) -> Result<Vec<Published>> {
     }
     Ok(out)
 }
+
+/// The position of the last message of JetStream stream `stream` on
+/// `nats_url`; `None` while it holds none.
+pub async fn last_position(nats_url: &str, stream: &str) -> Result<Option<u64>> {
+    let js = connect(nats_url, 1).await?;
+    let mut handle = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| Error::nats("get stream", e))?;
+    let info = handle
+        .info()
+        .await
+        .map_err(|e| Error::nats("stream info", e))?;
+    let (count, last) = (info.state.messages, info.state.last_sequence);
+    if count == 0 {
+        return Ok(None);
+    }
+    let message = handle
+        .get_raw_message(last)
+        .await
+        .map_err(|e| Error::nats("read the last message", e))?;
+    let (_, event) = event_from_message(last, Some(&message.headers), message.payload)?;
+    Ok(Some(event.event.position))
+}

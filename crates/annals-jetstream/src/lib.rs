@@ -34,7 +34,7 @@ mod stream_config;
 
 pub use encoding::{decode, encode, subject_for, token_for};
 pub use error::{Error, Result};
-pub use inspect::{published, Published};
+pub use inspect::{last_position, published, Published};
 pub use message::{event_from_message, headers};
 pub use mirror::{mirror, MirrorOptions, MIRROR_OF_FILE_NAME};
 pub use relay::{relay, RelayOptions};
