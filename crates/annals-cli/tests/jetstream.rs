@@ -99,7 +99,7 @@ fn a_relay_killed_50_times_publishes_every_position_once_and_a_mirror_equals_the
         state = state
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis(20 + (state >> 33) % 150));
+        std::thread::sleep(Duration::from_millis(30 + (state >> 33) % 400));
         kill9(child);
     }
     writer.join().unwrap();

@@ -96,9 +96,18 @@ pub(crate) async fn ensure(
                 metadata: [(METADATA_STORE_ID.to_owned(), store.to_string())].into(),
                 ..Config::default()
             };
-            js.create_stream(config)
-                .await
-                .map_err(|e| Error::nats("create stream", e))
+            js.create_stream(config).await.map_err(|e| {
+                use async_nats::jetstream::context::CreateStreamErrorKind;
+                match e.kind() {
+                    // The server's answer (subjects that overlap another
+                    // stream's, limits): asking again will not change it.
+                    CreateStreamErrorKind::JetStream(answer) => Error::Refused(format!(
+                        "JetStream refused to create stream {}: {answer}",
+                        settings.name
+                    )),
+                    _ => Error::nats("create stream", e),
+                }
+            })
         }
         Err(e) => Err(Error::nats("get stream", e)),
     }

@@ -200,8 +200,12 @@ fn refusals_publish_and_write_nothing() {
     assert!(msg.contains("memory"), "{msg}");
     let mut other_prefix = relay_options(&url, "FEED", 3);
     other_prefix.stream.subject_prefix = "elsewhere".into();
-    let msg = refused(rt.block_on(relay(other, other_prefix)));
+    let msg = refused(rt.block_on(relay(other.clone(), other_prefix)));
     assert!(msg.contains("subjects"), "{msg}");
+    // Regression: a stream JetStream will not create (its subjects overlap
+    // FEED's) was retried for ever as if the server were down.
+    let msg = refused(rt.block_on(relay(other, relay_options(&url, "OVERLAP", 3))));
+    assert!(msg.contains("overlap"), "{msg}");
 
     // A mirror into a store of its own events, or of another source.
     let own = dirs[4].path();
