@@ -81,7 +81,7 @@ fn a_relay_killed_50_times_publishes_every_position_once_and_a_mirror_equals_the
                     .unwrap();
                 written += n;
                 i += 1;
-                if i % 20 == 0 {
+                if i.is_multiple_of(20) {
                     std::thread::sleep(Duration::from_millis(2));
                 }
             }

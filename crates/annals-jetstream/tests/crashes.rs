@@ -37,7 +37,7 @@ fn appender(store: Store, stop: Arc<AtomicBool>, seed: u64) -> std::thread::Join
             let events = (0..n)
                 .map(|k| EventData::new("T", format!("{i}-{k}")).with_metadata("m"))
                 .collect();
-            if i % 5 == 0 {
+            if i.is_multiple_of(5) {
                 let second = vec![EventData::new("U", "u")];
                 store
                     .append_many(vec![
