@@ -38,13 +38,23 @@ fn main() {
     for (durable, n) in [(true, durable_events), (false, events)] {
         let dir = tempfile::tempdir().unwrap();
         let server = NatsServer::start_with(&binary, dir.path(), durable).unwrap();
-        let label = if durable { "durable (sync_interval: always)" } else { "default sync" };
+        let label = if durable {
+            "durable (sync_interval: always)"
+        } else {
+            "default sync"
+        };
         println!("== nats-server {label}, {n} events of 100 bytes, appends of 10");
         let source = Store::open(dir.path().join("source")).unwrap();
         for i in 0..n / 10 {
-            let batch = (0..10).map(|_| EventData::new("Deposited", vec![b'x'; 100])).collect();
+            let batch = (0..10)
+                .map(|_| EventData::new("Deposited", vec![b'x'; 100]))
+                .collect();
             source
-                .append(&format!("account-{}", i % 1000), ExpectedVersion::Any, batch)
+                .append(
+                    &format!("account-{}", i % 1000),
+                    ExpectedVersion::Any,
+                    batch,
+                )
                 .unwrap()
                 .unwrap();
         }
@@ -93,7 +103,13 @@ async fn plain_publish(url: &str, source: &Store, n: u64) -> f64 {
     let events = source.read_all_replicated(0, n as usize).unwrap();
     let messages: Vec<_> = events
         .iter()
-        .map(|e| (subject_for("plain", &e.event.stream), headers(id, e), e.event.data.clone()))
+        .map(|e| {
+            (
+                subject_for("plain", &e.event.stream),
+                headers(id, e),
+                e.event.data.clone(),
+            )
+        })
         .collect();
     let started = Instant::now();
     let mut in_flight = std::collections::VecDeque::new();
@@ -103,7 +119,11 @@ async fn plain_publish(url: &str, source: &Store, n: u64) -> f64 {
                 in_flight.pop_front().unwrap();
             ack.await.unwrap();
         }
-        in_flight.push_back(js.publish_with_headers(subject, headers, payload).await.unwrap());
+        in_flight.push_back(
+            js.publish_with_headers(subject, headers, payload)
+                .await
+                .unwrap(),
+        );
     }
     for ack in in_flight {
         ack.await.unwrap();
@@ -150,7 +170,11 @@ fn lag(rt: &tokio::runtime::Runtime, server: &NatsServer, dir: &std::path::Path)
     let mut returned = Vec::with_capacity(count as usize);
     for _ in 0..count {
         source
-            .append("lag-1", ExpectedVersion::Any, vec![EventData::new("T", vec![b'x'; 100])])
+            .append(
+                "lag-1",
+                ExpectedVersion::Any,
+                vec![EventData::new("T", vec![b'x'; 100])],
+            )
             .unwrap()
             .unwrap();
         returned.push(Instant::now());
@@ -165,7 +189,11 @@ fn lag(rt: &tokio::runtime::Runtime, server: &NatsServer, dir: &std::path::Path)
     relaying.abort();
     mirroring.abort();
     lags.sort();
-    let at = |q: f64| lags.get(((lags.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
+    let at = |q: f64| {
+        lags.get(((lags.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
     println!(
         "lag, append return -> readable in the mirror ({} events, 1 per 2 ms): p50 {:?}, p99 {:?}",
         lags.len(),
