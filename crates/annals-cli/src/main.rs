@@ -12,6 +12,8 @@ mod commands;
 mod demo;
 mod json;
 mod meta;
+mod mirror;
+mod relay;
 mod snapshot;
 mod soft_delete;
 mod store_dir;
@@ -223,6 +225,37 @@ enum Command {
         /// Copy every file; never hard-link sealed segments into DEST.
         #[arg(long)]
         no_link: bool,
+    },
+    /// Publish the store's feed to a NATS JetStream stream, exactly once
+    /// and in position order, following new appends until interrupted (the
+    /// store is opened read-only). See docs/JETSTREAM.md.
+    Relay {
+        /// Store directory.
+        dir: PathBuf,
+        /// NATS server URL, e.g. nats://127.0.0.1:4222.
+        #[arg(long)]
+        nats: String,
+        /// JetStream stream name (created if missing).
+        #[arg(long)]
+        stream: String,
+        /// Subjects are PREFIX.CATEGORY.STREAM (default: annals).
+        #[arg(long)]
+        subject_prefix: Option<String>,
+        /// First position to publish into an empty JetStream stream.
+        #[arg(long)]
+        from: Option<u64>,
+    },
+    /// Keep DEST a mirror of the store relayed into a JetStream stream:
+    /// same positions, versions, ids and data; follows until interrupted.
+    Mirror {
+        /// NATS server URL, e.g. nats://127.0.0.1:4222.
+        #[arg(long)]
+        nats: String,
+        /// JetStream stream name.
+        #[arg(long)]
+        stream: String,
+        /// Mirror store directory (created if missing or empty).
+        dest: PathBuf,
     },
     /// Run the comparison benchmark (Annals vs SQLite vs the plain-file
     /// ceiling): runs the `annals-bench` executable found next to this one
@@ -449,6 +482,22 @@ fn main() -> ExitCode {
             rate,
             no_link,
         } => backup::run(&dir, &dest, rate, no_link),
+        Command::Relay {
+            dir,
+            nats,
+            stream,
+            subject_prefix,
+            from,
+        } => relay::run(
+            &dir,
+            relay::Relay {
+                nats,
+                stream,
+                subject_prefix,
+                from,
+            },
+        ),
+        Command::Mirror { nats, stream, dest } => mirror::run(&dest, nats, stream),
         Command::Bench { args } => match bench::run(&args) {
             Ok(code) => return code,
             Err(failure) => Err(failure),

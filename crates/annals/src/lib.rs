@@ -66,6 +66,7 @@ pub use snapshot::{
     SNAPSHOT_TYPE_BYTES_MAX,
 };
 pub use soft_delete::{meta_stream, SoftDeleted, META_STREAM_PREFIX, TRUNCATE_BEFORE_EVENT_TYPE};
+pub use store::ReplicatedEvent;
 pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport, WriteStats};
 pub use stream_meta::{StreamMetadata, MAX_COUNT_EVENT_TYPE};
 pub use subscribe::{

@@ -59,6 +59,7 @@ impl Store {
             expected,
             events,
             tombstone: false,
+            replica: None,
         };
         Ok(self
             .submit(vec![append])?
@@ -80,6 +81,7 @@ impl Store {
                 expected,
                 events,
                 tombstone: false,
+                replica: None,
             })
             .collect();
         Ok(self
@@ -100,6 +102,7 @@ impl Store {
             expected,
             events: vec![tombstone],
             tombstone: true,
+            replica: None,
         };
         Ok(self
             .submit(vec![append])?
@@ -107,7 +110,7 @@ impl Store {
             .map_err(|(_, conflict)| conflict))
     }
 
-    fn submit(&self, appends: Vec<StreamAppend>) -> Outcome {
+    pub(super) fn submit(&self, appends: Vec<StreamAppend>) -> Outcome {
         self.validate(&appends)?;
         let mut work = Work::Append(appends);
         for _ in 0..REPAIR_ATTEMPTS {

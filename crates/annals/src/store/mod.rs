@@ -10,6 +10,7 @@
 //! | `inspect.rs` | stats, write stats, `verify`, index maintenance and dumps |
 //! | `read_only.rs` | read-only opens (no lock, nothing written) and `refresh` |
 //! | `foreign.rs` | a writable open refuses a non-empty directory that is not a store |
+//! | `replicate.rs` | reading `$all` with append boundaries, appending a source's appends into a replica |
 //!
 //! The expected-version check itself is decided on the write path
 //! (`crate::write::decide`).
@@ -20,9 +21,11 @@ mod inspect;
 mod read;
 mod read_all;
 mod read_only;
+mod replicate;
 
 pub use append::{AppendResult, MultiConflict};
 pub use inspect::{Stats, VerifyReport, WriteStats};
+pub use replicate::ReplicatedEvent;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -43,6 +43,17 @@ pub(crate) struct StreamAppend {
     pub(crate) expected: ExpectedVersion,
     pub(crate) events: Vec<EventData>,
     pub(crate) tombstone: bool,
+    /// Set on the first stream append of a replicated append
+    /// (`crate::store::replicate`): where and when the source wrote it.
+    pub(crate) replica: Option<Replica>,
+}
+
+/// A replicated append must land at `position` and keeps the source's
+/// commit time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Replica {
+    pub(crate) position: u64,
+    pub(crate) timestamp_us: u64,
 }
 
 /// A rejected append: which of its streams failed, and how.
