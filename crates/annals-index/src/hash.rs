@@ -17,9 +17,23 @@ pub struct Fnv1aMix;
 
 impl StreamHasher for Fnv1aMix {
     fn hash(&self, stream: &str) -> u64 {
+        fnv1a_mix(&[], stream.as_bytes())
+    }
+}
+
+/// FNV-1a over `prefix` then `bytes`, then the SplitMix64 finalizer: the
+/// hash of stream names (no prefix) and of secondary keys (their kind's
+/// number as prefix).
+pub(crate) fn fnv1a_mix(prefix: &[u8], bytes: &[u8]) -> u64 {
+    {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in stream.bytes() {
-            h ^= u64::from(byte);
+        // Two loops, not a chain: stream names are hashed on every append.
+        for byte in prefix {
+            h ^= u64::from(*byte);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        for byte in bytes {
+            h ^= u64::from(*byte);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
         h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -24,6 +24,7 @@ mod hash;
 mod ids;
 mod memtable;
 mod run;
+mod secondary;
 
 #[cfg(feature = "test-collisions")]
 pub use hash::collisions;
@@ -33,6 +34,10 @@ pub use memtable::Memtable;
 pub use run::{
     id_key, merge_runs, page_crc, parse_run_file_name, run_file_name, write_run, EntryDigest,
     EventOffset, IdEntry, Run, StreamEntry, MAX_ENTRY_EVENTS, PAGE_BYTES, POSITION_LIMIT,
+};
+pub use secondary::{
+    parse_secondary_file_name, secondary_file_name, SecondaryEntry, SecondaryKey, SecondaryKind,
+    SecondaryMemtable, SecondaryRun,
 };
 
 /// Errors of the index: the crate's one error type.

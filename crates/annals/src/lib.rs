@@ -58,7 +58,7 @@ pub use backup::{BackupOptions, BackupReport, BACKUP_INCOMPLETE_FILE_NAME};
 pub use error::{Error, Result};
 pub use event::{EventData, EventId, EventRef, ParseEventIdError, RecordedEvent};
 pub use expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
-pub use index::IndexReport;
+pub use index::{IndexReport, SecondaryReport};
 pub use options::{Durability, Options};
 pub use repair::RepairReport;
 pub use snapshot::{

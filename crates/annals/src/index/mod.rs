@@ -44,13 +44,18 @@
 //! - `repair.rs`: rebuilding damaged runs from the log;
 //! - `verify.rs`: checking the index against the log, and dumping it;
 //! - `log_entries.rs`: the index entries the log implies;
-//! - `run_files.rs`: loading, writing and removing run files.
+//! - `run_files.rs`: loading, writing and removing run files;
+//! - `secondary.rs`, `secondary_lookup.rs`: the category and event-type
+//!   indexes ([`SecondaryIndex`](secondary::SecondaryIndex)), maintained by
+//!   the persister thread after each run it writes.
 
 mod log_entries;
 mod lookup;
 mod repair;
 mod replay;
 mod run_files;
+mod secondary;
+mod secondary_lookup;
 mod verify;
 mod workers;
 
@@ -58,6 +63,9 @@ use log_entries::*;
 pub(crate) use lookup::VisitCandidates;
 pub(crate) use run_files::remove_runs;
 use run_files::*;
+pub(crate) use secondary::record_has_key;
+use secondary::SecondaryIndex;
+pub use secondary::SecondaryReport;
 use workers::*;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,6 +94,8 @@ pub struct IndexReport {
     pub replayed: u64,
     /// Run files discarded (damaged, overlapping, or ahead of the log).
     pub discarded: Vec<String>,
+    /// The same for the category and event-type indexes.
+    pub secondary: SecondaryReport,
 }
 
 /// The index's entries, newest last: the runs on disk, the frozen
@@ -123,6 +133,11 @@ pub(crate) struct IndexState {
     /// Why the last merge failed (cleared by the next merge that has work
     /// to do and succeeds).
     pub(super) merge_error: Mutex<Option<String>>,
+    /// The category and event-type indexes.
+    pub(super) secondary: SecondaryIndex,
+    /// Why the last maintenance of the secondary indexes failed (cleared
+    /// by the next that succeeds).
+    pub(super) secondary_error: Mutex<Option<String>>,
 }
 
 pub(super) enum Message {
@@ -168,7 +183,15 @@ impl Index {
         // Read-only: what is replayed stays in memory (one memtable).
         let buffer_events = if read_only { u64::MAX } else { buffer_events };
         let checkpoint = runs.last().map_or(0, |r| r.end());
+        let secondary = SecondaryIndex::open(
+            Arc::clone(&storage),
+            reader.clone(),
+            log_end,
+            buffer_events,
+            read_only,
+        )?;
         let state = Arc::new(IndexState {
+            secondary,
             storage,
             reader,
             levels: RwLock::new(Levels {
@@ -183,6 +206,7 @@ impl Index {
             read_only,
             persist_error: Mutex::new(None),
             merge_error: Mutex::new(None),
+            secondary_error: Mutex::new(None),
         });
         let (persister, merger) = if read_only {
             (None, None)
@@ -196,6 +220,7 @@ impl Index {
             })?;
             (Some(persister), Some(merger))
         };
+        let secondary_report = state.secondary.report().clone();
         let index = Index {
             state,
             persister: Mutex::new(persister),
@@ -204,6 +229,7 @@ impl Index {
                 checkpoint,
                 replayed: log_end - checkpoint,
                 discarded,
+                secondary: secondary_report,
             },
         };
         index.replay(checkpoint, log_end, progress)?;
@@ -308,6 +334,10 @@ impl Index {
         }
         self.freeze();
         self.state.record_persist(self.state.persist_frozen());
+        // The log is durable up to its end: persist every secondary entry.
+        let end = self.state.reader.position_end();
+        self.state
+            .record_secondary(self.state.secondary.maintain(end, true));
     }
 
     /// Does the background writer's pending work on this thread: writes
@@ -316,7 +346,58 @@ impl Index {
         self.state.persist_frozen()?;
         let merged = self.state.merge();
         self.state.record_merge(&merged);
-        merged.map(|_| ())
+        merged?;
+        self.state.secondary.maintain(self.state.checkpoint(), true)
+    }
+
+    /// Up to `max` positions of events carrying `key` after `after`
+    /// (exclusive; `None`: from the first), in increasing order: O(log n)
+    /// index pages plus one event read per result (a hash collision costs
+    /// one more read, never a wrong answer).
+    pub(crate) fn secondary_positions(
+        &self,
+        key: &annals_index::SecondaryKey<'_>,
+        after: Option<u64>,
+        max: usize,
+    ) -> Result<Vec<u64>> {
+        self.state.secondary.positions(key, after, max)
+    }
+
+    /// The position of the last event carrying `key`, if any.
+    pub(crate) fn secondary_last_position(
+        &self,
+        key: &annals_index::SecondaryKey<'_>,
+    ) -> Result<Option<u64>> {
+        self.state.secondary.last_position(key)
+    }
+
+    /// Calls `visit` with each of the first `max` events carrying `key`
+    /// from position `from` (inclusive), in position order, until it
+    /// returns `Break`; reads only those events.
+    pub(crate) fn visit_secondary(
+        &self,
+        key: &annals_index::SecondaryKey<'_>,
+        from: u64,
+        max: usize,
+        visit: &mut dyn FnMut(
+            u64,
+            annals_segment::Record<'_>,
+            &bytes::Bytes,
+        ) -> std::ops::ControlFlow<()>,
+    ) -> Result<()> {
+        self.state.secondary.visit_matching(key, from, max, visit)
+    }
+
+    /// Up to `max` candidate positions of `key` from `from` (inclusive):
+    /// a superset of the matching ones among them (hash collisions), for
+    /// merging several keys before reading events.
+    pub(crate) fn secondary_candidates(
+        &self,
+        key: &annals_index::SecondaryKey<'_>,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<u64>> {
+        self.state.secondary.candidates(key, from, max)
     }
 
     /// The stream's state (a damaged run met on the way is rebuilt on

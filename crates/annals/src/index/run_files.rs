@@ -83,7 +83,7 @@ pub(crate) fn remove_runs(storage: &Arc<dyn Storage>) -> Result<()> {
     for name in names.iter().filter(|n| parse_run_file_name(n).is_some()) {
         remove_file(storage, name)?;
     }
-    sync_dir(storage)
+    super::secondary::remove_secondary_runs(storage)
 }
 
 pub(super) fn remove_file(storage: &Arc<dyn Storage>, name: &str) -> Result<()> {

@@ -65,6 +65,7 @@ impl Index {
             expected_start = end;
             checked += end - start;
         }
+        self.state.secondary.verify()?;
         Ok(checked)
     }
 

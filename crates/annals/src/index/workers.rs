@@ -52,11 +52,18 @@ impl IndexState {
         }
     }
 
+    /// Records how the last secondary index maintenance went.
+    pub(super) fn record_secondary(&self, outcome: Result<()>) {
+        *self.secondary_error.lock() = outcome.err().map(|e| format!("secondary index: {e}"));
+    }
+
     /// What `stats` reports: a failed persist first (entries only in
-    /// memory), else a failed merge.
+    /// memory), else a failed merge, else a failed secondary index write.
     pub(super) fn error(&self) -> Option<String> {
         let persist = self.persist_error.lock().clone();
-        persist.or_else(|| self.merge_error.lock().clone())
+        persist
+            .or_else(|| self.merge_error.lock().clone())
+            .or_else(|| self.secondary_error.lock().clone())
     }
 
     /// The persisting thread: writes frozen memtables when kicked, then
@@ -87,7 +94,16 @@ impl IndexState {
                 return;
             }
             self.record_merge(&self.merge());
+            // The secondary indexes follow the stream index's checkpoint
+            // (durable in the log), after its merge: on this thread, so
+            // that the writer and the persister never wait for them.
+            self.record_secondary(self.secondary.maintain(self.checkpoint(), false));
         }
+    }
+
+    /// The end of the last run: every event below is durable in the log.
+    pub(super) fn checkpoint(&self) -> u64 {
+        self.levels.read().runs.last().map_or(0, |r| r.end())
     }
 
     /// Writes every frozen memtable as a run, oldest first.

@@ -22,6 +22,7 @@ mod read;
 mod read_all;
 mod read_only;
 mod replicate;
+mod read_secondary;
 
 pub use append::{AppendResult, MultiConflict};
 pub use inspect::{Stats, VerifyReport, WriteStats};

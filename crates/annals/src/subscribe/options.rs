@@ -9,10 +9,11 @@ use crate::event::RecordedEvent;
 /// same cursor over global positions; it only decides which of the
 /// positions scanned are delivered.
 ///
-/// Category and event-type filters are evaluated by scanning `$all` and
-/// skipping what does not match (O(positions scanned)); there are no
-/// category or event-type indexes yet. A one-stream subscription far
-/// behind the end reads its stream through the stream index.
+/// A category or event-type subscription far behind the end reads only the
+/// matching events through the secondary indexes (O(log n + k)); near the
+/// end (live) it scans `$all` and skips what does not match. A one-stream
+/// subscription far behind the end reads its stream through the stream
+/// index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Filter {

@@ -214,7 +214,7 @@ impl Subscription {
     /// signals that are due.
     fn refill(&mut self) -> Result<()> {
         let end = self.store.position_end();
-        if self.next < end && !self.stream_batch(end)? {
+        if self.next < end && !self.stream_batch(end)? && !self.key_batch(end)? {
             self.scan_batch()?;
         }
         if !self.caught_up && self.next >= end {
@@ -252,9 +252,10 @@ impl Subscription {
         by_count || by_time
     }
 
-    /// Scans from `next` until `batch_events` matches, the next checkpoint
-    /// by count, [`SCAN_POSITIONS_MAX`] positions, or the published end.
-    fn scan_batch(&mut self) -> Result<()> {
+    /// Positions one refill may cross: up to the next checkpoint by count,
+    /// at most [`SCAN_POSITIONS_MAX`] (so a long unmatched stretch still
+    /// yields timed checkpoints and lets an async task yield), at least 1.
+    pub(super) fn positions_budget(&self) -> u64 {
         let until_checkpoint = self
             .options
             .checkpoint_positions
@@ -262,7 +263,13 @@ impl Subscription {
                 (self.signalled_next.saturating_add(n)).saturating_sub(self.next)
             })
             .max(1);
-        let budget = until_checkpoint.min(SCAN_POSITIONS_MAX);
+        until_checkpoint.min(SCAN_POSITIONS_MAX)
+    }
+
+    /// Scans from `next` until `batch_events` matches, the next checkpoint
+    /// by count, [`SCAN_POSITIONS_MAX`] positions, or the published end.
+    fn scan_batch(&mut self) -> Result<()> {
+        let budget = self.positions_budget();
         let start = self.next;
         let batch_events = self.options.batch_events.max(1);
         let mut matched = 0usize;

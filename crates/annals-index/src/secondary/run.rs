@@ -1,0 +1,416 @@
+//! Secondary run files: every secondary entry of one contiguous range of
+//! global positions `[start, end)`, sorted by (hash, position), in
+//! checksummed 4 KiB pages (the byte layout is in `docs/FORMAT.md`,
+//! "Secondary index runs").
+//!
+//! | page | bytes | what |
+//! |---|---|---|
+//! | 0 | 0..8 | magic `ANNALSSX` |
+//! | 0 | 8..12 | format version (u32 LE) |
+//! | 0 | 16..24, 24..32 | start, end (u64 LE) |
+//! | 0 | 32..40 | salt (u64 LE) |
+//! | 0 | 40..48 | entries (u64 LE) |
+//! | 1.. | 16 per entry, 255 a page | hash (u64 LE), position (u64 LE) |
+//!
+//! Every page ends in `page_crc(salt, page, payload)` (CRC-32/IEEE); a page
+//! is verified the first time it is read.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use annals_segment::format;
+use annals_segment::storage::{Mapping, Storage};
+
+use super::SecondaryEntry;
+use crate::run::{page_crc, PAGE_BYTES, POSITION_LIMIT};
+use crate::Error;
+
+const PAYLOAD_BYTES: usize = PAGE_BYTES - 4;
+const ENTRY_BYTES: usize = 16;
+const ENTRIES_PER_PAGE: usize = PAYLOAD_BYTES / ENTRY_BYTES;
+const MAGIC: &[u8; 8] = b"ANNALSSX";
+const FORMAT_VERSION: u32 = 1;
+const _: () = assert!(ENTRIES_PER_PAGE == 255);
+
+/// The file name of the secondary run covering `[start, end)`.
+pub fn secondary_file_name(start: u64, end: u64) -> String {
+    format!("secondary-{start:016x}-{end:016x}.sidx")
+}
+
+/// The range of a secondary run file name, if `name` is one.
+pub fn parse_secondary_file_name(name: &str) -> Option<(u64, u64)> {
+    let middle = name.strip_prefix("secondary-")?.strip_suffix(".sidx")?;
+    let (start, end) = middle.split_once('-')?;
+    if start.len() != 16 || end.len() != 16 {
+        return None;
+    }
+    let start = u64::from_str_radix(start, 16).ok()?;
+    let end = u64::from_str_radix(end, 16).ok()?;
+    (start < end).then_some((start, end))
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    format::get_u64(bytes, at).unwrap_or_default()
+}
+
+/// An open, immutable secondary run.
+pub struct SecondaryRun {
+    name: String,
+    map: Mapping,
+    start: u64,
+    end: u64,
+    salt: u64,
+    entries: u64,
+    /// One bit per page: verified already.
+    verified: Box<[AtomicU64]>,
+    broken: AtomicBool,
+}
+
+impl std::fmt::Debug for SecondaryRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecondaryRun")
+            .field("name", &self.name)
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecondaryRun {
+    /// Writes the run `[start, end)` from `entries` (sorted, each unique,
+    /// every position in the range) durably: a temporary file, `fsync`,
+    /// rename, directory `fsync`. Returns the opened run.
+    pub fn write(
+        storage: &Arc<dyn Storage>,
+        start: u64,
+        end: u64,
+        entries: &[SecondaryEntry],
+    ) -> Result<SecondaryRun, Error> {
+        if start >= end || end > POSITION_LIMIT {
+            return Err(Error::invalid(format!(
+                "a secondary run cannot cover {start}..{end}"
+            )));
+        }
+        let in_range = entries.iter().all(|e| (start..end).contains(&e.position));
+        if !in_range || !entries.windows(2).all(|w| w.first() < w.get(1)) {
+            return Err(Error::invalid(format!(
+                "secondary run {start}..{end}: entries unsorted or out of range"
+            )));
+        }
+        let name = secondary_file_name(start, end);
+        let temp = format!("{name}.tmp");
+        let salt = annals_segment::random_u64();
+        let pages = 1 + entries.len().div_ceil(ENTRIES_PER_PAGE);
+        let mut bytes = vec![0u8; pages * PAGE_BYTES];
+        let mut header = [0u8; PAYLOAD_BYTES];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header[16..24].copy_from_slice(&start.to_le_bytes());
+        header[24..32].copy_from_slice(&end.to_le_bytes());
+        header[32..40].copy_from_slice(&salt.to_le_bytes());
+        header[40..48].copy_from_slice(&(entries.len() as u64).to_le_bytes());
+        let chunks = std::iter::once(&header[..]).map(<[u8]>::to_vec).chain(
+            entries.chunks(ENTRIES_PER_PAGE).map(|chunk| {
+                let mut payload = vec![0u8; PAYLOAD_BYTES];
+                for (slot, entry) in payload.chunks_exact_mut(ENTRY_BYTES).zip(chunk) {
+                    let (hash, position) = slot.split_at_mut(8);
+                    hash.copy_from_slice(&entry.hash.to_le_bytes());
+                    position.copy_from_slice(&entry.position.to_le_bytes());
+                }
+                payload
+            }),
+        );
+        for ((page, payload), out) in chunks.enumerate().zip(bytes.chunks_exact_mut(PAGE_BYTES)) {
+            let crc = page_crc(salt, page as u64, &payload);
+            let (payload_out, crc_out) = out.split_at_mut(PAYLOAD_BYTES);
+            payload_out.copy_from_slice(&payload);
+            crc_out.copy_from_slice(&crc.to_le_bytes());
+        }
+        // A temporary file left by a crash is removed first (only then:
+        // the common case costs no removal).
+        let file = match storage.create(&temp) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                storage
+                    .remove(&temp)
+                    .map_err(|e| Error::io("remove", temp.clone(), e))?;
+                storage.create(&temp)
+            }
+            other => other,
+        }
+        .map_err(|e| Error::io("create", temp.clone(), e))?;
+        file.write_all_at(&bytes, 0)
+            .map_err(|e| Error::io("write", temp.clone(), e))?;
+        file.sync_all()
+            .map_err(|e| Error::io("fsync", temp.clone(), e))?;
+        drop(file);
+        storage
+            .rename(&temp, &name)
+            .map_err(|e| Error::io("rename", temp.clone(), e))?;
+        storage
+            .sync_dir()
+            .map_err(|e| Error::io("fsync dir", storage.describe(), e))?;
+        SecondaryRun::open(storage, &name)
+    }
+
+    /// Opens a secondary run file, verifying its header page and its size
+    /// (the other pages are verified when first read).
+    pub fn open(storage: &Arc<dyn Storage>, name: &str) -> Result<SecondaryRun, Error> {
+        let corrupt = |offset: u64, reason: String| Error::corrupt(name, offset, reason);
+        let (start, end) = parse_secondary_file_name(name)
+            .ok_or_else(|| corrupt(0, "not a secondary run file name".into()))?;
+        let file = storage.open(name).map_err(|e| Error::io("open", name, e))?;
+        let map = file.map().map_err(|e| Error::io("mmap", name, e))?;
+        let bytes = map.bytes();
+        let first = bytes
+            .get(..PAGE_BYTES)
+            .ok_or_else(|| corrupt(0, format!("{} bytes: no header page", bytes.len())))?;
+        let (payload, crc) = first.split_at(PAYLOAD_BYTES);
+        if payload.get(..8) != Some(MAGIC.as_slice()) {
+            return Err(corrupt(0, "bad magic".into()));
+        }
+        let salt = le_u64(payload, 32);
+        if format::get_u32(crc, 0) != Some(page_crc(salt, 0, payload)) {
+            return Err(corrupt(0, "header page checksum mismatch".into()));
+        }
+        let version = format::get_u32(payload, 8).unwrap_or_default();
+        if version != FORMAT_VERSION {
+            return Err(Error::Storage(annals_segment::Error::UnsupportedVersion {
+                file: name.to_owned(),
+                version,
+            }));
+        }
+        let entries = le_u64(payload, 40);
+        if (le_u64(payload, 16), le_u64(payload, 24)) != (start, end) || end > POSITION_LIMIT {
+            return Err(corrupt(
+                16,
+                format!("header disagrees with the name {start}..{end}"),
+            ));
+        }
+        let pages = 1 + entries.div_ceil(ENTRIES_PER_PAGE as u64);
+        if bytes.len() as u64 != pages.saturating_mul(PAGE_BYTES as u64) {
+            return Err(corrupt(
+                0,
+                format!("{} bytes for {entries} entries", bytes.len()),
+            ));
+        }
+        let verified = (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        Ok(SecondaryRun {
+            name: name.to_owned(),
+            map,
+            start,
+            end,
+            salt,
+            entries,
+            verified,
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    /// The file name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// First position covered.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// One past the last position covered.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Positions covered.
+    pub fn events(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Entries held.
+    pub fn entry_count(&self) -> u64 {
+        self.entries
+    }
+
+    /// Size of the file.
+    pub fn file_bytes(&self) -> u64 {
+        self.map.bytes().len() as u64
+    }
+
+    /// Whether a page failed its checksum (the run must be rebuilt).
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    fn damaged(&self, offset: u64, reason: impl Into<String>) -> Error {
+        self.broken.store(true, Ordering::Release);
+        Error::corrupt(&self.name, offset, reason)
+    }
+
+    /// The payload of page `page`, verified on first use.
+    fn page(&self, page: u64) -> Result<&[u8], Error> {
+        let offset = page as usize * PAGE_BYTES;
+        let bytes = self
+            .map
+            .bytes()
+            .get(offset..offset + PAGE_BYTES)
+            .ok_or_else(|| self.damaged(offset as u64, "page out of range"))?;
+        let (payload, crc) = bytes.split_at(PAYLOAD_BYTES);
+        let word = self.verified.get((page / 64) as usize);
+        let bit = 1u64 << (page % 64);
+        if word.is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0) {
+            return Ok(payload);
+        }
+        if format::get_u32(crc, 0) != Some(page_crc(self.salt, page, payload)) {
+            return Err(self.damaged(offset as u64, "secondary index page checksum mismatch"));
+        }
+        if let Some(word) = word {
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
+        Ok(payload)
+    }
+
+    /// The `i`th entry, in (hash, position) order.
+    pub fn entry(&self, i: u64) -> Result<SecondaryEntry, Error> {
+        if i >= self.entries {
+            return Err(Error::corrupt(&self.name, 0, "entry out of range"));
+        }
+        let page = self.page(1 + i / ENTRIES_PER_PAGE as u64)?;
+        let at = (i % ENTRIES_PER_PAGE as u64) as usize * ENTRY_BYTES;
+        let entry = SecondaryEntry {
+            hash: le_u64(page, at),
+            position: le_u64(page, at + 8),
+        };
+        if !(self.start..self.end).contains(&entry.position) {
+            return Err(self.damaged(
+                0,
+                format!(
+                    "entry points at position {}, outside the run",
+                    entry.position
+                ),
+            ));
+        }
+        Ok(entry)
+    }
+
+    /// Index of the first entry at or after `(hash, position)`.
+    pub fn seek(&self, hash: u64, position: u64) -> Result<u64, Error> {
+        let (mut low, mut high) = (0, self.entries);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            let entry = self.entry(mid)?;
+            if (entry.hash, entry.position) < (hash, position) {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        Ok(low)
+    }
+
+    /// Up to `max` positions with key hash `hash` from `from` (inclusive),
+    /// in increasing order.
+    pub fn positions(&self, hash: u64, from: u64, max: usize) -> Result<Vec<u64>, Error> {
+        let mut out = Vec::new();
+        if from >= self.end {
+            return Ok(out);
+        }
+        let mut i = self.seek(hash, from)?;
+        while out.len() < max && i < self.entries {
+            let entry = self.entry(i)?;
+            if entry.hash != hash {
+                break;
+            }
+            out.push(entry.position);
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    /// Up to `max` positions with key hash `hash` below `below`, newest
+    /// first.
+    pub fn positions_backward(&self, hash: u64, below: u64, max: usize) -> Result<Vec<u64>, Error> {
+        let mut out = Vec::new();
+        let mut i = self.seek(hash, below.min(self.end))?;
+        while out.len() < max && i > 0 {
+            i -= 1;
+            let entry = self.entry(i)?;
+            if entry.hash != hash {
+                break;
+            }
+            out.push(entry.position);
+        }
+        Ok(out)
+    }
+
+    /// Reads every page: checksums, order (each entry above the one before)
+    /// and range. Returns the entries.
+    pub fn verify(&self) -> Result<Vec<SecondaryEntry>, Error> {
+        let mut out = Vec::with_capacity(usize::try_from(self.entries).unwrap_or(0));
+        for i in 0..self.entries {
+            let entry = self.entry(i)?;
+            if out.last().is_some_and(|last| *last >= entry) {
+                return Err(self.damaged(0, format!("entry {i} out of order")));
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use annals_segment::storage::MemStorage;
+
+    fn entries(start: u64, end: u64) -> Vec<SecondaryEntry> {
+        let mut v: Vec<_> = (start..end)
+            .flat_map(|p| {
+                [
+                    SecondaryEntry {
+                        hash: p % 7,
+                        position: p,
+                    },
+                    SecondaryEntry {
+                        hash: 100 + p % 3,
+                        position: p,
+                    },
+                ]
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn a_written_run_reads_back_searches_and_verifies() {
+        let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+        let all = entries(5, 2000);
+        let run = SecondaryRun::write(&storage, 5, 2000, &all).unwrap();
+        let run = SecondaryRun::open(&storage, run.name()).unwrap();
+        assert_eq!(run.verify().unwrap(), all);
+        let want: Vec<u64> = (5..2000)
+            .filter(|p| p % 7 == 3 && *p >= 500)
+            .take(10)
+            .collect();
+        assert_eq!(run.positions(3, 500, 10).unwrap(), want);
+        let back: Vec<u64> = (5..500).rev().filter(|p| p % 3 == 1).take(4).collect();
+        assert_eq!(run.positions_backward(101, 500, 4).unwrap(), back);
+        assert!(run.positions(42, 0, 10).unwrap().is_empty());
+        assert!(SecondaryRun::write(&storage, 5, 10, &entries(5, 11)).is_err());
+    }
+
+    #[test]
+    fn a_damaged_page_is_an_error_and_marks_the_run_broken() {
+        let storage = MemStorage::new();
+        let shared: Arc<dyn Storage> = Arc::new(storage.handle());
+        let run = SecondaryRun::write(&shared, 0, 1000, &entries(0, 1000)).unwrap();
+        let name = run.name().to_owned();
+        drop(run);
+        let mut bytes = storage.read_file(&name).unwrap();
+        bytes[PAGE_BYTES * 2 + 7] ^= 1;
+        storage.write_file(&name, &bytes);
+        let run = SecondaryRun::open(&shared, &name).unwrap();
+        assert!(run.verify().unwrap_err().is_corruption());
+        assert!(run.is_broken());
+    }
+}

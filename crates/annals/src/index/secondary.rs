@@ -1,0 +1,374 @@
+//! The store's secondary indexes — category and event type — kept beside
+//! the stream index, in files of their own (`secondary-*.sidx`).
+//!
+//! - **Derived, never on the write path.** Nothing is written into the log
+//!   and the writer does no extra work: the memtable is extended from the
+//!   log by whoever needs it (a filtered read, the background persister),
+//!   each event scanned once.
+//! - **Checkpointed.** Runs cover `[0, checkpoint)` without gaps; opening
+//!   trusts the valid chain and replays only the log after it. A run only
+//!   ever covers positions the stream index has persisted (durable in the
+//!   log), or, on close, the durable log.
+//! - **Never trusted blindly.** A run whose header fails, that overlaps or
+//!   leaves a gap, or that reaches past the log is discarded; a page that
+//!   fails its checksum marks its run broken, which is rebuilt from the log
+//!   and the lookup retried. `verify` compares every run and the memtable
+//!   with the log.
+//! - **Merged** (the last two while the last is at least a third of the
+//!   one before), so a log of N events has O(log N) secondary runs.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use annals_index::{
+    parse_secondary_file_name, SecondaryEntry, SecondaryKey, SecondaryKind, SecondaryMemtable,
+    SecondaryRun,
+};
+use annals_segment::storage::Storage;
+use annals_segment::{LogReader, Record};
+use parking_lot::{Mutex, RwLock};
+
+use super::run_files::{remove_file, sync_dir};
+use crate::error::{Error, Result};
+
+/// What opening the secondary indexes found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecondaryReport {
+    /// Position up to which persisted secondary runs were trusted.
+    pub checkpoint: u64,
+    /// Events replayed from the log after the checkpoint.
+    pub replayed: u64,
+    /// Secondary run files discarded (damaged, overlapping, or ahead of
+    /// the log).
+    pub discarded: Vec<String>,
+}
+
+pub(super) struct SecondaryLevels {
+    pub(super) memtable: SecondaryMemtable,
+    /// By position, contiguous from 0; the memtable starts at the end of
+    /// the last.
+    pub(super) runs: Arc<Vec<Arc<SecondaryRun>>>,
+}
+
+/// The category and event-type indexes of one open store.
+pub(crate) struct SecondaryIndex {
+    pub(super) storage: Arc<dyn Storage>,
+    pub(super) reader: LogReader,
+    pub(super) levels: RwLock<SecondaryLevels>,
+    /// Held while runs are written, merged or repaired.
+    pub(super) maintain_lock: Mutex<()>,
+    pub(super) buffer_events: u64,
+    pub(super) read_only: bool,
+    pub(super) report: SecondaryReport,
+}
+
+/// The secondary keys of one event: its category (if its stream has one)
+/// and its type.
+pub(crate) fn record_keys<'a>(stream: &'a str, event_type: &'a str) -> Vec<SecondaryKey<'a>> {
+    let mut keys = Vec::with_capacity(2);
+    if let Some(category) = crate::category_of(stream) {
+        keys.push(SecondaryKey::category(category));
+    }
+    keys.push(SecondaryKey::event_type(event_type));
+    keys
+}
+
+/// Whether the event `record` carries `key` (what confirms a run's
+/// candidate, whose key is only a hash).
+pub(crate) fn record_has_key(record: &Record<'_>, key: &SecondaryKey<'_>) -> bool {
+    match key.kind {
+        SecondaryKind::Category => crate::category_of(record.stream) == Some(key.name),
+        SecondaryKind::EventType => record.event_type == key.name,
+        _ => false,
+    }
+}
+
+/// The secondary run files to trust: the longest contiguous chain from 0
+/// whose headers verify and that end within the log; the others are
+/// removed (unless `remove` is false: read-only).
+fn load_chain(
+    storage: &Arc<dyn Storage>,
+    log_end: u64,
+    remove: bool,
+) -> Result<(Vec<Arc<SecondaryRun>>, Vec<String>)> {
+    let names = storage
+        .list()
+        .map_err(|e| annals_segment::Error::io("list", storage.describe(), e))?;
+    let mut candidates: Vec<(u64, u64, String)> = names
+        .iter()
+        .filter_map(|n| parse_secondary_file_name(n).map(|(s, e)| (s, e, n.clone())))
+        .collect();
+    // By start, longest first: a merge that crashed before removing its
+    // inputs left the merged run, which wins.
+    candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    let (mut runs, mut discarded, mut next) = (Vec::new(), Vec::new(), 0);
+    for (start, end, name) in candidates {
+        let usable = start == next && end <= log_end;
+        match usable.then(|| SecondaryRun::open(storage, &name)) {
+            Some(Ok(run)) => {
+                runs.push(Arc::new(run));
+                next = end;
+            }
+            Some(Err(annals_index::Error::Storage(annals_segment::Error::Io {
+                op,
+                file,
+                source,
+            }))) if source.kind() != std::io::ErrorKind::NotFound => {
+                return Err(annals_segment::Error::Io { op, file, source }.into());
+            }
+            _ => discarded.push(name),
+        }
+    }
+    for name in discarded.iter().filter(|_| remove) {
+        remove_file(storage, name)?;
+    }
+    if remove && !discarded.is_empty() {
+        sync_dir(storage)?;
+    }
+    Ok((runs, discarded))
+}
+
+/// Removes every secondary run file (before a rebuild from the log).
+pub(crate) fn remove_secondary_runs(storage: &Arc<dyn Storage>) -> Result<()> {
+    let names = storage
+        .list()
+        .map_err(|e| annals_segment::Error::io("list", storage.describe(), e))?;
+    for name in names
+        .iter()
+        .filter(|n| parse_secondary_file_name(n).is_some())
+    {
+        remove_file(storage, name)?;
+    }
+    sync_dir(storage)
+}
+
+/// The sorted secondary entries the log's events `[start, end)` imply.
+pub(super) fn secondary_entries_from_log(
+    reader: &LogReader,
+    start: u64,
+    end: u64,
+) -> Result<Vec<SecondaryEntry>> {
+    let mut entries = Vec::with_capacity(((end - start) * 2) as usize);
+    let mut seen = 0;
+    reader.scan_located_until(start, end, |position, _, record, _| {
+        if position >= end {
+            return ControlFlow::Break(());
+        }
+        seen += 1;
+        for key in record_keys(record.stream, record.event_type) {
+            entries.push(SecondaryEntry {
+                hash: key.hash(),
+                position,
+            });
+        }
+        ControlFlow::Continue(())
+    })?;
+    if seen != end - start {
+        return Err(Error::Index(format!(
+            "the log holds {seen} of the events {start}..{end}"
+        )));
+    }
+    entries.sort_unstable();
+    entries.dedup();
+    Ok(entries)
+}
+
+impl SecondaryIndex {
+    /// Opens the secondary indexes of the log `reader` reads (whose end is
+    /// `log_end`): trusts the valid run chain, replays the rest.
+    pub(crate) fn open(
+        storage: Arc<dyn Storage>,
+        reader: LogReader,
+        log_end: u64,
+        buffer_events: u64,
+        read_only: bool,
+    ) -> Result<SecondaryIndex> {
+        let (runs, discarded) = load_chain(&storage, log_end, !read_only)?;
+        let checkpoint = runs.last().map_or(0, |r| r.end());
+        let index = SecondaryIndex {
+            storage,
+            reader,
+            levels: RwLock::new(SecondaryLevels {
+                memtable: SecondaryMemtable::new(checkpoint),
+                runs: Arc::new(runs),
+            }),
+            maintain_lock: Mutex::new(()),
+            buffer_events: buffer_events.max(1),
+            read_only,
+            report: SecondaryReport {
+                checkpoint,
+                replayed: log_end - checkpoint,
+                discarded,
+            },
+        };
+        index.extend_to(log_end)?;
+        Ok(index)
+    }
+
+    /// What opening found and did.
+    pub(crate) fn report(&self) -> &SecondaryReport {
+        &self.report
+    }
+
+    /// Extends the memtable with the log's events up to `to`.
+    pub(crate) fn extend_to(&self, to: u64) -> Result<()> {
+        if self.levels.read().memtable.end() >= to {
+            return Ok(());
+        }
+        let mut levels = self.levels.write();
+        let from = levels.memtable.end();
+        let mut failure = None;
+        self.reader
+            .scan_located_until(from, to, |position, _, record, _| {
+                if position >= to {
+                    return ControlFlow::Break(());
+                }
+                let keys = record_keys(record.stream, record.event_type);
+                if let Err(e) = levels.memtable.push_event(position, &keys) {
+                    failure = Some(Error::Index(format!("at position {position}: {e}")));
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            })?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Persists what the memtable holds below `durable` (every event there
+    /// durable in the log) once that is at least a buffer's worth, or
+    /// whatever it is if `all`; then merges. Only the persister thread and
+    /// `close` call it.
+    pub(crate) fn maintain(&self, durable: u64, all: bool) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let _maintaining = self.maintain_lock.lock();
+        let durable = durable.min(self.reader.position_end());
+        self.extend_to(durable)?;
+        let (start, entries) = {
+            let levels = self.levels.read();
+            let start = levels.memtable.start();
+            let durable = durable.min(levels.memtable.end());
+            let enough = durable > start && (all || durable - start >= self.buffer_events);
+            if !enough {
+                return Ok(());
+            }
+            let mut below = levels.memtable.clone();
+            let below = below.split_off_below(durable);
+            (start, below.entries())
+        };
+        let run = SecondaryRun::write(&self.storage, start, durable, &entries)?;
+        {
+            let mut levels = self.levels.write();
+            let mut runs = Vec::clone(&levels.runs);
+            runs.push(Arc::new(run));
+            levels.runs = Arc::new(runs);
+            levels.memtable.split_off_below(durable);
+        }
+        self.merge()
+    }
+
+    /// Merges the last two runs while the last is at least a third of the
+    /// one before (caller holds the maintain lock). Runs persist whatever
+    /// the stream index's checkpoint moved by, so their sizes vary; this
+    /// rule keeps each run over three times the next, so a log of N events
+    /// has O(log N) secondary runs, and an entry is rewritten each time its
+    /// run grows by a third or more: O(log N) times.
+    fn merge(&self) -> Result<()> {
+        loop {
+            let runs = Arc::clone(&self.levels.read().runs);
+            let group = match runs.len().checked_sub(2).and_then(|i| runs.get(i..)) {
+                Some(group @ [before, last]) if last.events() * 3 >= before.events() => group,
+                _ => return Ok(()),
+            };
+            let (start, end) = match (group.first(), group.last()) {
+                (Some(first), Some(last)) => (first.start(), last.end()),
+                _ => return Ok(()),
+            };
+            let mut entries = Vec::new();
+            for run in group {
+                entries.extend(run.verify()?);
+            }
+            entries.sort_unstable();
+            let merged = Arc::new(SecondaryRun::write(&self.storage, start, end, &entries)?);
+            {
+                let mut levels = self.levels.write();
+                let mut kept: Vec<_> = runs.get(..runs.len() - 2).unwrap_or_default().to_vec();
+                kept.push(Arc::clone(&merged));
+                levels.runs = Arc::new(kept);
+            }
+            for old in group.iter().filter(|old| old.name() != merged.name()) {
+                remove_file(&self.storage, old.name())?;
+            }
+            sync_dir(&self.storage)?;
+        }
+    }
+
+    /// Runs `lookup`; if it met a damaged run page, rebuilds the broken
+    /// runs from the log and runs it once more.
+    pub(super) fn repairing<T>(&self, mut lookup: impl FnMut() -> Result<T>) -> Result<T> {
+        match lookup() {
+            Err(e) if !self.read_only && e.is_corruption() && self.any_broken() => {
+                self.repair()?;
+                lookup()
+            }
+            other => other,
+        }
+    }
+
+    fn any_broken(&self) -> bool {
+        self.levels.read().runs.iter().any(|r| r.is_broken())
+    }
+
+    /// Rebuilds every broken run from the log.
+    pub(crate) fn repair(&self) -> Result<()> {
+        let _maintaining = self.maintain_lock.lock();
+        let runs = Arc::clone(&self.levels.read().runs);
+        for run in runs.iter().filter(|r| r.is_broken()) {
+            let entries = secondary_entries_from_log(&self.reader, run.start(), run.end())?;
+            let rebuilt = SecondaryRun::write(&self.storage, run.start(), run.end(), &entries)?;
+            let mut levels = self.levels.write();
+            let mut replaced = Vec::clone(&levels.runs);
+            if let Some(slot) = replaced.iter_mut().find(|r| Arc::ptr_eq(r, run)) {
+                *slot = Arc::new(rebuilt);
+            }
+            levels.runs = Arc::new(replaced);
+        }
+        Ok(())
+    }
+
+    /// Verifies every run page, order and coverage, and compares each run
+    /// and the memtable with the entries a rescan of the log implies.
+    /// Returns the events checked.
+    pub(crate) fn verify(&self) -> Result<u64> {
+        let (runs, memtable) = {
+            let levels = self.levels.read();
+            (Arc::clone(&levels.runs), levels.memtable.clone())
+        };
+        let mut expected_start = 0;
+        for run in runs.iter() {
+            if run.start() != expected_start {
+                return Err(Error::Index(format!(
+                    "secondary run {} starts at {}, the one before ends at {expected_start}",
+                    run.name(),
+                    run.start()
+                )));
+            }
+            if run.verify()? != secondary_entries_from_log(&self.reader, run.start(), run.end())? {
+                return Err(Error::Index(format!(
+                    "secondary run {} holds entries that differ from the log",
+                    run.name()
+                )));
+            }
+            expected_start = run.end();
+        }
+        let (start, end) = (memtable.start(), memtable.end());
+        if start != expected_start
+            || memtable.entries() != secondary_entries_from_log(&self.reader, start, end)?
+        {
+            return Err(Error::Index(format!(
+                "secondary memtable {start}..{end} differs from the log"
+            )));
+        }
+        Ok(end)
+    }
+}

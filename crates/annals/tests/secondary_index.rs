@@ -1,0 +1,220 @@
+//! The category and event-type indexes: what they answer equals a
+//! filtered scan of `$all` — for random stores, random start positions and
+//! limits, while runs are written and merged, across reopen, after a crash
+//! (only the tail after the secondary checkpoint is replayed), and after a
+//! secondary run file is damaged (verify finds it; a read rebuilds it).
+
+use std::sync::Arc;
+
+use annals::storage::{CrashMode, MemStorage, Storage};
+use annals::{Durability, EventData, ExpectedVersion, Options, RecordedEvent, Store};
+
+const CATEGORIES: [&str; 5] = ["order", "user", "cart", "ship", "pay"];
+const TYPES: [&str; 4] = ["Created", "Updated", "Deleted", "Noted"];
+
+/// A small deterministic generator (xorshift), seeded per test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Appends `appends` random appends of 1 to 4 events to streams of random
+/// categories (some streams have none), of random types.
+fn fill(store: &Store, rng: &mut Rng, appends: usize) {
+    for _ in 0..appends {
+        let n = rng.below(40);
+        let stream = match rng.below(10) {
+            0 => format!("solo{n}"),
+            _ => format!("{}-{n}", CATEGORIES[rng.below(5) as usize]),
+        };
+        let events = (0..1 + rng.below(4))
+            .map(|_| EventData::new(TYPES[rng.below(4) as usize], "{}"))
+            .collect();
+        store
+            .append(&stream, ExpectedVersion::Any, events)
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn positions(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.position).collect()
+}
+
+/// Every category and type (and pairs of types), from random positions
+/// with random limits, against a filtered `read_all`.
+fn check_against_scan(store: &Store, rng: &mut Rng) {
+    let all = store.read_all(0, usize::MAX).unwrap();
+    let end = all.len() as u64;
+    for round in 0..12 {
+        let from = if round == 0 { 0 } else { rng.below(end + 2) };
+        let max = match round % 3 {
+            0 => usize::MAX,
+            _ => 1 + rng.below(50) as usize,
+        };
+        for category in CATEGORIES.iter().chain(&["solo0", "none"]) {
+            let want: Vec<u64> = all
+                .iter()
+                .filter(|e| e.position >= from)
+                .filter(|e| annals::category_of(&e.stream) == Some(category))
+                .map(|e| e.position)
+                .take(max)
+                .collect();
+            let got = store.read_category(category, from, max).unwrap();
+            assert_eq!(positions(&got), want, "category {category} from {from}");
+            assert!(got.iter().all(|e| e.data.as_ref() == b"{}"));
+        }
+        let type_sets: [&[&str]; 4] = [
+            &["Created"],
+            &["Updated", "Noted"],
+            &["Deleted", "Missing"],
+            &["Missing"],
+        ];
+        for types in type_sets {
+            let want: Vec<u64> = all
+                .iter()
+                .filter(|e| e.position >= from)
+                .filter(|e| types.contains(&e.event_type.as_str()))
+                .map(|e| e.position)
+                .take(max)
+                .collect();
+            let got = store.read_event_types(types, from, max).unwrap();
+            assert_eq!(positions(&got), want, "types {types:?} from {from}");
+        }
+    }
+}
+
+/// Small buffers (many runs, merged); buffered appends (the in-memory
+/// storage's fsync costs grow with the log).
+fn options() -> Options {
+    Options::default()
+        .index_buffer_events(64)
+        .durability(Durability::Buffered)
+}
+
+#[test]
+fn reads_equal_a_filtered_scan_while_runs_are_written_and_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    for _ in 0..4 {
+        fill(&store, &mut rng, 300);
+        check_against_scan(&store, &mut rng);
+    }
+    store.verify().unwrap();
+    drop(store);
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let report = store.index_report().secondary.clone();
+    let end = store.position_end();
+    // Closing persisted everything: nothing to replay.
+    assert_eq!((report.checkpoint, report.replayed), (end, 0), "{report:?}");
+    assert!(report.discarded.is_empty());
+    let runs: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("secondary-"))
+        .collect();
+    // Merged: each run over three times the next, not one per buffer.
+    assert!((1..=8).contains(&runs.len()), "{runs:?}");
+    check_against_scan(&store, &mut rng);
+    fill(&store, &mut rng, 200);
+    check_against_scan(&store, &mut rng);
+    store.verify().unwrap();
+}
+
+#[test]
+fn after_a_crash_only_the_tail_after_the_secondary_checkpoint_is_replayed() {
+    let mem = MemStorage::new();
+    let mut rng = Rng(42);
+    let store = Store::open_storage(Arc::new(mem.handle()), options()).unwrap();
+    fill(&store, &mut rng, 250);
+    // The persister writes secondary runs up to the stream index's
+    // checkpoint; wait until some exist.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !mem
+        .handle()
+        .list()
+        .unwrap()
+        .iter()
+        .any(|n| n.starts_with("secondary-") && n.ends_with(".sidx"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no secondary run written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let image = mem.crash_image(3, CrashMode::TearUnsynced);
+    drop(store);
+    let store = Store::open_storage(Arc::new(image), options()).unwrap();
+    let report = store.index_report().secondary.clone();
+    let end = store.position_end();
+    assert!(report.checkpoint > 0, "{report:?}");
+    assert_eq!(report.replayed, end - report.checkpoint, "{report:?}");
+    check_against_scan(&store, &mut rng);
+    store.verify().unwrap();
+}
+
+/// Flips one byte of an entry page of the first secondary run file.
+fn damage_first_secondary_run(dir: &std::path::Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("secondary-") && n.ends_with(".sidx"))
+        .collect();
+    names.sort();
+    let name = names.first().expect("a secondary run").clone();
+    let path = dir.join(&name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[4096 + 100] ^= 0x10;
+    std::fs::write(&path, bytes).unwrap();
+    name
+}
+
+#[test]
+fn a_damaged_secondary_run_is_found_by_verify_and_rebuilt_by_a_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(7);
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    fill(&store, &mut rng, 400);
+    drop(store);
+    let damaged = damage_first_secondary_run(dir.path());
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let error = store.verify().unwrap_err();
+    assert!(matches!(error, annals::Error::IndexDamaged(_)), "{error}");
+    assert!(format!("{error:?}").contains(&damaged), "{error:?}");
+    // Reads meet the damage, rebuild the run from the log, and answer.
+    check_against_scan(&store, &mut rng);
+    store.verify().unwrap();
+    drop(store);
+    // Rebuilding the whole index removes and rewrites the secondary runs.
+    damage_first_secondary_run(dir.path());
+    let store = Store::rebuild_index(dir.path(), options(), &mut |_, _| {}).unwrap();
+    let report = store.index_report().secondary.clone();
+    assert_eq!(
+        (report.checkpoint, report.replayed),
+        (0, store.position_end())
+    );
+    store.verify().unwrap();
+    check_against_scan(&store, &mut rng);
+}
+
+#[test]
+fn an_empty_type_set_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let none: [&str; 0] = [];
+    assert!(matches!(
+        store.read_event_types(&none, 0, 10),
+        Err(annals::Error::InvalidInput(_))
+    ));
+}
