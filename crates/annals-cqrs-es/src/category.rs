@@ -1,11 +1,6 @@
 //! Reading the events of one Annals category (all streams of one aggregate
-//! type) in global order.
-//!
-//! Today this scans `$all` and keeps the streams of the category
-//! (`Store::read_all_with` + `annals::category_of`): O(events scanned), not
-//! O(events of the category). A native category index
-//! (`Store::read_category`) is under way; when it lands, this function is
-//! the one place to switch to it.
+//! type) in global order, through the store's category index
+//! (`Store::read_category_with`): O(log n + events of the category).
 
 use std::ops::ControlFlow;
 
@@ -27,13 +22,12 @@ pub fn read_category(
     if from >= end || max == 0 {
         return Ok((events, from.max(end)));
     }
-    store.read_all_with(from, usize::MAX, |event| {
+    store.read_category_with(category, from, usize::MAX, |event| {
         if event.position >= end {
             return ControlFlow::Break(());
         }
         next = event.position + 1;
-        if annals::category_of(event.stream) == Some(category) && !event.event_type.starts_with('$')
-        {
+        if !event.event_type.starts_with('$') {
             events.push(event.to_recorded());
         }
         if events.len() >= max {
@@ -42,7 +36,7 @@ pub fn read_category(
             ControlFlow::Continue(())
         }
     })?;
-    // A scan that stopped short of `max` reached `end` or the log's end.
+    // A read that stopped short of `max` reached `end` or the log's end.
     if events.len() < max {
         next = end;
     }
