@@ -63,6 +63,8 @@ struct Inner {
     shut: bool,
     /// Snapshots of aggregates (`crate::snapshot`).
     snapshots: SnapshotLog,
+    /// One compaction at a time (`crate::compact`).
+    compaction: crate::compact::CompactionLock,
 }
 
 impl std::fmt::Debug for Inner {
@@ -209,6 +211,7 @@ impl Store {
                 feed,
                 shut: false,
                 snapshots,
+                compaction: crate::compact::CompactionLock::default(),
             }),
         })
     }
@@ -240,6 +243,17 @@ impl Store {
     /// The snapshot log (`crate::snapshot`).
     pub(crate) fn snapshots(&self) -> &SnapshotLog {
         &self.inner.snapshots
+    }
+
+    /// What a compaction needs of the store (`crate::compact`).
+    pub(crate) fn compaction_parts(
+        &self,
+    ) -> (&LogReader, &Arc<Index>, &crate::compact::CompactionLock) {
+        (
+            &self.inner.reader,
+            &self.inner.index,
+            &self.inner.compaction,
+        )
     }
 }
 
