@@ -56,7 +56,7 @@ pub use annals_segment::identity::probe as probe_dir;
 pub use annals_segment::storage;
 pub use annals_segment::{DirKind, Evidence, EvidenceKind, StoreId};
 pub use backup::{BackupReport, BACKUP_INCOMPLETE_FILE_NAME};
-pub use compact::{CompactionOptions, CompactionReport, RemovedEvents};
+pub use compact::{CompactionOptions, CompactionReport, RemovedEvents, COMPACTING_FILE_NAME};
 pub use error::{Error, Result};
 pub use event::{EventData, EventId, EventRef, ParseEventIdError, RecordedEvent};
 pub use expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};

@@ -13,7 +13,11 @@
 //! data back: it gets the original result. By default nothing is removed:
 //! only a stream's rules do. `docs/COMPACTION.md` has the whole design.
 
+mod marker;
 mod rules;
+
+pub use marker::COMPACTING_FILE_NAME;
+pub(crate) use marker::recover;
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -159,6 +163,14 @@ impl Store {
         let mut rewritten: Option<(u64, u64)> = None;
         let mut moved = Vec::new();
         progress(0, total);
+        let storage = self.storage_handle();
+        if !segments.is_empty() {
+            if let Err(e) = marker::create(storage) {
+                let cause = Arc::new(e);
+                *failed = Some(Arc::clone(&cause));
+                return Err(Error::Poisoned { cause });
+            }
+        }
         for segment in &segments {
             if pacer.cancelled() {
                 report.cancelled = true;
@@ -229,10 +241,24 @@ impl Store {
             done += segment.data_bytes;
             progress(done, total);
         }
-        drop(failed);
-        if let Some((start, end)) = rewritten {
-            derived_data_rewritten(index, start, end, &moved)?;
+        let finished = match rewritten {
+            Some((start, end)) => derived_data_rewritten(index, start, end, &moved),
+            None => Ok(()),
         }
+        .and_then(|()| {
+            if segments.is_empty() {
+                Ok(())
+            } else {
+                marker::remove(storage)
+            }
+        });
+        if let Err(e) = finished {
+            // The marker stays: the next open rebuilds the index.
+            let cause = Arc::new(e);
+            *failed = Some(Arc::clone(&cause));
+            return Err(Error::Poisoned { cause });
+        }
+        drop(failed);
         report.elapsed = started.elapsed();
         Ok(report)
     }

@@ -175,6 +175,7 @@ impl Store {
             evidence,
         )?;
         let snapshots = SnapshotLog::open(Arc::clone(&storage), false)?;
+        crate::compact::recover(&storage)?;
         let index = Arc::new(Index::open(
             Arc::clone(&storage),
             reader.clone(),
@@ -243,6 +244,11 @@ impl Store {
     /// The snapshot log (`crate::snapshot`).
     pub(crate) fn snapshots(&self) -> &SnapshotLog {
         &self.inner.snapshots
+    }
+
+    /// The store's files.
+    pub(crate) fn storage_handle(&self) -> &Arc<dyn Storage> {
+        &self.inner.storage
     }
 
     /// What a compaction needs of the store (`crate::compact`).
