@@ -76,7 +76,10 @@ fn populate(store: &Store) {
                 .unwrap();
         }
     }
-    store.delete_stream("hard", ExpectedVersion::Any).unwrap().unwrap();
+    store
+        .delete_stream("hard", ExpectedVersion::Any)
+        .unwrap()
+        .unwrap();
     store.set_truncate_before("trunc", 20).unwrap();
     for n in 30..60u64 {
         let event = EventData::new("Happened", format!("keep-{n}-{}", "q".repeat(60)));
@@ -91,7 +94,11 @@ fn populate(store: &Store) {
 /// and nothing else.
 fn check_against(before: &Feed, now: &Feed) {
     for (position, event) in now {
-        assert_eq!(before.get(position), Some(event), "changed or new at {position}");
+        assert_eq!(
+            before.get(position),
+            Some(event),
+            "changed or new at {position}"
+        );
     }
     for (position, (stream, version, data)) in before {
         if !now.contains_key(position) {
@@ -127,7 +134,10 @@ fn run(op: FaultOp, nth: u64) -> bool {
             "a compaction after a failed one ({op:?} #{nth}) must be refused until reopen"
         );
     }
-    for (seed, mode) in [(nth, CrashMode::DropUnsynced), (nth + 7, CrashMode::TearUnsynced)] {
+    for (seed, mode) in [
+        (nth, CrashMode::DropUnsynced),
+        (nth + 7, CrashMode::TearUnsynced),
+    ] {
         let image = mem.crash_image(seed, mode);
         let reopened = Store::open_storage(Arc::new(image.handle()), options())
             .unwrap_or_else(|e| panic!("{op:?} #{nth} {mode:?}: open failed: {e}"));
@@ -158,7 +168,10 @@ fn run(op: FaultOp, nth: u64) -> bool {
         for (position, (stream, version, data)) in &before {
             if hidden(stream, *version, data) && *position < active_first {
                 // In sealed segments: gone now.
-                assert!(!done.contains_key(position), "{stream}@{version} still readable");
+                assert!(
+                    !done.contains_key(position),
+                    "{stream}@{version} still readable"
+                );
             }
         }
         reopened.close().unwrap();

@@ -16,8 +16,8 @@
 mod marker;
 mod rules;
 
-pub use marker::COMPACTING_FILE_NAME;
 pub(crate) use marker::recover;
+pub use marker::COMPACTING_FILE_NAME;
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
