@@ -131,7 +131,11 @@ fn during(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(400));
     for compacting in [false, true] {
-        let name = if compacting { "while_compacting" } else { "alone" };
+        let name = if compacting {
+            "while_compacting"
+        } else {
+            "alone"
+        };
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;

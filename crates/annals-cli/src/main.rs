@@ -271,6 +271,10 @@ enum Command {
         /// stores of many segments quickly).
         #[arg(long)]
         segment_bytes: Option<u64>,
+        /// Also keep a stream under a max-count rule and compact the store
+        /// again and again while appending.
+        #[arg(long)]
+        compact: bool,
     },
     /// Run the demo: concurrent writers with expected versions, conflicts,
     /// aggregates read back.
@@ -448,6 +452,7 @@ fn main() -> ExitCode {
             index_buffer_events,
             pad_bytes,
             segment_bytes,
+            compact,
         } => stress::run(
             &dir,
             stress::Load {
@@ -457,6 +462,7 @@ fn main() -> ExitCode {
                 index_buffer_events,
                 pad_bytes,
                 segment_bytes,
+                compact,
             },
         ),
         Command::Backup { dir, dest } => backup::run(&dir, &dest),
