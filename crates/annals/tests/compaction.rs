@@ -311,3 +311,58 @@ fn max_age_hides_at_once_and_compaction_removes() {
         .collect();
     check_files(dir.path(), &removed, &after);
 }
+
+#[test]
+fn compaction_keeps_the_newest_snapshots_and_removes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    fill(&store, &["acct-1", "acct-2"], 0..20);
+    let state = |stream: &str, v: u64| format!("STATE<{stream}@{v}>").into_bytes();
+    for v in [3, 7, 11, 15] {
+        for stream in ["acct-1", "acct-2"] {
+            store
+                .save_snapshot(stream, v, "State.v1", &state(stream, v))
+                .unwrap();
+        }
+    }
+    let keep_two = CompactionOptions {
+        keep_snapshots: 2,
+        ..CompactionOptions::default()
+    };
+    let report = store.compact(&keep_two).unwrap();
+    assert_eq!(report.snapshots_removed, 4, "{report:?}");
+    let report = store.compact(&CompactionOptions::default()).unwrap();
+    assert_eq!(report.snapshots_removed, 2, "{report:?}");
+    let check = |store: &Store| {
+        for stream in ["acct-1", "acct-2"] {
+            let loaded = store.load_aggregate(stream).unwrap();
+            let snapshot = loaded.snapshot.unwrap();
+            assert_eq!(snapshot.version, 15);
+            assert_eq!(&snapshot.data[..], &state(stream, 15)[..]);
+            assert_eq!(loaded.events.len(), 4);
+        }
+    };
+    check(&store);
+    // A save after the compaction goes on in the new file.
+    store
+        .save_snapshot("acct-1", 19, "State.v1", &state("acct-1", 19))
+        .unwrap();
+    store.close().unwrap();
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        all.push(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    for stream in ["acct-1", "acct-2"] {
+        for v in [3, 7, 11] {
+            assert!(
+                !all.iter().any(|f| contains(f, &state(stream, v))),
+                "superseded snapshot {stream}@{v} still on disk"
+            );
+        }
+    }
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let loaded = store.load_aggregate("acct-1").unwrap();
+    assert_eq!(loaded.snapshot.unwrap().version, 19);
+    let loaded = store.load_aggregate("acct-2").unwrap();
+    assert_eq!(loaded.snapshot.unwrap().version, 15);
+}

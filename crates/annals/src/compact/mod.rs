@@ -44,14 +44,27 @@ pub(crate) struct CompactionLock {
 }
 
 /// What a compaction does beyond the rules.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CompactionOptions {
+    /// Snapshots kept per stream, newest first (at least 1; default 1):
+    /// older ones are superseded and removed from the snapshot log.
+    pub keep_snapshots: usize,
     /// Rewrite at most this many bytes per second (`None`: as fast as it
     /// can). Spreads the compaction's I/O so appenders keep their pace.
     pub throttle_bytes_per_sec: Option<u64>,
     /// Set to `true` (from any thread) to stop: the segment being written
     /// is abandoned (its temporary file removed), the ones switched stay.
     pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        CompactionOptions {
+            keep_snapshots: 1,
+            throttle_bytes_per_sec: None,
+            cancel: None,
+        }
+    }
 }
 
 /// Events removed, per reason (the first rule, in this order, that hides
@@ -95,14 +108,15 @@ pub struct CompactionReport {
     pub segments_examined: u64,
     /// Segments rewritten (the others had nothing to remove).
     pub segments_rewritten: u64,
-    /// Bytes of the examined segments' frames before (headers included).
+    /// Bytes of the examined segments' frames (headers included) and of
+    /// the snapshot log, before.
     pub bytes_before: u64,
     /// The same after.
     pub bytes_after: u64,
     /// Events removed, per reason.
     pub removed: RemovedEvents,
-    /// Superseded snapshots removed (none yet: the snapshot log is not
-    /// compacted in this version).
+    /// Superseded snapshots removed (beyond the newest `keep_snapshots`
+    /// of each stream). Their bytes are in `bytes_before`/`bytes_after`.
     pub snapshots_removed: u64,
     /// Whether it was cancelled before the end.
     pub cancelled: bool,
@@ -240,6 +254,20 @@ impl Store {
             }
             done += segment.data_bytes;
             progress(done, total);
+        }
+        if !report.cancelled {
+            match self.snapshots().compact(options.keep_snapshots) {
+                Ok((removed, before, after)) => {
+                    report.snapshots_removed = removed;
+                    report.bytes_before += before;
+                    report.bytes_after += after;
+                }
+                Err(e) => {
+                    let cause = Arc::new(e);
+                    *failed = Some(Arc::clone(&cause));
+                    return Err(Error::Poisoned { cause });
+                }
+            }
         }
         let finished = match rewritten {
             Some((start, end)) => derived_data_rewritten(index, start, end, &moved),
