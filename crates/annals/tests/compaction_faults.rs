@@ -4,7 +4,8 @@
 //! survivor byte-identical at its position; only events the rules hide may
 //! be gone), after reopen from a crash image too; `verify` is clean, no
 //! temporary file survives the open, and compacting again finishes the
-//! job. A failed compaction refuses the next one until reopen.
+//! job; the newest snapshot always survives. A failed compaction refuses
+//! the next one until reopen.
 //! Method: `FaultyStorage` over the crash-simulating `MemStorage`, one
 //! fault per run, at every call of each kind until the compaction makes no
 //! more calls of it.
@@ -76,6 +77,17 @@ fn populate(store: &Store) {
                 .unwrap();
         }
     }
+    // Superseded snapshots: the compaction rewrites the snapshot log too.
+    for version in [5, 10, 15] {
+        store
+            .save_snapshot(
+                "keep",
+                version,
+                "State",
+                format!("state@{version}").as_bytes(),
+            )
+            .unwrap();
+    }
     store
         .delete_stream("hard", ExpectedVersion::Any)
         .unwrap()
@@ -146,6 +158,12 @@ fn run(op: FaultOp, nth: u64) -> bool {
         }
         check_against(&before, &feed(&reopened));
         check_streams(&reopened, &feed(&reopened));
+        // The newest snapshot survives whatever happened.
+        let snapshot = reopened.load_aggregate("keep").unwrap().snapshot.unwrap();
+        assert_eq!(
+            (snapshot.version, &snapshot.data[..]),
+            (15, &b"state@15"[..])
+        );
         let names = image.list().unwrap();
         let active_first = names
             .iter()
