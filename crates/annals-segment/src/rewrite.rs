@@ -225,6 +225,9 @@ impl LogReader {
         // From here on the old segment must stay readable as it is: pinned
         // resident, its mapping held, never reloaded by name.
         self.shared.residents.pin(&segment, Arc::clone(&resident));
+        // Before the name changes hands: `verify` reads a replaced segment
+        // through its pinned mapping, never by name.
+        segment.replaced.store(true, Ordering::Release);
         switch_files(
             storage.as_ref(),
             &segment.name,
@@ -242,7 +245,6 @@ impl LogReader {
                 *slot = replacement;
             }
         }
-        segment.replaced.store(true, Ordering::Release);
         Ok(RewriteOutcome::Rewritten(SegmentRewrite {
             bytes_before: written,
             bytes_after: data_end,
