@@ -236,6 +236,7 @@ impl LogReader {
             &index_tmp,
         )?;
         let replacement = Arc::new(Segment::sealed(segment.header, data_end, frame_count));
+        replacement.moved.store(true, Ordering::Relaxed);
         {
             let mut segments = self.shared.segments.write();
             if let Some(slot) = segments

@@ -53,6 +53,13 @@ pub(crate) struct Segment {
     /// (`rewrite.rs`): this object stays pinned resident for the readers
     /// that still hold it, and its files are never opened by name again.
     pub(crate) replaced: AtomicBool,
+    /// This is a compaction's rewrite of the segment, made while this
+    /// process had derived data (index offsets) of the file it replaced:
+    /// an offset a caller gives may point into the old layout, and is then
+    /// a hint (the frame index finds the event). Elsewhere a wrong offset
+    /// is an error: after a reopen, every offset was rebuilt for the new
+    /// layout (`rewrite.rs`; the store's `COMPACTING` marker).
+    pub(crate) moved: AtomicBool,
 }
 
 /// A segment's open state: its file (the active segment only: a sealed
@@ -147,6 +154,7 @@ impl Segment {
             frames_sealed: AtomicUsize::new(0),
             used: AtomicBool::new(false),
             replaced: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
         }
     }
 
@@ -161,6 +169,7 @@ impl Segment {
             frames_sealed: AtomicUsize::new(frame_count),
             used: AtomicBool::new(false),
             replaced: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
         }
     }
 
@@ -301,11 +310,11 @@ impl Segment {
                 let decoded =
                     format::decode_record_of(rest, self.header.salt, spot.position, stream);
                 let decoded = match decoded {
-                    // An offset the caller gave is a hint: a compaction may
-                    // have moved the event (`rewrite.rs`). The checksum,
+                    // An offset the caller gave into a segment a compaction
+                    // rewrote in this process is a hint (`rewrite.rs`). The checksum,
                     // bound to the position, failed: find it through the
                     // frame index instead.
-                    Err(_) if spot.frame.is_none() => {
+                    Err(_) if spot.frame.is_none() && self.moved.load(Ordering::Relaxed) => {
                         let frame =
                             self.frame_of(&resident.frames.read(), written, spot.position)?;
                         *spot = Spot::in_frame(spot.position, frame);
