@@ -136,7 +136,7 @@ impl Store {
     /// use annals::{CompactionOptions, EventData, ExpectedVersion, Options, Store};
     ///
     /// let dir = tempfile::tempdir()?;
-    /// let store = Store::open_with(dir.path(), Options { segment_bytes: 4096, ..Options::default() })?;
+    /// let store = Store::open_with(dir.path(), Options::default().segment_bytes(4096))?;
     /// for n in 0..60u8 {
     ///     store.append("log-1", ExpectedVersion::Any, vec![EventData::new("Logged", vec![n; 100])])??;
     /// }
