@@ -9,6 +9,7 @@
 mod backup;
 mod bench;
 mod commands;
+mod compact;
 mod demo;
 mod json;
 mod meta;
@@ -177,6 +178,20 @@ enum Command {
         /// Show only versions from V on (never moves back).
         #[arg(long)]
         truncate_before: Option<u64>,
+        /// Show only events younger than this: N followed by s, m, h or d
+        /// (e.g. 90s, 12h, 30d).
+        #[arg(long)]
+        max_age: Option<String>,
+    },
+    /// Compact the sealed segments: physically remove the events the
+    /// streams' rules hide (deletes, truncate-before, max-count, max-age).
+    /// Progress on stderr; the report as one JSON line on stdout.
+    Compact {
+        /// Store directory.
+        dir: PathBuf,
+        /// Rewrite at most this many bytes per second.
+        #[arg(long)]
+        throttle: Option<u64>,
     },
     /// Print streams, events, segments and bytes.
     Stats {
@@ -296,6 +311,10 @@ enum Command {
         /// stores of many segments quickly).
         #[arg(long)]
         segment_bytes: Option<u64>,
+        /// Also keep a stream under a max-count rule and compact the store
+        /// again and again while appending.
+        #[arg(long)]
+        compact: bool,
     },
     /// Run the demo: concurrent writers with expected versions, conflicts,
     /// aggregates read back.
@@ -446,7 +465,15 @@ fn main() -> ExitCode {
             stream,
             max_count,
             truncate_before,
-        } => meta::run(&dir, &stream, max_count, truncate_before),
+            max_age,
+        } => meta::run(
+            &dir,
+            &stream,
+            max_count,
+            truncate_before,
+            max_age.as_deref(),
+        ),
+        Command::Compact { dir, throttle } => compact::run(&dir, throttle),
         Command::Stats { dir, json } => commands::stats(&dir, json),
         Command::Verify { dir } => commands::verify(&dir),
         Command::RebuildIndex { dir } => commands::rebuild_index(&dir),
@@ -465,6 +492,7 @@ fn main() -> ExitCode {
             index_buffer_events,
             pad_bytes,
             segment_bytes,
+            compact,
         } => stress::run(
             &dir,
             stress::Load {
@@ -474,6 +502,7 @@ fn main() -> ExitCode {
                 index_buffer_events,
                 pad_bytes,
                 segment_bytes,
+                compact,
             },
         ),
         Command::Backup {

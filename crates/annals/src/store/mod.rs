@@ -69,6 +69,8 @@ struct Inner {
     shut: bool,
     /// Snapshots of aggregates (`crate::snapshot`).
     snapshots: SnapshotLog,
+    /// One compaction at a time (`crate::compact`).
+    compaction: crate::compact::CompactionLock,
 }
 
 impl std::fmt::Debug for Inner {
@@ -183,6 +185,7 @@ impl Store {
             evidence,
         )?;
         let snapshots = SnapshotLog::open(Arc::clone(&storage), false)?;
+        crate::compact::recover(&storage)?;
         let index = Arc::new(Index::open(
             Arc::clone(&storage),
             reader.clone(),
@@ -219,6 +222,7 @@ impl Store {
                 feed,
                 shut: false,
                 snapshots,
+                compaction: crate::compact::CompactionLock::default(),
             }),
         })
     }
@@ -250,6 +254,22 @@ impl Store {
     /// The snapshot log (`crate::snapshot`).
     pub(crate) fn snapshots(&self) -> &SnapshotLog {
         &self.inner.snapshots
+    }
+
+    /// The store's files.
+    pub(crate) fn storage_handle(&self) -> &Arc<dyn Storage> {
+        &self.inner.storage
+    }
+
+    /// What a compaction needs of the store (`crate::compact`).
+    pub(crate) fn compaction_parts(
+        &self,
+    ) -> (&LogReader, &Arc<Index>, &crate::compact::CompactionLock) {
+        (
+            &self.inner.reader,
+            &self.inner.index,
+            &self.inner.compaction,
+        )
     }
 }
 

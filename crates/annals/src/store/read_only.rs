@@ -102,6 +102,7 @@ impl Store {
                 reader,
                 index,
                 snapshots,
+                compaction: crate::compact::CompactionLock::default(),
                 pipeline: None,
                 read_only: Some(Follower {
                     log: Mutex::new(log),
