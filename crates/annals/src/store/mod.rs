@@ -21,8 +21,8 @@ mod inspect;
 mod read;
 mod read_all;
 mod read_only;
-mod replicate;
 mod read_secondary;
+mod replicate;
 
 pub use append::{AppendResult, MultiConflict};
 pub use inspect::{Stats, VerifyReport, WriteStats};
