@@ -44,6 +44,16 @@ struct Args {
     /// Only the read workloads.
     #[arg(long)]
     reads_only: bool,
+    /// Only the backup workloads (issue 21): backup throughput beside
+    /// `cp`, writers' commits/s alone and during backups.
+    #[arg(long, conflicts_with_all = ["reads_only", "writes_only"])]
+    backup: bool,
+    /// MB of events in the backup workloads' stores.
+    #[arg(long, default_value_t = 300)]
+    backup_mb: u64,
+    /// The paced backup's rate in the backup workloads, MB/s.
+    #[arg(long, default_value_t = 32)]
+    backup_rate_mb: u64,
 }
 
 /// A failure with the exit code it maps to.
@@ -91,6 +101,9 @@ fn main() -> ExitCode {
         writes: !args.reads_only,
         reads: !args.writes_only,
     };
+    if args.backup {
+        return run_backup(&args);
+    }
     match run(plan, args.json) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -149,6 +162,36 @@ fn run(plan: Plan, json_file: Option<PathBuf>) -> Result<(), Failure> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// `--backup`: the backup workloads only, printed as one table.
+fn run_backup(args: &Args) -> ExitCode {
+    if args.seconds <= 0.0 || args.rounds == 0 || args.backup_mb == 0 || args.backup_rate_mb == 0 {
+        eprintln!(
+            "annals-bench: --seconds, --rounds, --backup-mb and --backup-rate-mb must be positive"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let config = annals_benches::suite::backup::BackupConfig {
+        store_bytes: args.backup_mb * 1_000_000,
+        seconds: args.seconds,
+        rounds: args.rounds,
+        rate_bytes_per_sec: args.backup_rate_mb << 20,
+    };
+    let rows = annals_benches::suite::backup::backup_workloads(&config, &mut |step| {
+        eprintln!("{step}");
+    });
+    print!("{}", table(&rows));
+    if let Some(path) = &args.json {
+        let written = serde_json::to_string_pretty(&to_json(&rows))
+            .map_err(|e| e.to_string())
+            .and_then(|text| std::fs::write(path, text).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("annals-bench: {}: {e}", path.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn figure(f: Option<Figure>) -> Value {

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+pub mod backup;
 pub mod open;
 pub mod reads;
 pub mod report;

@@ -10,10 +10,13 @@
 mod backup;
 mod bench;
 mod commands;
+mod compact;
 mod demo;
 mod json;
 mod meta;
+mod mirror;
 mod query;
+mod relay;
 mod snapshot;
 mod soft_delete;
 mod store_dir;
@@ -197,6 +200,20 @@ enum Command {
         /// Show only versions from V on (never moves back).
         #[arg(long)]
         truncate_before: Option<u64>,
+        /// Show only events younger than this: N followed by s, m, h or d
+        /// (e.g. 90s, 12h, 30d).
+        #[arg(long)]
+        max_age: Option<String>,
+    },
+    /// Compact the sealed segments: physically remove the events the
+    /// streams' rules hide (deletes, truncate-before, max-count, max-age).
+    /// Progress on stderr; the report as one JSON line on stdout.
+    Compact {
+        /// Store directory.
+        dir: PathBuf,
+        /// Rewrite at most this many bytes per second.
+        #[arg(long)]
+        throttle: Option<u64>,
     },
     /// Print streams, events, segments and bytes.
     Stats {
@@ -238,6 +255,44 @@ enum Command {
         dir: PathBuf,
         /// Destination directory.
         dest: PathBuf,
+        /// Copy at most RATE bytes per second (suffixes K, M, G: powers of
+        /// 1024; e.g. 50M), leaving the disk to the store's writers.
+        #[arg(long, value_parser = backup::parse_rate)]
+        rate: Option<u64>,
+        /// Copy every file; never hard-link sealed segments into DEST.
+        #[arg(long)]
+        no_link: bool,
+    },
+    /// Publish the store's feed to a NATS JetStream stream, exactly once
+    /// and in position order, following new appends until interrupted (the
+    /// store is opened read-only). See docs/JETSTREAM.md.
+    Relay {
+        /// Store directory.
+        dir: PathBuf,
+        /// NATS server URL, e.g. nats://127.0.0.1:4222.
+        #[arg(long)]
+        nats: String,
+        /// JetStream stream name (created if missing).
+        #[arg(long)]
+        stream: String,
+        /// Subjects are PREFIX.CATEGORY.STREAM (default: annals).
+        #[arg(long)]
+        subject_prefix: Option<String>,
+        /// First position to publish into an empty JetStream stream.
+        #[arg(long)]
+        from: Option<u64>,
+    },
+    /// Keep DEST a mirror of the store relayed into a JetStream stream:
+    /// same positions, versions, ids and data; follows until interrupted.
+    Mirror {
+        /// NATS server URL, e.g. nats://127.0.0.1:4222.
+        #[arg(long)]
+        nats: String,
+        /// JetStream stream name.
+        #[arg(long)]
+        stream: String,
+        /// Mirror store directory (created if missing or empty).
+        dest: PathBuf,
     },
     /// Run the comparison benchmark (Annals vs SQLite vs the plain-file
     /// ceiling): runs the `annals-bench` executable found next to this one
@@ -278,6 +333,10 @@ enum Command {
         /// stores of many segments quickly).
         #[arg(long)]
         segment_bytes: Option<u64>,
+        /// Also keep a stream under a max-count rule and compact the store
+        /// again and again while appending.
+        #[arg(long)]
+        compact: bool,
     },
     /// Run the demo: concurrent writers with expected versions, conflicts,
     /// aggregates read back.
@@ -441,7 +500,15 @@ fn main() -> ExitCode {
             stream,
             max_count,
             truncate_before,
-        } => meta::run(&dir, &stream, max_count, truncate_before),
+            max_age,
+        } => meta::run(
+            &dir,
+            &stream,
+            max_count,
+            truncate_before,
+            max_age.as_deref(),
+        ),
+        Command::Compact { dir, throttle } => compact::run(&dir, throttle),
         Command::Stats { dir, json } => commands::stats(&dir, json),
         Command::Verify { dir } => commands::verify(&dir),
         Command::RebuildIndex { dir } => commands::rebuild_index(&dir),
@@ -460,6 +527,7 @@ fn main() -> ExitCode {
             index_buffer_events,
             pad_bytes,
             segment_bytes,
+            compact,
         } => stress::run(
             &dir,
             stress::Load {
@@ -469,9 +537,31 @@ fn main() -> ExitCode {
                 index_buffer_events,
                 pad_bytes,
                 segment_bytes,
+                compact,
             },
         ),
-        Command::Backup { dir, dest } => backup::run(&dir, &dest),
+        Command::Backup {
+            dir,
+            dest,
+            rate,
+            no_link,
+        } => backup::run(&dir, &dest, rate, no_link),
+        Command::Relay {
+            dir,
+            nats,
+            stream,
+            subject_prefix,
+            from,
+        } => relay::run(
+            &dir,
+            relay::Relay {
+                nats,
+                stream,
+                subject_prefix,
+                from,
+            },
+        ),
+        Command::Mirror { nats, stream, dest } => mirror::run(&dest, nats, stream),
         Command::Bench { args } => match bench::run(&args) {
             Ok(code) => return code,
             Err(failure) => Err(failure),

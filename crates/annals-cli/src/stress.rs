@@ -3,7 +3,9 @@
 //! acknowledged append, only after `append` returned `Ok` — so a parent that
 //! kills the process knows exactly what was acknowledged. Event data is
 //! `"<stream>@<version>"` (then `pad_bytes` dots), so every event can be
-//! checked byte for byte.
+//! checked byte for byte. With `compact`, one more thread keeps a stream
+//! `retained` under a max-count rule and compacts the store again and
+//! again (what `scripts/kill9.sh N compact` kills in the middle of).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -36,6 +38,8 @@ pub struct Load {
     pub pad_bytes: usize,
     /// The size of new segment files, if not the default.
     pub segment_bytes: Option<u64>,
+    /// Compact again and again while appending.
+    pub compact: bool,
 }
 
 /// Runs the load until `seconds` have passed (or the process is killed).
@@ -47,6 +51,7 @@ pub fn run(dir: &Path, load: Load) -> Result<(), Failure> {
         index_buffer_events,
         pad_bytes,
         segment_bytes,
+        compact,
     } = load;
     let store = if index_buffer_events.is_none() && segment_bytes.is_none() {
         open(dir, true)?
@@ -111,7 +116,16 @@ pub fn run(dir: &Path, load: Load) -> Result<(), Failure> {
             })
         })
         .collect();
+    let compactor = compact.then(|| {
+        let store = store.clone();
+        std::thread::spawn(move || compact_loop(&store, deadline, pad_bytes))
+    });
     let mut total = 0;
+    if let Some(compactor) = compactor {
+        compactor
+            .join()
+            .map_err(|_| Failure::error("the compacting thread panicked"))??;
+    }
     for worker in workers {
         total += worker
             .join()
@@ -127,4 +141,24 @@ fn annals_rand() -> u64 {
         .0
         .iter()
         .fold(0u64, |h, b| h.rotate_left(8) ^ u64::from(*b))
+}
+
+/// Appends to `retained` (max-count 5) and compacts, until `deadline`.
+fn compact_loop(store: &annals::Store, deadline: Instant, pad_bytes: usize) -> Result<(), Failure> {
+    let mut rule_set = false;
+    while Instant::now() < deadline {
+        let events = (0..20)
+            .map(|_| EventData::new("Retained", stress_data("retained", 0, pad_bytes)))
+            .collect();
+        store
+            .append("retained", ExpectedVersion::Any, events)?
+            .map_err(|c| Failure::error(format!("unexpected conflict in a stress run: {c}")))?;
+        if !rule_set {
+            store.set_max_count("retained", 5)?;
+            rule_set = true;
+        }
+        store.compact(&annals::CompactionOptions::default())?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }

@@ -156,3 +156,24 @@ fn a_backup_into_a_foreign_directory_is_refused_untouched() {
         b"not mine to touch"
     );
 }
+
+#[test]
+fn a_paced_backup_completes_and_a_bad_rate_is_a_usage_error_that_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().to_str().unwrap();
+    let out = annals(&["append", text, "s-1", "--type", "T", "--data", "1"]);
+    assert!(out.status.success());
+    let parent = tempfile::tempdir().unwrap();
+    let dest = parent.path().join("dest");
+    let dest_text = dest.to_str().unwrap();
+    for bad in ["0", "fast", "10X", "-5", "99999999999G"] {
+        let out = annals(&["backup", text, dest_text, "--rate", bad]);
+        assert_eq!(out.status.code(), Some(2), "--rate {bad}");
+        assert!(!dest.exists(), "--rate {bad} created the destination");
+    }
+    let out = annals(&["backup", text, dest_text, "--rate", "64M", "--no-link"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(printed_end(&out), 1);
+    let out = annals(&["verify", dest_text]);
+    assert!(out.status.success(), "{out:?}");
+}

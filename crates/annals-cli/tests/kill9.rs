@@ -6,7 +6,9 @@
 //! delay, then reopen in this process and check every acknowledged event
 //! byte for byte, plus `verify` (every checksum, index = full rescan).
 //! `ANNALS_KILL9_ITERATIONS` sets the count (CI: 50; `scripts/kill9.sh`
-//! runs 1000+).
+//! runs 1000+). `ANNALS_KILL9_COMPACT=1` makes the child also compact again
+//! and again (small segments, a stream under a max-count rule), so kills
+//! land in compactions too.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -80,6 +82,12 @@ fn kill_9_never_loses_an_acknowledged_append() {
     let mut tail_only = 0u64;
     let mut all: Vec<Acked> = Vec::new();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let compacting = std::env::var("ANNALS_KILL9_COMPACT").is_ok_and(|v| v == "1");
+    let compact_args: &[&str] = if compacting {
+        &["--compact", "--segment-bytes", "262144"]
+    } else {
+        &[]
+    };
     for iteration in 0..iterations {
         let mut child = Command::new(env!("CARGO_BIN_EXE_annals"))
             .args([
@@ -100,6 +108,7 @@ fn kill_9_never_loses_an_acknowledged_append() {
                 "--pad-bytes",
                 &PAD_BYTES.to_string(),
             ])
+            .args(compact_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -356,11 +356,15 @@ impl LogReader {
             // sealed segment is read from its files afresh and not kept
             // (verify would otherwise push every other segment out of the
             // resident set).
-            let resident = match segment.resident().filter(|r| r.is_active()) {
-                Some(active) => {
+            // A segment a compaction replaced while this ran is read
+            // through the mapping it pinned (its name holds the new file).
+            let pinned = segment.replaced.load(std::sync::atomic::Ordering::Acquire);
+            let resident = match segment.resident().filter(|r| r.is_active() || pinned) {
+                Some(active) if !pinned => {
                     active.remap(&segment.name, segment.written())?;
                     active
                 }
+                Some(pinned) => pinned,
                 None => Arc::new(self.shared.residents.load(segment)?),
             };
             let frame_count = resident.frames.read().len();

@@ -98,6 +98,20 @@ impl ResidentSet {
         }
     }
 
+    /// Keeps `segment` resident with `resident` for as long as anything
+    /// holds it: out of the clock ring, so never let go (compaction pins a
+    /// segment it replaces, `rewrite.rs`).
+    pub(crate) fn pin(&self, segment: &Arc<Segment>, resident: Arc<Resident>) {
+        let mut ring = self.ring.lock();
+        ring.retain(|s| !Arc::ptr_eq(s, segment));
+        *segment.resident_slot().write() = Some(resident);
+    }
+
+    /// The storage the segments live in.
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
     /// How many sealed segments are resident.
     pub(crate) fn len(&self) -> usize {
         self.ring.lock().len()

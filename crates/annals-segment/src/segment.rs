@@ -49,6 +49,17 @@ pub(crate) struct Segment {
     frames_sealed: AtomicUsize,
     /// Read since the resident set's clock hand last passed it.
     pub(crate) used: AtomicBool,
+    /// A compaction switched the log to a rewritten file of this segment
+    /// (`rewrite.rs`): this object stays pinned resident for the readers
+    /// that still hold it, and its files are never opened by name again.
+    pub(crate) replaced: AtomicBool,
+    /// This is a compaction's rewrite of the segment, made while this
+    /// process had derived data (index offsets) of the file it replaced:
+    /// an offset a caller gives may point into the old layout, and is then
+    /// a hint (the frame index finds the event). Elsewhere a wrong offset
+    /// is an error: after a reopen, every offset was rebuilt for the new
+    /// layout (`rewrite.rs`; the store's `COMPACTING` marker).
+    pub(crate) moved: AtomicBool,
 }
 
 /// A segment's open state: its file (the active segment only: a sealed
@@ -142,6 +153,8 @@ impl Segment {
             written: AtomicU64::new(written),
             frames_sealed: AtomicUsize::new(0),
             used: AtomicBool::new(false),
+            replaced: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
         }
     }
 
@@ -155,6 +168,8 @@ impl Segment {
             written: AtomicU64::new(written),
             frames_sealed: AtomicUsize::new(frame_count),
             used: AtomicBool::new(false),
+            replaced: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
         }
     }
 
@@ -290,13 +305,33 @@ impl Segment {
                 }
             }
             // Pass 3: verify, decode, visit.
-            for spot in spots.iter() {
+            for spot in spots.iter_mut() {
                 let rest = bytes.get(spot.event..spot.end).unwrap_or_default();
-                let (record, _) =
-                    format::decode_record_of(rest, self.header.salt, spot.position, stream)
-                        .map_err(|reason| {
-                            Error::corrupt(&self.name, spot.reported(), reason.as_str())
-                        })?;
+                let decoded =
+                    format::decode_record_of(rest, self.header.salt, spot.position, stream);
+                let decoded = match decoded {
+                    // An offset the caller gave into a segment a compaction
+                    // rewrote in this process is a hint (`rewrite.rs`). The checksum,
+                    // bound to the position, failed: find it through the
+                    // frame index instead.
+                    Err(_) if spot.frame.is_none() && self.moved.load(Ordering::Relaxed) => {
+                        let frame =
+                            self.frame_of(&resident.frames.read(), written, spot.position)?;
+                        *spot = Spot::in_frame(spot.position, frame);
+                        let frame_bytes = bytes.get(frame.start..frame.end).unwrap_or_default();
+                        let at = format::locate_event(frame_bytes, frame.first, spot.position)
+                            .map_err(|reason| {
+                                Error::corrupt(&self.name, frame.start as u64, reason.as_str())
+                            })?;
+                        spot.event = frame.start + at;
+                        let rest = bytes.get(spot.event..spot.end).unwrap_or_default();
+                        format::decode_record_of(rest, self.header.salt, spot.position, stream)
+                    }
+                    other => other,
+                };
+                let (record, _) = decoded.map_err(|reason| {
+                    Error::corrupt(&self.name, spot.reported(), reason.as_str())
+                })?;
                 if visit(spot.position, record, map.shared()).is_break() {
                     return Ok(ControlFlow::Break(()));
                 }

@@ -64,7 +64,8 @@ pub enum Error {
     #[error("the store at {0} is opened read-only")]
     ReadOnly(String),
     /// The directory holds no store (missing, empty, or someone else's
-    /// files): a read-only open creates none.
+    /// files): a read-only open creates none, and a writable open refuses
+    /// to turn a non-empty directory into one.
     #[error("not an Annals store: {0}")]
     NotAStore(String),
     /// A backup was refused (its destination is someone else's) or the

@@ -37,6 +37,7 @@
 )]
 
 mod backup;
+mod compact;
 mod dcb;
 mod error;
 mod event;
@@ -56,7 +57,8 @@ pub use annals_segment::format::{TagIter, Tags};
 pub use annals_segment::identity::probe as probe_dir;
 pub use annals_segment::storage;
 pub use annals_segment::{DirKind, Evidence, EvidenceKind, StoreId};
-pub use backup::{BackupReport, BACKUP_INCOMPLETE_FILE_NAME};
+pub use backup::{BackupOptions, BackupReport, BACKUP_INCOMPLETE_FILE_NAME};
+pub use compact::{CompactionOptions, CompactionReport, RemovedEvents, COMPACTING_FILE_NAME};
 pub use dcb::{
     AppendCondition, AppendRejected, ConditionFailed, Query, QueryItem, QueryRead, QUERY_ITEMS_MAX,
     QUERY_ITEM_TERMS_MAX,
@@ -72,8 +74,9 @@ pub use snapshot::{
     SNAPSHOT_TYPE_BYTES_MAX,
 };
 pub use soft_delete::{meta_stream, SoftDeleted, META_STREAM_PREFIX, TRUNCATE_BEFORE_EVENT_TYPE};
+pub use store::ReplicatedEvent;
 pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport, WriteStats};
-pub use stream_meta::{StreamMetadata, MAX_COUNT_EVENT_TYPE};
+pub use stream_meta::{StreamMetadata, MAX_AGE_EVENT_TYPE, MAX_COUNT_EVENT_TYPE};
 pub use subscribe::{
     category_of, checkpoint_stream, Filter, Start, Subscription, SubscriptionItem,
     SubscriptionOptions, SubscriptionStream, CHECKPOINT_EVENT_TYPE, SYSTEM_STREAM_PREFIX,

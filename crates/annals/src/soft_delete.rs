@@ -7,7 +7,7 @@
 //! any other: one frame, durable before `Ok`, atomic. Stream reads and
 //! aggregate loads take the newest such event of `$meta-STREAM` and start
 //! at version V: events below it are hidden (they stay in the log and in
-//! `$all` until a compaction removes them; there is no compaction yet).
+//! `$all` until a compaction removes them, `crate::compact`).
 //! The stream itself is not written, so its version is unchanged and the
 //! next append gets version V.
 
@@ -116,7 +116,8 @@ impl Store {
                 }));
             }
             let truncate_before = current + 1;
-            let event = EventData::new(TRUNCATE_BEFORE_EVENT_TYPE, truncate_before.to_string());
+            let event = EventData::new(TRUNCATE_BEFORE_EVENT_TYPE, truncate_before.to_string())
+                .with_metadata(crate::stream_meta::SOFT_DELETE_MARK);
             if let Ok(written) = self.append(&meta, meta_expected, vec![event])? {
                 return Ok(Ok(SoftDeleted {
                     truncate_before,
@@ -148,6 +149,17 @@ impl Store {
             CurrentVersion::Version(current) => Some(current),
             CurrentVersion::NoStream | CurrentVersion::Deleted { .. } => None,
         };
-        Ok(metadata.first_version(current))
+        let first = metadata.first_version(current);
+        match (metadata.max_age_secs, current) {
+            (Some(max_age), Some(_)) => self.max_age_first(stream, first, max_age, now_us()),
+            _ => Ok(first),
+        }
     }
+}
+
+/// Now, in microseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }

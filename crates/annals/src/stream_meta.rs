@@ -1,11 +1,11 @@
 //! Stream metadata: retention rules set per stream — `truncate-before`
-//! (reads start at a version) and `max-count` (reads show at most the
-//! newest N events) — stored as events of the stream's metadata stream
+//! (reads start at a version), `max-count` (reads show at most the newest N
+//! events) and `max-age` (reads skip events older than a duration) — stored as events of the stream's metadata stream
 //! `$meta-STREAM`, like the soft delete (`crate::soft_delete`), so setting
 //! one is durable and atomic like an append. Stream reads and aggregate
 //! loads start at the first version the rules leave; stream versions do
 //! not change. The events outside the rules stay in the log and in `$all`
-//! until a compaction removes them (there is no compaction yet).
+//! until a compaction removes them (`crate::compact`).
 
 use std::ops::ControlFlow;
 
@@ -22,6 +22,14 @@ use crate::Store;
 /// (data: N in decimal).
 pub const MAX_COUNT_EVENT_TYPE: &str = "MaxCount";
 
+/// Event type, in a metadata stream, of "show only events younger than N
+/// seconds" (data: N in decimal).
+pub const MAX_AGE_EVENT_TYPE: &str = "MaxAge";
+
+/// Metadata of the `TruncateBefore` event a soft delete writes: what tells
+/// a compaction's report a soft delete from a truncate-before.
+pub(crate) const SOFT_DELETE_MARK: &[u8] = b"soft-delete";
+
 /// How many times setting metadata that lost a race to another setter
 /// checks again before it fails.
 const META_ATTEMPTS: usize = 16;
@@ -34,6 +42,12 @@ pub struct StreamMetadata {
     pub truncate_before: Option<u64>,
     /// Reads show at most this many of the newest events.
     pub max_count: Option<u64>,
+    /// Reads skip events older than this many seconds (by their commit
+    /// timestamp), from the moment of the read.
+    pub max_age_secs: Option<u64>,
+    /// The truncation point of the newest soft delete, if any (at or below
+    /// `truncate_before`).
+    pub soft_deleted_before: Option<u64>,
 }
 
 impl StreamMetadata {
@@ -89,9 +103,16 @@ impl Store {
             Direction::Backward,
             usize::MAX,
             |event| {
+                let soft = event.event_type == TRUNCATE_BEFORE_EVENT_TYPE
+                    && event.metadata == SOFT_DELETE_MARK
+                    && metadata.soft_deleted_before.is_none();
                 let slot = match event.event_type {
+                    TRUNCATE_BEFORE_EVENT_TYPE if metadata.truncate_before.is_some() && soft => {
+                        &mut metadata.soft_deleted_before
+                    }
                     TRUNCATE_BEFORE_EVENT_TYPE => &mut metadata.truncate_before,
                     MAX_COUNT_EVENT_TYPE => &mut metadata.max_count,
+                    MAX_AGE_EVENT_TYPE => &mut metadata.max_age_secs,
                     _ => return ControlFlow::Continue(()),
                 };
                 if slot.is_none() {
@@ -99,7 +120,12 @@ impl Store {
                         .ok()
                         .and_then(|t| t.parse::<u64>().ok())
                     {
-                        Some(value) => *slot = Some(value),
+                        Some(value) => {
+                            *slot = Some(value);
+                            if soft {
+                                metadata.soft_deleted_before = Some(value);
+                            }
+                        }
                         None => {
                             failure = Some(Error::BadStreamMetadata {
                                 stream: stream.to_owned(),
@@ -112,7 +138,11 @@ impl Store {
                         }
                     }
                 }
-                if metadata.truncate_before.is_some() && metadata.max_count.is_some() {
+                if metadata.truncate_before.is_some()
+                    && metadata.max_count.is_some()
+                    && metadata.max_age_secs.is_some()
+                    && metadata.soft_deleted_before.is_some()
+                {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
@@ -156,6 +186,60 @@ impl Store {
     /// Durable and atomic like an append.
     pub fn set_max_count(&self, stream: &str, max_count: u64) -> Result<AppendResult> {
         self.set_meta(stream, MAX_COUNT_EVENT_TYPE, max_count, |_, _| Ok(()))
+    }
+
+    /// Makes reads of `stream` skip its events older than `max_age` (by
+    /// commit timestamp, at the moment of each read; whole seconds, at
+    /// least one). Refused, writing nothing, for a stream with no events or
+    /// a deleted one, or a zero age ([`Error::InvalidInput`]). Durable and
+    /// atomic like an append; a compaction removes what it hides.
+    pub fn set_max_age(&self, stream: &str, max_age: std::time::Duration) -> Result<AppendResult> {
+        let secs = max_age.as_secs();
+        if secs == 0 {
+            return Err(Error::InvalidInput(
+                "max-age must be at least one second".into(),
+            ));
+        }
+        self.set_meta(stream, MAX_AGE_EVENT_TYPE, secs, |_, _| Ok(()))
+    }
+
+    /// The first version of `stream` at or after `from` whose event is
+    /// younger than `max_age_secs` at `now_us` (the version after the last
+    /// event when none is): a forward read over the expired events.
+    pub(crate) fn max_age_first(
+        &self,
+        stream: &str,
+        from: u64,
+        max_age_secs: u64,
+        now_us: u64,
+    ) -> Result<u64> {
+        let cutoff_us = now_us.saturating_sub(max_age_secs.saturating_mul(1_000_000));
+        let mut first = None;
+        let mut last = None;
+        self.read_stream_from_with(
+            stream,
+            from,
+            from,
+            Direction::Forward,
+            usize::MAX,
+            |event| {
+                last = Some(event.version);
+                if event.timestamp_us >= cutoff_us {
+                    first = Some(event.version);
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )?;
+        Ok(match (first, last) {
+            (Some(first), _) => first,
+            (None, Some(last)) => last + 1,
+            (None, None) => match self.stream_version(stream)? {
+                CurrentVersion::Version(current) => (current + 1).max(from),
+                _ => from,
+            },
+        })
     }
 
     /// Appends one metadata event of `event_type` holding `value`, after

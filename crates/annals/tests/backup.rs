@@ -103,7 +103,14 @@ fn a_backup_under_load_is_exactly_a_prefix_and_an_incremental_one_equals_a_fresh
     let first = store.backup(dest.path().join("b")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let second = store.backup(dest.path().join("b")).unwrap();
-    let fresh = store.backup(dest.path().join("fresh")).unwrap();
+    // A full copy (no hard links) to compare the incremental one with.
+    let fresh = store
+        .backup_with(
+            dest.path().join("fresh"),
+            &annals::BackupOptions::default().link(false),
+            &mut |_, _| {},
+        )
+        .unwrap();
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();

@@ -1,14 +1,18 @@
 //! Property: a random sequence of appends (every expectation kind), multi-
-//! stream appends, deletes, retries, stream and global reads, reopens and
-//! crashes (images that drop, tear or garble unsynced bytes) never diverges
-//! from a plain in-memory model. Method: proptest over the memory backend
+//! stream appends, deletes (hard and soft), max-count rules, compactions,
+//! retries, stream and global reads, reopens and crashes (images that drop,
+//! tear or garble unsynced bytes) never diverges from a plain in-memory
+//! model. A compaction may remove only events the model says are hidden
+//! (the model then adopts which it removed); it never changes a survivor. Method: proptest over the memory backend
 //! with small segments, checked after every operation and in full at the end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use annals::storage::{CrashMode, MemStorage};
-use annals::{CurrentVersion, Direction, Error, EventData, ExpectedVersion, Options, Store};
+use annals::{
+    CompactionOptions, CurrentVersion, Direction, Error, EventData, ExpectedVersion, Options, Store,
+};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -53,6 +57,14 @@ enum Op {
         seed: u64,
         mode: u8,
     },
+    SoftDelete {
+        stream: u8,
+    },
+    MaxCount {
+        stream: u8,
+        n: u8,
+    },
+    Compact,
 }
 
 fn exp() -> impl Strategy<Value = Exp> {
@@ -76,14 +88,21 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u16..80, 0u8..20).prop_map(|(from, max)| Op::ReadAll { from, max }),
         1 => Just(Op::Reopen),
         1 => (any::<u64>(), 0u8..3).prop_map(|(seed, mode)| Op::Crash { seed, mode }),
+        1 => (0u8..5).prop_map(|stream| Op::SoftDelete { stream }),
+        1 => (0u8..5, 1u8..4).prop_map(|(stream, n)| Op::MaxCount { stream, n }),
+        1 => Just(Op::Compact),
     ]
 }
 
-/// The model: every stream's event data, deletes, and the global feed.
+/// The model: every stream's event data, deletes, and the global feed;
+/// each stream's rules (truncate-before, max-count) and the positions a
+/// compaction removed.
 #[derive(Default)]
 struct Model {
     streams: BTreeMap<String, (Vec<String>, bool)>,
     all: Vec<(String, u64, String)>,
+    rules: BTreeMap<String, (u64, Option<u64>)>,
+    gone: BTreeSet<u64>,
 }
 
 impl Model {
@@ -123,6 +142,26 @@ impl Model {
             (CurrentVersion::Version(_), ExpectedVersion::StreamExists) => true,
             (CurrentVersion::Version(v), ExpectedVersion::Exact(e)) => v == e,
             _ => false,
+        }
+    }
+
+    /// The first version stream reads show.
+    fn first_visible(&self, stream: &str) -> u64 {
+        let len = self.streams.get(stream).map_or(0, |(e, _)| e.len() as u64);
+        let (truncate, max_count) = self.rules.get(stream).copied().unwrap_or((0, None));
+        truncate.max(max_count.map_or(0, |m| len.saturating_sub(m)))
+    }
+
+    /// Whether a compaction may remove the event at `position`.
+    fn hidden(&self, position: usize) -> bool {
+        let (stream, version, data) = &self.all[position];
+        if stream.starts_with('$') {
+            return false;
+        }
+        match self.streams.get(stream) {
+            // Tombstones stay; everything else of a deleted stream goes.
+            Some((events, true)) => !(data.is_empty() && *version + 1 == events.len() as u64),
+            _ => *version < self.first_visible(stream),
         }
     }
 
@@ -199,6 +238,7 @@ fn run(ops: Vec<Op>) {
                 let mut after = Model {
                     streams: model.streams.clone(),
                     all: model.all.clone(),
+                    ..Model::default()
                 };
                 after.write(&sa, std::slice::from_ref(&da), false);
                 let eb = after.expected(&sb, &exp_b);
@@ -261,17 +301,15 @@ fn run(ops: Vec<Op>) {
                     Some((_, true)) => assert!(matches!(got, Err(Error::StreamDeleted(_)))),
                     entry => {
                         let events = entry.map(|(e, _)| e.clone()).unwrap_or_default();
+                        let first = model.first_visible(&stream);
                         let versions: Vec<u64> = if backward {
-                            if events.is_empty() {
-                                vec![]
-                            } else {
-                                (0..=u64::from(from).min(events.len() as u64 - 1))
-                                    .rev()
-                                    .take(usize::from(max))
-                                    .collect()
-                            }
+                            (0..=u64::from(from).min((events.len() as u64).saturating_sub(1)))
+                                .rev()
+                                .filter(|v| *v >= first && (*v as usize) < events.len())
+                                .take(usize::from(max))
+                                .collect()
                         } else {
-                            (u64::from(from)..events.len() as u64)
+                            (u64::from(from).max(first)..events.len() as u64)
                                 .take(usize::from(max))
                                 .collect()
                         };
@@ -293,16 +331,85 @@ fn run(ops: Vec<Op>) {
                 let want: Vec<_> = model
                     .all
                     .iter()
+                    .enumerate()
                     .skip(usize::from(from))
+                    .filter(|(p, _)| !model.gone.contains(&(*p as u64)))
                     .take(usize::from(max))
                     .collect();
                 assert_eq!(got.len(), want.len());
-                for (g, (stream, version, data)) in got.iter().zip(want) {
+                for (g, (position, (stream, version, data))) in got.iter().zip(want) {
                     assert_eq!((&g.stream, g.version), (stream, *version));
+                    assert_eq!(g.position, position as u64);
                     if !g.is_tombstone() {
                         assert_eq!(&g.data[..], data.as_bytes());
                     }
                 }
+            }
+            Op::SoftDelete { stream } => {
+                let stream = name(stream);
+                let got = s.soft_delete_stream(&stream, ExpectedVersion::Any);
+                match model.current(&stream) {
+                    CurrentVersion::NoStream => {
+                        assert!(matches!(got, Err(Error::StreamNotFound(_))), "{got:?}")
+                    }
+                    CurrentVersion::Deleted { .. } => {
+                        assert!(matches!(got, Err(Error::StreamDeleted(_))), "{got:?}")
+                    }
+                    CurrentVersion::Version(v) => {
+                        let deleted = got.unwrap().unwrap();
+                        assert_eq!(deleted.truncate_before, v + 1);
+                        assert_eq!(deleted.written.first_position, model.all.len() as u64);
+                        let meta = format!("$meta-{stream}");
+                        model.write(&meta, &[(v + 1).to_string()], false);
+                        model.rules.entry(stream).or_default().0 = v + 1;
+                    }
+                }
+            }
+            Op::MaxCount { stream, n } => {
+                let stream = name(stream);
+                let got = s.set_max_count(&stream, u64::from(n));
+                match model.current(&stream) {
+                    CurrentVersion::NoStream => {
+                        assert!(matches!(got, Err(Error::StreamNotFound(_))), "{got:?}")
+                    }
+                    CurrentVersion::Deleted { .. } => {
+                        assert!(matches!(got, Err(Error::StreamDeleted(_))), "{got:?}")
+                    }
+                    CurrentVersion::Version(_) => {
+                        let written = got.unwrap();
+                        assert_eq!(written.first_position, model.all.len() as u64);
+                        let meta = format!("$meta-{stream}");
+                        model.write(&meta, &[n.to_string()], false);
+                        model.rules.entry(stream).or_default().1 = Some(u64::from(n));
+                    }
+                }
+            }
+            Op::Compact => {
+                let report = s.compact(&CompactionOptions::default()).unwrap();
+                let now: BTreeMap<u64, (String, u64, Vec<u8>)> = s
+                    .read_all(0, usize::MAX)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| (e.position, (e.stream, e.version, e.data.to_vec())))
+                    .collect();
+                let mut removed = 0;
+                for (position, (stream, version, data)) in model.all.iter().enumerate() {
+                    let p = position as u64;
+                    match now.get(&p) {
+                        Some(event) => {
+                            assert!(!model.gone.contains(&p), "{p} came back");
+                            assert_eq!((&event.0, event.1), (stream, *version));
+                            if !data.is_empty() {
+                                assert_eq!(&event.2[..], data.as_bytes());
+                            }
+                        }
+                        None => {
+                            assert!(model.hidden(position), "removed visible {stream}@{version}");
+                            removed += u64::from(model.gone.insert(p));
+                        }
+                    }
+                }
+                assert_eq!(removed, report.removed.total());
             }
             Op::Reopen => {
                 drop(store.take());

@@ -312,3 +312,45 @@ fn read_only_opens_beside_a_live_owner_never_report_its_newest_frames_as_damage(
         failures.len()
     );
 }
+
+/// Regression: `refresh` made the owner's new events visible but not the
+/// snapshots it saved after the open, so `load_aggregate` on the read-only
+/// store replayed from the start (or from an older snapshot). Both cases:
+/// the snapshot file created after the open, and one appended to after.
+#[test]
+fn refresh_shows_the_snapshots_the_owner_saved_since_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = Store::open_with(dir.path(), small()).unwrap();
+    fill(&owner, 20);
+    let store = Store::open_read_only(dir.path()).unwrap();
+    assert_eq!(store.load_aggregate("s-1").unwrap().snapshot, None);
+
+    owner.save_snapshot("s-1", 2, "S", b"at-2").unwrap();
+    store.refresh().unwrap();
+    let loaded = store.load_aggregate("s-1").unwrap();
+    assert_eq!(loaded.snapshot.as_ref().map(|s| s.version), Some(2));
+    assert_eq!(&loaded.snapshot.unwrap().data[..], b"at-2");
+    assert_eq!(loaded.events.len(), 1, "version 3 only");
+
+    fill(&owner, 10);
+    owner.save_snapshot("s-1", 5, "S", b"at-5").unwrap();
+    owner.save_snapshot("s-2", 4, "S", b"s2-at-4").unwrap();
+    store.refresh().unwrap();
+    let loaded = store.load_aggregate("s-1").unwrap();
+    assert_eq!(loaded.snapshot.as_ref().map(|s| s.version), Some(5));
+    assert_eq!(&loaded.snapshot.unwrap().data[..], b"at-5");
+    assert_eq!(loaded.version, owner.load_aggregate("s-1").unwrap().version);
+    let loaded = store.load_aggregate("s-2").unwrap();
+    assert_eq!(&loaded.snapshot.unwrap().data[..], b"s2-at-4");
+    // A refresh that finds nothing new changes nothing.
+    store.refresh().unwrap();
+    assert_eq!(
+        store
+            .load_aggregate("s-1")
+            .unwrap()
+            .snapshot
+            .unwrap()
+            .version,
+        5
+    );
+}

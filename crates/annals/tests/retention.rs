@@ -58,7 +58,8 @@ fn max_count_keeps_the_newest_events_readable() {
         store.stream_metadata("log").unwrap(),
         StreamMetadata {
             truncate_before: None,
-            max_count: Some(3)
+            max_count: Some(3),
+            ..StreamMetadata::default()
         }
     );
     store.close().unwrap();

@@ -189,6 +189,10 @@ impl Storage for FsStorage {
         self.dir.display().to_string()
     }
 
+    fn file_path(&self, name: &str) -> Option<PathBuf> {
+        self.path_of(name).ok()
+    }
+
     /// Yes on filesystems that allocate a block on its first write and
     /// overwrite allocated blocks in place (ext2/3/4, XFS), found from
     /// `/proc/self/mountinfo`; no elsewhere (copy-on-write filesystems

@@ -4,6 +4,7 @@
 //! everything that was written but not synced. Scenarios are written once
 //! against the trait and run on every backend.
 
+pub mod bulk;
 mod faulty;
 mod fs;
 mod mem;
@@ -39,6 +40,14 @@ pub trait Storage: Send + Sync + Debug {
     fn try_lock(&self) -> io::Result<()>;
     /// A human-readable description of the location, for error messages.
     fn describe(&self) -> String;
+    /// Where the file `name` lives on the real filesystem, for the bulk
+    /// copies of a backup ([`bulk`]: hard links, `copy_file_range`).
+    /// `None` (the default) for storage that is not a plain directory:
+    /// a backup then copies through [`Storage::open`].
+    fn file_path(&self, name: &str) -> Option<std::path::PathBuf> {
+        let _ = name;
+        None
+    }
     /// Whether writing zeros ahead of the log's writer makes its commits
     /// cheaper (a filesystem that allocates blocks on first write and
     /// overwrites in place). Default `false`.

@@ -452,6 +452,37 @@ impl Index {
         self.state.repairing(attempt)
     }
 
+    /// Segments holding `start..end` were rewritten by a compaction:
+    /// rebuilds the runs that point into them.
+    /// `offsets` holds where each event of the rewritten frames starts
+    /// now ((first position of a frame, one offset per event)): the
+    /// in-memory buffer takes them, frozen buffers are persisted, and the
+    /// runs covering `start..end` are rebuilt from the log.
+    pub(crate) fn segments_rewritten(
+        &self,
+        start: u64,
+        end: u64,
+        offsets: &[(u64, Vec<u32>)],
+    ) -> Result<()> {
+        self.update(|active| {
+            let (from, to) = (active.start(), active.end());
+            for (first, moved) in offsets {
+                let last = first + moved.len() as u64;
+                let (a, b) = ((*first).max(from), last.min(to));
+                if a >= b {
+                    continue;
+                }
+                let slice = moved.get((a - first) as usize..(b - first) as usize);
+                if let Some(slice) = slice {
+                    // In range by construction: nothing to report.
+                    let _ = active.record_offsets(a, slice);
+                }
+            }
+        });
+        self.state.persist_frozen()?;
+        self.state.rebuild_runs_within(start, end)
+    }
+
     /// Counts for `stats`.
     pub(crate) fn figures(&self) -> IndexFigures {
         let levels = self.state.levels.read();

@@ -77,6 +77,11 @@ pub(crate) fn record_keys<'a>(record: &Record<'a>) -> Vec<SecondaryKey<'a>> {
 /// Whether the event `record` carries `key` (what confirms a run's
 /// candidate, whose key is only a hash).
 pub(crate) fn record_has_key(record: &Record<'_>, key: &SecondaryKey<'_>) -> bool {
+    // A compaction's gap record keeps its stream and type (and the index
+    // its entries), but the event is gone: no read by key shows it.
+    if crate::compact::is_erased(record) {
+        return false;
+    }
     match key.kind {
         SecondaryKind::Category => crate::category_of(record.stream) == Some(key.name),
         SecondaryKind::EventType => record.event_type == key.name,

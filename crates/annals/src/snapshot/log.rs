@@ -171,6 +171,41 @@ impl SnapshotLog {
         Ok(prefixes)
     }
 
+    /// Read-only logs: reads the frames the owner saved since the open
+    /// (or the last refresh), in the newest file from its known end and in
+    /// a file created since, so that loads find the new snapshots. An
+    /// invalid frame ends the view without an error: the owner may be
+    /// writing it (damage is reported by a full open). Costs one `stat`
+    /// and one failed `open` when nothing was saved.
+    pub(crate) fn refresh(&self) -> Result<()> {
+        if !self.read_only {
+            // Its own saves are always in the map.
+            return Ok(());
+        }
+        let mut state = self.state.lock();
+        // Bounded: each pass moves to a newer file or returns.
+        loop {
+            if let Some((number, file)) = state.files.last_key_value() {
+                let (number, file) = (*number, Arc::clone(file));
+                let from = state.end;
+                state.end = scan_new(&file, number, from, &mut state)?;
+            }
+            let next = state.files.keys().next_back().map_or(0, |n| n + 1);
+            let name = file_name(next);
+            let handle = match self.storage.open(&name) {
+                Ok(handle) => handle,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io("open", &name, e)),
+            };
+            // Renamed into place only with a whole, synced header.
+            let salt = read_header(&name, &*handle)?;
+            state
+                .files
+                .insert(next, Arc::new(SnapFile { name, handle, salt }));
+            state.end = FILE_HEADER_BYTES as u64;
+        }
+    }
+
     /// What open found.
     pub(crate) fn recovery(&self) -> SnapshotRecovery {
         self.recovery
@@ -261,6 +296,105 @@ impl SnapshotLog {
             frame,
             salt: file.salt,
         }))
+    }
+
+    /// Keeps only the newest `keep` (at least 1) snapshots of each stream:
+    /// writes them into a new file (numbered after the newest) under a
+    /// temporary name, syncs it, renames it, syncs the directory, then
+    /// removes the older files and syncs the directory again. A crash
+    /// before the rename leaves the old files (the temporary one is removed
+    /// at open); after it, the new file and maybe some old ones, whose
+    /// frames the new file repeats (a later compaction removes them).
+    /// Saves wait meanwhile; loads under way read the files they opened.
+    /// Returns (snapshots removed, bytes before, bytes after).
+    pub(crate) fn compact(&self, keep: usize) -> Result<(u64, u64, u64)> {
+        if self.read_only {
+            return Err(Error::ReadOnly(self.storage.describe()));
+        }
+        let keep = keep.max(1);
+        let mut state = self.state.lock();
+        if let Some(cause) = &state.poisoned {
+            return Err(Error::Internal(format!(
+                "the snapshot log refuses writes after an earlier failure ({cause}); reopen the store"
+            )));
+        }
+        let Some(newest) = state.files.keys().next_back().copied() else {
+            return Ok((0, 0, 0));
+        };
+        let total: usize = state.streams.values().map(BTreeMap::len).sum();
+        let kept: usize = state.streams.values().map(|v| v.len().min(keep)).sum();
+        let mut before = 0u64;
+        for (number, file) in &state.files {
+            before += if *number == newest {
+                state.end
+            } else {
+                file.handle.len().map_err(|e| io("len", &file.name, e))?
+            };
+        }
+        if kept == total && state.files.len() == 1 {
+            return Ok((0, before, before));
+        }
+        let number = newest + 1;
+        let name = file_name(number);
+        let temp = format!("{FILE_PREFIX}{number:016}{TEMP_SUFFIX}");
+        let salt = annals_segment::random_u64();
+        let mut bytes = format::encode_file_header(salt).to_vec();
+        let mut locations: HashMap<String, BTreeMap<u64, Location>> = HashMap::new();
+        for (stream, versions) in &state.streams {
+            for (version, location) in versions.iter().rev().take(keep) {
+                let file = state.files.get(&location.file).ok_or_else(|| {
+                    Error::Internal(format!("snapshot file {} is not open", location.file))
+                })?;
+                let mut frame = vec![0u8; location.len as usize];
+                file.handle
+                    .read_exact_at(&mut frame, location.offset)
+                    .map_err(|e| io("read", &file.name, e))?;
+                let fields = format::decode_frame(file.salt, &frame).map_err(|fault| {
+                    annals_segment::Error::corrupt(file.name.clone(), location.offset, fault)
+                })?;
+                let encoded = format::encode_frame(salt, &fields);
+                locations.entry(stream.clone()).or_default().insert(
+                    *version,
+                    Location {
+                        file: number,
+                        offset: bytes.len() as u64,
+                        len: encoded.len() as u32,
+                    },
+                );
+                bytes.extend_from_slice(&encoded);
+            }
+        }
+        let _ = self.storage.remove(&temp);
+        let handle = self
+            .storage
+            .create(&temp)
+            .map_err(|e| io("create", &temp, e))?;
+        handle
+            .write_all_at(&bytes, 0)
+            .map_err(|e| io("write", &temp, e))?;
+        handle.sync_all().map_err(|e| io("fsync", &temp, e))?;
+        drop(handle);
+        self.storage
+            .rename(&temp, &name)
+            .map_err(|e| io("rename", &temp, e))?;
+        self.storage
+            .sync_dir()
+            .map_err(|e| io("sync_dir", &self.storage.describe(), e))?;
+        let handle = self.storage.open(&name).map_err(|e| io("open", &name, e))?;
+        let old: Vec<String> = state.files.values().map(|f| f.name.clone()).collect();
+        state.files = BTreeMap::from([(number, Arc::new(SnapFile { name, handle, salt }))]);
+        state.end = bytes.len() as u64;
+        state.streams = locations;
+        // The new file is durable and authoritative: the old ones go.
+        for name in &old {
+            self.storage
+                .remove(name)
+                .map_err(|e| io("remove", name, e))?;
+        }
+        self.storage
+            .sync_dir()
+            .map_err(|e| io("sync_dir", &self.storage.describe(), e))?;
+        Ok(((total - kept) as u64, before, bytes.len() as u64))
     }
 
     /// Creates snapshot file `number` durably: header written and synced
@@ -378,6 +512,69 @@ fn scan(
         }
     }
     Ok(offset)
+}
+
+/// A read-only refresh's [`scan`] of the newest file from `from`: any
+/// invalid frame ends it (returned: where the next refresh starts again).
+fn scan_new(file: &SnapFile, number: u64, from: u64, state: &mut State) -> Result<u64> {
+    let mut end = from;
+    // Frame by frame, so that a frame followed by one the owner is still
+    // writing counts, and the half-written one ends the view.
+    loop {
+        let len = file.handle.len().map_err(|e| io("len", &file.name, e))?;
+        if end >= len {
+            return Ok(end);
+        }
+        let mut head = [0u8; FRAME_HEADER_BYTES];
+        if len - end < FRAME_HEADER_BYTES as u64 {
+            return Ok(end);
+        }
+        file.handle
+            .read_exact_at(&mut head, end)
+            .map_err(|e| io("read", &file.name, e))?;
+        let Some(frame_len) = format::claimed_len(&head) else {
+            return Ok(end);
+        };
+        let frame_end = end + frame_len as u64;
+        if frame_end > len {
+            return Ok(end);
+        }
+        if !read_one(file, number, end, frame_end, state)? {
+            return Ok(end);
+        }
+        end = frame_end;
+    }
+}
+
+/// Reads the one frame at `offset..frame_end` into `state.streams`;
+/// `false` if it is not valid (yet).
+fn read_one(
+    file: &SnapFile,
+    number: u64,
+    offset: u64,
+    frame_end: u64,
+    state: &mut State,
+) -> Result<bool> {
+    let len = usize::try_from(frame_end - offset)
+        .map_err(|_| Error::Internal("snapshot frame too large".into()))?;
+    let mut frame = vec![0u8; len];
+    file.handle
+        .read_exact_at(&mut frame, offset)
+        .map_err(|e| io("read", &file.name, e))?;
+    if let Ok(fields) = format::decode_frame(file.salt, &frame) {
+        let location = Location {
+            file: number,
+            offset,
+            len: len as u32,
+        };
+        state
+            .streams
+            .entry(fields.stream.to_owned())
+            .or_default()
+            .insert(fields.version, location);
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Cuts a torn frame: the snapshot file is never mapped, so it can be shortened.

@@ -9,20 +9,25 @@
 //! | `read_all.rs` | the zero-copy `$all` visitor, the backward `$all` read, what subscriptions need of the store |
 //! | `inspect.rs` | stats, write stats, `verify`, index maintenance and dumps |
 //! | `read_only.rs` | read-only opens (no lock, nothing written) and `refresh` |
+//! | `foreign.rs` | a writable open refuses a non-empty directory that is not a store |
+//! | `replicate.rs` | reading `$all` with append boundaries, appending a source's appends into a replica |
 //!
 //! The expected-version check itself is decided on the write path
 //! (`crate::write::decide`).
 
 mod append;
+mod foreign;
 mod inspect;
 mod read;
 mod read_all;
 mod read_only;
 mod read_secondary;
+mod replicate;
 
 pub(crate) use append::expected_only;
 pub use append::{AppendResult, MultiConflict};
 pub use inspect::{Stats, VerifyReport, WriteStats};
+pub use replicate::ReplicatedEvent;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -65,6 +70,8 @@ struct Inner {
     shut: bool,
     /// Snapshots of aggregates (`crate::snapshot`).
     snapshots: SnapshotLog,
+    /// One compaction at a time (`crate::compact`).
+    compaction: crate::compact::CompactionLock,
 }
 
 impl std::fmt::Debug for Inner {
@@ -102,7 +109,9 @@ impl Store {
         Self::open_with(dir, Options::default())
     }
 
-    /// Opens the store in `dir`, creating it if needed.
+    /// Opens the store in `dir`, creating it if needed: in a missing or
+    /// empty directory. A non-empty directory that is not a store is
+    /// refused ([`Error::NotAStore`]) and left untouched.
     pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         let dir = dir.as_ref();
         let storage = FsStorage::open(dir)
@@ -123,6 +132,7 @@ impl Store {
         options: Options,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Store> {
+        foreign::refuse_foreign(&storage)?;
         lock(&storage)?;
         let evidence = crate::repair::run_evidence(&storage)?;
         Self::open_locked(storage, options, progress, &evidence)
@@ -149,6 +159,7 @@ impl Store {
         options: Options,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Store> {
+        foreign::refuse_foreign(&storage)?;
         lock(&storage)?;
         crate::repair::check_before_removing_runs(&storage, &options)?;
         crate::index::remove_runs(&storage)?;
@@ -175,6 +186,7 @@ impl Store {
             evidence,
         )?;
         let snapshots = SnapshotLog::open(Arc::clone(&storage), false)?;
+        crate::compact::recover(&storage)?;
         let index = Arc::new(Index::open(
             Arc::clone(&storage),
             reader.clone(),
@@ -211,6 +223,7 @@ impl Store {
                 feed,
                 shut: false,
                 snapshots,
+                compaction: crate::compact::CompactionLock::default(),
             }),
         })
     }
@@ -242,6 +255,22 @@ impl Store {
     /// The snapshot log (`crate::snapshot`).
     pub(crate) fn snapshots(&self) -> &SnapshotLog {
         &self.inner.snapshots
+    }
+
+    /// The store's files.
+    pub(crate) fn storage_handle(&self) -> &Arc<dyn Storage> {
+        &self.inner.storage
+    }
+
+    /// What a compaction needs of the store (`crate::compact`).
+    pub(crate) fn compaction_parts(
+        &self,
+    ) -> (&LogReader, &Arc<Index>, &crate::compact::CompactionLock) {
+        (
+            &self.inner.reader,
+            &self.inner.index,
+            &self.inner.compaction,
+        )
     }
 }
 

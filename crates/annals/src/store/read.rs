@@ -180,6 +180,10 @@ impl Store {
                     // Another stream whose name has the same hash.
                     return ControlFlow::Continue(());
                 };
+                if crate::compact::is_erased(&record) {
+                    // A gap a compaction left (`crate::compact`).
+                    return ControlFlow::Continue(());
+                }
                 if record.stream_version != version {
                     failure = Some(Error::Index(format!(
                         "index maps {stream}@{version} to position {position}, which holds {}@{}",
@@ -198,7 +202,8 @@ impl Store {
     }
 
     /// Up to `max` events of the global feed from `from` (inclusive), in
-    /// commit order. Positions are dense: nothing is skipped.
+    /// commit order. Positions are dense until a compaction erases events:
+    /// their positions are gaps, stepped over (`crate::compact`).
     pub fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
         let mut events = Vec::with_capacity(max.min(4096));
         if max == 0 {
@@ -207,6 +212,9 @@ impl Store {
         self.inner
             .reader
             .scan_shared(from, |position, record, owner| {
+                if crate::compact::is_erased(&record) {
+                    return ControlFlow::Continue(());
+                }
                 events.push(RecordedEvent::from_record(position, record, owner));
                 if events.len() >= max {
                     ControlFlow::Break(())

@@ -49,6 +49,9 @@ impl Store {
         self.inner
             .reader
             .scan_shared(from, |position, record, owner| {
+                if crate::compact::is_erased(&record) {
+                    return ControlFlow::Continue(());
+                }
                 visited += 1;
                 let flow = visit(EventRef::new(position, record, owner));
                 if flow.is_break() || visited >= max {
@@ -88,7 +91,9 @@ impl Store {
             self.inner
                 .reader
                 .with_events_shared(&positions, |position, record, owner| {
-                    events.push(RecordedEvent::from_record(position, record, owner));
+                    if !crate::compact::is_erased(&record) && events.len() < max {
+                        events.push(RecordedEvent::from_record(position, record, owner));
+                    }
                     ControlFlow::Continue(())
                 })?;
             upper -= count;

@@ -102,6 +102,7 @@ impl Store {
                 reader,
                 index,
                 snapshots,
+                compaction: crate::compact::CompactionLock::default(),
                 pipeline: None,
                 read_only: Some(Follower {
                     log: Mutex::new(log),
@@ -120,7 +121,7 @@ impl Store {
     }
 
     /// Read-only stores: makes what the owning process appended since the
-    /// open (or the last refresh) visible, following it into the segments
+    /// open (or the last refresh) visible, and the snapshots it saved, following it into the segments
     /// it created since; wakes subscriptions. Returns the new end of the
     /// feed (one past the last position). On a writable store it returns
     /// the end and does nothing else: its own appends are always visible.
@@ -138,6 +139,9 @@ impl Store {
             log.publish(new);
             self.inner.feed.notify();
         }
+        // After the log: a snapshot of a version not yet visible is kept
+        // but not loaded (loads take the newest at or below the version).
+        self.inner.snapshots.refresh()?;
         Ok(new)
     }
 
@@ -166,7 +170,7 @@ impl Store {
             .map_err(|e| Error::Internal(format!("cannot start the follower thread: {e}")))
     }
 
-    /// The store's files and its log reader (for `backup.rs`).
+    /// The store's files and its log reader (for `backup/`).
     pub(crate) fn files(&self) -> (&Arc<dyn Storage>, &annals_segment::LogReader) {
         (&self.inner.storage, &self.inner.reader)
     }

@@ -282,7 +282,9 @@ impl Subscription {
             .log_reader()
             .scan_shared(start, |position, record, owner| {
                 next = position.saturating_add(1);
-                if options.matches(
+                if crate::compact::is_erased(&record) {
+                    // A gap a compaction left: stepped over.
+                } else if options.matches(
                     record.stream,
                     record.stream_version,
                     record.event_type,

@@ -81,6 +81,11 @@ impl Writer {
                 continue;
             };
             let mut batch = Vec::new();
+            // A replicated append keeps the source's commit time.
+            let timestamp_us = appends
+                .first()
+                .and_then(|a| a.replica)
+                .map_or(timestamp_us, |r| r.timestamp_us);
             for (append, &first_version) in appends.iter().zip(first_versions) {
                 for (i, event) in append.events.iter().enumerate() {
                     batch.push(Record {

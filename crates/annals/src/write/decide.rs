@@ -57,11 +57,18 @@ pub(super) fn decide(
         .filter(|r| matches!(r.work, Work::Append(..)))
         .count();
     let mut decisions = Vec::with_capacity(group.len());
+    // Where the next accepted request will land (replicated appends must
+    // land exactly where the source wrote them).
+    let mut position_next = reader.position_end();
     for (r, request) in group.iter().enumerate() {
         let Work::Append(appends, condition) = &request.work else {
             decisions.push(Decision::Flush);
             continue;
         };
+        if let Some(refused) = misplaced_replica(appends, position_next) {
+            decisions.push(refused);
+            continue;
+        }
         match find_retry(index, reader, &group_ids, group, appends) {
             Ok(Some(decision)) => {
                 decisions.push(decision);
@@ -106,11 +113,25 @@ pub(super) fn decide(
             }
         }
         decisions.push(match decision {
-            Ok((firsts, _)) => Decision::Accept(firsts),
+            Ok((firsts, _)) => {
+                position_next += appends.iter().map(|a| a.events.len() as u64).sum::<u64>();
+                Decision::Accept(firsts)
+            }
             Err(conflict) => Decision::Conflict(conflict),
         });
     }
     decisions
+}
+
+/// A replicated append that would not land at its source position.
+fn misplaced_replica(appends: &[StreamAppend], position_next: u64) -> Option<Decision> {
+    let replica = appends.first()?.replica?;
+    (replica.position != position_next).then(|| {
+        Decision::Invalid(Error::InvalidInput(format!(
+            "a replicated append of position {} must come next, but the store's next position is {position_next}",
+            replica.position
+        )))
+    })
 }
 
 /// A lookup's failure: a damaged run to rebuild off the write path, or an

@@ -47,6 +47,17 @@ pub(crate) struct StreamAppend {
     /// Each event's encoded tag region, filled in when the append is
     /// validated (empty until then, and for events without tags).
     pub(crate) tag_regions: Vec<Vec<u8>>,
+    /// Set on the first stream append of a replicated append
+    /// (`crate::store::replicate`): where and when the source wrote it.
+    pub(crate) replica: Option<Replica>,
+}
+
+/// A replicated append must land at `position` and keeps the source's
+/// commit time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Replica {
+    pub(crate) position: u64,
+    pub(crate) timestamp_us: u64,
 }
 
 impl StreamAppend {
@@ -63,6 +74,7 @@ impl StreamAppend {
             events,
             tombstone,
             tag_regions: Vec::new(),
+            replica: None,
         }
     }
 

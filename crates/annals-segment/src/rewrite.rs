@@ -1,0 +1,324 @@
+//! Compaction's segment-level step: rewriting one sealed segment with some
+//! of its events *erased* and switching the log to the new file, crash-safe
+//! at every step, while readers go on reading.
+//!
+//! An erased event keeps its place: its record is rewritten as a *gap
+//! record* — the same position, stream, version, id, timestamp, type and
+//! flags, with [`RECORD_ERASED_FLAG`] set and no metadata and no data. So
+//! frames stay dense (the frame index, the offset tables, recovery and every
+//! positional read work unchanged), surviving records keep their exact
+//! bytes (same salt, same position: the same checksum), and only the
+//! payloads are gone. The store's readers step over gap records
+//! (`docs/FORMAT.md`, "Compaction").
+//!
+//! The switch (`docs/FORMAT.md` spells it out): new segment and frame index
+//! under temporary names → `fsync` each → remove the old frame index →
+//! `fsync` dir → rename the new segment over the old name → `fsync` dir →
+//! rename the new frame index → `fsync` dir. Every crash image holds, for
+//! the segment's name, either the old or the new file, each whole and
+//! valid, and at most a frame index that matches it; temporary files are
+//! removed by the next open. Nothing is truncated: a mapping of the old
+//! file stays valid after the rename unlinks it, and the old `Segment` is
+//! pinned resident so that readers that hold it keep its mapping.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::{self, FramePlace, Record};
+use crate::frame_index::{FrameEntry, FrameIndex, SealedSummary};
+use crate::reader::LogReader;
+use crate::segment::{frame_bytes_at, frame_index_file_name, Segment};
+use crate::storage::Storage;
+
+/// Record flag bit 3: the event was erased by a compaction (its metadata
+/// and data are gone; the record keeps its place). Readers of the store
+/// skip it.
+pub const RECORD_ERASED_FLAG: u16 = 1 << 3;
+
+/// How many bytes of a rewritten segment are written at once (and passed
+/// to the pacing callback).
+const WRITE_CHUNK_BYTES: usize = 1 << 20;
+
+/// A sealed segment, as compaction sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSegment {
+    /// File name.
+    pub name: String,
+    /// Its first position.
+    pub position_first: u64,
+    /// One past its last position (the next segment's first).
+    pub position_end: u64,
+    /// Bytes holding frames, header included.
+    pub data_bytes: u64,
+}
+
+/// What rewriting one segment did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SegmentRewrite {
+    /// Bytes holding frames before (header included).
+    pub bytes_before: u64,
+    /// Bytes holding frames after.
+    pub bytes_after: u64,
+    /// Events newly erased.
+    pub events_erased: u64,
+    /// Where every event of each frame starts now: (the frame's first
+    /// position, one offset per event). What derived data that keeps
+    /// offsets needs to follow the move.
+    pub offsets: Vec<(u64, Vec<u32>)>,
+}
+
+/// How a segment rewrite ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RewriteOutcome {
+    /// Nothing to erase: the segment was left alone.
+    Unchanged,
+    /// The segment was rewritten and the log switched to it.
+    Rewritten(SegmentRewrite),
+    /// The pacing callback asked to stop: nothing was switched (the
+    /// temporary file is removed).
+    Cancelled,
+}
+
+impl LogReader {
+    /// The sealed segments (every one but the active), oldest first.
+    pub fn sealed_segments(&self) -> Vec<SealedSegment> {
+        let segments = self.shared.segments.read();
+        segments
+            .windows(2)
+            .filter_map(|pair| match pair {
+                [segment, next] => Some(SealedSegment {
+                    name: segment.name.clone(),
+                    position_first: segment.header.position_first,
+                    position_end: next.header.position_first,
+                    data_bytes: segment.written(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Rewrites the sealed segment starting at `position_first`, erasing
+    /// each event for which `erase(position, record)` says so (an event
+    /// already erased stays so; `erase` is called once per event, before
+    /// anything is written), then switches the log to the new file. `pace`
+    /// is called with the bytes written after each chunk; `Break` cancels.
+    ///
+    /// Readers are never stopped: one that holds the old segment keeps its
+    /// mapping; reads after the switch see the new file. Not for a
+    /// read-only log, nor for two callers at once on one segment (the store
+    /// runs one compaction at a time).
+    pub fn rewrite_sealed(
+        &self,
+        position_first: u64,
+        erase: &mut dyn FnMut(u64, &Record<'_>) -> bool,
+        pace: &mut dyn FnMut(u64) -> ControlFlow<()>,
+    ) -> Result<RewriteOutcome> {
+        let (segment, position_end) = self.sealed_segment(position_first)?;
+        let resident = self.shared.residents.get(&segment)?;
+        let written = segment.written();
+        let map = resident.mapping(&segment.name, written)?;
+        let bytes = map.bytes();
+        let frame_count = resident.frames.read().len();
+        let salt = segment.header.salt;
+        let frame_at = |i: usize| -> Result<(u64, format::FrameHeader, Vec<Record<'_>>)> {
+            let entry = resident
+                .frame(i)
+                .ok_or_else(|| Error::corrupt(&segment.name, 0, "frame index ends early"))?;
+            let (header, records) =
+                format::decode_frame(frame_bytes_at(bytes, entry.offset), entry.offset, salt)
+                    .map_err(|r| Error::corrupt(&segment.name, entry.offset, r.as_str()))?;
+            Ok((entry.offset, header, records))
+        };
+        // Pass 1: decide, writing nothing.
+        let mut erased = Vec::new();
+        for i in 0..frame_count {
+            let (_, header, records) = frame_at(i)?;
+            for (k, record) in records.iter().enumerate() {
+                let position = header.position_first + k as u64;
+                if record.flags & RECORD_ERASED_FLAG == 0 && erase(position, record) {
+                    erased.push(position);
+                }
+            }
+        }
+        if erased.is_empty() {
+            return Ok(RewriteOutcome::Unchanged);
+        }
+        // Pass 2: write the new segment under a temporary name.
+        let storage = self.shared.residents.storage();
+        let tmp = format!("{}.compact.tmp", segment.name);
+        let _ = storage.remove(&tmp);
+        let file = storage
+            .create(&tmp)
+            .map_err(|e| Error::io("create", tmp.clone(), e))?;
+        let mut out = segment.header.encode().to_vec();
+        let mut entries = Vec::with_capacity(frame_count);
+        let mut offsets = Vec::with_capacity(frame_count);
+        let mut file_offset = 0u64;
+        let mut cancelled = false;
+        for i in 0..frame_count {
+            let (_, header, records) = frame_at(i)?;
+            let kept: Vec<Record<'_>> = records
+                .iter()
+                .enumerate()
+                .map(|(k, record)| {
+                    let position = header.position_first + k as u64;
+                    if erased.binary_search(&position).is_ok() {
+                        gap_record(record)
+                    } else {
+                        *record
+                    }
+                })
+                .collect();
+            let offset = file_offset + out.len() as u64;
+            let place = FramePlace {
+                salt,
+                offset,
+                position_first: header.position_first,
+                synced_before: offset,
+            };
+            let start = out.len();
+            format::encode_frame(&mut out, place, &kept)?;
+            let frame = out.get(start..).unwrap_or_default();
+            let moved = (0..kept.len())
+                .map(|k| {
+                    format::event_offset(frame, k)
+                        .and_then(|at| u32::try_from(offset + at as u64).ok())
+                        .unwrap_or(u32::MAX)
+                })
+                .collect();
+            offsets.push((header.position_first, moved));
+            entries.push(FrameEntry {
+                position_first: header.position_first,
+                offset,
+            });
+            if out.len() >= WRITE_CHUNK_BYTES || i + 1 == frame_count {
+                file.write_all_at(&out, file_offset)
+                    .map_err(|e| Error::io("write", tmp.clone(), e))?;
+                file_offset += out.len() as u64;
+                out.clear();
+                if pace(file_offset).is_break() {
+                    cancelled = true;
+                    break;
+                }
+            }
+        }
+        if cancelled {
+            drop(file);
+            let _ = storage.remove(&tmp);
+            return Ok(RewriteOutcome::Cancelled);
+        }
+        file.sync_all()
+            .map_err(|e| Error::io("fsync", tmp.clone(), e))?;
+        drop(file);
+        let data_end = file_offset;
+        let index = FrameIndex::Memory(entries);
+        let summary = SealedSummary {
+            position_end,
+            data_end,
+        };
+        let index_bytes = index.encode(&segment.header, summary);
+        let index_name = frame_index_file_name(position_first);
+        let index_tmp = format!("{index_name}.compact.tmp");
+        write_synced(storage.as_ref(), &index_tmp, &index_bytes)?;
+        // From here on the old segment must stay readable as it is: pinned
+        // resident, its mapping held, never reloaded by name.
+        self.shared.residents.pin(&segment, Arc::clone(&resident));
+        // Before the name changes hands: `verify` reads a replaced segment
+        // through its pinned mapping, never by name.
+        segment.replaced.store(true, Ordering::Release);
+        switch_files(
+            storage.as_ref(),
+            &segment.name,
+            &tmp,
+            &index_name,
+            &index_tmp,
+        )?;
+        let replacement = Arc::new(Segment::sealed(segment.header, data_end, frame_count));
+        replacement.moved.store(true, Ordering::Relaxed);
+        {
+            let mut segments = self.shared.segments.write();
+            if let Some(slot) = segments
+                .iter_mut()
+                .find(|s| s.header.position_first == position_first)
+            {
+                *slot = replacement;
+            }
+        }
+        Ok(RewriteOutcome::Rewritten(SegmentRewrite {
+            bytes_before: written,
+            bytes_after: data_end,
+            events_erased: erased.len() as u64,
+            offsets,
+        }))
+    }
+
+    /// The sealed segment starting at `position_first` and its end.
+    fn sealed_segment(&self, position_first: u64) -> Result<(Arc<Segment>, u64)> {
+        let segments = self.shared.segments.read();
+        let i = segments
+            .iter()
+            .position(|s| s.header.position_first == position_first)
+            .ok_or_else(|| Error::Invalid(format!("no segment starts at {position_first}")))?;
+        let next = segments.get(i + 1).ok_or_else(|| {
+            Error::Invalid(format!("the segment at {position_first} is the active one"))
+        })?;
+        let segment = segments
+            .get(i)
+            .cloned()
+            .ok_or_else(|| Error::Invalid(format!("no segment starts at {position_first}")))?;
+        Ok((segment, next.header.position_first))
+    }
+}
+
+/// `record` as a gap record: no metadata, no data, flagged erased.
+fn gap_record<'a>(record: &Record<'a>) -> Record<'a> {
+    Record {
+        flags: record.flags | RECORD_ERASED_FLAG,
+        metadata: &[],
+        data: &[],
+        ..*record
+    }
+}
+
+/// Creates `name` (replacing a leftover), writes `bytes`, `fsync`s it.
+fn write_synced(storage: &dyn Storage, name: &str, bytes: &[u8]) -> Result<()> {
+    let _ = storage.remove(name);
+    let file = storage
+        .create(name)
+        .map_err(|e| Error::io("create", name, e))?;
+    file.write_all_at(bytes, 0)
+        .map_err(|e| Error::io("write", name, e))?;
+    file.sync_all().map_err(|e| Error::io("fsync", name, e))
+}
+
+/// The crash-safe switch of one segment to its rewritten file (see the
+/// module comment for why every crash image is valid).
+fn switch_files(
+    storage: &dyn Storage,
+    segment_name: &str,
+    segment_tmp: &str,
+    index_name: &str,
+    index_tmp: &str,
+) -> Result<()> {
+    let sync_dir = || {
+        storage
+            .sync_dir()
+            .map_err(|e| Error::io("fsync dir", storage.describe(), e))
+    };
+    match storage.remove(index_name) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", index_name, e)),
+    }
+    sync_dir()?;
+    storage
+        .rename(segment_tmp, segment_name)
+        .map_err(|e| Error::io("rename", segment_tmp, e))?;
+    sync_dir()?;
+    storage
+        .rename(index_tmp, index_name)
+        .map_err(|e| Error::io("rename", index_tmp, e))?;
+    sync_dir()
+}

@@ -1,0 +1,362 @@
+//! Compaction: rewrites sealed segments so that the events the user's own
+//! rules made unreadable (hard delete, soft delete, truncate-before,
+//! max-count, max-age) are physically gone, online and crash-safe.
+//!
+//! A removed event becomes a *gap record* at the same position (segment
+//! crate, `rewrite.rs`): its data and metadata are dropped; its stream,
+//! version, id, timestamp, type and flags stay, flagged erased. So every
+//! surviving event keeps its position, version and exact bytes; frames stay
+//! dense, so the frame index, recovery and the per-stream index keep
+//! working, and readers of `$all`, of streams and subscriptions step over
+//! gaps ([`is_erased`]). Idempotent retries of a removed event are still
+//! recognised (its id and append flags stay), so a retry never brings the
+//! data back: it gets the original result. By default nothing is removed:
+//! only a stream's rules do. `docs/COMPACTION.md` has the whole design.
+
+mod marker;
+mod rules;
+
+pub(crate) use marker::recover;
+pub use marker::COMPACTING_FILE_NAME;
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use annals_segment::{Record, RewriteOutcome, RECORD_ERASED_FLAG};
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::Store;
+use rules::{Reason, Rules};
+
+/// Whether `record` is a gap a compaction left (readers skip it).
+pub(crate) fn is_erased(record: &Record<'_>) -> bool {
+    record.flags & RECORD_ERASED_FLAG != 0
+}
+
+/// One compaction at a time; after one fails in I/O, none until reopen
+/// (the cause is kept).
+#[derive(Debug, Default)]
+pub(crate) struct CompactionLock {
+    failed: Mutex<Option<Arc<Error>>>,
+}
+
+/// What a compaction does beyond the rules.
+#[derive(Debug, Clone)]
+pub struct CompactionOptions {
+    /// Snapshots kept per stream, newest first (at least 1; default 1):
+    /// older ones are superseded and removed from the snapshot log.
+    pub keep_snapshots: usize,
+    /// Rewrite at most this many bytes per second (`None`: as fast as it
+    /// can). Spreads the compaction's I/O so appenders keep their pace.
+    pub throttle_bytes_per_sec: Option<u64>,
+    /// Set to `true` (from any thread) to stop: the segment being written
+    /// is abandoned (its temporary file removed), the ones switched stay.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        CompactionOptions {
+            keep_snapshots: 1,
+            throttle_bytes_per_sec: None,
+            cancel: None,
+        }
+    }
+}
+
+/// Events removed, per reason (the first rule, in this order, that hides
+/// the event).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemovedEvents {
+    /// Events of hard-deleted streams (the tombstone stays).
+    pub hard_delete: u64,
+    /// Events below a soft delete.
+    pub soft_delete: u64,
+    /// Events below a truncate-before.
+    pub truncate_before: u64,
+    /// Events beyond a max-count.
+    pub max_count: u64,
+    /// Events older than a max-age.
+    pub max_age: u64,
+}
+
+impl RemovedEvents {
+    /// All removed events.
+    pub fn total(&self) -> u64 {
+        self.hard_delete + self.soft_delete + self.truncate_before + self.max_count + self.max_age
+    }
+
+    fn count(&mut self, reason: Reason) {
+        let slot = match reason {
+            Reason::HardDelete => &mut self.hard_delete,
+            Reason::SoftDelete => &mut self.soft_delete,
+            Reason::TruncateBefore => &mut self.truncate_before,
+            Reason::MaxCount => &mut self.max_count,
+            Reason::MaxAge => &mut self.max_age,
+        };
+        *slot += 1;
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Sealed segments examined.
+    pub segments_examined: u64,
+    /// Segments rewritten (the others had nothing to remove).
+    pub segments_rewritten: u64,
+    /// Bytes of the examined segments' frames (headers included) and of
+    /// the snapshot log, before.
+    pub bytes_before: u64,
+    /// The same after.
+    pub bytes_after: u64,
+    /// Events removed, per reason.
+    pub removed: RemovedEvents,
+    /// Superseded snapshots removed (beyond the newest `keep_snapshots`
+    /// of each stream). Their bytes are in `bytes_before`/`bytes_after`.
+    pub snapshots_removed: u64,
+    /// Whether it was cancelled before the end.
+    pub cancelled: bool,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl Store {
+    /// Compacts the sealed segments: every event the stream rules hide
+    /// (hard delete, soft delete, truncate-before, max-count, max-age as of
+    /// now) is physically removed, its position left as a gap that every
+    /// reader steps over. Appends, reads and subscriptions go on meanwhile.
+    /// The active segment is never touched. Crash-safe at every step
+    /// (`docs/FORMAT.md`, "Compaction").
+    ///
+    /// ```
+    /// use annals::{CompactionOptions, EventData, ExpectedVersion, Options, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open_with(dir.path(), Options::default().segment_bytes(4096))?;
+    /// for n in 0..60u8 {
+    ///     store.append("log-1", ExpectedVersion::Any, vec![EventData::new("Logged", vec![n; 100])])??;
+    /// }
+    /// store.set_max_count("log-1", 5)?;
+    /// let report = store.compact(&CompactionOptions::default())?;
+    /// assert!(report.removed.max_count > 0);
+    /// assert!(report.bytes_after < report.bytes_before);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compact(&self, options: &CompactionOptions) -> Result<CompactionReport> {
+        self.compact_with_progress(options, &mut |_, _| {})
+    }
+
+    /// [`compact`](Store::compact), reporting `progress(bytes done, bytes
+    /// to do)` of the sealed segments as it goes.
+    pub fn compact_with_progress(
+        &self,
+        options: &CompactionOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<CompactionReport> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly(self.location().to_owned()));
+        }
+        let (reader, index, lock) = self.compaction_parts();
+        let mut failed = lock.failed.lock();
+        if let Some(cause) = &*failed {
+            return Err(Error::Poisoned {
+                cause: Arc::clone(cause),
+            });
+        }
+        let started = Instant::now();
+        let mut report = CompactionReport::default();
+        let segments = reader.sealed_segments();
+        let total: u64 = segments.iter().map(|s| s.data_bytes).sum();
+        let mut rules = Rules::new(self, crate::soft_delete::now_us());
+        let mut pacer = Pacer::new(options);
+        let mut done = 0u64;
+        let mut rewritten: Option<(u64, u64)> = None;
+        let mut moved = Vec::new();
+        progress(0, total);
+        let storage = self.storage_handle();
+        if !segments.is_empty() {
+            if let Err(e) = marker::create(storage) {
+                let cause = Arc::new(e);
+                *failed = Some(Arc::clone(&cause));
+                return Err(Error::Poisoned { cause });
+            }
+        }
+        for segment in &segments {
+            if pacer.cancelled() {
+                report.cancelled = true;
+                break;
+            }
+            report.segments_examined += 1;
+            let mut failure = None;
+            let mut removed = RemovedEvents::default();
+            let outcome = reader.rewrite_sealed(
+                segment.position_first,
+                &mut |_, record| {
+                    if failure.is_some() {
+                        return false;
+                    }
+                    match rules.reason(record) {
+                        Ok(Some(reason)) => {
+                            removed.count(reason);
+                            true
+                        }
+                        Ok(None) => false,
+                        Err(e) => {
+                            failure = Some(e);
+                            false
+                        }
+                    }
+                },
+                &mut |written| {
+                    progress(done + written.min(segment.data_bytes), total);
+                    pacer.pace(written)
+                },
+            );
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    let e = Error::from(e);
+                    if matches!(e, Error::Log(annals_segment::Error::Io { .. })) {
+                        let cause = Arc::new(e);
+                        *failed = Some(Arc::clone(&cause));
+                        return Err(Error::Poisoned { cause });
+                    }
+                    return Err(e);
+                }
+            };
+            match outcome {
+                RewriteOutcome::Unchanged => {
+                    report.bytes_before += segment.data_bytes;
+                    report.bytes_after += segment.data_bytes;
+                }
+                RewriteOutcome::Rewritten(rewrite) => {
+                    report.segments_rewritten += 1;
+                    report.bytes_before += rewrite.bytes_before;
+                    report.bytes_after += rewrite.bytes_after;
+                    add(&mut report.removed, &removed);
+                    let (first, _) = rewritten.unwrap_or((segment.position_first, 0));
+                    rewritten = Some((first, segment.position_end));
+                    moved.extend(rewrite.offsets);
+                }
+                RewriteOutcome::Cancelled => {
+                    report.cancelled = true;
+                    report.bytes_before += segment.data_bytes;
+                    report.bytes_after += segment.data_bytes;
+                    break;
+                }
+            }
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            done += segment.data_bytes;
+            progress(done, total);
+        }
+        if !report.cancelled {
+            match self.snapshots().compact(options.keep_snapshots) {
+                Ok((removed, before, after)) => {
+                    report.snapshots_removed = removed;
+                    report.bytes_before += before;
+                    report.bytes_after += after;
+                }
+                Err(e) => {
+                    let cause = Arc::new(e);
+                    *failed = Some(Arc::clone(&cause));
+                    return Err(Error::Poisoned { cause });
+                }
+            }
+        }
+        let finished = match rewritten {
+            Some((start, end)) => derived_data_rewritten(index, start, end, &moved),
+            None => Ok(()),
+        }
+        .and_then(|()| {
+            if segments.is_empty() {
+                Ok(())
+            } else {
+                marker::remove(storage)
+            }
+        });
+        if let Err(e) = finished {
+            // The marker stays: the next open rebuilds the index.
+            let cause = Arc::new(e);
+            *failed = Some(Arc::clone(&cause));
+            return Err(Error::Poisoned { cause });
+        }
+        drop(failed);
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+}
+
+fn add(total: &mut RemovedEvents, more: &RemovedEvents) {
+    total.hard_delete += more.hard_delete;
+    total.soft_delete += more.soft_delete;
+    total.truncate_before += more.truncate_before;
+    total.max_count += more.max_count;
+    total.max_age += more.max_age;
+}
+
+/// Segments holding `start..end` were rewritten: every file derived from
+/// their layout is brought up to date here, and only here (the per-stream
+/// index runs, which keep offsets; other derived indexes join this place).
+fn derived_data_rewritten(
+    index: &crate::index::Index,
+    start: u64,
+    end: u64,
+    moved: &[(u64, Vec<u32>)],
+) -> Result<()> {
+    index.segments_rewritten(start, end, moved)
+}
+
+/// Throttle and cancel.
+struct Pacer {
+    rate: Option<u64>,
+    cancel: Option<Arc<AtomicBool>>,
+    started: Instant,
+    /// Bytes written in earlier segments.
+    before: u64,
+    /// Bytes written in the current segment, as last reported.
+    current: u64,
+}
+
+impl Pacer {
+    fn new(options: &CompactionOptions) -> Self {
+        Pacer {
+            rate: options.throttle_bytes_per_sec.filter(|r| *r > 0),
+            cancel: options.cancel.clone(),
+            started: Instant::now(),
+            before: 0,
+            current: 0,
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Called with the bytes written so far in the current segment.
+    fn pace(&mut self, written: u64) -> ControlFlow<()> {
+        if written < self.current {
+            self.before += self.current;
+        }
+        self.current = written;
+        if let Some(rate) = self.rate {
+            let bytes = self.before + self.current;
+            let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        if self.cancelled() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+}
