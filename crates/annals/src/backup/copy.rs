@@ -2,8 +2,8 @@
 //! index) where the filesystem allows, otherwise copies its bytes in
 //! paced chunks that are written back as they go; extends a destination
 //! file an earlier backup left shorter; rewrites one that no longer
-//! matches its source (a segment compacted since) under a temporary name
-//! and renames it into place. Never writes into a destination file that
+//! matches its source (a segment compacted since: its ends, or any of its
+//! event records, differ) under a temporary name and renames it into place. Never writes into a destination file that
 //! is a hard link (to the source or anything else): such a file is
 //! replaced, not extended.
 //!
@@ -304,6 +304,7 @@ impl<'a> Copier<'a> {
         if !meta.is_file()
             || (have > want && !sealed_longer)
             || !self.holds_prefix(name, source, &path, prefix)?
+            || (entry.log && !self.holds_records(name, source, &path, prefix)?)
         {
             return self.rewrite(name, source, want);
         }
@@ -391,6 +392,16 @@ impl<'a> Copier<'a> {
             }
         }
         Ok(true)
+    }
+
+    /// Whether the destination segment's first `prefix` bytes hold the
+    /// source's event records (`records.rs`: a segment compacted to the
+    /// same layout differs only inside its records).
+    fn holds_records(&self, name: &str, source: &Source, path: &Path, prefix: u64) -> Result<bool> {
+        let dest = File::open(path).map_err(|e| io_error("open", name, e))?;
+        let ours = |buf: &mut [u8], at: u64| source.read_at(buf, at);
+        let theirs = |buf: &mut [u8], at: u64| dest.read_exact_at(buf, at);
+        super::records::same_records(&ours, &theirs, prefix).map_err(|e| io_error("read", name, e))
     }
 
     /// Copies `from..want` in chunks: each chunk's write-back is started

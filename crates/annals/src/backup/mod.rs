@@ -35,6 +35,7 @@
 
 mod copy;
 mod pace;
+mod records;
 
 use std::path::Path;
 use std::sync::Arc;

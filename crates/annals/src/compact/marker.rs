@@ -1,6 +1,8 @@
 //! The `COMPACTING` marker: present (its creation `fsync`ed with the
 //! directory) from before a compaction switches its first segment until the
-//! derived data that holds offsets (index runs) has followed. An open that
+//! derived data that holds offsets (index runs) has followed — the runs the
+//! index holds rebuilt, and every other run file (an orphan of a failed
+//! merge, perhaps with older offsets) removed, durably. An open that
 //! finds it removes every index run (the index is then rebuilt from the
 //! log, whatever the runs' offsets) and then the marker: so a crash between
 //! a segment switch and the rebuild of the runs never leaves a run whose

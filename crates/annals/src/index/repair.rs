@@ -70,7 +70,21 @@ impl IndexState {
             }
             levels.runs = Arc::new(replaced);
         }
-        Ok(())
+        // Under both locks no merge or persist is under way, so every run
+        // file the levels do not hold is an orphan: left by a merge or a
+        // persist that failed after its rename. Its offsets may predate the
+        // rewrite, and once the compaction's marker is gone an open would
+        // trust it (the longest run at a start wins): it goes, durably,
+        // before the marker does.
+        let _persisting = self.persist_lock.lock();
+        let held: Vec<String> = self
+            .levels
+            .read()
+            .runs
+            .iter()
+            .map(|r| r.name().to_owned())
+            .collect();
+        remove_runs_except(&self.storage, &held)
     }
 
     /// Writes the run `[start, end)` afresh from the log, holding the

@@ -86,6 +86,26 @@ pub(crate) fn remove_runs(storage: &Arc<dyn Storage>) -> Result<()> {
     super::secondary::remove_secondary_runs(storage)
 }
 
+/// Removes every index run file not named in `held`, then makes the
+/// removals durable (nothing to do: no directory `fsync`).
+pub(super) fn remove_runs_except(storage: &Arc<dyn Storage>, held: &[String]) -> Result<()> {
+    let names = storage
+        .list()
+        .map_err(|e| annals_segment::Error::io("list", storage.describe(), e))?;
+    let mut removed = false;
+    for name in names
+        .iter()
+        .filter(|n| parse_run_file_name(n).is_some() && !held.contains(n))
+    {
+        remove_file(storage, name)?;
+        removed = true;
+    }
+    if removed {
+        sync_dir(storage)?;
+    }
+    Ok(())
+}
+
 pub(super) fn remove_file(storage: &Arc<dyn Storage>, name: &str) -> Result<()> {
     storage
         .remove(name)
