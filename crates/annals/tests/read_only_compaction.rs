@@ -206,3 +206,68 @@ fn a_read_only_view_reads_verifies_and_refreshes_across_the_owners_compaction() 
     let fresh = Store::open_read_only_with(dir.path(), options()).unwrap();
     same_view(&owner, &fresh, true);
 }
+
+/// A store of sealed segments, closed, and a read-only open of it that
+/// has read nothing yet (no segment resident).
+fn sealed_store(dir: &std::path::Path) -> Store {
+    let owner = Store::open_with(dir, options()).unwrap();
+    fill(&owner, 0, 60);
+    owner.close().unwrap();
+    Store::open_read_only_with(dir, options()).unwrap()
+}
+
+#[test]
+fn a_frame_index_missing_for_a_moment_during_a_switch_is_waited_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = sealed_store(dir.path());
+    // The owner's switch removes the old frame index before it renames
+    // the new segment and frame index in: a reader loading the segment
+    // then finds none for a few milliseconds.
+    let fidx = dir.path().join(format!("{:020}.fidx", 0));
+    let aside = dir.path().join("aside");
+    std::fs::rename(&fidx, &aside).unwrap();
+    let back = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        std::fs::rename(&aside, &fidx).unwrap();
+    });
+    let events = reader.read_all(0, usize::MAX).unwrap();
+    back.join().unwrap();
+    assert_eq!(events.len() as u64, reader.position_end());
+    reader.verify().unwrap();
+}
+
+#[test]
+fn a_frame_index_gone_for_good_is_still_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = sealed_store(dir.path());
+    std::fs::remove_file(dir.path().join(format!("{:020}.fidx", 0))).unwrap();
+    assert!(reader.read_all(0, usize::MAX).is_err());
+}
+
+#[test]
+fn a_damaged_event_in_a_sealed_segment_is_still_reported_by_a_read_only_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = sealed_store(dir.path());
+    // A byte of an event's data in the middle of the first segment (the
+    // payload is 'x's; no switch explains a change there).
+    let segment = dir.path().join(format!("{:020}.seg", 0));
+    let bytes = std::fs::read(&segment).unwrap();
+    let at = bytes
+        .windows(8)
+        .enumerate()
+        .skip(bytes.len() / 3)
+        .find(|(_, w)| w == b"xxxxxxxx")
+        .map(|(i, _)| i)
+        .unwrap();
+    drop(bytes);
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.write_all_at(b"y", at as u64).unwrap();
+    drop(file);
+    let error = reader.read_all(0, usize::MAX).unwrap_err();
+    assert!(format!("{error:?}").contains("Corrupt"), "{error:?}");
+    assert!(reader.verify().is_err());
+}
