@@ -17,7 +17,7 @@ use crate::frame_index::{FrameEntry, FrameIndex};
 use crate::reader::{LogReader, PublishedLog};
 use crate::recovery::{self, RecoveryReport};
 use crate::resident::ResidentSet;
-use crate::segment::{parse_segment_file_name, segment_file_name, Segment};
+use crate::segment::{frame_index_file_name, parse_segment_file_name, segment_file_name, Segment};
 use crate::storage::Storage;
 use crate::window::FileWindow;
 
@@ -150,7 +150,13 @@ impl ReadOnlyLog {
             if !files.replaced(old.header.position_first) {
                 continue;
             }
-            let fresh = Segment::sealed(old.header, old.written(), old.frame_count());
+            // Where its frames end now (what `segments()` and a backup
+            // through this log use), from the new frame index; without
+            // one yet (a switch under way) the next refresh looks again.
+            let Some(data_end) = self.data_end_now(&old) else {
+                continue;
+            };
+            let fresh = Segment::sealed(old.header, data_end, old.frame_count());
             fresh.moved.store(true, Ordering::Relaxed);
             let fresh = Arc::new(fresh);
             let mut segments = self.shared.segments.write();
@@ -164,6 +170,15 @@ impl ReadOnlyLog {
     /// visible to readers.
     pub fn publish(&self, end: u64) {
         self.shared.visible_end.fetch_max(end, Ordering::AcqRel);
+    }
+
+    /// The data end the frame index under `segment`'s name gives, if it
+    /// is there, verifies and has the segment's frame count.
+    fn data_end_now(&self, segment: &Segment) -> Option<u64> {
+        let name = frame_index_file_name(segment.header.position_first);
+        let map = self.storage.open(&name).ok()?.map().ok()?;
+        let (frames, summary) = FrameIndex::decode(map, &name, &segment.header).ok()?;
+        (frames.len() == segment.frame_count()).then_some(summary.data_end)
     }
 
     /// Scans the active segment from the end of its known frames, adds
