@@ -53,8 +53,17 @@ impl FileIds {
 
     /// The inode under the name of the segment at `position_first` now.
     fn inode(&self, position_first: u64) -> Option<u64> {
-        let path = self.storage.file_path(&segment_file_name(position_first))?;
+        let path = self.dir()?.join(segment_file_name(position_first));
         std::fs::metadata(path).ok().map(|m| m.ino())
+    }
+
+    /// The store's directory, asked through a name no segment has (a
+    /// storage may watch what is asked of a segment's name, as a backup
+    /// test's storage does).
+    fn dir(&self) -> Option<std::path::PathBuf> {
+        self.storage
+            .file_path(crate::identity::IDENTITY_FILE_NAME)
+            .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
     }
 
     /// Records the inode under the segment's name: call it before opening
@@ -78,11 +87,7 @@ impl FileIds {
     /// Whether the directory may have changed since the last call (see the
     /// module comment); `true` the first time.
     pub(crate) fn dir_changed(&self) -> bool {
-        let Some(dir) = self
-            .storage
-            .file_path(&segment_file_name(0))
-            .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
-        else {
+        let Some(dir) = self.dir() else {
             return false;
         };
         let Ok(modified) = std::fs::metadata(dir).and_then(|m| m.modified()) else {
