@@ -27,6 +27,7 @@ mod allocation;
 mod clean;
 mod error;
 mod evidence;
+mod file_ids;
 pub mod format;
 pub mod frame_index;
 pub mod identity;

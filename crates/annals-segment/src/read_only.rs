@@ -11,12 +11,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::file_ids::FileIds;
 use crate::format::SEGMENT_HEADER_BYTES;
 use crate::frame_index::{FrameEntry, FrameIndex};
 use crate::reader::{LogReader, PublishedLog};
 use crate::recovery::{self, RecoveryReport};
 use crate::resident::ResidentSet;
-use crate::segment::{segment_file_name, Segment};
+use crate::segment::{frame_index_file_name, parse_segment_file_name, segment_file_name, Segment};
 use crate::storage::Storage;
 use crate::window::FileWindow;
 
@@ -52,6 +53,16 @@ pub fn open_read_only(
     open_segments_max: usize,
     evidence: &[crate::Evidence],
 ) -> Result<(ReadOnlyLog, LogReader, RecoveryReport)> {
+    // Before recovery opens them (`file_ids.rs`).
+    let files = FileIds::new(Arc::clone(&storage));
+    for first in storage
+        .list()
+        .map_err(|e| Error::io("list", storage.describe(), e))?
+        .iter()
+        .filter_map(|name| parse_segment_file_name(name))
+    {
+        files.note(first);
+    }
     let mut attempt = 0;
     let recovered = loop {
         match recovery::recover(storage.as_ref(), evidence, true) {
@@ -70,10 +81,18 @@ pub fn open_read_only(
         Some(r) => (r.segments, r.position_end, r.report),
         None => (Vec::new(), 0, RecoveryReport::default()),
     };
+    // The owner's compactions may rewrite any sealed segment
+    // (`resident.rs` loads the file as it is now): an offset this process
+    // took from an index run or a scan may point into the other layout,
+    // so it is a hint, checked by the event's checksum and else found
+    // through the frame index (`segment.rs`).
+    for segment in &segments {
+        segment.moved.store(true, Ordering::Relaxed);
+    }
     let shared = Arc::new(PublishedLog {
         segments: parking_lot::RwLock::new(segments),
         visible_end: position_end.into(),
-        residents: ResidentSet::new(Arc::clone(&storage), open_segments_max),
+        residents: ResidentSet::following(Arc::clone(&storage), open_segments_max, files),
     });
     let reader = LogReader {
         shared: Arc::clone(&shared),
@@ -101,12 +120,48 @@ impl ReadOnlyLog {
             if let Some(active) = &active {
                 end = self.scan_active(active, end)?;
             }
-            if active.is_some_and(|a| a.header.position_first == end) {
-                // An empty active segment: nothing after it.
+            if active.is_some_and(|a| a.header.position_first == end) || !self.open_next(end)? {
+                // An empty active segment, or none after it: the end.
+                // Then every segment before the active one is sealed:
+                // look for the owner's compactions among them.
+                self.switch_replaced();
                 return Ok(end);
             }
-            if !self.open_next(end)? {
-                return Ok(end);
+        }
+    }
+
+    /// Drops the segments whose file the owner replaced since this log
+    /// opened it (`file_ids.rs`) for a segment that is not resident: the
+    /// next read loads the file under the name (`resident.rs`). Readers
+    /// that hold the old one keep its mapping until they end.
+    fn switch_replaced(&self) {
+        let Some(files) = self.shared.residents.file_ids() else {
+            return;
+        };
+        if !files.dir_changed() {
+            return;
+        }
+        let candidates: Vec<Arc<Segment>> = {
+            let segments = self.shared.segments.read();
+            let sealed = segments.len().saturating_sub(1);
+            segments.iter().take(sealed).cloned().collect()
+        };
+        for old in candidates {
+            if !files.replaced(old.header.position_first) {
+                continue;
+            }
+            // Where its frames end now (what `segments()` and a backup
+            // through this log use), from the new frame index; without
+            // one yet (a switch under way) the next refresh looks again.
+            let Some(data_end) = self.data_end_now(&old) else {
+                continue;
+            };
+            let fresh = Segment::sealed(old.header, data_end, old.frame_count());
+            fresh.moved.store(true, Ordering::Relaxed);
+            let fresh = Arc::new(fresh);
+            let mut segments = self.shared.segments.write();
+            if let Some(slot) = segments.iter_mut().find(|s| Arc::ptr_eq(s, &old)) {
+                *slot = fresh;
             }
         }
     }
@@ -115,6 +170,15 @@ impl ReadOnlyLog {
     /// visible to readers.
     pub fn publish(&self, end: u64) {
         self.shared.visible_end.fetch_max(end, Ordering::AcqRel);
+    }
+
+    /// The data end the frame index under `segment`'s name gives, if it
+    /// is there, verifies and has the segment's frame count.
+    fn data_end_now(&self, segment: &Segment) -> Option<u64> {
+        let name = frame_index_file_name(segment.header.position_first);
+        let map = self.storage.open(&name).ok()?.map().ok()?;
+        let (frames, summary) = FrameIndex::decode(map, &name, &segment.header).ok()?;
+        (frames.len() == segment.frame_count()).then_some(summary.data_end)
     }
 
     /// Scans the active segment from the end of its known frames, adds
@@ -165,6 +229,10 @@ impl ReadOnlyLog {
     /// refresh).
     fn open_next(&self, first: u64) -> Result<bool> {
         let name = segment_file_name(first);
+        if let Some(files) = self.shared.residents.file_ids() {
+            // Before the open (`file_ids.rs`).
+            files.note(first);
+        }
         let file = match self.storage.open(&name) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -188,6 +256,7 @@ impl ReadOnlyLog {
             FrameIndex::Memory(Vec::new()),
             SEGMENT_HEADER_BYTES,
         );
+        segment.moved.store(true, Ordering::Relaxed);
         self.shared.segments.write().push(Arc::new(segment));
         Ok(true)
     }

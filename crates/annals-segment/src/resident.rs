@@ -16,6 +16,13 @@
 //!
 //! The active segment is always resident (its writer holds its file) and
 //! is not counted; the writer hands a segment to the set when it seals it.
+//!
+//! A read-only log (`read_only.rs`) follows another process, whose
+//! compactions switch sealed segments to rewritten files (`rewrite.rs`)
+//! that this process never hears of. Its set loads a segment *as it is
+//! now* ([`ResidentSet::load`]): the file under the segment's name with the
+//! frame index that matches it, waiting out the moment of a switch when
+//! the old frame index is gone and the new one not yet renamed in.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -24,6 +31,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::file_ids::FileIds;
+use crate::format::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::frame_index::FrameIndex;
 use crate::segment::{frame_index_file_name, Resident, Segment};
 use crate::storage::Storage;
@@ -37,7 +46,16 @@ pub(crate) struct ResidentSet {
     storage: Arc<dyn Storage>,
     capacity: usize,
     ring: Mutex<VecDeque<Arc<Segment>>>,
+    /// The log is read-only, beside an owner that may rewrite sealed
+    /// segments (see the module comment): the inodes it opened.
+    follows_owner: Option<FileIds>,
 }
+
+/// How many times a read-only log looks again at a segment whose files
+/// do not match each other (an owner's switch under way) before it
+/// reports what it found. The waits double from 1 ms: about 1 s in all,
+/// for a switch that takes two directory `fsync`s.
+const SWITCH_ATTEMPTS: u32 = 10;
 
 impl ResidentSet {
     /// A set of at most `capacity` (at least 1) sealed segments of `storage`.
@@ -46,7 +64,23 @@ impl ResidentSet {
             storage,
             capacity: capacity.max(1),
             ring: Mutex::new(VecDeque::new()),
+            follows_owner: None,
         }
+    }
+
+    /// [`ResidentSet::new`] for a read-only log beside an owner that may
+    /// switch its sealed segments to rewritten files.
+    /// `files` records the inodes it opens.
+    pub(crate) fn following(storage: Arc<dyn Storage>, capacity: usize, files: FileIds) -> Self {
+        ResidentSet {
+            follows_owner: Some(files),
+            ..Self::new(storage, capacity)
+        }
+    }
+
+    /// The inodes of a read-only log's segments (`None` for the owner's).
+    pub(crate) fn file_ids(&self) -> Option<&FileIds> {
+        self.follows_owner.as_ref()
     }
 
     /// What a read of `segment` needs: its resident state, made resident
@@ -119,7 +153,105 @@ impl ResidentSet {
 
     /// Reads a sealed segment's state from its files, as they are now (not
     /// kept: `verify` reads every segment afresh without flooding the set).
+    ///
+    /// A read-only log accepts a segment the owner rewrote since this log
+    /// was opened (same header and frames, smaller: gap records), and
+    /// waits out a switch under way; what is still wrong after
+    /// [`SWITCH_ATTEMPTS`] is reported as for the owner.
     pub(crate) fn load(&self, segment: &Segment) -> Result<Resident> {
+        if let Some(files) = &self.follows_owner {
+            let mut wait = std::time::Duration::from_millis(1);
+            for _ in 0..SWITCH_ATTEMPTS {
+                // Before the open: `file_ids.rs`.
+                files.note(segment.header.position_first);
+                if let Some(resident) = self.load_current(segment)? {
+                    return Ok(resident);
+                }
+                std::thread::sleep(wait);
+                wait = wait
+                    .saturating_mul(2)
+                    .min(std::time::Duration::from_millis(200));
+            }
+        }
+        self.load_as_verified(segment)
+    }
+
+    /// A read-only log's load: the segment file under its name and the
+    /// frame index that describes that file. `None`: the two do not match
+    /// (the frame index is missing, or belongs to the other file of a
+    /// switch under way); look again. Errors are what no switch explains.
+    fn load_current(&self, segment: &Segment) -> Result<Option<Resident>> {
+        let name = &segment.name;
+        let file = self
+            .storage
+            .open(name)
+            .map_err(|e| Error::io("open", name.clone(), e))?;
+        let map = file.map().map_err(|e| Error::io("mmap", name.clone(), e))?;
+        drop(file);
+        let bytes = map.bytes();
+        // A rewrite keeps the header: another one is not this segment.
+        match SegmentHeader::decode(
+            bytes
+                .get(..SEGMENT_HEADER_BYTES as usize)
+                .unwrap_or_default(),
+        ) {
+            Ok(header) if header == segment.header => {}
+            _ => {
+                return Err(Error::corrupt(
+                    name,
+                    0,
+                    "segment header differs from the one verified when the log was opened",
+                ))
+            }
+        }
+        let index_name = frame_index_file_name(segment.header.position_first);
+        let index_map = match self.storage.open(&index_name) {
+            Ok(index_file) => index_file
+                .map()
+                .map_err(|e| Error::io("mmap", index_name.clone(), e))?,
+            // Removed by a switch before the new one is renamed in.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", index_name, e)),
+        };
+        let (frames, summary) = FrameIndex::decode(index_map, &index_name, &segment.header)?;
+        // A rewrite keeps every frame (and its positions) in place.
+        if frames.len() != segment.frames_sealed() {
+            return Err(Error::corrupt(
+                &index_name,
+                0,
+                "frame index differs from the one verified when the log was opened",
+            ));
+        }
+        // The index describes this file if its last frame is there, with
+        // its position, ending where the index says the data ends (the
+        // frame header's checksum binds its offset and the salt).
+        let last = frames.len().checked_sub(1).and_then(|i| frames.get(i));
+        let matches = last.is_some_and(|entry| {
+            let at = usize::try_from(entry.offset).unwrap_or(usize::MAX);
+            format::decode_frame_header(
+                bytes.get(at..).unwrap_or_default(),
+                entry.offset,
+                segment.header.salt,
+            )
+            .is_ok_and(|frame| {
+                frame.position_first == entry.position_first
+                    && frame.position_end() == summary.position_end
+                    && entry.offset.saturating_add(frame.padded_bytes()) == summary.data_end
+                    && bytes.len() as u64 >= summary.data_end
+            })
+        });
+        if !matches {
+            return Ok(None);
+        }
+        // Mapped as covering the segment's frames as first verified: a
+        // rewritten file is shorter (`written` stays, as readers holding
+        // the old mapping still need it), and every read is bounded by
+        // the mapping's length.
+        Ok(Some(Resident::sealed(map, segment.written(), frames)))
+    }
+
+    /// The owner's load: the files must be the ones verified at open.
+    fn load_as_verified(&self, segment: &Segment) -> Result<Resident> {
         let name = &segment.name;
         let written = segment.written();
         let file = self

@@ -57,6 +57,7 @@ mod run_files;
 mod secondary;
 mod secondary_lookup;
 mod verify;
+mod verify_hinted;
 mod workers;
 
 use log_entries::*;
