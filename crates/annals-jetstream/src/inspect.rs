@@ -28,16 +28,7 @@ pub struct Published {
 /// Every message of JetStream stream `stream` on `nats_url`, in sequence
 /// order, decoded; a [`Error::BadMessage`] for one that is not a relay's.
 pub async fn published(nats_url: &str, stream: &str) -> Result<Vec<Published>> {
-    let js = connect(nats_url, 1).await?;
-    let mut handle = js
-        .get_stream(stream)
-        .await
-        .map_err(|e| Error::nats("get stream", e))?;
-    let info = handle
-        .info()
-        .await
-        .map_err(|e| Error::nats("stream info", e))?;
-    let (count, last) = (info.state.messages, info.state.last_sequence);
+    let (handle, count, last) = open_stream(nats_url, stream).await?;
     let mut out = Vec::with_capacity(count as usize);
     if count == 0 {
         return Ok(out);
@@ -73,9 +64,11 @@ pub async fn published(nats_url: &str, stream: &str) -> Result<Vec<Published>> {
     Ok(out)
 }
 
-/// The position of the last message of JetStream stream `stream` on
-/// `nats_url`; `None` while it holds none.
-pub async fn last_position(nats_url: &str, stream: &str) -> Result<Option<u64>> {
+/// Stream `stream` on `nats_url`, with its message count and last sequence.
+async fn open_stream(
+    nats_url: &str,
+    stream: &str,
+) -> Result<(async_nats::jetstream::stream::Stream, u64, u64)> {
     let js = connect(nats_url, 1).await?;
     let mut handle = js
         .get_stream(stream)
@@ -86,6 +79,13 @@ pub async fn last_position(nats_url: &str, stream: &str) -> Result<Option<u64>> 
         .await
         .map_err(|e| Error::nats("stream info", e))?;
     let (count, last) = (info.state.messages, info.state.last_sequence);
+    Ok((handle, count, last))
+}
+
+/// The position of the last message of JetStream stream `stream` on
+/// `nats_url`; `None` while it holds none.
+pub async fn last_position(nats_url: &str, stream: &str) -> Result<Option<u64>> {
+    let (handle, count, last) = open_stream(nats_url, stream).await?;
     if count == 0 {
         return Ok(None);
     }

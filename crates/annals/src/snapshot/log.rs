@@ -365,22 +365,7 @@ impl SnapshotLog {
             }
         }
         let _ = self.storage.remove(&temp);
-        let handle = self
-            .storage
-            .create(&temp)
-            .map_err(|e| io("create", &temp, e))?;
-        handle
-            .write_all_at(&bytes, 0)
-            .map_err(|e| io("write", &temp, e))?;
-        handle.sync_all().map_err(|e| io("fsync", &temp, e))?;
-        drop(handle);
-        self.storage
-            .rename(&temp, &name)
-            .map_err(|e| io("rename", &temp, e))?;
-        self.storage
-            .sync_dir()
-            .map_err(|e| io("sync_dir", &self.storage.describe(), e))?;
-        let handle = self.storage.open(&name).map_err(|e| io("open", &name, e))?;
+        let handle = self.publish_file(&temp, &name, &bytes)?;
         let old: Vec<String> = state.files.values().map(|f| f.name.clone()).collect();
         state.files = BTreeMap::from([(number, Arc::new(SnapFile { name, handle, salt }))]);
         state.end = bytes.len() as u64;
@@ -397,6 +382,29 @@ impl SnapshotLog {
         Ok(((total - kept) as u64, before, bytes.len() as u64))
     }
 
+    /// Writes `bytes` as file `name` durably: written and synced under
+    /// `temp`, renamed, directory synced; returns the file opened under
+    /// `name`. A file under the final name therefore always holds all of
+    /// `bytes`.
+    fn publish_file(&self, temp: &str, name: &str, bytes: &[u8]) -> Result<Arc<dyn StorageFile>> {
+        let handle = self
+            .storage
+            .create(temp)
+            .map_err(|e| io("create", temp, e))?;
+        handle
+            .write_all_at(bytes, 0)
+            .map_err(|e| io("write", temp, e))?;
+        handle.sync_all().map_err(|e| io("fsync", temp, e))?;
+        drop(handle);
+        self.storage
+            .rename(temp, name)
+            .map_err(|e| io("rename", temp, e))?;
+        self.storage
+            .sync_dir()
+            .map_err(|e| io("sync_dir", &self.storage.describe(), e))?;
+        self.storage.open(name).map_err(|e| io("open", name, e))
+    }
+
     /// Creates snapshot file `number` durably: header written and synced
     /// under a temporary name, renamed, directory synced. A file under the
     /// final name therefore always has a whole header.
@@ -404,22 +412,7 @@ impl SnapshotLog {
         let name = file_name(number);
         let temp = format!("{FILE_PREFIX}{number:016}{TEMP_SUFFIX}");
         let salt = annals_segment::random_u64();
-        let handle = self
-            .storage
-            .create(&temp)
-            .map_err(|e| io("create", &temp, e))?;
-        handle
-            .write_all_at(&format::encode_file_header(salt), 0)
-            .map_err(|e| io("write", &temp, e))?;
-        handle.sync_all().map_err(|e| io("fsync", &temp, e))?;
-        drop(handle);
-        self.storage
-            .rename(&temp, &name)
-            .map_err(|e| io("rename", &temp, e))?;
-        self.storage
-            .sync_dir()
-            .map_err(|e| io("sync_dir", &self.storage.describe(), e))?;
-        let handle = self.storage.open(&name).map_err(|e| io("open", &name, e))?;
+        let handle = self.publish_file(&temp, &name, &format::encode_file_header(salt))?;
         Ok(Arc::new(SnapFile { name, handle, salt }))
     }
 }
