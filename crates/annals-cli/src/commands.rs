@@ -265,13 +265,16 @@ pub fn stats(dir: &Path, as_json: bool) -> Result<(), Failure> {
                 "index_checkpoint": stats.index_checkpoint,
                 "index_buffered": stats.index_buffered,
                 "index_error": stats.index_error,
+                "snapshots": stats.snapshots,
+                "snapshot_bytes": stats.snapshot_bytes,
             })
             .to_string(),
         )
     } else {
         print_line(&format!(
             "streams   {}\nevents    {}\nsegments  {}\nbytes     {}\ndata_bytes {}\n\
-             index_runs {}\nindex_bytes {}\nindex_checkpoint {}\nindex_buffered {}",
+             index_runs {}\nindex_bytes {}\nindex_checkpoint {}\nindex_buffered {}\n\
+             snapshots {}\nsnapshot_bytes {}",
             stats.streams,
             stats.events,
             stats.segments,
@@ -281,6 +284,8 @@ pub fn stats(dir: &Path, as_json: bool) -> Result<(), Failure> {
             stats.index_bytes,
             stats.index_checkpoint,
             stats.index_buffered,
+            stats.snapshots,
+            stats.snapshot_bytes,
         ))?;
         match stats.index_error {
             Some(error) => print_line(&format!("index_error {error}")),
@@ -309,6 +314,10 @@ pub fn verify(dir: &Path) -> Result<(), Failure> {
     print_line(&format!(
         "ok: {} index entries (files and memory) checked",
         report.index_entries
+    ))?;
+    print_line(&format!(
+        "ok: {} snapshot frames checksummed, {} snapshots found where loads look",
+        report.snapshot_frames, report.snapshots
     ))
 }
 

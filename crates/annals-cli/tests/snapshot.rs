@@ -187,3 +187,27 @@ fn bad_input_is_exit_2_or_3_and_writes_nothing() {
 
     assert_eq!(sizes(&dir.path().join("store")), before);
 }
+
+#[test]
+fn stats_and_verify_report_the_snapshots() {
+    let (_dir, store) = store_with(4);
+    for (version, data) in [("1", "a"), ("3", "b")] {
+        let out = annals(
+            &["snapshot", &store, "acct", "--version", version],
+            data.as_bytes(),
+        );
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let out = annals(&["stats", &store, "--json"], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let stats = &lines(&out)[0];
+    assert_eq!(stats["snapshots"], 2, "{stats}");
+    assert!(stats["snapshot_bytes"].as_u64().unwrap() > 0, "{stats}");
+    let out = annals(&["verify", &store], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("ok: 2 snapshot frames checksummed, 2 snapshots found where loads look"),
+        "{text}"
+    );
+}

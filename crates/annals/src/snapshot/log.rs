@@ -14,6 +14,8 @@ use std::sync::Arc;
 use annals_segment::storage::{Storage, StorageFile};
 use parking_lot::Mutex;
 
+mod verify;
+
 use super::format::{self, FrameFields, FILE_HEADER_BYTES, FRAME_HEADER_BYTES};
 use crate::error::{Error, Result};
 

@@ -29,6 +29,11 @@ pub struct Stats {
     /// The last failure of the background index writer, if it has not
     /// succeeded since (the entries stay in memory meanwhile).
     pub index_error: Option<String>,
+    /// Snapshots a load can find (one per stream and version; superseded
+    /// ones that a compaction will remove included).
+    pub snapshots: u64,
+    /// Bytes of the snapshot files.
+    pub snapshot_bytes: u64,
 }
 
 /// Counts describing the write path since the store was opened (see
@@ -59,6 +64,11 @@ pub struct VerifyReport {
     pub streams: u64,
     /// Index entries (persisted or in memory) that matched a full rescan.
     pub index_entries: u64,
+    /// Snapshot frames whose checksums were verified.
+    pub snapshot_frames: u64,
+    /// Snapshots a load can find, each checked to be the newest frame of
+    /// its stream and version in the snapshot files.
+    pub snapshots: u64,
 }
 
 impl Store {
@@ -75,6 +85,7 @@ impl Store {
     pub fn stats(&self) -> Stats {
         let segments = self.inner.reader.segments();
         let index = self.inner.index.figures();
+        let (snapshots, snapshot_bytes) = self.snapshots().figures();
         Stats {
             streams: index.streams,
             events: self.inner.reader.position_end(),
@@ -86,6 +97,8 @@ impl Store {
             index_checkpoint: index.checkpoint,
             index_buffered: index.buffered,
             index_error: index.error,
+            snapshots,
+            snapshot_bytes,
         }
     }
 
@@ -98,7 +111,9 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// Reads every byte of the log, verifying every checksum; then reads
+    /// Reads every byte of the log, verifying every checksum, and every
+    /// frame of the snapshot files (checksums, and the snapshots a load
+    /// finds are the newest frames of their stream and version); then reads
     /// every page of every index file (checksums, order, each position
     /// once) and checks that each index file holds exactly the entries a
     /// rescan of the log implies (an order-independent digest: constant
@@ -107,6 +122,7 @@ impl Store {
     /// the index alone (the log verified) is [`Error::IndexDamaged`].
     pub fn verify(&self) -> Result<VerifyReport> {
         let events = self.inner.reader.verify()?;
+        let snapshots = self.snapshots().verify()?;
         // The log verified: whatever the index check finds is the index's.
         let index_entries = self
             .inner
@@ -117,6 +133,8 @@ impl Store {
             events,
             streams: self.inner.index.figures().streams,
             index_entries,
+            snapshot_frames: snapshots.frames,
+            snapshots: snapshots.snapshots,
         })
     }
 
