@@ -19,7 +19,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use annals::{
-    Durability, EventData, ExpectedVersion, Options, Store, SubscriptionItem, SubscriptionOptions,
+    Durability, EventData, ExpectedVersion, Options, Store, SubscriptionItem, SubscriptionItemRef,
+    SubscriptionOptions,
 };
 use annals_benches::SqliteStore;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -215,6 +216,7 @@ fn commits_per_sec(
     writers: usize,
     subscribers: usize,
     secs: u64,
+    consume: Consume,
 ) -> Commits {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path(), Options::default().durability(durability)).unwrap();
@@ -226,10 +228,24 @@ fn commits_per_sec(
             std::thread::spawn(move || {
                 let mut events = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    if let Some(Ok(SubscriptionItem::Event(_))) =
-                        subscription.next_timeout(Duration::from_millis(50))
-                    {
-                        events += 1;
+                    match consume {
+                        Consume::Owned => {
+                            if let Some(Ok(SubscriptionItem::Event(_))) =
+                                subscription.next_timeout(Duration::from_millis(50))
+                            {
+                                events += 1;
+                            }
+                        }
+                        Consume::Visitor => {
+                            subscription
+                                .visit_timeout(Duration::from_millis(50), |item| {
+                                    if let SubscriptionItemRef::Event(e) = item {
+                                        std::hint::black_box(e.data);
+                                        events += 1;
+                                    }
+                                })
+                                .unwrap();
+                        }
                     }
                 }
                 events
@@ -262,6 +278,14 @@ fn commits_per_sec(
             received as f64 / (subscribers as u64 * m.events.max(1)) as f64
         },
     }
+}
+
+/// How the subscribers consume: one owned event per `next_timeout`, or
+/// zero-copy batches through `visit_timeout`.
+#[derive(Clone, Copy)]
+enum Consume {
+    Owned,
+    Visitor,
 }
 
 /// What one run of writers measured.
@@ -465,22 +489,31 @@ fn live_figures() {
     for &durability in modes {
         let mut runs = Vec::new();
         for _ in 0..2 {
-            let none = commits_per_sec(durability, 4, 0, 3);
-            let eight = commits_per_sec(durability, 4, 8, 3);
-            runs.push((none, eight));
+            let none = commits_per_sec(durability, 4, 0, 3, Consume::Owned);
+            let eight = commits_per_sec(durability, 4, 8, 3, Consume::Owned);
+            let visiting = commits_per_sec(durability, 4, 8, 3, Consume::Visitor);
+            runs.push((none, eight, visiting));
         }
-        for (none, eight) in &runs {
+        for (none, eight, visiting) in &runs {
             Commits::show(
-                &format!("commits, 4 writers ({durability:?})"),
+                &format!("commits, 4 writers ({durability:?}), owned events"),
                 *none,
                 *eight,
+            );
+            Commits::show(
+                &format!("commits, 4 writers ({durability:?}), zero-copy visitor"),
+                *none,
+                *visiting,
             );
         }
         if durability == Durability::Buffered {
             // The ceiling at the same CPU per commit: each writer spends
             // what an Annals commit took without subscribers.
-            let rate =
-                runs.iter().map(|(none, _)| none.per_cpu_sec).sum::<f64>() / runs.len() as f64;
+            let rate = runs
+                .iter()
+                .map(|(none, _, _)| none.per_cpu_sec)
+                .sum::<f64>()
+                / runs.len() as f64;
             let work = Duration::from_secs_f64(1.0 / rate);
             for _ in 0..2 {
                 let none = ceiling_commits_per_sec(4, 0, work, 3);
