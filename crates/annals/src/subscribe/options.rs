@@ -142,18 +142,19 @@ pub struct SubscriptionOptions {
     /// Most events read from the log ahead of the consumer (default 256):
     /// with the event size limit this bounds a subscriber's memory.
     pub batch_events: usize,
-    /// Wake-up coalescing of the blocking iterator (default 100 µs; zero:
-    /// none). A subscriber that was woken less than this after it began to
-    /// wait (the feed is busy) and then handed out events does not wait
-    /// for the writer's next notification: it sleeps until this long after
-    /// its last wake-up and then reads everything published meanwhile in
-    /// one go, again and again while each window brings events; once a
-    /// window brings none, it waits for the writer's notification as
-    /// before. Under a steady stream of commits this bounds a subscriber's
-    /// wake-ups to about one per window (instead of one per group commit)
-    /// at the price of at most this much added delay (plus the OS's sleep
-    /// overshoot); an idle subscriber is woken by the writer's publish
-    /// with no added delay. The async stream is not affected.
+    /// Wake-up coalescing of the blocking iterator and of
+    /// `visit_timeout` (default 100 µs; zero: none). A subscriber woken
+    /// less than this after it began to wait (the feed is busy) that then
+    /// handed out more than one item does not wait for the writer's next
+    /// notification: it sleeps until this long after its last wake-up and
+    /// reads everything published meanwhile in one go, again while each
+    /// window brings more than one item; after a window that brings less,
+    /// it waits for the writer's notification as before. Under a steady
+    /// stream of commits this bounds a subscriber's wake-ups to about one
+    /// per window (instead of one per group commit), at the price of at
+    /// most this much added delay (plus the OS's sleep overshoot); a
+    /// subscriber that was idle is woken by the writer's publish with no
+    /// added delay. The async stream is not affected.
     pub coalesce: Duration,
     /// Whether the store's own streams (names starting with `$`, such as
     /// `$checkpoint-NAME`) are delivered. Default `false`, except that a

@@ -16,6 +16,11 @@ use crate::Store;
 /// that a long filtered-out stretch still yields timed checkpoints.
 const SCAN_POSITIONS_MAX: u64 = 1 << 16;
 
+/// Fewest items a wake-up must have handed out for the next wait to
+/// coalesce (`SubscriptionOptions::coalesce`): a subscriber that gets one
+/// event per wake-up is not behind a busy feed, and waits for the writer.
+const COALESCE_ITEMS_MIN: usize = 2;
+
 /// A subscription to the store's events: history first, then live events,
 /// in position order, each matching position exactly once, with
 /// [`CaughtUp`](SubscriptionItem::CaughtUp) and
@@ -87,7 +92,7 @@ pub struct Subscription {
     /// When the blocking iterator's last wait ended, and whether an item
     /// was handed out since (see `SubscriptionOptions::coalesce`).
     woken_at: Option<Instant>,
-    pub(super) delivered_since_wake: bool,
+    pub(super) delivered_since_wake: usize,
     /// Whether the last wait ended soon after it began (a busy feed).
     woken_soon: bool,
 }
@@ -123,7 +128,7 @@ impl Subscription {
             stream_version_next: None,
             id,
             woken_at: None,
-            delivered_since_wake: false,
+            delivered_since_wake: 0,
             woken_soon: false,
         }
     }
@@ -191,7 +196,7 @@ impl Subscription {
     fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<SubscriptionItem>> {
         loop {
             if let Some(item) = self.try_next() {
-                self.delivered_since_wake = true;
+                self.delivered_since_wake += 1;
                 return Some(item);
             }
             if self.failed || !self.wait_for_more(deadline) {
@@ -222,10 +227,10 @@ impl Subscription {
         let window = self.options.coalesce;
         let busy_until = self
             .woken_at
-            .filter(|_| self.delivered_since_wake && self.woken_soon)
+            .filter(|_| self.delivered_since_wake >= COALESCE_ITEMS_MIN && self.woken_soon)
             .and_then(|woken| woken.checked_add(window))
             .filter(|&until| until > now);
-        self.delivered_since_wake = false;
+        self.delivered_since_wake = 0;
         if let Some(until) = busy_until {
             // Coalescing (`SubscriptionOptions::coalesce`): the feed is
             // busy, so read what the window brings in one go instead of

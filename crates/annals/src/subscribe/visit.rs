@@ -63,7 +63,7 @@ impl Subscription {
     pub fn try_visit(&mut self, mut visit: impl FnMut(SubscriptionItemRef<'_>)) -> Result<usize> {
         let mut visited = self.visit_pending(&mut visit)?;
         if visited > 0 {
-            self.delivered_since_wake = true;
+            self.delivered_since_wake += visited;
             return Ok(visited);
         }
         if let Some(error) = self.error.take() {
@@ -86,9 +86,7 @@ impl Subscription {
                 return Err(error);
             }
         }
-        if visited > 0 {
-            self.delivered_since_wake = true;
-        }
+        self.delivered_since_wake += visited;
         Ok(visited)
     }
 
