@@ -223,13 +223,18 @@ fn commits_per_sec(
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..subscribers)
         .map(|_| {
-            let mut subscription = store.subscribe(SubscriptionOptions::all());
+            let options = match consume {
+                // As before wake-up coalescing: woken at every publish.
+                Consume::OwnedUncoalesced => SubscriptionOptions::all().coalesce(Duration::ZERO),
+                Consume::Owned | Consume::Visitor => SubscriptionOptions::all(),
+            };
+            let mut subscription = store.subscribe(options);
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
                 let mut events = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     match consume {
-                        Consume::Owned => {
+                        Consume::Owned | Consume::OwnedUncoalesced => {
                             if let Some(Ok(SubscriptionItem::Event(_))) =
                                 subscription.next_timeout(Duration::from_millis(50))
                             {
@@ -280,11 +285,13 @@ fn commits_per_sec(
     }
 }
 
-/// How the subscribers consume: one owned event per `next_timeout`, or
-/// zero-copy batches through `visit_timeout`.
+/// How the subscribers consume: one owned event per `next_timeout` (with
+/// the default wake-up coalescing, or without any, as before it existed),
+/// or zero-copy batches through `visit_timeout`.
 #[derive(Clone, Copy)]
 enum Consume {
     Owned,
+    OwnedUncoalesced,
     Visitor,
 }
 
@@ -490,11 +497,17 @@ fn live_figures() {
         let mut runs = Vec::new();
         for _ in 0..2 {
             let none = commits_per_sec(durability, 4, 0, 3, Consume::Owned);
+            let uncoalesced = commits_per_sec(durability, 4, 8, 3, Consume::OwnedUncoalesced);
             let eight = commits_per_sec(durability, 4, 8, 3, Consume::Owned);
             let visiting = commits_per_sec(durability, 4, 8, 3, Consume::Visitor);
-            runs.push((none, eight, visiting));
+            runs.push((none, eight, visiting, uncoalesced));
         }
-        for (none, eight, visiting) in &runs {
+        for (none, eight, visiting, uncoalesced) in &runs {
+            Commits::show(
+                &format!("commits, 4 writers ({durability:?}), owned events, no coalescing"),
+                *none,
+                *uncoalesced,
+            );
             Commits::show(
                 &format!("commits, 4 writers ({durability:?}), owned events"),
                 *none,
@@ -509,11 +522,8 @@ fn live_figures() {
         if durability == Durability::Buffered {
             // The ceiling at the same CPU per commit: each writer spends
             // what an Annals commit took without subscribers.
-            let rate = runs
-                .iter()
-                .map(|(none, _, _)| none.per_cpu_sec)
-                .sum::<f64>()
-                / runs.len() as f64;
+            let rate =
+                runs.iter().map(|(none, ..)| none.per_cpu_sec).sum::<f64>() / runs.len() as f64;
             let work = Duration::from_secs_f64(1.0 / rate);
             for _ in 0..2 {
                 let none = ceiling_commits_per_sec(4, 0, work, 3);
