@@ -130,7 +130,7 @@ fn subscribers_blocked_without_timeout_get_every_event_of_many_short_bursts() {
         .map(|_| {
             let appends = 1 + xorshift(&mut rng) % 4;
             let events = 1 + xorshift(&mut rng) % 3;
-            (appends, events, xorshift(&mut rng) % 2 == 0)
+            (appends, events, xorshift(&mut rng).is_multiple_of(2))
         })
         .collect();
     let total: u64 = plan

@@ -31,7 +31,11 @@ const COALESCE_ITEMS_MIN: usize = 2;
 /// publish more), poll it with [`try_next`](Subscription::try_next) or
 /// [`next_timeout`](Subscription::next_timeout), or turn it into an async
 /// [`Stream`](futures_core::Stream) with
-/// [`into_stream`](Subscription::into_stream).
+/// [`into_stream`](Subscription::into_stream), or hand zero-copy batches
+/// to a visitor with [`try_visit`](Subscription::try_visit) /
+/// [`visit_timeout`](Subscription::visit_timeout) (events borrowed from the
+/// mapped segment, no owned copy each). Under a busy feed the blocking
+/// forms coalesce wake-ups (see `SubscriptionOptions::coalesce`).
 ///
 /// **Memory** is bounded: at most
 /// [`batch_events`](SubscriptionOptions::batch_events) events are read ahead
