@@ -19,7 +19,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use annals::{
-    Durability, EventData, ExpectedVersion, Options, Store, SubscriptionItem, SubscriptionOptions,
+    Durability, EventData, ExpectedVersion, Options, Store, SubscriptionItem, SubscriptionItemRef,
+    SubscriptionOptions,
 };
 use annals_benches::SqliteStore;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -184,29 +185,79 @@ fn live_latency(durability: Durability, appends: usize) -> (u64, u64, usize) {
     )
 }
 
+/// CPU time (user + system) this process has used so far, all threads
+/// (`/proc/self/stat`, in USER_HZ = 100 ticks a second). On a machine
+/// shared with other work, commits per CPU-second compare the cost of a
+/// commit with and without subscribers even when the share of the cores the
+/// process gets changes with its thread count.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with the last ')'):
+    // utime and stime are the 12th and 13th of them.
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
 /// Commits/s of `writers` threads appending one event each, for `secs`,
-/// with `subscribers` live `$all` subscribers consuming everything.
-fn commits_per_sec(durability: Durability, writers: usize, subscribers: usize, secs: u64) -> f64 {
+/// with `subscribers` live `$all` subscribers consuming everything; also
+/// the share of the events written that the subscribers had received when
+/// the writers stopped (1.0 without subscribers).
+fn commits_per_sec(
+    durability: Durability,
+    writers: usize,
+    subscribers: usize,
+    secs: u64,
+    consume: Consume,
+) -> Commits {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path(), Options::default().durability(durability)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..subscribers)
         .map(|_| {
-            let mut subscription = store.subscribe(SubscriptionOptions::all());
+            let options = match consume {
+                // As before wake-up coalescing: woken at every publish.
+                Consume::OwnedUncoalesced => SubscriptionOptions::all().coalesce(Duration::ZERO),
+                Consume::Owned | Consume::Visitor => SubscriptionOptions::all(),
+            };
+            let mut subscription = store.subscribe(options);
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
                 let mut events = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    if let Some(Ok(SubscriptionItem::Event(_))) =
-                        subscription.next_timeout(Duration::from_millis(50))
-                    {
-                        events += 1;
+                    match consume {
+                        Consume::Owned | Consume::OwnedUncoalesced => {
+                            if let Some(Ok(SubscriptionItem::Event(_))) =
+                                subscription.next_timeout(Duration::from_millis(50))
+                            {
+                                events += 1;
+                            }
+                        }
+                        Consume::Visitor => {
+                            subscription
+                                .visit_timeout(Duration::from_millis(50), |item| {
+                                    if let SubscriptionItemRef::Event(e) = item {
+                                        std::hint::black_box(e.data);
+                                        events += 1;
+                                    }
+                                })
+                                .unwrap();
+                        }
                     }
                 }
                 events
             })
         })
         .collect();
+    let cpu_before = cpu_time();
     let m = annals_benches::workloads::run_threads(
         dir.path(),
         writers,
@@ -220,11 +271,168 @@ fn commits_per_sec(durability: Durability, writers: usize, subscribers: usize, s
             1
         },
     );
+    let cpu = cpu_time().saturating_sub(cpu_before);
     stop.store(true, Ordering::Relaxed);
-    for r in readers {
-        r.join().unwrap();
+    let received: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    Commits {
+        per_sec: m.ops_per_sec(),
+        per_cpu_sec: m.ops as f64 / cpu.as_secs_f64().max(1e-3),
+        received: if subscribers == 0 {
+            1.0
+        } else {
+            received as f64 / (subscribers as u64 * m.events.max(1)) as f64
+        },
     }
-    m.ops_per_sec()
+}
+
+/// How the subscribers consume: one owned event per `next_timeout` (with
+/// the default wake-up coalescing, or without any, as before it existed),
+/// or zero-copy batches through `visit_timeout`.
+#[derive(Clone, Copy)]
+enum Consume {
+    Owned,
+    OwnedUncoalesced,
+    Visitor,
+}
+
+/// What one run of writers measured.
+#[derive(Clone, Copy)]
+struct Commits {
+    per_sec: f64,
+    /// Commits per CPU-second the whole process used meanwhile.
+    per_cpu_sec: f64,
+    /// Share of the events written that the subscribers had received when
+    /// the writers stopped (1.0 without subscribers).
+    received: f64,
+}
+
+impl Commits {
+    fn show(label: &str, none: Commits, eight: Commits) {
+        eprintln!(
+            "{label}: none {:.0}/s, 8 subscribers {:.0}/s, ratio {:.2}; per CPU-second {:.0} vs {:.0}, ratio {:.2}; received {:.1} % at the stop",
+            none.per_sec,
+            eight.per_sec,
+            eight.per_sec / none.per_sec,
+            none.per_cpu_sec,
+            eight.per_cpu_sec,
+            eight.per_cpu_sec / none.per_cpu_sec,
+            eight.received * 100.0
+        );
+    }
+}
+
+/// Busy work of about `work` of CPU (calibrated once, fastest of runs).
+fn spin(iterations: u64) -> u64 {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..iterations {
+        x = std::hint::black_box(x.rotate_left(5) ^ i).wrapping_mul(0x100_0000_01B3);
+    }
+    x
+}
+
+fn spin_iterations(work: Duration) -> u64 {
+    let probe = 1_000_000u64;
+    let took = best(5, || {
+        std::hint::black_box(spin(probe));
+    });
+    (probe as f64 * work.as_secs_f64() / took.as_secs_f64()).max(1.0) as u64
+}
+
+/// The ceiling for "writers with live subscribers": `writers` threads each
+/// spend `work` of CPU, then publish one entry into a trivial in-memory
+/// log (a `Mutex<Vec>` and an atomic end) and, if a reader waits, wake
+/// them all with a condvar; `readers` threads wait on the condvar whenever
+/// they are at the end and copy every entry up to the end when woken.
+/// Commits/s of the writers over `secs`.
+fn ceiling_commits_per_sec(writers: usize, readers: usize, work: Duration, secs: u64) -> Commits {
+    use std::sync::atomic::{AtomicU64, AtomicUsize};
+    use std::sync::{Condvar, Mutex};
+    struct Log {
+        entries: Mutex<Vec<u64>>,
+        end: AtomicU64,
+        waiters: AtomicUsize,
+        feed: Mutex<()>,
+        changed: Condvar,
+        stop: AtomicBool,
+    }
+    let log = Arc::new(Log {
+        entries: Mutex::new(Vec::with_capacity(1 << 20)),
+        end: AtomicU64::new(0),
+        waiters: AtomicUsize::new(0),
+        feed: Mutex::new(()),
+        changed: Condvar::new(),
+        stop: AtomicBool::new(false),
+    });
+    let iterations = spin_iterations(work);
+    let reader_threads: Vec<_> = (0..readers)
+        .map(|_| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let (mut seen, mut copy) = (0u64, Vec::new());
+                while !log.stop.load(Ordering::Relaxed) {
+                    {
+                        let mut guard = log.feed.lock().unwrap();
+                        log.waiters.fetch_add(1, Ordering::SeqCst);
+                        while log.end.load(Ordering::SeqCst) <= seen
+                            && !log.stop.load(Ordering::Relaxed)
+                        {
+                            guard = log
+                                .changed
+                                .wait_timeout(guard, Duration::from_millis(50))
+                                .unwrap()
+                                .0;
+                        }
+                        log.waiters.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    let entries = log.entries.lock().unwrap();
+                    copy.clear();
+                    copy.extend_from_slice(&entries[seen as usize..]);
+                    seen = entries.len() as u64;
+                }
+                std::hint::black_box(copy);
+                seen
+            })
+        })
+        .collect();
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    let writer_threads: Vec<_> = (0..writers)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut commits = 0u64;
+                while Instant::now() < deadline {
+                    let entry = spin(iterations) ^ t as u64;
+                    {
+                        let mut entries = log.entries.lock().unwrap();
+                        entries.push(entry);
+                        log.end.store(entries.len() as u64, Ordering::SeqCst);
+                    }
+                    if log.waiters.load(Ordering::SeqCst) > 0 {
+                        let _guard = log.feed.lock().unwrap();
+                        log.changed.notify_all();
+                    }
+                    commits += 1;
+                }
+                commits
+            })
+        })
+        .collect();
+    let commits: u64 = writer_threads.into_iter().map(|w| w.join().unwrap()).sum();
+    let elapsed = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_before);
+    log.stop.store(true, Ordering::Relaxed);
+    let received: u64 = reader_threads.into_iter().map(|r| r.join().unwrap()).sum();
+    Commits {
+        per_sec: commits as f64 / elapsed.as_secs_f64(),
+        per_cpu_sec: commits as f64 / cpu.as_secs_f64().max(1e-3),
+        received: if readers == 0 {
+            1.0
+        } else {
+            received as f64 / (readers as u64 * commits.max(1)) as f64
+        },
+    }
 }
 
 fn figures(store: &Store, sqlite: &SqliteStore, files: &[(PathBuf, usize)], total: u64) {
@@ -265,7 +473,19 @@ fn figures(store: &Store, sqlite: &SqliteStore, files: &[(PathBuf, usize)], tota
             s * 1e3
         );
     }
-    for durability in [Durability::Fsync, Durability::Buffered] {
+    live_figures();
+}
+
+/// Live delivery latency and writers' commits/s with 8 live subscribers,
+/// beside the ceiling (a trivial in-memory log woken by a condvar per
+/// publish: what 2 cores allow for 4 writers and 8 readers).
+fn live_figures() {
+    // `ANNALS_SUBSCRIBE_LIVE_ONLY=buffered`: only the `Buffered` figures.
+    let modes: &[Durability] = match std::env::var("ANNALS_SUBSCRIBE_LIVE_ONLY").as_deref() {
+        Ok("buffered") => &[Durability::Buffered],
+        _ => &[Durability::Fsync, Durability::Buffered],
+    };
+    for &durability in modes {
         let (p50, p99, early) = live_latency(durability, 2000);
         eprintln!(
             "live delivery ({durability:?}): p50 {:.1} us, p99 {:.1} us over 2000 appends ({early} received before append returned, counted 0)",
@@ -273,23 +493,60 @@ fn figures(store: &Store, sqlite: &SqliteStore, files: &[(PathBuf, usize)], tota
             p99 as f64 / 1e3
         );
     }
-    for durability in [Durability::Fsync, Durability::Buffered] {
-        let mut pairs = Vec::new();
+    for &durability in modes {
+        let mut runs = Vec::new();
         for _ in 0..2 {
-            let none = commits_per_sec(durability, 4, 0, 3);
-            let eight = commits_per_sec(durability, 4, 8, 3);
-            pairs.push((none, eight));
+            let none = commits_per_sec(durability, 4, 0, 3, Consume::Owned);
+            let uncoalesced = commits_per_sec(durability, 4, 8, 3, Consume::OwnedUncoalesced);
+            let eight = commits_per_sec(durability, 4, 8, 3, Consume::Owned);
+            let visiting = commits_per_sec(durability, 4, 8, 3, Consume::Visitor);
+            runs.push((none, eight, visiting, uncoalesced));
         }
-        for (none, eight) in pairs {
-            eprintln!(
-                "commits/s, 4 writers ({durability:?}): no subscribers {none:.0}, 8 live subscribers {eight:.0}, ratio {:.2}",
-                eight / none
+        for (none, eight, visiting, uncoalesced) in &runs {
+            Commits::show(
+                &format!("commits, 4 writers ({durability:?}), owned events, no coalescing"),
+                *none,
+                *uncoalesced,
             );
+            Commits::show(
+                &format!("commits, 4 writers ({durability:?}), owned events"),
+                *none,
+                *eight,
+            );
+            Commits::show(
+                &format!("commits, 4 writers ({durability:?}), zero-copy visitor"),
+                *none,
+                *visiting,
+            );
+        }
+        if durability == Durability::Buffered {
+            // The ceiling at the same CPU per commit: each writer spends
+            // what an Annals commit took without subscribers.
+            let rate =
+                runs.iter().map(|(none, ..)| none.per_cpu_sec).sum::<f64>() / runs.len() as f64;
+            let work = Duration::from_secs_f64(1.0 / rate);
+            for _ in 0..2 {
+                let none = ceiling_commits_per_sec(4, 0, work, 3);
+                let eight = ceiling_commits_per_sec(4, 8, work, 3);
+                Commits::show(
+                    &format!(
+                        "ceiling, 4 writers spinning {:.1} us a commit, readers woken per publish",
+                        work.as_secs_f64() * 1e6
+                    ),
+                    none,
+                    eight,
+                );
+            }
         }
     }
 }
 
 fn bench(c: &mut Criterion) {
+    if std::env::var_os("ANNALS_SUBSCRIBE_LIVE_ONLY").is_some() {
+        // Only the live figures (no scan store, no criterion groups).
+        live_figures();
+        return;
+    }
     let streams = 2_000 * annals_benches::scale() as u64;
     let total = streams * 100;
     let dir = tempfile::tempdir().unwrap();

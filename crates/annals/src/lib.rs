@@ -79,7 +79,8 @@ pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport, WriteSt
 pub use stream_meta::{StreamMetadata, MAX_AGE_EVENT_TYPE, MAX_COUNT_EVENT_TYPE};
 pub use subscribe::{
     category_of, checkpoint_stream, Filter, Start, Subscription, SubscriptionItem,
-    SubscriptionOptions, SubscriptionStream, CHECKPOINT_EVENT_TYPE, SYSTEM_STREAM_PREFIX,
+    SubscriptionItemRef, SubscriptionOptions, SubscriptionStream, CHECKPOINT_EVENT_TYPE,
+    SYSTEM_STREAM_PREFIX,
 };
 
 /// Event type of the tombstone a stream delete writes.

@@ -13,6 +13,17 @@
 //! the new end and does not wait, or the writer sees the waiter and takes
 //! the mutex, which it can get only once the waiter sleeps on the condvar
 //! (or has registered its waker).
+//!
+//! Wake-up coalescing (`SubscriptionOptions::coalesce`, in
+//! `Subscription::wait_for_more`) changes who waits here, not this proof:
+//! a coalescing subscriber is not a listener while it sleeps out its
+//! window (the writer neither counts nor wakes it), and it needs no
+//! notification, because after the window it refills up to the end
+//! published by then. A window ends coalescing unless it brought more than
+//! one item; the subscriber then waits here as above, re-reading the end
+//! under the mutex, so an event published during or after the window is
+//! either read by that refill or seen by this wait. Nothing is lost, and
+//! the added delay is at most the window (plus the OS's sleep overshoot).
 
 use std::collections::HashMap;
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};

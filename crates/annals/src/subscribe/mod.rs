@@ -8,6 +8,7 @@
 //! | `stream.rs` | `SubscriptionStream`: the async `Stream` over the same cursor |
 //! | `by_stream.rs` | a one-stream subscription far behind reads through the stream index |
 //! | `by_key.rs` | a category or event-type subscription far behind reads through the secondary indexes |
+//! | `visit.rs` | `SubscriptionItemRef`, `try_visit` / `visit_timeout`: zero-copy batches |
 //! | `feed.rs` | `Feed`: how the writer wakes blocked and async subscribers |
 //! | `checkpoint.rs` | durable named consumer checkpoints (`$checkpoint-NAME` streams) |
 
@@ -18,6 +19,7 @@ mod feed;
 mod options;
 mod stream;
 mod subscription;
+mod visit;
 
 pub use checkpoint::{checkpoint_stream, CHECKPOINT_EVENT_TYPE};
 pub(crate) use feed::Feed;
@@ -26,6 +28,7 @@ pub use options::{
 };
 pub use stream::SubscriptionStream;
 pub use subscription::Subscription;
+pub use visit::SubscriptionItemRef;
 
 use crate::Store;
 

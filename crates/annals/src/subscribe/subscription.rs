@@ -9,12 +9,17 @@ use std::time::{Duration, Instant};
 
 use super::options::{SubscriptionItem, SubscriptionOptions};
 use crate::error::Result;
-use crate::event::RecordedEvent;
+use crate::event::{EventRef, RecordedEvent};
 use crate::Store;
 
 /// Most positions one refill scans before it looks at the clock again, so
 /// that a long filtered-out stretch still yields timed checkpoints.
 const SCAN_POSITIONS_MAX: u64 = 1 << 16;
+
+/// Fewest items a wake-up must have handed out for the next wait to
+/// coalesce (`SubscriptionOptions::coalesce`): a subscriber that gets one
+/// event per wake-up is not behind a busy feed, and waits for the writer.
+const COALESCE_ITEMS_MIN: usize = 2;
 
 /// A subscription to the store's events: history first, then live events,
 /// in position order, each matching position exactly once, with
@@ -26,7 +31,11 @@ const SCAN_POSITIONS_MAX: u64 = 1 << 16;
 /// publish more), poll it with [`try_next`](Subscription::try_next) or
 /// [`next_timeout`](Subscription::next_timeout), or turn it into an async
 /// [`Stream`](futures_core::Stream) with
-/// [`into_stream`](Subscription::into_stream).
+/// [`into_stream`](Subscription::into_stream), or hand zero-copy batches
+/// to a visitor with [`try_visit`](Subscription::try_visit) /
+/// [`visit_timeout`](Subscription::visit_timeout) (events borrowed from the
+/// mapped segment, no owned copy each). Under a busy feed the blocking
+/// forms coalesce wake-ups (see `SubscriptionOptions::coalesce`).
 ///
 /// **Memory** is bounded: at most
 /// [`batch_events`](SubscriptionOptions::batch_events) events are read ahead
@@ -81,9 +90,15 @@ pub struct Subscription {
     pub(super) failed: bool,
     /// An error met while reading ahead, handed out after what was read
     /// before it.
-    error: Option<crate::Error>,
+    pub(super) error: Option<crate::Error>,
     /// This subscription's slot for an async waker.
     pub(super) id: u64,
+    /// When the blocking iterator's last wait ended, and whether an item
+    /// was handed out since (see `SubscriptionOptions::coalesce`).
+    woken_at: Option<Instant>,
+    pub(super) delivered_since_wake: usize,
+    /// Whether the last wait ended soon after it began (a busy feed).
+    woken_soon: bool,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -116,6 +131,9 @@ impl Subscription {
             error: None,
             stream_version_next: None,
             id,
+            woken_at: None,
+            delivered_since_wake: 0,
+            woken_soon: false,
         }
     }
 
@@ -182,40 +200,78 @@ impl Subscription {
     fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<SubscriptionItem>> {
         loop {
             if let Some(item) = self.try_next() {
+                self.delivered_since_wake += 1;
                 return Some(item);
             }
-            if self.failed {
+            if self.failed || !self.wait_for_more(deadline) {
                 return None;
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return None;
-            }
-            // Wake for a timed checkpoint too, if the cursor moved since
-            // the last signal.
-            let timed = self
-                .options
-                .checkpoint_interval
-                .filter(|_| self.next > self.signalled_next)
-                .and_then(|interval| self.signalled_at.checked_add(interval));
-            let wake = match (deadline, timed) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let next = self.next;
-            let reader = self.store.log_reader();
-            self.store
-                .feed()
-                .wait_until(wake, &|| reader.position_end() > next);
         }
+    }
+
+    /// At the published end: waits until the writer publishes more, a
+    /// timed checkpoint is due, or `deadline`. `false` once `deadline` has
+    /// passed.
+    pub(super) fn wait_for_more(&mut self, deadline: Option<Instant>) -> bool {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return false;
+        }
+        // Wake for a timed checkpoint too, if the cursor moved since
+        // the last signal.
+        let timed = self
+            .options
+            .checkpoint_interval
+            .filter(|_| self.next > self.signalled_next)
+            .and_then(|interval| self.signalled_at.checked_add(interval));
+        let wake = match (deadline, timed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let window = self.options.coalesce;
+        let busy_until = self
+            .woken_at
+            .filter(|_| self.delivered_since_wake >= COALESCE_ITEMS_MIN && self.woken_soon)
+            .and_then(|woken| woken.checked_add(window))
+            .filter(|&until| until > now);
+        self.delivered_since_wake = 0;
+        if let Some(until) = busy_until {
+            // Coalescing (`SubscriptionOptions::coalesce`): the feed is
+            // busy, so read what the window brings in one go instead of
+            // being woken for each group. Not a listener meanwhile: the
+            // writer pays nothing for this subscriber. Nothing is lost:
+            // the next refill reads up to the end published by then, and
+            // a window that brings nothing ends the coalescing.
+            let until = wake.map_or(until, |w| w.min(until));
+            std::thread::sleep(until.saturating_duration_since(now));
+            self.woken_at = Some(Instant::now());
+            return true;
+        }
+        let next = self.next;
+        let reader = self.store.log_reader();
+        self.store
+            .feed()
+            .wait_until(wake, &|| reader.position_end() > next);
+        let woken = Instant::now();
+        self.woken_soon = woken.saturating_duration_since(now) < window;
+        self.woken_at = Some(woken);
+        true
     }
 
     /// Reads the next batch from the log into `pending`, and queues the
     /// signals that are due.
     fn refill(&mut self) -> Result<()> {
+        self.refill_with(None)
+    }
+
+    /// Like [`refill`](Subscription::refill); with `direct`, the events a
+    /// scan of the log matches go to it (borrowed, in order, before the
+    /// signals queued in `pending`) instead of into `pending`, and the scan
+    /// is not bounded by `batch_events` (nothing is held).
+    pub(super) fn refill_with(&mut self, direct: Option<Direct<'_>>) -> Result<()> {
         let end = self.store.position_end();
         if self.next < end && !self.stream_batch(end)? && !self.key_batch(end)? {
-            self.scan_batch()?;
+            self.scan_batch(direct)?;
         }
         if !self.caught_up && self.next >= end {
             self.caught_up = true;
@@ -268,7 +324,7 @@ impl Subscription {
 
     /// Scans from `next` until `batch_events` matches, the next checkpoint
     /// by count, [`SCAN_POSITIONS_MAX`] positions, or the published end.
-    fn scan_batch(&mut self) -> Result<()> {
+    fn scan_batch(&mut self, mut direct: Option<Direct<'_>>) -> Result<()> {
         let budget = self.positions_budget();
         let start = self.next;
         let batch_events = self.options.batch_events.max(1);
@@ -290,11 +346,16 @@ impl Subscription {
                     record.event_type,
                     record.tags,
                 ) {
-                    pending.push_back(SubscriptionItem::Event(RecordedEvent::from_record(
-                        position, record, owner,
-                    )));
-                    matched += 1;
                     version_next = record.stream_version.checked_add(1);
+                    match direct.as_mut() {
+                        Some(visit) => visit(EventRef::new(position, record, owner)),
+                        None => {
+                            pending.push_back(SubscriptionItem::Event(RecordedEvent::from_record(
+                                position, record, owner,
+                            )));
+                            matched += 1;
+                        }
+                    }
                 }
                 if matched >= batch_events || next - start >= budget {
                     ControlFlow::Break(())
@@ -310,6 +371,9 @@ impl Subscription {
         Ok(scanned?)
     }
 }
+
+/// Where a direct refill hands the events it matches.
+pub(super) type Direct<'v> = &'v mut dyn FnMut(EventRef<'_>);
 
 /// What [`Subscription::try_next_within`] found.
 pub(super) enum Ready {
