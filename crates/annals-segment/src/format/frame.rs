@@ -293,6 +293,7 @@ pub fn decode_event_at(
 /// Where event `i` of the frame at the start of `frame` starts, from the
 /// frame's offset table (not checked against the events: a full decode
 /// does that).
+#[inline]
 pub fn event_offset(frame: &[u8], i: usize) -> Option<usize> {
     get_u32(frame, FRAME_HEADER_BYTES + i * EVENT_OFFSET_BYTES).map(|o| o as usize)
 }
