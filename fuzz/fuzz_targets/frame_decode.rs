@@ -11,7 +11,24 @@ fuzz_target!(|data: &[u8]| {
     let (salt, offset) = (word(0), word(8));
     let frame = data.get(16..).unwrap_or_default();
     let _ = format::SegmentHeader::decode(data);
-    if let Ok((header, records)) = format::decode_frame(frame, offset, salt) {
+    let decoded = format::decode_frame(frame, offset, salt);
+    // A scan's reused buffer, holding another frame's events: the same
+    // verdict, the same events.
+    let mut reused = vec![format::Record {
+        stream: "s",
+        stream_version: 0,
+        id: [0; 16],
+        timestamp_us: 0,
+        flags: 0,
+        event_type: "t",
+        tags: format::Tags::EMPTY,
+        metadata: b"",
+        data: b"",
+    }];
+    let into = format::decode_frame_into(frame, offset, salt, &mut reused);
+    assert_eq!(into, decoded.as_ref().map(|(header, _)| *header).map_err(|f| *f));
+    if let Ok((header, records)) = decoded {
+        assert_eq!(reused, records);
         assert_eq!(records.len(), header.event_count as usize);
         for (i, record) in records.iter().enumerate() {
             let one = format::decode_event_in_frame(frame, offset, salt, header.position_first + i as u64);

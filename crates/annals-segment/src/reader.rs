@@ -259,15 +259,20 @@ impl LogReader {
                 ));
             };
             let map = resident.mapping(&segment.name, segment.written())?;
+            // One buffer for the events of every frame of the segment.
+            let mut records = Vec::new();
             while let Some(entry) = resident.frame(i) {
                 if entry.position_first >= end {
                     return Ok(());
                 }
                 let bytes = frame_bytes_at(map.bytes(), entry.offset);
-                let (header, records) =
-                    format::decode_frame(bytes, entry.offset, segment.header.salt).map_err(
-                        |reason| Error::corrupt(&segment.name, entry.offset, reason.as_str()),
-                    )?;
+                let header = format::decode_frame_into(
+                    bytes,
+                    entry.offset,
+                    segment.header.salt,
+                    &mut records,
+                )
+                .map_err(|reason| Error::corrupt(&segment.name, entry.offset, reason.as_str()))?;
                 if header.position_first != entry.position_first {
                     return Err(Error::corrupt(
                         &segment.name,
@@ -275,7 +280,7 @@ impl LogReader {
                         "frame position differs from its index entry",
                     ));
                 }
-                for (k, record) in records.into_iter().enumerate() {
+                for (k, record) in records.drain(..).enumerate() {
                     let p = header.position_first + k as u64;
                     if p >= position {
                         // `decode_frame` checked the table against the events.
@@ -369,6 +374,7 @@ impl LogReader {
             };
             let frame_count = resident.frames.read().len();
             let map = resident.mapping(&segment.name, segment.written())?;
+            let mut records = Vec::new();
             for i in 0..frame_count {
                 let Some(entry) = resident.frame(i) else {
                     break;
@@ -377,10 +383,13 @@ impl LogReader {
                     break;
                 }
                 let bytes = frame_bytes_at(map.bytes(), entry.offset);
-                let (header, _) = format::decode_frame(bytes, entry.offset, segment.header.salt)
-                    .map_err(|reason| {
-                        Error::corrupt(&segment.name, entry.offset, reason.as_str())
-                    })?;
+                let header = format::decode_frame_into(
+                    bytes,
+                    entry.offset,
+                    segment.header.salt,
+                    &mut records,
+                )
+                .map_err(|reason| Error::corrupt(&segment.name, entry.offset, reason.as_str()))?;
                 if header.position_first != position {
                     return Err(Error::corrupt(
                         &segment.name,

@@ -4,7 +4,7 @@
 //!
 //! - `header.rs`: the segment header ([`SegmentHeader`]).
 //! - `frame.rs`: the batch frame ([`FrameHeader`], [`encode_frame`],
-//!   [`decode_frame`]) and finding one event through its offset table
+//!   [`decode_frame`], [`decode_frame_into`]) and finding one event through its offset table
 //!   ([`locate_event`], [`decode_event_at`]).
 //! - `record.rs`: the event record ([`Record`], [`decode_record`]).
 //! - `tags.rs`: an event's tags ([`Tags`], [`encode_tags`], [`check_tags`]).
@@ -18,8 +18,8 @@ mod tags;
 
 pub use fault::FrameFault;
 pub use frame::{
-    decode_event_at, decode_event_in_frame, decode_frame, decode_frame_header, encode_frame,
-    event_offset, frame_bytes, locate_event, FrameHeader, FramePlace,
+    decode_event_at, decode_event_in_frame, decode_frame, decode_frame_header, decode_frame_into,
+    encode_frame, event_offset, frame_bytes, locate_event, FrameHeader, FramePlace,
 };
 pub use header::{HeaderError, SegmentHeader};
 pub use record::{decode_record, decode_record_of, Record};

@@ -143,15 +143,34 @@ impl Record<'_> {
 }
 
 fn event_crc(salt: u64, position: u64, body: &[u8]) -> u32 {
-    // salt ‖ position in one update: two 8-byte updates each took the
-    // slow path for short inputs (measured on stream reads).
-    let mut head = [0u8; 16];
-    put(&mut head, 0, &salt.to_le_bytes());
-    put(&mut head, 8, &position.to_le_bytes());
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&head);
-    hasher.update(body);
-    hasher.finalize()
+    SaltedCrc::new(salt).event_crc(position, body)
+}
+
+/// The checksum state after a segment's salt, the first 8 bytes every event
+/// checksum of that segment covers: computed once per frame (or segment)
+/// instead of once per event. The checksum of an event is then this state
+/// updated with its position and its bytes, the same CRC-32 over the same
+/// bytes as one pass over salt ‖ position ‖ body.
+#[derive(Clone)]
+pub(crate) struct SaltedCrc(crc32fast::Hasher);
+
+impl SaltedCrc {
+    /// The state after `salt`.
+    pub(crate) fn new(salt: u64) -> Self {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&salt.to_le_bytes());
+        SaltedCrc(hasher)
+    }
+
+    /// The checksum of the event at `position` whose bytes after the
+    /// checksum field are `body`.
+    #[inline]
+    pub(crate) fn event_crc(&self, position: u64, body: &[u8]) -> u32 {
+        let mut hasher = self.0.clone();
+        hasher.update(&position.to_le_bytes());
+        hasher.update(body);
+        hasher.finalize()
+    }
 }
 
 /// Decodes the event record at the start of `bytes` (the rest of the frame),
@@ -175,13 +194,25 @@ pub fn decode_record_of<'a>(
     position: u64,
     stream: Option<&'a str>,
 ) -> Result<(Option<Record<'a>>, usize), FrameFault> {
+    decode_record_salted(bytes, &SaltedCrc::new(salt), position, stream)
+}
+
+/// [`decode_record_of`] with the salt's checksum state computed by the
+/// caller (once per frame: `decode_frame_into`).
+#[inline]
+pub(crate) fn decode_record_salted<'a>(
+    bytes: &'a [u8],
+    salt: &SaltedCrc,
+    position: u64,
+    stream: Option<&'a str>,
+) -> Result<(Option<Record<'a>>, usize), FrameFault> {
     let size = get_u32(bytes, EV_BYTES).ok_or(FrameFault::TruncatedEventHeader)? as usize;
     if !(EVENT_HEADER_BYTES..=EVENT_BYTES_MAX).contains(&size) {
         return Err(FrameFault::EventLengthOutOfRange);
     }
     let record = bytes.get(..size).ok_or(FrameFault::EventPastFrameEnd)?;
     let stored = get_u32(record, EV_CRC).ok_or(FrameFault::TruncatedEventHeader)?;
-    if event_crc(salt, position, record.get(4..).unwrap_or_default()) != stored {
+    if salt.event_crc(position, record.get(4..).unwrap_or_default()) != stored {
         return Err(FrameFault::EventChecksum);
     }
     let stream_len = usize::from(get_u16(record, EV_STREAM_BYTES).unwrap_or(0));
@@ -197,16 +228,21 @@ pub fn decode_record_of<'a>(
     if data_end != size {
         return Err(FrameFault::EventFieldLengths);
     }
-    let stream_bytes = record
-        .get(EVENT_HEADER_BYTES..stream_end)
-        .unwrap_or_default();
-    let stream = match stream {
-        Some(wanted) if wanted.as_bytes() == stream_bytes => wanted,
-        Some(_) => return Ok((None, size)),
-        None => std::str::from_utf8(stream_bytes).map_err(|_| FrameFault::StreamNotUtf8)?,
+    let (stream, event_type) = match stream {
+        Some(wanted) => {
+            let stream_bytes = record
+                .get(EVENT_HEADER_BYTES..stream_end)
+                .unwrap_or_default();
+            if wanted.as_bytes() != stream_bytes {
+                return Ok((None, size));
+            }
+            let event_type =
+                std::str::from_utf8(record.get(stream_end..type_end).unwrap_or_default())
+                    .map_err(|_| FrameFault::TypeNotUtf8)?;
+            (wanted, event_type)
+        }
+        None => names(record, stream_end, type_end)?,
     };
-    let event_type = std::str::from_utf8(record.get(stream_end..type_end).unwrap_or_default())
-        .map_err(|_| FrameFault::TypeNotUtf8)?;
     let tags = Tags::from_encoded(record.get(type_end..tags_end).unwrap_or_default())?;
     let record = Record {
         stream,
@@ -220,4 +256,113 @@ pub fn decode_record_of<'a>(
         data: record.get(metadata_end..data_end).unwrap_or_default(),
     };
     Ok((Some(record), size))
+}
+
+/// The stream name and the event type, which sit side by side in `record`
+/// (`EVENT_HEADER_BYTES..stream_end`, `stream_end..type_end`), checked for
+/// UTF-8 in one pass: both are UTF-8 exactly when their concatenation is
+/// and the split between them falls on a character boundary. On a fault,
+/// the stream is blamed if it is not UTF-8 by itself, else the type (the
+/// faults a check of each in turn reports).
+#[inline]
+fn names(record: &[u8], stream_end: usize, type_end: usize) -> Result<(&str, &str), FrameFault> {
+    let both = record.get(EVENT_HEADER_BYTES..type_end).unwrap_or_default();
+    let split = stream_end - EVENT_HEADER_BYTES;
+    if let Some(names) = std::str::from_utf8(both)
+        .ok()
+        .and_then(|both| both.split_at_checked(split))
+    {
+        return Ok(names);
+    }
+    match std::str::from_utf8(both.get(..split).unwrap_or_default()) {
+        Err(_) => Err(FrameFault::StreamNotUtf8),
+        Ok(_) => Err(FrameFault::TypeNotUtf8),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record of stream `stream` and type `event_type` at `position`,
+    /// encoded, then its name bytes replaced by `names` (same length) and
+    /// its checksum recomputed: bytes only a hostile writer produces.
+    fn with_names(
+        stream: &str,
+        event_type: &str,
+        names: &[u8],
+        salt: u64,
+        position: u64,
+    ) -> Vec<u8> {
+        let record = Record {
+            stream,
+            stream_version: 3,
+            id: [7; 16],
+            timestamp_us: 11,
+            flags: 0,
+            event_type,
+            tags: Tags::EMPTY,
+            metadata: b"m",
+            data: b"data",
+        };
+        let total = record.encoded_bytes().unwrap();
+        let mut out = Vec::new();
+        record.encode_into(&mut out, salt, position, total);
+        out[EVENT_HEADER_BYTES..EVENT_HEADER_BYTES + names.len()].copy_from_slice(names);
+        let crc = event_crc(salt, position, &out[4..]);
+        out[..4].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn the_salted_checksum_is_the_checksum_of_salt_position_and_body() {
+        let body = (0..=255u8).cycle().take(1000).collect::<Vec<_>>();
+        for len in [0, 1, 7, 15, 16, 17, 63, 64, 127, 128, 200, 255, 256, 1000] {
+            let (salt, position) = (0x0123_4567_89ab_cdef_u64, 987_654_321_u64 + len as u64);
+            let mut whole = salt.to_le_bytes().to_vec();
+            whole.extend_from_slice(&position.to_le_bytes());
+            whole.extend_from_slice(&body[..len]);
+            assert_eq!(
+                SaltedCrc::new(salt).event_crc(position, &body[..len]),
+                crc32fast::hash(&whole),
+                "{len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_checked_for_utf8_each_by_itself() {
+        let (salt, position) = (5, 9);
+        let decode = |bytes: &[u8]| {
+            decode_record(bytes, salt, position)
+                .map(|(r, _)| (r.stream.to_owned(), r.event_type.to_owned()))
+        };
+        // Valid names decode, multi-byte characters included.
+        let ok = with_names("é", "ü", "éü".as_bytes(), salt, position);
+        assert_eq!(decode(&ok), Ok(("é".to_owned(), "ü".to_owned())));
+        // "é" split between the stream and the type: their concatenation is
+        // UTF-8, but neither is by itself. The stream is blamed.
+        let split = with_names("a", "b", &[0xc3, 0xa9], salt, position);
+        assert_eq!(decode(&split), Err(FrameFault::StreamNotUtf8));
+        let split = with_names("ab", "cd", &[b'a', 0xc3, 0xa9, b'd'], salt, position);
+        assert_eq!(decode(&split), Err(FrameFault::StreamNotUtf8));
+        // A valid stream and a bad type: the type is blamed.
+        let bad_type = with_names("a", "bc", &[b'a', 0xc3, b'c'], salt, position);
+        assert_eq!(decode(&bad_type), Err(FrameFault::TypeNotUtf8));
+        let bad_type = with_names("a", "b", &[b'a', 0xff], salt, position);
+        assert_eq!(decode(&bad_type), Err(FrameFault::TypeNotUtf8));
+        // Both bad: the stream, as a check of each in turn reports.
+        let both = with_names("a", "b", &[0xff, 0xff], salt, position);
+        assert_eq!(decode(&both), Err(FrameFault::StreamNotUtf8));
+        // A reader of one stream checks the type too.
+        assert_eq!(
+            decode_record_of(&bad_type, salt, position, Some("a")).map(|(r, _)| r.is_some()),
+            Err(FrameFault::TypeNotUtf8)
+        );
+        // And none of it passes without the right salt or position.
+        assert_eq!(
+            decode_record(&ok, salt + 1, position).map(|(r, _)| r.stream),
+            Err(FrameFault::EventChecksum)
+        );
+    }
 }
