@@ -37,6 +37,7 @@ mod reader;
 mod recovery;
 mod resident;
 mod rewrite;
+mod rewrite_out;
 mod rng;
 mod segment;
 pub mod storage;

@@ -26,9 +26,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::{self, FramePlace, Record};
-use crate::frame_index::{FrameEntry, FrameIndex, SealedSummary};
+use crate::format::{self, Record};
+use crate::frame_index::{FrameIndex, SealedSummary};
 use crate::reader::LogReader;
+use crate::rewrite_out::RewriteOut;
 use crate::segment::{frame_bytes_at, frame_index_file_name, Segment};
 use crate::storage::Storage;
 
@@ -36,10 +37,6 @@ use crate::storage::Storage;
 /// and data are gone; the record keeps its place). Readers of the store
 /// skip it.
 pub const RECORD_ERASED_FLAG: u16 = 1 << 3;
-
-/// How many bytes of a rewritten segment are written at once (and passed
-/// to the pacing callback).
-const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
 /// A sealed segment, as compaction sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,9 +60,10 @@ pub struct SegmentRewrite {
     pub bytes_after: u64,
     /// Events newly erased.
     pub events_erased: u64,
-    /// Where every event of each frame starts now: (the frame's first
-    /// position, one offset per event). What derived data that keeps
-    /// offsets needs to follow the move.
+    /// Where every event of each moved frame starts now: (the frame's
+    /// first position, one offset per event); frames before the first
+    /// change keep their offsets and are not listed. What derived data
+    /// that keeps offsets needs to follow the move.
     pub offsets: Vec<(u64, Vec<u32>)>,
 }
 
@@ -101,9 +99,14 @@ impl LogReader {
 
     /// Rewrites the sealed segment starting at `position_first`, erasing
     /// each event for which `erase(position, record)` says so (an event
-    /// already erased stays so; `erase` is called once per event, before
-    /// anything is written), then switches the log to the new file. `pace`
-    /// is called with the bytes written after each chunk; `Break` cancels.
+    /// already erased stays so; `erase` is called once per event, in
+    /// order), then switches the log to the new file. One pass: each frame
+    /// is verified once; nothing is written before the first frame that
+    /// loses an event (a segment that loses none is left alone, nothing
+    /// written); frames that lose nothing are copied verbatim (only a
+    /// moved frame's header is rebased) and only frames that hold a new gap
+    /// are encoded afresh (`rewrite_out.rs`). `pace` is called with the
+    /// bytes written after each chunk; `Break` cancels.
     ///
     /// Readers are never stopped: one that holds the old segment keeps its
     /// mapping; reads after the switch see the new file. Not for a
@@ -122,97 +125,86 @@ impl LogReader {
         let bytes = map.bytes();
         let frame_count = resident.frames.read().len();
         let salt = segment.header.salt;
-        let frame_at = |i: usize| -> Result<(u64, format::FrameHeader, Vec<Record<'_>>)> {
+        let storage = self.shared.residents.storage();
+        let tmp = format!("{}.compact.tmp", segment.name);
+        let mut out: Option<RewriteOut> = None;
+        let mut erased_count = 0u64;
+        let mut gaps = Vec::new();
+        let mut cancelled = false;
+        for i in 0..frame_count {
             let entry = resident
                 .frame(i)
                 .ok_or_else(|| Error::corrupt(&segment.name, 0, "frame index ends early"))?;
             let (header, records) =
                 format::decode_frame(frame_bytes_at(bytes, entry.offset), entry.offset, salt)
                     .map_err(|r| Error::corrupt(&segment.name, entry.offset, r.as_str()))?;
-            Ok((entry.offset, header, records))
-        };
-        // Pass 1: decide, writing nothing.
-        let mut erased = Vec::new();
-        for i in 0..frame_count {
-            let (_, header, records) = frame_at(i)?;
+            gaps.clear();
             for (k, record) in records.iter().enumerate() {
                 let position = header.position_first + k as u64;
                 if record.flags & RECORD_ERASED_FLAG == 0 && erase(position, record) {
-                    erased.push(position);
+                    gaps.push(k);
                 }
             }
-        }
-        if erased.is_empty() {
-            return Ok(RewriteOutcome::Unchanged);
-        }
-        // Pass 2: write the new segment under a temporary name.
-        let storage = self.shared.residents.storage();
-        let tmp = format!("{}.compact.tmp", segment.name);
-        let _ = storage.remove(&tmp);
-        let file = storage
-            .create(&tmp)
-            .map_err(|e| Error::io("create", tmp.clone(), e))?;
-        let mut out = segment.header.encode().to_vec();
-        let mut entries = Vec::with_capacity(frame_count);
-        let mut offsets = Vec::with_capacity(frame_count);
-        let mut file_offset = 0u64;
-        let mut cancelled = false;
-        for i in 0..frame_count {
-            let (_, header, records) = frame_at(i)?;
-            let kept: Vec<Record<'_>> = records
-                .iter()
-                .enumerate()
-                .map(|(k, record)| {
-                    let position = header.position_first + k as u64;
-                    if erased.binary_search(&position).is_ok() {
-                        gap_record(record)
-                    } else {
-                        *record
+            if gaps.is_empty() {
+                if let Some(out) = out.as_mut() {
+                    let frame = frame_bytes_at(bytes, entry.offset)
+                        .get(..header.frame_bytes as usize)
+                        .unwrap_or_default();
+                    out.copy_frame(frame, &header, entry.offset)?;
+                }
+            } else {
+                erased_count += gaps.len() as u64;
+                let writer = match out.as_mut() {
+                    Some(writer) => writer,
+                    None => {
+                        // The first change: everything before it is copied
+                        // as it is, at the same offsets.
+                        let prefix = usize::try_from(entry.offset)
+                            .ok()
+                            .and_then(|end| bytes.get(..end))
+                            .ok_or_else(|| {
+                                Error::corrupt(&segment.name, entry.offset, "frame past the mapping")
+                            })?;
+                        let entries = (0..i).filter_map(|j| resident.frame(j)).collect();
+                        let (started, flow) =
+                            RewriteOut::start(&storage, tmp.clone(), salt, prefix, entries, pace)?;
+                        let writer = out.insert(started);
+                        if flow.is_break() {
+                            cancelled = true;
+                            break;
+                        }
+                        writer
                     }
-                })
-                .collect();
-            let offset = file_offset + out.len() as u64;
-            let place = FramePlace {
-                salt,
-                offset,
-                position_first: header.position_first,
-                synced_before: offset,
-            };
-            let start = out.len();
-            format::encode_frame(&mut out, place, &kept)?;
-            let frame = out.get(start..).unwrap_or_default();
-            let moved = (0..kept.len())
-                .map(|k| {
-                    format::event_offset(frame, k)
-                        .and_then(|at| u32::try_from(offset + at as u64).ok())
-                        .unwrap_or(u32::MAX)
-                })
-                .collect();
-            offsets.push((header.position_first, moved));
-            entries.push(FrameEntry {
-                position_first: header.position_first,
-                offset,
-            });
-            if out.len() >= WRITE_CHUNK_BYTES || i + 1 == frame_count {
-                file.write_all_at(&out, file_offset)
-                    .map_err(|e| Error::io("write", tmp.clone(), e))?;
-                file_offset += out.len() as u64;
-                out.clear();
-                if pace(file_offset).is_break() {
+                };
+                let kept: Vec<Record<'_>> = records
+                    .iter()
+                    .enumerate()
+                    .map(|(k, record)| {
+                        if gaps.binary_search(&k).is_ok() {
+                            gap_record(record)
+                        } else {
+                            *record
+                        }
+                    })
+                    .collect();
+                writer.encode_frame(header.position_first, &kept)?;
+            }
+            if let Some(writer) = out.as_mut() {
+                if writer.flush(i + 1 == frame_count, pace)?.is_break() {
                     cancelled = true;
                     break;
                 }
             }
         }
+        let Some(out) = out else {
+            return Ok(RewriteOutcome::Unchanged);
+        };
         if cancelled {
-            drop(file);
+            drop(out);
             let _ = storage.remove(&tmp);
             return Ok(RewriteOutcome::Cancelled);
         }
-        file.sync_all()
-            .map_err(|e| Error::io("fsync", tmp.clone(), e))?;
-        drop(file);
-        let data_end = file_offset;
+        let (data_end, entries, offsets) = out.finish()?;
         let index = FrameIndex::Memory(entries);
         let summary = SealedSummary {
             position_end,
@@ -249,7 +241,7 @@ impl LogReader {
         Ok(RewriteOutcome::Rewritten(SegmentRewrite {
             bytes_before: written,
             bytes_after: data_end,
-            events_erased: erased.len() as u64,
+            events_erased: erased_count,
             offsets,
         }))
     }

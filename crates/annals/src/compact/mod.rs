@@ -174,7 +174,7 @@ impl Store {
         let mut rules = Rules::new(self, crate::soft_delete::now_us());
         let mut pacer = Pacer::new(options);
         let mut done = 0u64;
-        let mut rewritten: Option<(u64, u64)> = None;
+        let mut rewritten = false;
         let mut moved = Vec::new();
         progress(0, total);
         let storage = self.storage_handle();
@@ -238,8 +238,7 @@ impl Store {
                     report.bytes_before += rewrite.bytes_before;
                     report.bytes_after += rewrite.bytes_after;
                     add(&mut report.removed, &removed);
-                    let (first, _) = rewritten.unwrap_or((segment.position_first, 0));
-                    rewritten = Some((first, segment.position_end));
+                    rewritten = true;
                     moved.extend(rewrite.offsets);
                 }
                 RewriteOutcome::Cancelled => {
@@ -269,9 +268,10 @@ impl Store {
                 }
             }
         }
-        let finished = match rewritten {
-            Some((start, end)) => derived_data_rewritten(index, start, end, &moved),
-            None => Ok(()),
+        let finished = if rewritten {
+            derived_data_rewritten(index, &moved)
+        } else {
+            Ok(())
         }
         .and_then(|()| {
             if segments.is_empty() {
@@ -300,16 +300,12 @@ fn add(total: &mut RemovedEvents, more: &RemovedEvents) {
     total.max_age += more.max_age;
 }
 
-/// Segments holding `start..end` were rewritten: every file derived from
-/// their layout is brought up to date here, and only here (the per-stream
-/// index runs, which keep offsets; other derived indexes join this place).
-fn derived_data_rewritten(
-    index: &crate::index::Index,
-    start: u64,
-    end: u64,
-    moved: &[(u64, Vec<u32>)],
-) -> Result<()> {
-    index.segments_rewritten(start, end, moved)
+/// Segments were rewritten and the frames in `moved` moved: every file
+/// derived from their layout is brought up to date here, and only here (the
+/// per-stream index runs, which keep offsets, are remapped; other derived
+/// indexes join this place).
+fn derived_data_rewritten(index: &crate::index::Index, moved: &[(u64, Vec<u32>)]) -> Result<()> {
+    index.segments_rewritten(moved)
 }
 
 /// Throttle and cancel.
