@@ -163,7 +163,11 @@ impl LogReader {
                             .ok()
                             .and_then(|end| bytes.get(..end))
                             .ok_or_else(|| {
-                                Error::corrupt(&segment.name, entry.offset, "frame past the mapping")
+                                Error::corrupt(
+                                    &segment.name,
+                                    entry.offset,
+                                    "frame past the mapping",
+                                )
                             })?;
                         let entries = (0..i).filter_map(|j| resident.frame(j)).collect();
                         let (started, flow) =

@@ -100,10 +100,16 @@ impl RewriteOut {
             let head = self
                 .buffer
                 .get_mut(start..start + FRAME_HEADER_BYTES)
-                .ok_or_else(|| Error::corrupt(&self.tmp, offset, "frame shorter than its header"))?;
+                .ok_or_else(|| {
+                    Error::corrupt(&self.tmp, offset, "frame shorter than its header")
+                })?;
             rebase_frame_header(head, offset);
-            format::decode_frame_header(self.buffer.get(start..).unwrap_or_default(), offset, self.salt)
-                .map_err(|r| Error::corrupt(&self.tmp, offset, r.as_str()))?;
+            format::decode_frame_header(
+                self.buffer.get(start..).unwrap_or_default(),
+                offset,
+                self.salt,
+            )
+            .map_err(|r| Error::corrupt(&self.tmp, offset, r.as_str()))?;
         }
         self.buffer
             .resize(start + format::align_up(frame.len() as u64) as usize, 0);
@@ -124,7 +130,11 @@ impl RewriteOut {
     }
 
     /// Encodes a frame afresh from `records` (some of them gap records).
-    pub(crate) fn encode_frame(&mut self, position_first: u64, records: &[Record<'_>]) -> Result<()> {
+    pub(crate) fn encode_frame(
+        &mut self,
+        position_first: u64,
+        records: &[Record<'_>],
+    ) -> Result<()> {
         let offset = self.next_offset();
         let place = FramePlace {
             salt: self.salt,

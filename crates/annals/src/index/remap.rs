@@ -107,13 +107,14 @@ impl IndexState {
 fn remap_run(storage: &Arc<dyn Storage>, run: &Run, moves: &Moves<'_>) -> Result<Arc<Run>> {
     let streams = || {
         (0..run.stream_entries()).map(|i| {
-            run.stream_entry(i).map(|entry| match moves.offset(entry.position) {
-                Some(offset) => StreamEntry {
-                    offset: EventOffset::from(offset),
-                    ..entry
-                },
-                None => entry,
-            })
+            run.stream_entry(i)
+                .map(|entry| match moves.offset(entry.position) {
+                    Some(offset) => StreamEntry {
+                        offset: EventOffset::from(offset),
+                        ..entry
+                    },
+                    None => entry,
+                })
         })
     };
     let ids = || (0..run.events()).map(|i| run.id_entry(i));
