@@ -29,8 +29,9 @@ use crate::error::{Error, Result};
 use crate::format::{self, Record};
 use crate::frame_index::{FrameIndex, SealedSummary};
 use crate::reader::LogReader;
+
 use crate::rewrite_out::RewriteOut;
-use crate::segment::{frame_bytes_at, frame_index_file_name, Segment};
+use crate::segment::{frame_bytes_at, frame_index_file_name, Resident, Segment};
 use crate::storage::Storage;
 
 /// Record flag bit 3: the event was erased by a compaction (its metadata
@@ -67,6 +68,38 @@ pub struct SegmentRewrite {
     pub offsets: Vec<(u64, Vec<u32>)>,
 }
 
+/// A segment written again under temporary names, `fsync`ed, not switched
+/// in yet ([`LogReader::switch_rewritten`]).
+#[derive(Debug)]
+pub struct PreparedRewrite {
+    segment: Arc<Segment>,
+    resident: Arc<Resident>,
+    tmp: String,
+    index_name: String,
+    index_tmp: String,
+    data_end: u64,
+    frame_count: usize,
+    rewrite: SegmentRewrite,
+}
+
+impl PreparedRewrite {
+    /// What the rewrite does once switched in.
+    pub fn rewrite(&self) -> &SegmentRewrite {
+        &self.rewrite
+    }
+}
+
+/// How preparing a segment rewrite ended.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Nothing to erase: nothing was written.
+    Unchanged,
+    /// Written and `fsync`ed under temporary names.
+    Ready(PreparedRewrite),
+    /// The pacing callback asked to stop: nothing is left behind.
+    Cancelled,
+}
+
 /// How a segment rewrite ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RewriteOutcome {
@@ -97,27 +130,28 @@ impl LogReader {
             .collect()
     }
 
-    /// Rewrites the sealed segment starting at `position_first`, erasing
-    /// each event for which `erase(position, record)` says so (an event
-    /// already erased stays so; `erase` is called once per event, in
-    /// order), then switches the log to the new file. One pass: each frame
-    /// is verified once; nothing is written before the first frame that
-    /// loses an event (a segment that loses none is left alone, nothing
-    /// written); frames that lose nothing are copied verbatim (only a
-    /// moved frame's header is rebased) and only frames that hold a new gap
-    /// are encoded afresh (`rewrite_out.rs`). `pace` is called with the
-    /// bytes written after each chunk; `Break` cancels.
+    /// Writes the sealed segment starting at `position_first` again, with
+    /// each event for which `erase(position, record)` says so erased (an
+    /// event already erased stays so; `erase` is called once per event, in
+    /// order), under temporary names, `fsync`ed: ready for
+    /// [`switch_rewritten`](LogReader::switch_rewritten). One pass: each
+    /// frame is verified once; nothing is written before the first frame
+    /// that loses an event (a segment that loses none is left alone);
+    /// frames that lose nothing are copied verbatim (only a moved frame's
+    /// header is rebased) and only frames that hold a new gap are encoded
+    /// afresh (`rewrite_out.rs`). `pace` is called with the bytes written
+    /// after each chunk; `Break` cancels (the temporary file is removed).
     ///
     /// Readers are never stopped: one that holds the old segment keeps its
     /// mapping; reads after the switch see the new file. Not for a
     /// read-only log, nor for two callers at once on one segment (the store
     /// runs one compaction at a time).
-    pub fn rewrite_sealed(
+    pub fn prepare_rewrite(
         &self,
         position_first: u64,
         erase: &mut dyn FnMut(u64, &Record<'_>) -> bool,
         pace: &mut dyn FnMut(u64) -> ControlFlow<()>,
-    ) -> Result<RewriteOutcome> {
+    ) -> Result<Prepared> {
         let (segment, position_end) = self.sealed_segment(position_first)?;
         let resident = self.shared.residents.get(&segment)?;
         let written = segment.written();
@@ -201,14 +235,20 @@ impl LogReader {
             }
         }
         let Some(out) = out else {
-            return Ok(RewriteOutcome::Unchanged);
+            return Ok(Prepared::Unchanged);
         };
         if cancelled {
             drop(out);
             let _ = storage.remove(&tmp);
-            return Ok(RewriteOutcome::Cancelled);
+            return Ok(Prepared::Cancelled);
         }
-        let (data_end, entries, offsets) = out.finish()?;
+        let (data_end, entries, offsets) = match out.finish() {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = storage.remove(&tmp);
+                return Err(e);
+            }
+        };
         let index = FrameIndex::Memory(entries);
         let summary = SealedSummary {
             position_end,
@@ -217,37 +257,95 @@ impl LogReader {
         let index_bytes = index.encode(&segment.header, summary);
         let index_name = frame_index_file_name(position_first);
         let index_tmp = format!("{index_name}.compact.tmp");
-        write_synced(storage.as_ref(), &index_tmp, &index_bytes)?;
-        // From here on the old segment must stay readable as it is: pinned
-        // resident, its mapping held, never reloaded by name.
-        self.shared.residents.pin(&segment, Arc::clone(&resident));
-        // Before the name changes hands: `verify` reads a replaced segment
-        // through its pinned mapping, never by name.
-        segment.replaced.store(true, Ordering::Release);
-        switch_files(
-            storage.as_ref(),
-            &segment.name,
-            &tmp,
-            &index_name,
-            &index_tmp,
-        )?;
-        let replacement = Arc::new(Segment::sealed(segment.header, data_end, frame_count));
-        replacement.moved.store(true, Ordering::Relaxed);
-        {
-            let mut segments = self.shared.segments.write();
-            if let Some(slot) = segments
-                .iter_mut()
-                .find(|s| s.header.position_first == position_first)
+        if let Err(e) = write_synced(storage.as_ref(), &index_tmp, &index_bytes) {
+            let _ = storage.remove(&tmp);
+            let _ = storage.remove(&index_tmp);
+            return Err(e);
+        }
+        Ok(Prepared::Ready(PreparedRewrite {
+            segment,
+            resident,
+            tmp,
+            index_name,
+            index_tmp,
+            data_end,
+            frame_count,
+            rewrite: SegmentRewrite {
+                bytes_before: written,
+                bytes_after: data_end,
+                events_erased: erased_count,
+                offsets,
+            },
+        }))
+    }
+
+    /// Switches the log to rewritten segments, all at once (see the module
+    /// comment: the three directory `fsync`s of the protocol are shared by
+    /// the batch); returns what each rewrite did, in order. On an error,
+    /// the files of the batch not switched yet stay for the next open to
+    /// remove (it finds each segment whole, old or new).
+    pub fn switch_rewritten(&self, batch: Vec<PreparedRewrite>) -> Result<Vec<SegmentRewrite>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let storage = self.shared.residents.storage();
+        for ready in &batch {
+            // From here on the old segment must stay readable as it is:
+            // pinned resident, its mapping held, never reloaded by name.
+            self.shared
+                .residents
+                .pin(&ready.segment, Arc::clone(&ready.resident));
+            // Before the name changes hands: `verify` reads a replaced
+            // segment through its pinned mapping, never by name.
+            ready.segment.replaced.store(true, Ordering::Release);
+        }
+        switch_files(storage.as_ref(), &batch)?;
+        let mut done = Vec::with_capacity(batch.len());
+        for ready in batch {
+            let header = ready.segment.header;
+            let replacement = Arc::new(Segment::sealed(header, ready.data_end, ready.frame_count));
+            replacement.moved.store(true, Ordering::Relaxed);
             {
-                *slot = replacement;
+                let mut segments = self.shared.segments.write();
+                if let Some(slot) = segments
+                    .iter_mut()
+                    .find(|s| s.header.position_first == header.position_first)
+                {
+                    *slot = replacement;
+                }
+            }
+            done.push(ready.rewrite);
+        }
+        Ok(done)
+    }
+
+    /// Removes the temporary files of rewrites not switched (cancelled).
+    pub fn abandon_rewritten(&self, batch: Vec<PreparedRewrite>) {
+        let storage = self.shared.residents.storage();
+        for ready in batch {
+            let _ = storage.remove(&ready.tmp);
+            let _ = storage.remove(&ready.index_tmp);
+        }
+    }
+
+    /// [`prepare_rewrite`](LogReader::prepare_rewrite) and
+    /// [`switch_rewritten`](LogReader::switch_rewritten) of one segment.
+    pub fn rewrite_sealed(
+        &self,
+        position_first: u64,
+        erase: &mut dyn FnMut(u64, &Record<'_>) -> bool,
+        pace: &mut dyn FnMut(u64) -> ControlFlow<()>,
+    ) -> Result<RewriteOutcome> {
+        match self.prepare_rewrite(position_first, erase, pace)? {
+            Prepared::Unchanged => Ok(RewriteOutcome::Unchanged),
+            Prepared::Cancelled => Ok(RewriteOutcome::Cancelled),
+            Prepared::Ready(ready) => {
+                let mut done = self.switch_rewritten(vec![ready])?;
+                Ok(done
+                    .pop()
+                    .map_or(RewriteOutcome::Unchanged, RewriteOutcome::Rewritten))
             }
         }
-        Ok(RewriteOutcome::Rewritten(SegmentRewrite {
-            bytes_before: written,
-            bytes_after: data_end,
-            events_erased: erased_count,
-            offsets,
-        }))
     }
 
     /// The sealed segment starting at `position_first` and its end.
@@ -289,32 +387,35 @@ fn write_synced(storage: &dyn Storage, name: &str, bytes: &[u8]) -> Result<()> {
     file.sync_all().map_err(|e| Error::io("fsync", name, e))
 }
 
-/// The crash-safe switch of one segment to its rewritten file (see the
-/// module comment for why every crash image is valid).
-fn switch_files(
-    storage: &dyn Storage,
-    segment_name: &str,
-    segment_tmp: &str,
-    index_name: &str,
-    index_tmp: &str,
-) -> Result<()> {
+/// The crash-safe switch of a batch of segments to their rewritten files:
+/// every old frame index removed → `fsync` dir → every segment renamed over
+/// its old name → `fsync` dir → every new frame index renamed → `fsync`
+/// dir. Each segment goes through the steps of the one-segment protocol in
+/// order, so every crash image is valid for each (module comment).
+fn switch_files(storage: &dyn Storage, batch: &[PreparedRewrite]) -> Result<()> {
     let sync_dir = || {
         storage
             .sync_dir()
             .map_err(|e| Error::io("fsync dir", storage.describe(), e))
     };
-    match storage.remove(index_name) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("remove", index_name, e)),
+    for ready in batch {
+        match storage.remove(&ready.index_name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", ready.index_name.clone(), e)),
+        }
     }
     sync_dir()?;
-    storage
-        .rename(segment_tmp, segment_name)
-        .map_err(|e| Error::io("rename", segment_tmp, e))?;
+    for ready in batch {
+        storage
+            .rename(&ready.tmp, &ready.segment.name)
+            .map_err(|e| Error::io("rename", ready.tmp.clone(), e))?;
+    }
     sync_dir()?;
-    storage
-        .rename(index_tmp, index_name)
-        .map_err(|e| Error::io("rename", index_tmp, e))?;
+    for ready in batch {
+        storage
+            .rename(&ready.index_tmp, &ready.index_name)
+            .map_err(|e| Error::io("rename", ready.index_tmp.clone(), e))?;
+    }
     sync_dir()
 }
