@@ -14,7 +14,11 @@
 //! The switch (`docs/FORMAT.md` spells it out): new segment and frame index
 //! under temporary names → `fsync` each → remove the old frame index →
 //! `fsync` dir → rename the new segment over the old name → `fsync` dir →
-//! rename the new frame index → `fsync` dir. Every crash image holds, for
+//! rename the new frame index → `fsync` dir. A batch of segments
+//! ([`LogReader::switch_rewritten`]) takes each step for all of them before
+//! the directory `fsync` that ends it: each segment still goes through the
+//! steps in order, and the batch pays three directory `fsync`s, not three
+//! per segment. Every crash image holds, for
 //! the segment's name, either the old or the new file, each whole and
 //! valid, and at most a frame index that matches it; temporary files are
 //! removed by the next open. Nothing is truncated: a mapping of the old
