@@ -209,7 +209,7 @@ impl LogReader {
                             })?;
                         let entries = (0..i).filter_map(|j| resident.frame(j)).collect();
                         let (started, flow) =
-                            RewriteOut::start(&storage, tmp.clone(), salt, prefix, entries, pace)?;
+                            RewriteOut::start(storage, tmp.clone(), salt, prefix, entries, pace)?;
                         let writer = out.insert(started);
                         if flow.is_break() {
                             cancelled = true;

@@ -28,6 +28,9 @@ pub(crate) const WRITE_CHUNK_BYTES: usize = 1 << 20;
 const FH_CRC: usize = 0;
 const FH_SYNCED_BEFORE: usize = 32;
 
+/// A finished rewrite: its data end, frame index and moved offsets.
+pub(crate) type Finished = (u64, Vec<FrameEntry>, Vec<(u64, Vec<u32>)>);
+
 /// The new segment being written.
 pub(crate) struct RewriteOut {
     pub(crate) tmp: String,
@@ -167,7 +170,7 @@ impl RewriteOut {
         force: bool,
         pace: &mut dyn FnMut(u64) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>> {
-        if self.buffer.len() < WRITE_CHUNK_BYTES && !(force && !self.buffer.is_empty()) {
+        if self.buffer.is_empty() || (!force && self.buffer.len() < WRITE_CHUNK_BYTES) {
             return Ok(ControlFlow::Continue(()));
         }
         self.file
@@ -179,7 +182,7 @@ impl RewriteOut {
     }
 
     /// Writes what is left and `fsync`s the file; returns its data end.
-    pub(crate) fn finish(mut self) -> Result<(u64, Vec<FrameEntry>, Vec<(u64, Vec<u32>)>)> {
+    pub(crate) fn finish(mut self) -> Result<Finished> {
         let _ = self.flush(true, &mut |_| ControlFlow::Continue(()))?;
         self.file
             .sync_all()
