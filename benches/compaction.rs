@@ -7,7 +7,8 @@
 //!   single-event appends (default durability: each acknowledged after
 //!   `fdatasync`), alone and while a compaction of the same store (~16 MiB
 //!   of sealed log, half of it removable) runs (commits/s = 400 / time; the
-//!   compaction may end before the appenders).
+//!   compaction may end before the appenders); also with the compaction
+//!   throttled to 32 MiB/s (`CompactionOptions::throttle_bytes_per_sec`).
 //!
 //! Run: `cargo bench -p annals-benches --bench compaction -- --warm-up-time 1 --measurement-time 3`.
 
@@ -132,12 +133,13 @@ fn during(c: &mut Criterion) {
     let mut group = c.benchmark_group("appends_during_compaction");
     group.sample_size(10);
     group.throughput(Throughput::Elements(400));
-    for compacting in [false, true] {
-        let name = if compacting {
-            "while_compacting"
-        } else {
-            "alone"
-        };
+    // (name, compaction running?, its throttle)
+    let cases: [(&str, bool, Option<u64>); 3] = [
+        ("alone", false, None),
+        ("while_compacting", true, None),
+        ("while_compacting_throttled_32MiBps", true, Some(32 << 20)),
+    ];
+    for (name, compacting, throttle) in cases {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -153,7 +155,11 @@ fn during(c: &mut Criterion) {
                     .unwrap();
                     let compaction = compacting.then(|| {
                         let store = store.clone();
-                        thread::spawn(move || store.compact(&CompactionOptions::default()))
+                        let options = CompactionOptions {
+                            throttle_bytes_per_sec: throttle,
+                            ..CompactionOptions::default()
+                        };
+                        thread::spawn(move || store.compact(&options))
                     });
                     let started = Instant::now();
                     appenders(&store);

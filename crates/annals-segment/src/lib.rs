@@ -37,6 +37,7 @@ mod reader;
 mod recovery;
 mod resident;
 mod rewrite;
+mod rewrite_out;
 mod rng;
 mod segment;
 pub mod storage;
@@ -57,7 +58,9 @@ pub use read_only::{open_read_only, ReadOnlyLog};
 pub use reader::{LogReader, SegmentInfo};
 pub use recovery::RecoveryReport;
 pub use resident::OPEN_SEGMENTS_DEFAULT;
-pub use rewrite::{RewriteOutcome, SealedSegment, SegmentRewrite, RECORD_ERASED_FLAG};
+pub use rewrite::{
+    Prepared, PreparedRewrite, RewriteOutcome, SealedSegment, SegmentRewrite, RECORD_ERASED_FLAG,
+};
 pub use segment::{frame_index_file_name, parse_segment_file_name, segment_file_name};
 pub use writer::{open, open_bounded, open_with, open_with_evidence, LogWriter};
 

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use annals_segment::{Record, RewriteOutcome, RECORD_ERASED_FLAG};
+use annals_segment::{LogReader, Prepared, PreparedRewrite, Record, RECORD_ERASED_FLAG};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
@@ -174,7 +174,6 @@ impl Store {
         let mut rules = Rules::new(self, crate::soft_delete::now_us());
         let mut pacer = Pacer::new(options);
         let mut done = 0u64;
-        let mut rewritten: Option<(u64, u64)> = None;
         let mut moved = Vec::new();
         progress(0, total);
         let storage = self.storage_handle();
@@ -185,6 +184,15 @@ impl Store {
                 return Err(Error::Poisoned { cause });
             }
         }
+        // Rewritten segments wait, fsynced under temporary names, to be
+        // switched in together: the protocol's directory fsyncs are shared
+        // by a batch (`switch_rewritten`).
+        let mut batch = Batch::default();
+        let poison = |failed: &mut Option<Arc<Error>>, e: Error| {
+            let cause = Arc::new(e);
+            *failed = Some(Arc::clone(&cause));
+            Error::Poisoned { cause }
+        };
         for segment in &segments {
             if pacer.cancelled() {
                 report.cancelled = true;
@@ -193,7 +201,7 @@ impl Store {
             report.segments_examined += 1;
             let mut failure = None;
             let mut removed = RemovedEvents::default();
-            let outcome = reader.rewrite_sealed(
+            let outcome = reader.prepare_rewrite(
                 segment.position_first,
                 &mut |_, record| {
                     if failure.is_some() {
@@ -216,45 +224,52 @@ impl Store {
                     pacer.pace(written)
                 },
             );
-            let outcome = match outcome {
-                Ok(outcome) => outcome,
-                Err(e) => {
+            let outcome = match (outcome, failure) {
+                (Ok(outcome), None) => outcome,
+                (Ok(outcome), Some(e)) => {
+                    if let Prepared::Ready(ready) = outcome {
+                        batch.prepared.push(ready);
+                    }
+                    reader.abandon_rewritten(std::mem::take(&mut batch.prepared));
+                    return Err(e);
+                }
+                (Err(e), _) => {
+                    reader.abandon_rewritten(std::mem::take(&mut batch.prepared));
                     let e = Error::from(e);
                     if matches!(e, Error::Log(annals_segment::Error::Io { .. })) {
-                        let cause = Arc::new(e);
-                        *failed = Some(Arc::clone(&cause));
-                        return Err(Error::Poisoned { cause });
+                        return Err(poison(&mut failed, e));
                     }
                     return Err(e);
                 }
             };
             match outcome {
-                RewriteOutcome::Unchanged => {
+                Prepared::Unchanged => {
                     report.bytes_before += segment.data_bytes;
                     report.bytes_after += segment.data_bytes;
                 }
-                RewriteOutcome::Rewritten(rewrite) => {
-                    report.segments_rewritten += 1;
-                    report.bytes_before += rewrite.bytes_before;
-                    report.bytes_after += rewrite.bytes_after;
-                    add(&mut report.removed, &removed);
-                    let (first, _) = rewritten.unwrap_or((segment.position_first, 0));
-                    rewritten = Some((first, segment.position_end));
-                    moved.extend(rewrite.offsets);
+                Prepared::Ready(ready) => {
+                    batch.bytes += ready.rewrite().bytes_before;
+                    batch.prepared.push(ready);
+                    add(&mut batch.removed, &removed);
                 }
-                RewriteOutcome::Cancelled => {
+                Prepared::Cancelled => {
                     report.cancelled = true;
                     report.bytes_before += segment.data_bytes;
                     report.bytes_after += segment.data_bytes;
                     break;
                 }
             }
-            if let Some(e) = failure {
-                return Err(e);
-            }
             done += segment.data_bytes;
             progress(done, total);
+            if batch.bytes >= SWITCH_BATCH_BYTES {
+                let switched = batch.switch(reader, &mut report, &mut moved);
+                switched.map_err(|e| poison(&mut failed, e))?;
+            }
         }
+        // Segments written before a cancel are whole: they are switched in.
+        let switched = batch.switch(reader, &mut report, &mut moved);
+        switched.map_err(|e| poison(&mut failed, e))?;
+        let rewritten = report.segments_rewritten > 0;
         if !report.cancelled {
             match self.snapshots().compact(options.keep_snapshots) {
                 Ok((removed, before, after)) => {
@@ -269,9 +284,10 @@ impl Store {
                 }
             }
         }
-        let finished = match rewritten {
-            Some((start, end)) => derived_data_rewritten(index, start, end, &moved),
-            None => Ok(()),
+        let finished = if rewritten {
+            derived_data_rewritten(index, &moved)
+        } else {
+            Ok(())
         }
         .and_then(|()| {
             if segments.is_empty() {
@@ -292,6 +308,40 @@ impl Store {
     }
 }
 
+/// Bytes of sealed log rewritten (before) after which the rewritten
+/// segments waiting are switched in: bounds the temporary files a
+/// compaction holds at once.
+const SWITCH_BATCH_BYTES: u64 = 256 << 20;
+
+/// Rewritten segments waiting to be switched in, and what they remove.
+#[derive(Default)]
+struct Batch {
+    prepared: Vec<PreparedRewrite>,
+    bytes: u64,
+    removed: RemovedEvents,
+}
+
+impl Batch {
+    /// Switches the waiting segments in and counts them in `report`;
+    /// their moved offsets join `moved`.
+    fn switch(
+        &mut self,
+        reader: &LogReader,
+        report: &mut CompactionReport,
+        moved: &mut Vec<(u64, Vec<u32>)>,
+    ) -> Result<()> {
+        let batch = std::mem::take(self);
+        for rewrite in reader.switch_rewritten(batch.prepared)? {
+            report.segments_rewritten += 1;
+            report.bytes_before += rewrite.bytes_before;
+            report.bytes_after += rewrite.bytes_after;
+            moved.extend(rewrite.offsets);
+        }
+        add(&mut report.removed, &batch.removed);
+        Ok(())
+    }
+}
+
 fn add(total: &mut RemovedEvents, more: &RemovedEvents) {
     total.hard_delete += more.hard_delete;
     total.soft_delete += more.soft_delete;
@@ -300,16 +350,12 @@ fn add(total: &mut RemovedEvents, more: &RemovedEvents) {
     total.max_age += more.max_age;
 }
 
-/// Segments holding `start..end` were rewritten: every file derived from
-/// their layout is brought up to date here, and only here (the per-stream
-/// index runs, which keep offsets; other derived indexes join this place).
-fn derived_data_rewritten(
-    index: &crate::index::Index,
-    start: u64,
-    end: u64,
-    moved: &[(u64, Vec<u32>)],
-) -> Result<()> {
-    index.segments_rewritten(start, end, moved)
+/// Segments were rewritten and the frames in `moved` moved: every file
+/// derived from their layout is brought up to date here, and only here (the
+/// per-stream index runs, which keep offsets, are remapped; other derived
+/// indexes join this place).
+fn derived_data_rewritten(index: &crate::index::Index, moved: &[(u64, Vec<u32>)]) -> Result<()> {
+    index.segments_rewritten(moved)
 }
 
 /// Throttle and cancel.

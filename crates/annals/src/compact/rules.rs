@@ -37,6 +37,8 @@ pub(crate) struct Rules<'a> {
     store: &'a Store,
     now_us: u64,
     streams: HashMap<String, StreamRule>,
+    /// The stream of the last event asked about, and its rule.
+    last: Option<(String, StreamRule)>,
 }
 
 impl<'a> Rules<'a> {
@@ -45,6 +47,7 @@ impl<'a> Rules<'a> {
             store,
             now_us,
             streams: HashMap::new(),
+            last: None,
         }
     }
 
@@ -56,11 +59,27 @@ impl<'a> Rules<'a> {
         {
             return Ok(None);
         }
-        let rule = match self.streams.get(record.stream) {
-            Some(rule) => *rule,
-            None => {
-                let rule = self.rule_of(record.stream)?;
-                self.streams.insert(record.stream.to_owned(), rule);
+        // Events of one stream come in runs (an append is one frame): the
+        // last stream's rule is kept at hand, no hashing.
+        let rule = match &self.last {
+            Some((stream, rule)) if stream == record.stream => *rule,
+            _ => {
+                let rule = match self.streams.get(record.stream) {
+                    Some(rule) => *rule,
+                    None => {
+                        let rule = self.rule_of(record.stream)?;
+                        self.streams.insert(record.stream.to_owned(), rule);
+                        rule
+                    }
+                };
+                match &mut self.last {
+                    Some((stream, last)) => {
+                        stream.clear();
+                        stream.push_str(record.stream);
+                        *last = rule;
+                    }
+                    None => self.last = Some((record.stream.to_owned(), rule)),
+                }
                 rule
             }
         };

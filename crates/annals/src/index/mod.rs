@@ -51,6 +51,7 @@
 
 mod log_entries;
 mod lookup;
+mod remap;
 mod repair;
 mod replay;
 mod run_files;
@@ -453,18 +454,12 @@ impl Index {
         self.state.repairing(attempt)
     }
 
-    /// Segments holding `start..end` were rewritten by a compaction:
-    /// rebuilds the runs that point into them.
-    /// `offsets` holds where each event of the rewritten frames starts
-    /// now ((first position of a frame, one offset per event)): the
-    /// in-memory buffer takes them, frozen buffers are persisted, and the
-    /// runs covering `start..end` are rebuilt from the log.
-    pub(crate) fn segments_rewritten(
-        &self,
-        start: u64,
-        end: u64,
-        offsets: &[(u64, Vec<u32>)],
-    ) -> Result<()> {
+    /// Segments were rewritten by a compaction: `offsets` holds where each
+    /// event of the moved frames starts now ((first position of a frame,
+    /// one offset per event)): the in-memory buffer takes them, frozen
+    /// buffers are persisted, and the runs covering moved events are
+    /// remapped (`remap.rs`).
+    pub(crate) fn segments_rewritten(&self, offsets: &[(u64, Vec<u32>)]) -> Result<()> {
         self.update(|active| {
             let (from, to) = (active.start(), active.end());
             for (first, moved) in offsets {
@@ -481,7 +476,7 @@ impl Index {
             }
         });
         self.state.persist_frozen()?;
-        self.state.rebuild_runs_within(start, end)
+        self.state.remap_runs(offsets)
     }
 
     /// Counts for `stats`.

@@ -50,43 +50,6 @@ impl IndexState {
         Ok(())
     }
 
-    /// Rebuilds from the log every run that covers a position in
-    /// `start..end`: a compaction rewrote the segments there, so the runs'
-    /// offsets are stale (a stale offset is only a slower read, never a
-    /// wrong one: the segment falls back to its frame index). The one place
-    /// where derived index data hears of a rewrite (`crate::compact`).
-    pub(super) fn rebuild_runs_within(&self, start: u64, end: u64) -> Result<()> {
-        let _merging = self.merge_lock.lock();
-        let runs = Arc::clone(&self.levels.read().runs);
-        for run in runs.iter() {
-            if run.end() <= start || run.start() >= end {
-                continue;
-            }
-            let rebuilt = self.rebuild_run(run.start(), run.end())?;
-            let mut levels = self.levels.write();
-            let mut replaced = Vec::clone(&levels.runs);
-            if let Some(slot) = replaced.iter_mut().find(|r| Arc::ptr_eq(r, run)) {
-                *slot = rebuilt;
-            }
-            levels.runs = Arc::new(replaced);
-        }
-        // Under both locks no merge or persist is under way, so every run
-        // file the levels do not hold is an orphan: left by a merge or a
-        // persist that failed after its rename. Its offsets may predate the
-        // rewrite, and once the compaction's marker is gone an open would
-        // trust it (the longest run at a start wins): it goes, durably,
-        // before the marker does.
-        let _persisting = self.persist_lock.lock();
-        let held: Vec<String> = self
-            .levels
-            .read()
-            .runs
-            .iter()
-            .map(|r| r.name().to_owned())
-            .collect();
-        remove_runs_except(&self.storage, &held)
-    }
-
     /// Writes the run `[start, end)` afresh from the log, holding the
     /// entries of at most four buffers' worth of events at a time: a larger
     /// range is written as sorted pieces, merged four at a time (merging
