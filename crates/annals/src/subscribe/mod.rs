@@ -8,10 +8,12 @@
 //! | `stream.rs` | `SubscriptionStream`: the async `Stream` over the same cursor |
 //! | `by_stream.rs` | a one-stream subscription far behind reads through the stream index |
 //! | `by_key.rs` | a category or event-type subscription far behind reads through the secondary indexes |
+//! | `by_query.rs` | a query subscription far behind reads through the tag and type postings |
 //! | `feed.rs` | `Feed`: how the writer wakes blocked and async subscribers |
 //! | `checkpoint.rs` | durable named consumer checkpoints (`$checkpoint-NAME` streams) |
 
 mod by_key;
+mod by_query;
 mod by_stream;
 mod checkpoint;
 mod feed;

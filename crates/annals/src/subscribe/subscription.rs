@@ -214,7 +214,11 @@ impl Subscription {
     /// signals that are due.
     fn refill(&mut self) -> Result<()> {
         let end = self.store.position_end();
-        if self.next < end && !self.stream_batch(end)? && !self.key_batch(end)? {
+        if self.next < end
+            && !self.stream_batch(end)?
+            && !self.key_batch(end)?
+            && !self.query_batch(end)?
+        {
             self.scan_batch()?;
         }
         if !self.caught_up && self.next >= end {
