@@ -1,20 +1,27 @@
 //! Issue 22 (Dynamic Consistency Boundary) in one run: conditional appends'
-//! commits/s beside plain appends' (Annals and SQLite, with the plain-file
-//! ceiling), `read_query` of one tag among many events beside SQLite with a
-//! tags table and index, and a condition check's cost as the number of
-//! events matching its query grows. A custom harness: commits/s under
-//! concurrency and medians, printed as lines.
+//! commits/s beside plain appends' (Annals durable and buffered, SQLite,
+//! with the plain-file ceiling), `read_query` of one tag, and of a common
+//! tag and a rare one, among many events beside SQLite with a tags table
+//! and index (owned and borrowed forms of both, the same fields read, with
+//! the ceiling of copying the same records' bytes), and a condition check's cost as
+//! the number of events matching its query grows. A custom harness:
+//! commits/s under concurrency and medians, printed as lines.
 //!
 //! `cargo bench -p annals-benches --bench dcb` (ANNALS_BENCH_SECS: seconds
 //! per throughput run, default 3; ANNALS_DCB_EVENTS: events in the read
 //! store, default 1,000,000; ANNALS_DCB_THREADS: writers, default 4;
-//! ANNALS_DCB_ROUNDS: interleaved rounds of the throughput runs, default 3).
+//! ANNALS_DCB_ROUNDS: interleaved rounds of the durable throughput runs,
+//! default 3; ANNALS_DCB_BUFFERED_ROUNDS: rounds of the buffered ones,
+//! default 5; ANNALS_DCB_READS: timed repetitions per read median, default
+//! 21; ANNALS_DCB_READ_ROUNDS: rounds of the read rows, default 3).
 
 use std::time::Duration;
 
+use annals::Durability;
 use annals_benches::dcb::{
-    annals_appends, build_tagged, condition_lookup_cost, median_us, sqlite_appends,
-    sqlite_read_tag, DATA_BYTES, WRITTEN_SINCE,
+    annals_appends, annals_read_owned, annals_read_visit, build_tagged, condition_lookup_cost,
+    median_us, sqlite_appends, sqlite_read_borrowed, sqlite_read_owned, tags_query, PlainCopy,
+    ReadSum, DATA_BYTES, WRITTEN_SINCE,
 };
 use annals_benches::suite::writes::{frame_bytes, plain_commits};
 
@@ -48,12 +55,15 @@ fn main() {
         // Each goes first every other round (the first run of a round meets
         // a disk the round before left busy).
         let (plain, conditional) = if round % 2 == 0 {
-            let plain = annals_appends(threads, secs, false).ops_per_sec();
-            (plain, annals_appends(threads, secs, true).ops_per_sec())
-        } else {
-            let conditional = annals_appends(threads, secs, true).ops_per_sec();
+            let plain = annals_appends(threads, secs, false, Durability::Fsync).ops_per_sec();
             (
-                annals_appends(threads, secs, false).ops_per_sec(),
+                plain,
+                annals_appends(threads, secs, true, Durability::Fsync).ops_per_sec(),
+            )
+        } else {
+            let conditional = annals_appends(threads, secs, true, Durability::Fsync).ops_per_sec();
+            (
+                annals_appends(threads, secs, false, Durability::Fsync).ops_per_sec(),
                 conditional,
             )
         };
@@ -91,32 +101,111 @@ fn main() {
         "  plain file ceiling  {ceiling:>10.0}  (write + fdatasync per commit, per thread file)"
     );
 
+    // Buffered: commits are CPU-bound (no fsync), so the condition's own
+    // cost shows through.
+    let buffered_rounds: usize = env("ANNALS_DCB_BUFFERED_ROUNDS", 5);
+    let (mut buffered, mut buffered_ratios) = ([Vec::new(), Vec::new()], Vec::new());
+    for round in 0..buffered_rounds {
+        eprintln!(
+            "running: buffered appends, round {}/{buffered_rounds}",
+            round + 1
+        );
+        let run = |conditional| {
+            annals_appends(threads, secs, conditional, Durability::Buffered).ops_per_sec()
+        };
+        let (plain, conditional) = if round % 2 == 0 {
+            let plain = run(false);
+            (plain, run(true))
+        } else {
+            let conditional = run(true);
+            (run(false), conditional)
+        };
+        eprintln!(
+            "  round {}: plain {plain:.0}, conditional {conditional:.0}",
+            round + 1
+        );
+        buffered[0].push(plain);
+        buffered[1].push(conditional);
+        buffered_ratios.push(conditional / plain);
+    }
+    let spread = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{lo:.2}..{hi:.2}")
+    };
+    let ratio_spread = spread(&buffered_ratios);
+    let [buffered_plain, buffered_conditional] = buffered.each_mut().map(median);
+    let buffered_ratio = median(&mut buffered_ratios);
+    println!(
+        "commits/s, {threads} threads, Durability::Buffered (no fsync), median of {buffered_rounds} interleaved rounds:"
+    );
+    println!("  annals plain        {buffered_plain:>10.0}");
+    println!(
+        "  annals conditional  {buffered_conditional:>10.0}  (median per-round ratio to plain {buffered_ratio:.2}x, per-round ratios {ratio_spread})"
+    );
+
     eprintln!("running: building {events} tagged events in both stores");
     let dir = tempfile::tempdir().expect("temp dir");
     let students = 10_000u64;
     let (store, mut conn) = build_tagged(dir.path(), events, students);
-    let tag = "student:42";
-    let one_tag = annals::Query::new([annals::QueryItem::new().tags([tag])]);
-    let mut found = (0, 0);
     let reads: usize = env("ANNALS_DCB_READS", 21);
-    let annals_read = median_us(reads, || {
-        found.0 = store
-            .read_query(&one_tag, 0, usize::MAX)
-            .expect("read")
-            .events
-            .len();
-    });
-    let sqlite_read = median_us(reads, || found.1 = sqlite_read_tag(&conn, tag));
-    assert_eq!(found.0, found.1);
-    println!(
-        "read_query of one tag ({} matches) among {events} events, median of {reads}:",
-        found.0
-    );
-    println!("  annals  {annals_read:>10.1} us");
-    println!(
-        "  sqlite  {sqlite_read:>10.1} us  (annals {:.2}x faster)",
-        sqlite_read / annals_read
-    );
+    let read_rounds: usize = env("ANNALS_DCB_READ_ROUNDS", 3);
+    // Event n carries student:{n % 10000} and course:{n % 1000}: course:42
+    // is on 10x the events student:42 is on, and on all of those.
+    let reads_of: [(&str, &[&str]); 2] = [
+        ("one tag student:42", &["student:42"]),
+        (
+            "course:42 AND student:42 (first tag 10x commoner)",
+            &["course:42", "student:42"],
+        ),
+    ];
+    // Each record of the read store takes 210 bytes in its segment.
+    let plain = PlainCopy::new(events, 210);
+    for (what, tags) in reads_of {
+        let query = tags_query(tags);
+        let matches = annals_read_visit(&store, &query).0;
+        let mut rows: [Vec<f64>; 5] = Default::default();
+        for round in 0..read_rounds {
+            let mut timed = |i: usize, op: &mut dyn FnMut() -> ReadSum, want: Option<ReadSum>| {
+                let mut got = op();
+                let us = median_us(reads, || got = op());
+                if let Some(want) = want {
+                    assert_eq!(got, want, "{what}: every side reads the same");
+                }
+                rows[i].push(us);
+                got
+            };
+            let want = timed(0, &mut || annals_read_visit(&store, &query), None);
+            timed(1, &mut || annals_read_owned(&store, &query), Some(want));
+            timed(2, &mut || sqlite_read_borrowed(&conn, tags), Some(want));
+            timed(3, &mut || sqlite_read_owned(&conn, tags), Some(want));
+            timed(4, &mut || plain.read(42, students as usize, matches), None);
+            eprintln!(
+                "  {what}, round {}: {:?}",
+                round + 1,
+                rows.iter()
+                    .map(|r| r.last().copied().unwrap_or(0.0))
+                    .collect::<Vec<_>>()
+            );
+        }
+        let spreads: Vec<String> = rows.iter().map(|r| spread(r)).collect();
+        let [visit, owned, sqlite_borrowed, sqlite_owned, ceiling] = rows.each_mut().map(median);
+        println!(
+            "read_query, {what}: {matches} matches among {events} events, median of {read_rounds} rounds of medians of {reads} (spread of the rounds in brackets):"
+        );
+        println!(
+            "  annals visitor (read_query_with)   {visit:>9.1} us [{}]  sqlite borrowed {sqlite_borrowed:>9.1} us [{}]  {:.2}x",
+            spreads[0], spreads[2], sqlite_borrowed / visit
+        );
+        println!(
+            "  annals owned (read_query)          {owned:>9.1} us [{}]  sqlite owned    {sqlite_owned:>9.1} us [{}]  {:.2}x",
+            spreads[1], spreads[3], sqlite_owned / owned
+        );
+        println!(
+            "  ceiling: copying the {matches} records' bytes from memory {ceiling:>9.1} us [{}] (the visitor read takes {:.1}x as long)",
+            spreads[4], visit / ceiling
+        );
+    }
 
     println!(
         "condition lookup ({WRITTEN_SINCE} non-matching events after `after`, N matches at or below it), median of {reads}:"

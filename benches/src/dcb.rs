@@ -3,14 +3,18 @@
 //! with the plain-file ceiling), the cost of a condition check as the
 //! number of matching events grows, and reading the events of one tag
 //! among many. SQLite keeps tags in a `tags(tag, position)` table with an
-//! index and does the check and the insert in one `BEGIN IMMEDIATE`
-//! transaction.
+//! index (and, for reads, a copy of each event's tags in an `events.tags`
+//! column, so that a read returns the same fields as Annals') and does the
+//! check and the insert in one `BEGIN IMMEDIATE` transaction.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use annals::{AppendCondition, EventData, ExpectedVersion, Query, QueryItem, Store};
+use annals::{
+    AppendCondition, Durability, EventData, ExpectedVersion, Options, Query, QueryItem, Store,
+};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::workloads::{run_threads, Measured};
@@ -30,12 +34,19 @@ fn subscribed(student: u64, course: u64) -> EventData {
         .with_tags([format!("student:{student}"), format!("course:{course}")])
 }
 
-/// Durable single-event appends, each thread to its own stream, tagged;
-/// with `conditional`, each fails if its course got a subscription after
-/// the end the writer saw (it never does: each thread has its own course).
-pub fn annals_appends(threads: usize, secs: Duration, conditional: bool) -> Measured {
+/// Single-event appends in `durability` mode, each thread to its own
+/// stream, tagged; with `conditional`, each fails if its course got a
+/// subscription after the end the writer saw (it never does: each thread
+/// has its own course).
+pub fn annals_appends(
+    threads: usize,
+    secs: Duration,
+    conditional: bool,
+    durability: Durability,
+) -> Measured {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(dir.path().join("a")).expect("open");
+    let options = Options::default().durability(durability);
+    let store = Store::open_with(dir.path().join("a"), options).expect("open");
     run_threads(dir.path(), threads, secs, move |t, i| {
         let (t, event) = (t as u64, subscribed(i, t as u64));
         let appends = vec![(format!("student-{t}"), ExpectedVersion::Any, vec![event])];
@@ -64,7 +75,8 @@ pub fn sqlite_open(path: &Path) -> Connection {
             position INTEGER PRIMARY KEY,
             stream TEXT NOT NULL,
             type TEXT NOT NULL,
-            data BLOB NOT NULL);
+            data BLOB NOT NULL,
+            tags TEXT NOT NULL DEFAULT '');
          CREATE TABLE IF NOT EXISTS tags(
             tag TEXT NOT NULL,
             position INTEGER NOT NULL,
@@ -77,10 +89,10 @@ pub fn sqlite_open(path: &Path) -> Connection {
 /// Inserts one event and its tags in `tx`; returns its position.
 fn sqlite_insert(tx: &rusqlite::Transaction<'_>, stream: &str, tags: &[String]) -> i64 {
     tx.prepare_cached(
-        "INSERT INTO events(stream, type, data) VALUES (?1, 'StudentSubscribed', ?2)",
+        "INSERT INTO events(stream, type, data, tags) VALUES (?1, 'StudentSubscribed', ?2, ?3)",
     )
     .expect("prepare")
-    .execute(params![stream, vec![0x5Au8; DATA_BYTES]])
+    .execute(params![stream, vec![0x5Au8; DATA_BYTES], tags.join(",")])
     .expect("insert");
     let position = tx.last_insert_rowid();
     let mut insert = tx
@@ -186,29 +198,150 @@ pub fn build_tagged(dir: &Path, events: u64, students: u64) -> (Store, Connectio
     (store, conn)
 }
 
-/// Reads every event tagged `tag` from SQLite; returns how many.
-pub fn sqlite_read_tag(conn: &Connection, tag: &str) -> usize {
-    let mut select = conn
-        .prepare_cached(
-            "SELECT e.position, e.stream, e.type, e.data FROM tags t
-             JOIN events e ON e.position = t.position
-             WHERE t.tag = ?1 ORDER BY t.position",
-        )
-        .expect("prepare");
-    let rows = select
-        .query_map(params![tag], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, Vec<u8>>(3)?,
-            ))
+/// What a read returned: how many events, and the bytes of the fields it
+/// took of each (position aside): stream, type, data and every tag — so
+/// that every side provably reads the same fields.
+pub type ReadSum = (usize, u64);
+
+fn event_bytes<'a>(
+    stream: &str,
+    event_type: &str,
+    data: &[u8],
+    tags: impl Iterator<Item = &'a str>,
+) -> u64 {
+    (stream.len() + event_type.len() + data.len()) as u64
+        + tags.map(|t| t.len() as u64).sum::<u64>()
+}
+
+/// A query item with these tags (and no type).
+pub fn tags_query(tags: &[&str]) -> Query {
+    Query::new([QueryItem::new().tags(tags.iter().copied())])
+}
+
+/// Annals `read_query`: owned events (stream, type and tags copied, data
+/// shared with the mapped log).
+pub fn annals_read_owned(store: &Store, query: &Query) -> ReadSum {
+    let read = store.read_query(query, 0, usize::MAX).expect("read");
+    let bytes = read
+        .events
+        .iter()
+        .map(|e| {
+            event_bytes(
+                &e.stream,
+                &e.event_type,
+                &e.data,
+                e.tags.iter().map(String::as_str),
+            )
         })
-        .expect("query");
-    let mut kept = Vec::new();
-    for row in rows {
-        kept.push(row.expect("row"));
+        .sum();
+    (read.events.len(), bytes)
+}
+
+/// Annals `read_query_with`: events borrowed from the mapped log.
+pub fn annals_read_visit(store: &Store, query: &Query) -> ReadSum {
+    let (mut events, mut bytes) = (0, 0);
+    store
+        .read_query_with(query, 0, usize::MAX, |e| {
+            events += 1;
+            bytes += event_bytes(e.stream, e.event_type, e.data, e.tags.iter());
+            ControlFlow::Continue(())
+        })
+        .expect("read");
+    (events, bytes)
+}
+
+/// The physical ceiling of a read of `count` events: copying their bytes
+/// (`record_bytes` each, `stride` records apart, as the matches of one tag
+/// lie in the log) out of an in-memory buffer of all `events` records — no
+/// lookup, no checksum, no decoding.
+pub struct PlainCopy {
+    buffer: Vec<u8>,
+    record_bytes: usize,
+}
+
+impl PlainCopy {
+    /// A buffer of `events` records of `record_bytes` each (touched once).
+    pub fn new(events: u64, record_bytes: usize) -> Self {
+        PlainCopy {
+            buffer: vec![0x5A; events as usize * record_bytes],
+            record_bytes,
+        }
     }
-    kept.len()
+
+    /// Copies record `first`, `first + stride`, …, `count` of them.
+    pub fn read(&self, first: usize, stride: usize, count: usize) -> ReadSum {
+        let mut out = Vec::with_capacity(count * self.record_bytes);
+        for k in 0..count {
+            let at = (first + k * stride) * self.record_bytes;
+            out.extend_from_slice(&self.buffer[at..at + self.record_bytes]);
+        }
+        (count, std::hint::black_box(out).len() as u64)
+    }
+}
+
+/// The SQLite statement reading the events that carry every tag of `tags`
+/// (one to three), in position order: the first tag's index entries, each
+/// further tag's entry looked up, joined to the events.
+fn sqlite_tags_select(tags: usize) -> String {
+    let mut sql = String::from("SELECT e.position, e.stream, e.type, e.data, e.tags FROM tags t1");
+    for k in 2..=tags {
+        sql.push_str(&format!(
+            " JOIN tags t{k} ON t{k}.tag = ?{k} AND t{k}.position = t1.position"
+        ));
+    }
+    sql.push_str(
+        " JOIN events e ON e.position = t1.position WHERE t1.tag = ?1 ORDER BY t1.position",
+    );
+    sql
+}
+
+/// SQLite, owned rows: stream, type and data copied out, the tags column
+/// split into owned strings (what Annals' `read_query` returns).
+pub fn sqlite_read_owned(conn: &Connection, tags: &[&str]) -> ReadSum {
+    let mut select = conn
+        .prepare_cached(&sqlite_tags_select(tags.len()))
+        .expect("prepare");
+    let mut rows = select
+        .query(rusqlite::params_from_iter(tags.iter()))
+        .expect("query");
+    let (mut events, mut bytes) = (0, 0);
+    while let Some(row) = rows.next().expect("row") {
+        let _position: i64 = row.get(0).expect("position");
+        let stream: String = row.get(1).expect("stream");
+        let event_type: String = row.get(2).expect("type");
+        let data: Vec<u8> = row.get(3).expect("data");
+        let joined: String = row.get(4).expect("tags");
+        let owned: Vec<String> = joined.split(',').map(str::to_owned).collect();
+        events += 1;
+        bytes += event_bytes(
+            &stream,
+            &event_type,
+            &data,
+            owned.iter().map(String::as_str),
+        );
+    }
+    (events, bytes)
+}
+
+/// SQLite, borrowed columns (no copy: what Annals' visitor form does).
+pub fn sqlite_read_borrowed(conn: &Connection, tags: &[&str]) -> ReadSum {
+    let mut select = conn
+        .prepare_cached(&sqlite_tags_select(tags.len()))
+        .expect("prepare");
+    let mut rows = select
+        .query(rusqlite::params_from_iter(tags.iter()))
+        .expect("query");
+    let (mut events, mut bytes) = (0, 0);
+    while let Some(row) = rows.next().expect("row") {
+        let _position = row.get_ref(0).expect("position").as_i64().expect("int");
+        let stream = row.get_ref(1).expect("stream").as_str().expect("text");
+        let event_type = row.get_ref(2).expect("type").as_str().expect("text");
+        let data = row.get_ref(3).expect("data").as_blob().expect("blob");
+        let joined = row.get_ref(4).expect("tags").as_str().expect("text");
+        events += 1;
+        bytes += event_bytes(stream, event_type, data, joined.split(','));
+    }
+    (events, bytes)
 }
 
 /// Events appended after the decision's read in [`condition_lookup_cost`].

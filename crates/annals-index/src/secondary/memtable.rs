@@ -96,6 +96,14 @@ impl SecondaryMemtable {
             .collect()
     }
 
+    /// How many positions of `key` held here are at or after `from`.
+    pub fn count(&self, key: &SecondaryKey<'_>, from: u64) -> u64 {
+        self.keyed(key).map_or(0, |keyed| {
+            let first = keyed.positions.partition_point(|&p| p < from);
+            (keyed.positions.len() - first) as u64
+        })
+    }
+
     /// The last position of `key` held here.
     pub fn last_position(&self, key: &SecondaryKey<'_>) -> Option<u64> {
         self.keyed(key)?.positions.last().copied()
@@ -198,6 +206,10 @@ mod tests {
         assert_eq!(m.positions(&a, 0, 100), vec![12, 15, 18, 21, 24, 27]);
         assert_eq!(m.positions(&a, 16, 2), vec![18, 21]);
         assert_eq!(m.last_position(&a), Some(27));
+        assert_eq!(
+            (m.count(&a, 0), m.count(&a, 16), m.count(&a, 28)),
+            (6, 4, 0)
+        );
         // "a" as a type is another key.
         assert_eq!(m.positions(&SecondaryKey::event_type("a"), 0, 9), vec![]);
         assert!(m.push_event(31, &[a]).is_err());

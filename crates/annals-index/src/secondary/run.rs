@@ -326,6 +326,36 @@ impl SecondaryRun {
         Ok(out)
     }
 
+    /// How many entries of key hash `hash` hold a position from `from`
+    /// (inclusive) on: a binary search for the first, then a galloping
+    /// search for the last, so O(log n + log count) entries are read.
+    pub fn count(&self, hash: u64, from: u64) -> Result<u64, Error> {
+        if from >= self.end {
+            return Ok(0);
+        }
+        let first = self.seek(hash, from)?;
+        let of_hash =
+            |i: u64| -> Result<bool, Error> { Ok(i < self.entries && self.entry(i)?.hash == hash) };
+        if !of_hash(first)? {
+            return Ok(0);
+        }
+        // Invariant: `first + low` is of the hash, `first + high` is not.
+        let (mut low, mut high) = (0u64, 1u64);
+        while of_hash(first.saturating_add(high))? {
+            low = high;
+            high = high.saturating_mul(2);
+        }
+        while high - low > 1 {
+            let mid = low + (high - low) / 2;
+            if of_hash(first + mid)? {
+                low = mid;
+            } else {
+                high = mid;
+            }
+        }
+        Ok(low + 1)
+    }
+
     /// Up to `max` positions with key hash `hash` below `below`, newest
     /// first.
     pub fn positions_backward(&self, hash: u64, below: u64, max: usize) -> Result<Vec<u64>, Error> {
@@ -396,6 +426,13 @@ mod tests {
         let back: Vec<u64> = (5..500).rev().filter(|p| p % 3 == 1).take(4).collect();
         assert_eq!(run.positions_backward(101, 500, 4).unwrap(), back);
         assert!(run.positions(42, 0, 10).unwrap().is_empty());
+        for (hash, from) in [(3, 500), (3, 0), (101, 1999), (101, 2000), (42, 0), (0, 7)] {
+            let want = all
+                .iter()
+                .filter(|e| e.hash == hash && e.position >= from)
+                .count() as u64;
+            assert_eq!(run.count(hash, from).unwrap(), want, "{hash} from {from}");
+        }
         assert!(SecondaryRun::write(&storage, 5, 10, &entries(5, 11)).is_err());
     }
 

@@ -1,12 +1,13 @@
 //! Finding the events that match a [`Query`] through postings (the
 //! secondary index's positions per event type and per tag) instead of a
-//! walk of the log: per query item, the candidates of one key — its first
-//! tag, or else each of its types — confirmed by reading the candidate
-//! event (a key's postings may hold positions of a colliding hash; the
-//! item's other keys are checked on the event). Candidates are taken a page
-//! per key at a time, and only up to the lowest page end among the keys
-//! (the *frontier*), so events come out in position order and each round
-//! costs a few lookups per item.
+//! walk of the log: per query item, the candidates of its rarest key — the
+//! tag with the fewest postings from the read's start, or the union of its
+//! types if that is smaller — confirmed by reading the candidate event (a
+//! key's postings may hold positions of a colliding hash; the item's other
+//! keys are checked on the event). Candidates are taken a page per key at a
+//! time, and only up to the lowest page end among the keys (the
+//! *frontier*), so events come out in position order and each round costs a
+//! few lookups per item.
 
 use std::ops::ControlFlow;
 
@@ -35,11 +36,17 @@ pub(crate) trait Postings {
     /// its event); every such event must be among them. Covers the log up
     /// to `to`.
     fn candidates(&self, key: Key<'_>, from: u64, to: u64, max: usize) -> Result<Vec<u64>>;
+
+    /// How many candidates `key` has from `from` on (what choosing the
+    /// rarest key compares; an estimate is allowed, correctness never
+    /// depends on it).
+    fn count(&self, key: Key<'_>, from: u64) -> Result<u64>;
 }
 
 /// Which postings stand for an item: every match of the item is among them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan<'q> {
-    /// The item's first tag.
+    /// One of the item's tags.
     Tag(&'q str),
     /// The union of its types.
     Types(&'q [String]),
@@ -47,12 +54,42 @@ enum Plan<'q> {
     All,
 }
 
-fn plan(item: &QueryItem) -> Plan<'_> {
+/// The postings to walk for `item` from `from`: the fewest candidates
+/// among each of its tags and the union of its types. Counting costs a
+/// few index lookups per key, so it is skipped when there is one choice.
+fn plan<'q>(postings: &impl Postings, item: &'q QueryItem, from: u64) -> Result<Plan<'q>> {
+    let choices = item.tags.len() + usize::from(!item.types.is_empty());
     match (item.tags.first(), item.types.is_empty()) {
-        (Some(tag), _) => Plan::Tag(tag),
-        (None, false) => Plan::Types(&item.types),
-        (None, true) => Plan::All,
+        (None, true) => return Ok(Plan::All),
+        (None, false) if choices == 1 => return Ok(Plan::Types(&item.types)),
+        (Some(tag), true) if choices == 1 => return Ok(Plan::Tag(tag)),
+        _ => {}
     }
+    let mut best: Option<(u64, Plan<'q>)> = None;
+    let beats = |best: &Option<(u64, Plan<'q>)>, n: u64| best.is_none_or(|(b, _)| n < b);
+    for tag in &item.tags {
+        let n = postings.count(Key::Tag(tag), from)?;
+        if beats(&best, n) {
+            best = Some((n, Plan::Tag(tag)));
+        }
+        if n == 0 {
+            // Nothing can be rarer (and the item matches nothing).
+            return Ok(Plan::Tag(tag));
+        }
+    }
+    if !item.types.is_empty() {
+        let mut n = 0u64;
+        for event_type in &item.types {
+            n = n.saturating_add(postings.count(Key::Type(event_type), from)?);
+            if !beats(&best, n) {
+                break;
+            }
+        }
+        if beats(&best, n) {
+            best = Some((n, Plan::Types(&item.types)));
+        }
+    }
+    Ok(best.map_or(Plan::All, |(_, plan)| plan))
 }
 
 /// Visits the events in `from..to` that match `query`, in position order,
@@ -67,11 +104,21 @@ pub(crate) fn visit_indexed(
 ) -> Result<Option<u64>> {
     let mut cursor = from;
     let mut batch = Vec::new();
-    while cursor < to && !query.items.is_empty() {
+    let plans = if from < to {
+        let plans: Result<Vec<Plan<'_>>> = query
+            .items
+            .iter()
+            .map(|item| plan(postings, item, from))
+            .collect();
+        plans?
+    } else {
+        Vec::new()
+    };
+    while cursor < to && !plans.is_empty() {
         batch.clear();
         let mut frontier = to;
-        for item in &query.items {
-            match plan(item) {
+        for &plan in &plans {
+            match plan {
                 Plan::Tag(tag) => {
                     take(postings, Key::Tag(tag), cursor, &mut frontier, &mut batch)?;
                 }
@@ -93,7 +140,10 @@ pub(crate) fn visit_indexed(
         batch.dedup();
         let mut stopped = None;
         reader.with_events_shared(&batch, |position, record, owner| {
-            if !query.matches(record.event_type, record.tags) {
+            // A compaction's gap record keeps its type and tags (and the
+            // index its entries), but the event is gone: it matches nothing.
+            if crate::compact::is_erased(&record) || !query.matches(record.event_type, record.tags)
+            {
                 return ControlFlow::Continue(());
             }
             let flow = visit(EventRef::new(position, record, owner));
@@ -160,6 +210,12 @@ mod tests {
             all.dedup();
             all.truncate(max);
             Ok(all)
+        }
+
+        fn count(&self, key: Key<'_>, from: u64) -> Result<u64> {
+            // Past the last position any key lists, only noise is left.
+            let end = self.keys.values().flatten().max().map_or(0, |p| p + 1);
+            Ok(self.candidates(key, from, end, usize::MAX)?.len() as u64)
         }
     }
 

@@ -402,6 +402,15 @@ impl Index {
         self.state.secondary.candidates(key, from, max)
     }
 
+    /// How many candidates `key` has from `from` (inclusive) on.
+    pub(crate) fn secondary_count(
+        &self,
+        key: &annals_index::SecondaryKey<'_>,
+        from: u64,
+    ) -> Result<u64> {
+        self.state.secondary.count(key, from)
+    }
+
     /// The stream's state (a damaged run met on the way is rebuilt on
     /// this thread, then the lookup retried).
     pub(crate) fn state(&self, stream: &str) -> Result<Option<StreamState>> {

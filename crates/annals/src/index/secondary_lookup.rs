@@ -47,6 +47,27 @@ impl SecondaryIndex {
         })
     }
 
+    /// How many candidates [`candidates`](SecondaryIndex::candidates) has
+    /// for `key` from `from` on (its matches, plus any other key's of the
+    /// same hash in runs): what a query walks the rarest of its keys by.
+    /// O(log n) run entries read per run.
+    pub(crate) fn count(&self, key: &SecondaryKey<'_>, from: u64) -> Result<u64> {
+        self.extend_to(self.reader.position_end())?;
+        self.repairing(|| {
+            let (runs, in_memory) = {
+                let levels = self.levels.read();
+                (Arc::clone(&levels.runs), levels.memtable.count(key, from))
+            };
+            let hash = key.hash();
+            let first = runs.partition_point(|r| r.end() <= from);
+            let mut total = in_memory;
+            for run in runs.get(first..).unwrap_or_default() {
+                total = total.saturating_add(run.count(hash, from)?);
+            }
+            Ok(total)
+        })
+    }
+
     /// Calls `visit(position, record, buffer)` for each of the first `max`
     /// events carrying `key` from position `from` (inclusive) on, in
     /// position order, until it returns `Break`; only matching events (and

@@ -9,10 +9,12 @@
 //! | `by_stream.rs` | a one-stream subscription far behind reads through the stream index |
 //! | `by_key.rs` | a category or event-type subscription far behind reads through the secondary indexes |
 //! | `visit.rs` | `SubscriptionItemRef`, `try_visit` / `visit_timeout`: zero-copy batches |
+//! | `by_query.rs` | a query subscription far behind reads through the tag and type postings |
 //! | `feed.rs` | `Feed`: how the writer wakes blocked and async subscribers |
 //! | `checkpoint.rs` | durable named consumer checkpoints (`$checkpoint-NAME` streams) |
 
 mod by_key;
+mod by_query;
 mod by_stream;
 mod checkpoint;
 mod feed;

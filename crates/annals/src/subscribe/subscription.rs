@@ -270,7 +270,11 @@ impl Subscription {
     /// is not bounded by `batch_events` (nothing is held).
     pub(super) fn refill_with(&mut self, direct: Option<Direct<'_>>) -> Result<()> {
         let end = self.store.position_end();
-        if self.next < end && !self.stream_batch(end)? && !self.key_batch(end)? {
+        if self.next < end
+            && !self.stream_batch(end)?
+            && !self.key_batch(end)?
+            && !self.query_batch(end)?
+        {
             self.scan_batch(direct)?;
         }
         if !self.caught_up && self.next >= end {
