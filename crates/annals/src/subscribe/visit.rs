@@ -48,7 +48,8 @@ impl Subscription {
     ///
     /// let dir = tempfile::tempdir()?;
     /// let store = Store::open(dir.path())?;
-    /// store.append("order-1", ExpectedVersion::Any, vec![EventData::new("Placed", "{}"); 3])??;
+    /// let events = (0..3).map(|_| EventData::new("Placed", "{}")).collect();
+    /// store.append("order-1", ExpectedVersion::Any, events)??;
     /// let mut subscription = store.subscribe(SubscriptionOptions::all());
     /// let mut positions = Vec::new();
     /// let visited = subscription.try_visit(|item| {
