@@ -14,28 +14,8 @@ use annals::{
     SubscriptionItem, SubscriptionOptions,
 };
 
-/// Everything up to `CaughtUp` (history only), then the `CaughtUp` position.
-fn history(store: &Store, options: SubscriptionOptions) -> (Vec<SubscriptionItem>, Option<u64>) {
-    let mut subscription = store.subscribe(options);
-    let mut items = Vec::new();
-    loop {
-        let item = subscription.try_next().expect("history is ready").unwrap();
-        if let SubscriptionItem::CaughtUp { position } = item {
-            return (items, position);
-        }
-        items.push(item);
-    }
-}
-
-fn events(items: &[SubscriptionItem]) -> Vec<u64> {
-    items
-        .iter()
-        .filter_map(|i| match i {
-            SubscriptionItem::Event(e) => Some(e.position),
-            _ => None,
-        })
-        .collect()
-}
+mod common;
+use common::{events, history};
 
 fn filled() -> (tempfile::TempDir, Store, Vec<RecordedEvent>) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! Helpers shared by the index integration tests (`index_*.rs`): a model
+//! Helpers shared by the index and subscription integration tests: a model
 //! of the streams, filling a store, checking reads against the model, and
 //! finding, measuring and damaging run files.
 
@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use annals::storage::{FsStorage, Storage};
-use annals::{Direction, EventData, ExpectedVersion, Options, Store};
+use annals::{
+    Direction, EventData, ExpectedVersion, Options, Store, SubscriptionItem, SubscriptionOptions,
+};
 
 pub fn event(stream: &str, version: u64) -> EventData {
     EventData::new("E", format!("{stream}@{version}"))
@@ -191,4 +193,31 @@ pub fn check_reads_from_every_version(store: &Store, model: &Model) {
             assert_eq!(got, want, "{stream} backward from {from}");
         }
     }
+}
+
+/// Everything up to `CaughtUp` (history only), then the `CaughtUp` position.
+pub fn history(
+    store: &Store,
+    options: SubscriptionOptions,
+) -> (Vec<SubscriptionItem>, Option<u64>) {
+    let mut subscription = store.subscribe(options);
+    let mut items = Vec::new();
+    loop {
+        let item = subscription.try_next().expect("history is ready").unwrap();
+        if let SubscriptionItem::CaughtUp { position } = item {
+            return (items, position);
+        }
+        items.push(item);
+    }
+}
+
+/// The positions of the events among `items`.
+pub fn events(items: &[SubscriptionItem]) -> Vec<u64> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            SubscriptionItem::Event(e) => Some(e.position),
+            _ => None,
+        })
+        .collect()
 }
