@@ -141,6 +141,9 @@ impl ReadOnlyLog {
         if !files.dir_changed() {
             return;
         }
+        // Merges first: a merged file has more frames than the segment it
+        // replaced, which the rewrite check below would not take.
+        self.shared.follow_merges();
         let candidates: Vec<Arc<Segment>> = {
             let segments = self.shared.segments.read();
             let sealed = segments.len().saturating_sub(1);
