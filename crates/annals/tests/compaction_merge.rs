@@ -784,3 +784,59 @@ fn a_scan_under_way_goes_on_through_a_merge() {
     assert!(merged > 0);
     assert!(visited == want, "the scan differs");
 }
+
+#[test]
+fn read_only_opens_and_reads_go_on_while_the_owner_merges() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let owner = Store::open_with(dir.path(), options()).unwrap();
+    owner
+        .append("churn", ExpectedVersion::Any, vec![event("churn", 0)])
+        .unwrap()
+        .unwrap();
+    owner.set_max_count("churn", 1).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let path = dir.path().to_path_buf();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut opens = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let view = Store::open_read_only_with(&path, options()).unwrap();
+                for _ in 0..3 {
+                    let keep = view
+                        .read_stream("keep", 0, Direction::Forward, usize::MAX)
+                        .unwrap_or_default();
+                    for (v, e) in keep.iter().enumerate() {
+                        assert_eq!(e.version, v as u64);
+                        assert_eq!(e.data, event("keep", v as u64).data);
+                    }
+                    view.read_all(0, usize::MAX).unwrap();
+                    view.refresh().unwrap();
+                }
+                opens += 1;
+            }
+            opens
+        })
+    };
+    let mut merged = 0;
+    for round in 0..40u64 {
+        let churn: Vec<EventData> = (0..12).map(|n| event("churn", n)).collect();
+        owner
+            .append("churn", ExpectedVersion::Any, churn)
+            .unwrap()
+            .unwrap();
+        owner
+            .append("keep", ExpectedVersion::Any, vec![event("keep", round)])
+            .unwrap()
+            .unwrap();
+        merged += owner
+            .compact(&CompactionOptions::default())
+            .unwrap()
+            .segments_merged;
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    assert!(merged > 0, "nothing merged");
+    owner.verify().unwrap();
+}
