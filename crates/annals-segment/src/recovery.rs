@@ -332,25 +332,38 @@ fn drop_merge_leftovers(
             if boundary {
                 let leftovers: Vec<OpenedSegment> = opened.drain(i + 1..i + 1 + covered).collect();
                 if !read_only {
-                    for (name, header) in &leftovers {
-                        let index = frame_index_file_name(header.position_first);
-                        for file in [index, name.clone()] {
-                            match storage.remove(&file) {
-                                Ok(()) => report.removed.push(file),
-                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                                Err(e) => return Err(Error::io("remove", file, e)),
-                            }
-                        }
-                    }
-                    storage
-                        .sync_dir()
-                        .map_err(|e| Error::io("fsync dir", storage.describe(), e))?;
+                    // Frame indexes first, as the merge does: a `.fidx`
+                    // never outlives its segment file.
+                    let indexes = leftovers
+                        .iter()
+                        .map(|(_, h)| frame_index_file_name(h.position_first));
+                    remove_durably(storage, indexes, report)?;
+                    let names = leftovers.iter().map(|(name, _)| name.clone());
+                    remove_durably(storage, names, report)?;
                 }
             }
         }
         i += 1;
     }
     Ok(())
+}
+
+/// Removes `names` (those that exist), then `fsync`s the directory.
+fn remove_durably(
+    storage: &dyn Storage,
+    names: impl Iterator<Item = String>,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    for name in names {
+        match storage.remove(&name) {
+            Ok(()) => report.removed.push(name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", name, e)),
+        }
+    }
+    storage
+        .sync_dir()
+        .map_err(|e| Error::io("fsync dir", storage.describe(), e))
 }
 
 /// Where the frames of the sealed segment `name` end (a position): its
