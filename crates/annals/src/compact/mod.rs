@@ -536,3 +536,44 @@ impl Pacer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adjacent segments of `data_bytes` each (header included), 8 KiB
+    /// each at most, 10 positions each.
+    fn segments(sizes: &[u64]) -> Vec<SealedSegment> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &data_bytes)| SealedSegment {
+                name: format!("{i}"),
+                position_first: 10 * i as u64,
+                position_end: 10 * i as u64 + 10,
+                data_bytes,
+                segment_bytes: 8192,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_take_adjacent_small_segments_while_they_fit_one() {
+        // 64-byte headers: three of 2,000 merge into 5,872 bytes; a fourth
+        // (7,808) still fits 8,192; a fifth does not.
+        let runs = merge_runs(&segments(&[2000, 2000, 2000, 2000, 2000]));
+        assert_eq!(runs, vec![vec![0, 10, 20, 30]]);
+        // A segment more than half full ends a run and joins none; a run
+        // of one is left alone.
+        let runs = merge_runs(&segments(&[4000, 4097, 1000, 1000, 5000, 1000]));
+        assert_eq!(runs, vec![vec![20, 30]]);
+        // Exactly half is small.
+        let runs = merge_runs(&segments(&[4096, 4096]));
+        assert_eq!(runs, vec![vec![0, 10]]);
+        // Not adjacent (a segment left out between them): no run.
+        let mut apart = segments(&[1000, 1000, 1000]);
+        apart.remove(1);
+        assert_eq!(merge_runs(&apart), Vec::<Vec<u64>>::new());
+        assert_eq!(merge_runs(&[]), Vec::<Vec<u64>>::new());
+    }
+}
