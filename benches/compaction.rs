@@ -9,6 +9,12 @@
 //!   of sealed log, half of it removable) runs (commits/s = 400 / time; the
 //!   compaction may end before the appenders); also with the compaction
 //!   throttled to 32 MiB/s (`CompactionOptions::throttle_bytes_per_sec`).
+//! - `compaction_merge`: a store where three quarters of the events are
+//!   removed (three hard-deleted streams interleaved with a kept one), so
+//!   the rewritten segments are small: `Store::compact` without merging
+//!   (`merge: false`), with merging (the default: the small segments
+//!   become a quarter as many files or fewer), and a plain copy of the
+//!   same segment files, per byte of log before.
 //!
 //! Run: `cargo bench -p annals-benches --bench compaction -- --warm-up-time 1 --measurement-time 3`.
 
@@ -175,5 +181,83 @@ fn during(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, throughput, during);
+/// Like [`build`], with three streams deleted beside the kept one.
+fn build_sparse(dir: &Path) -> Store {
+    let options = Options::default()
+        .segment_bytes(SEGMENT_BYTES)
+        .durability(Durability::Buffered);
+    let store = Store::open_with(dir, options).unwrap();
+    let streams = ["kept-1", "gone-1", "gone-2", "gone-3"];
+    for batch in 0..EVENTS / 100 {
+        for stream in streams {
+            let events = (0..50)
+                .map(|k| EventData::new("Changed", annals_benches::payload(batch * 50 + k, 256)))
+                .collect();
+            store
+                .append(stream, ExpectedVersion::Any, events)
+                .unwrap()
+                .unwrap();
+        }
+    }
+    store.flush().unwrap();
+    for stream in streams.iter().skip(1) {
+        store
+            .delete_stream(stream, ExpectedVersion::Any)
+            .unwrap()
+            .unwrap();
+    }
+    store
+}
+
+fn merge(c: &mut Criterion) {
+    let probe = tempfile::tempdir().unwrap();
+    drop(build_sparse(probe.path()));
+    let files = sealed_segments(probe.path());
+    let log_bytes: u64 = files
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let mut group = c.benchmark_group("compaction_merge");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(log_bytes));
+    for (name, merge) in [
+        ("annals_compact_no_merge", false),
+        ("annals_compact_merge", true),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = build_sparse(dir.path());
+                    let options = CompactionOptions {
+                        merge,
+                        ..CompactionOptions::default()
+                    };
+                    let started = Instant::now();
+                    let report = store.compact(&options).unwrap();
+                    total += started.elapsed();
+                    assert!(report.removed.hard_delete > 0);
+                    assert_eq!(report.segments_merged > 0, merge, "{report:?}");
+                }
+                total
+            })
+        });
+    }
+    group.bench_function("plain_copy", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let to = tempfile::tempdir().unwrap();
+                let started = Instant::now();
+                copy_files(&files, to.path());
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, throughput, during, merge);
 criterion_main!(benches);

@@ -49,6 +49,8 @@ pub fn run(dir: &Path, throttle: Option<u64>) -> Result<(), Failure> {
             "total": removed.total(),
         },
         "snapshots_removed": report.snapshots_removed,
+        "segments_merged": report.segments_merged,
+        "files_removed": report.files_removed,
         "cancelled": report.cancelled,
         "seconds": report.elapsed.as_secs_f64(),
     });

@@ -144,10 +144,12 @@ fn annals_rand() -> u64 {
 }
 
 /// Appends to `retained` (max-count 5) and compacts, until `deadline`.
+/// `retained` takes a large share of the log (100 events per round), so
+/// the rewritten segments are small and compactions also merge them.
 fn compact_loop(store: &annals::Store, deadline: Instant, pad_bytes: usize) -> Result<(), Failure> {
     let mut rule_set = false;
     while Instant::now() < deadline {
-        let events = (0..20)
+        let events = (0..100)
             .map(|_| EventData::new("Retained", stress_data("retained", 0, pad_bytes)))
             .collect();
         store

@@ -1,6 +1,6 @@
 //! Property: `annals compact DIR` removes what the streams' rules hide and
 //! prints its report as one JSON line (removed events per reason, bytes
-//! before and after); `meta --max-age` sets the rule and prints it, and a
+//! before and after, segments merged and files removed); `meta --max-age` sets the rule and prints it, and a
 //! bad duration is exit 2 with nothing written.
 //! Method: run the built binary on a real directory.
 
@@ -79,6 +79,31 @@ fn compact_reports_what_it_removed() {
     // Again: nothing left to remove.
     let again = line(&annals(&["compact", store]));
     assert_eq!(again["removed"]["total"], 0);
+    assert!(again["segments_merged"].is_u64(), "{again}");
+    assert!(again["files_removed"].is_u64(), "{again}");
+    // Every stream down to its last event: the sealed segments are nearly
+    // empty, and merged.
+    for stream in &streams {
+        let out = annals(&["meta", store, stream, "--max-count", "1"]);
+        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let before: Value =
+        serde_json::from_slice(&annals(&["stats", store, "--json"]).stdout).unwrap();
+    let out = annals(&["compact", store]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let merged = line(&out);
+    let after: Value = serde_json::from_slice(&annals(&["stats", store, "--json"]).stdout).unwrap();
+    if before["segments"].as_u64().unwrap() > 2 {
+        // Two sealed segments or more: they are merged.
+        assert!(merged["segments_merged"].as_u64().unwrap() > 0, "{merged}");
+        assert!(merged["files_removed"].as_u64().unwrap() > 0, "{merged}");
+    }
+    assert_eq!(
+        after["segments"].as_u64().unwrap(),
+        before["segments"].as_u64().unwrap() - merged["files_removed"].as_u64().unwrap(),
+        "{merged}"
+    );
+    assert_eq!(code(&annals(&["verify", store])), 0);
 }
 
 #[test]

@@ -29,8 +29,9 @@ use crate::window::FileWindow;
 /// still copying into the page cache and then read a later frame written
 /// after it (seen: `annals stats` beside `annals stress` on a 10M-event
 /// store reported "frame header checksum mismatch, followed by a valid
-/// frame … written after this one was durable"). Real damage is found on
-/// every attempt and reported after the last.
+/// frame … written after this one was durable"), or the owner's merge
+/// removed a segment file between the listing and its open. Real damage
+/// is found on every attempt and reported after the last.
 const OPEN_ATTEMPTS: usize = 8;
 
 /// The least a refresh reads at the end of the active segment.
@@ -69,8 +70,12 @@ pub fn open_read_only(
             Ok(recovered) => break recovered,
             Err(error) => {
                 attempt += 1;
+                // A file gone between the listing and its open: the
+                // owner's merge removed a segment it absorbed.
+                let vanished = matches!(&error, Error::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound);
                 if !(attempt < OPEN_ATTEMPTS
-                    && matches!(error, Error::Missing { .. } | Error::Corrupt { .. }))
+                    && (vanished || matches!(error, Error::Missing { .. } | Error::Corrupt { .. })))
                 {
                     return Err(error);
                 }
@@ -141,6 +146,9 @@ impl ReadOnlyLog {
         if !files.dir_changed() {
             return;
         }
+        // Merges first: a merged file has more frames than the segment it
+        // replaced, which the rewrite check below would not take.
+        self.shared.follow_merges();
         let candidates: Vec<Arc<Segment>> = {
             let segments = self.shared.segments.read();
             let sealed = segments.len().saturating_sub(1);

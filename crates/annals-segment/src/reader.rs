@@ -11,8 +11,9 @@ use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
 use crate::format::{self, Record};
+use crate::frame_index::FrameIndex;
 use crate::resident::ResidentSet;
-use crate::segment::{frame_bytes_at, Segment, VisitEvents};
+use crate::segment::{frame_bytes_at, frame_index_file_name, Segment, VisitEvents};
 
 /// The log as the writer publishes it to every reader: the segments and
 /// the end readers may see.
@@ -34,6 +35,83 @@ impl PublishedLog {
         let segments = self.segments.read();
         let i = segments.partition_point(|s| s.header.position_first <= position);
         segments.get(i.checked_sub(1)?).cloned()
+    }
+
+    /// A read-only log follows the owner's merges (`merge.rs`): every
+    /// sealed segment whose frame index under its name now ends past the
+    /// next segment's first position, exactly at a later segment's first,
+    /// is the merged file of a run; it takes the run's place in the list
+    /// (loaded by name at its next read) and the absorbed segments leave
+    /// it (readers that hold them keep their mappings). Returns whether
+    /// the list changed. The owner's log (which merges itself) and
+    /// storage without inodes never change here.
+    pub(crate) fn follow_merges(&self) -> bool {
+        if self.residents.file_ids().is_none() {
+            return false;
+        }
+        let storage = self.residents.storage();
+        let list: Vec<Arc<Segment>> = self.segments.read().clone();
+        let mut changed = false;
+        for pair in list.windows(2) {
+            let [segment, next] = pair else {
+                continue;
+            };
+            let next_first = next.header.position_first;
+            let name = frame_index_file_name(segment.header.position_first);
+            let decoded = storage
+                .open(&name)
+                .ok()
+                .and_then(|file| file.map().ok())
+                .and_then(|map| FrameIndex::decode(map, &name, &segment.header).ok());
+            let Some((frames, summary)) = decoded else {
+                continue;
+            };
+            let end = summary.position_end;
+            // The run ends at a segment this view lists, or past the last
+            // one (the view's own active segment, which the owner sealed
+            // and merged since: the view keeps reading it through its
+            // open file until a refresh moves it on).
+            let active = list.last().map_or(0, |s| s.header.position_first);
+            let listed = list.iter().any(|s| s.header.position_first == end);
+            if end <= next_first || !(listed || end > active) {
+                continue;
+            }
+            let fresh = Segment::sealed(segment.header, summary.data_end, frames.len());
+            fresh.moved.store(true, Ordering::Relaxed);
+            let fresh = Arc::new(fresh);
+            let mut segments = self.segments.write();
+            let from = segment.header.position_first;
+            if let Some(slot) = segments.iter_mut().find(|s| Arc::ptr_eq(s, segment)) {
+                *slot = fresh;
+                segments.retain(|s| {
+                    let first = s.header.position_first;
+                    first <= from || first >= end || first == active
+                });
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// [`follow_merges`](PublishedLog::follow_merges) after a read failed:
+    /// a merge under way may not have its frame index in place yet (the
+    /// absorbed files go just before it), so this looks again for about a
+    /// second. `false` at once for the owner's log.
+    fn follow_merges_after_error(&self) -> bool {
+        if self.residents.file_ids().is_none() {
+            return false;
+        }
+        let mut wait = std::time::Duration::from_millis(1);
+        for _ in 0..10 {
+            if self.follow_merges() {
+                return true;
+            }
+            std::thread::sleep(wait);
+            wait = wait
+                .saturating_mul(2)
+                .min(std::time::Duration::from_millis(200));
+        }
+        false
     }
 }
 
@@ -182,7 +260,12 @@ impl LogReader {
                 .unwrap_or(rest.len());
             let (group, tail) = rest.split_at(count);
             let (group_offsets, offsets_tail) = offsets.split_at(count.min(offsets.len()));
-            let resident = self.shared.residents.get(&segment)?;
+            let resident = match self.shared.residents.get(&segment) {
+                Ok(resident) => resident,
+                // A read-only view whose segment the owner merged away.
+                Err(_) if self.shared.follow_merges_after_error() => continue,
+                Err(e) => return Err(e),
+            };
             if segment
                 .with_events(&resident, group, group_offsets, stream, visit)?
                 .is_break()
@@ -249,7 +332,12 @@ impl LogReader {
                     format!("no segment holds position {position}"),
                 ));
             };
-            let resident = self.shared.residents.get(&segment)?;
+            let resident = match self.shared.residents.get(&segment) {
+                Ok(resident) => resident,
+                // A read-only view whose segment the owner merged away.
+                Err(_) if self.shared.follow_merges_after_error() => continue,
+                Err(e) => return Err(e),
+            };
             let start = resident.frames.read().find(position);
             let Some(mut i) = start else {
                 return Err(Error::corrupt(
@@ -305,6 +393,13 @@ impl LogReader {
             };
             match next_first {
                 Some(first) if first == position => {}
+                // A merge replaced the segment this scan held: the merged
+                // file holds `position` now (the list stays dense).
+                Some(_)
+                    if self
+                        .shared
+                        .segment_for(position)
+                        .is_some_and(|s| !Arc::ptr_eq(&s, &segment)) => {}
                 Some(first) => {
                     return Err(Error::corrupt(
                         &segment.name,
@@ -353,6 +448,9 @@ impl LogReader {
     /// Reads every frame of every segment from disk and verifies every
     /// checksum and the density of positions. Returns the number of events.
     pub fn verify(&self) -> Result<u64> {
+        // A read-only view checks the files as they are now.
+        self.shared.follow_merges();
+        let following = self.shared.residents.file_ids().is_some();
         let segments: Vec<Arc<Segment>> = self.shared.segments.read().clone();
         let end = self.position_end();
         let mut position = segments.first().map_or(0, |s| s.header.position_first);
@@ -390,6 +488,15 @@ impl LogReader {
                     &mut records,
                 )
                 .map_err(|reason| Error::corrupt(&segment.name, entry.offset, reason.as_str()))?;
+                // A read-only view whose active segment the owner merged
+                // (`follow_merges`): its frames were verified through the
+                // merged file already.
+                if header.position_first < position
+                    && header.position_end() <= position
+                    && following
+                {
+                    continue;
+                }
                 if header.position_first != position {
                     return Err(Error::corrupt(
                         &segment.name,

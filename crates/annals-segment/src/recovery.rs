@@ -162,6 +162,7 @@ pub(crate) fn recover(
     let marker_file = crate::clean::read(storage)?;
     let clean = marker_file.flatten();
     let mut opened = open_segments(storage, &mut report, read_only)?;
+    drop_merge_leftovers(storage, &mut opened, &mut report, read_only)?;
     let Some((active_name, active_header)) = opened.pop() else {
         evidence::check_without_segments(&evidence::gather_without_segments(
             storage, external, clean,
@@ -290,6 +291,112 @@ fn open_segments(
         }
     }
     Ok(opened)
+}
+
+/// The open rule for a merge a crash interrupted (`merge.rs`;
+/// `docs/FORMAT.md`, "Merging segments"): a sealed segment whose whole
+/// range the frames of a segment before it cover is a leftover of a merge
+/// (the merged file was renamed in, the crash came before the absorbed
+/// files were removed), and is removed with its frame index (a read-only
+/// open leaves the files and only skips them). The covering segment's end
+/// is read from its frame index when that ends exactly at the next
+/// segment (the usual case: no merge left anything); otherwise from a
+/// scan of its frames. A segment is removed only when valid frames cover
+/// it wholly and end exactly where a later segment starts; anything else
+/// is left for `open_sealed` to judge (and report as damage).
+fn drop_merge_leftovers(
+    storage: &dyn Storage,
+    opened: &mut Vec<OpenedSegment>,
+    report: &mut RecoveryReport,
+    read_only: bool,
+) -> Result<()> {
+    let Some(last_first) = opened.last().map(|(_, h)| h.position_first) else {
+        return Ok(());
+    };
+    let mut i = 0;
+    while i + 1 < opened.len() {
+        let (Some((name, header)), Some((_, next))) = (opened.get(i), opened.get(i + 1)) else {
+            break;
+        };
+        let next_first = next.position_first;
+        let end = covered_end(storage, name, header, next_first, last_first)?;
+        if end > next_first {
+            let covered = opened
+                .iter()
+                .skip(i + 1)
+                .take_while(|(_, h)| h.position_first < end)
+                .count();
+            let boundary = opened
+                .get(i + 1 + covered)
+                .is_some_and(|(_, h)| h.position_first == end);
+            if boundary {
+                let leftovers: Vec<OpenedSegment> = opened.drain(i + 1..i + 1 + covered).collect();
+                if !read_only {
+                    // Frame indexes first, as the merge does: a `.fidx`
+                    // never outlives its segment file.
+                    let indexes = leftovers
+                        .iter()
+                        .map(|(_, h)| frame_index_file_name(h.position_first));
+                    remove_durably(storage, indexes, report)?;
+                    let names = leftovers.iter().map(|(name, _)| name.clone());
+                    remove_durably(storage, names, report)?;
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Removes `names` (those that exist), then `fsync`s the directory.
+fn remove_durably(
+    storage: &dyn Storage,
+    names: impl Iterator<Item = String>,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    for name in names {
+        match storage.remove(&name) {
+            Ok(()) => report.removed.push(name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", name, e)),
+        }
+    }
+    storage
+        .sync_dir()
+        .map_err(|e| Error::io("fsync dir", storage.describe(), e))
+}
+
+/// Where the frames of the sealed segment `name` end (a position): its
+/// frame index's end if that equals `next_first`, else a scan's (up to
+/// `limit`, the last segment's first position).
+fn covered_end(
+    storage: &dyn Storage,
+    name: &str,
+    header: &SegmentHeader,
+    next_first: u64,
+    limit: u64,
+) -> Result<u64> {
+    let index_name = frame_index_file_name(header.position_first);
+    if let Ok(index_file) = storage.open(&index_name) {
+        if let Ok(map) = index_file.map() {
+            if let Ok((_, summary)) = FrameIndex::decode(map, &index_name, header) {
+                if summary.position_end == next_first {
+                    return Ok(next_first);
+                }
+            }
+        }
+    }
+    let file = match storage.open(name) {
+        Ok(file) => file,
+        // Gone under a read-only view: the next attempt lists again.
+        Err(e) => return Err(Error::io("open", name, e)),
+    };
+    let scan = scan_frames(
+        &mut FileWindow::new(file.as_ref(), name)?,
+        header,
+        Some(limit),
+    )?;
+    Ok(scan.position_end)
 }
 
 /// A sealed segment: its frame index file if it verifies, else a strict scan

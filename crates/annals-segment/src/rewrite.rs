@@ -54,6 +54,9 @@ pub struct SealedSegment {
     pub position_end: u64,
     /// Bytes holding frames, header included.
     pub data_bytes: u64,
+    /// The size its header allows (`segment_bytes`): a merge into it must
+    /// fit.
+    pub segment_bytes: u64,
 }
 
 /// What rewriting one segment did.
@@ -128,6 +131,7 @@ impl LogReader {
                     position_first: segment.header.position_first,
                     position_end: next.header.position_first,
                     data_bytes: segment.written(),
+                    segment_bytes: segment.header.segment_bytes,
                 }),
                 _ => None,
             })
@@ -381,7 +385,7 @@ fn gap_record<'a>(record: &Record<'a>) -> Record<'a> {
 }
 
 /// Creates `name` (replacing a leftover), writes `bytes`, `fsync`s it.
-fn write_synced(storage: &dyn Storage, name: &str, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_synced(storage: &dyn Storage, name: &str, bytes: &[u8]) -> Result<()> {
     let _ = storage.remove(name);
     let file = storage
         .create(name)

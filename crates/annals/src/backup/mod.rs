@@ -196,8 +196,10 @@ impl Store {
             retries: 0,
         };
         let mut attempt = 1;
+        let mut segments_copied: Vec<u64>;
         loop {
             let parts = reader.prefix(end)?;
+            segments_copied = parts.iter().map(|p| p.position_first).collect();
             let plan = self.plan(source.as_ref(), &parts, end)?;
             let total: u64 = parts.iter().map(|p| p.bytes).sum();
             match copy_all(&mut copier, &plan, &mut report, total, progress)? {
@@ -213,6 +215,7 @@ impl Store {
                 }
             }
         }
+        remove_merged_away(&target, &segments_copied)?;
         sync_dir(&target)?;
         drop(marker);
         target
@@ -299,6 +302,29 @@ fn copy_all(
         }
     }
     Ok(None)
+}
+
+/// Removes from the destination every segment (and frame index) that is
+/// not one of `segments` (first positions): an earlier backup's copy of a
+/// segment a compaction has merged into the one before it since. (The
+/// copy's open would remove it too, as a merge leftover; a backup leaves a
+/// clean directory.)
+fn remove_merged_away(target: &FsStorage, segments: &[u64]) -> Result<()> {
+    for name in list(target)? {
+        let first = annals_segment::parse_segment_file_name(&name).or_else(|| {
+            name.strip_suffix(".fidx")
+                .filter(|n| n.len() == 20)
+                .and_then(|n| n.parse::<u64>().ok())
+        });
+        if let Some(first) = first {
+            if !segments.contains(&first) {
+                target
+                    .remove(&name)
+                    .map_err(|e| annals_segment::Error::io("remove", name.clone(), e))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A missing or empty directory, an interrupted backup that got no

@@ -24,7 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use annals_segment::{LogReader, Prepared, PreparedRewrite, Record, RECORD_ERASED_FLAG};
+use annals_segment::{
+    merged_bytes, LogReader, Prepared, PreparedMerge, PreparedRewrite, Record, SealedSegment,
+    RECORD_ERASED_FLAG,
+};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
@@ -55,6 +58,12 @@ pub struct CompactionOptions {
     /// Set to `true` (from any thread) to stop: the segment being written
     /// is abandoned (its temporary file removed), the ones switched stay.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Merge runs of adjacent small sealed segments into one file (default
+    /// `true`): after the rewrite, every sealed segment holding at most
+    /// half its `segment_bytes` of frames is a candidate, and adjacent
+    /// candidates are merged, oldest first, while the merged frames fit
+    /// the first one's `segment_bytes` (`docs/COMPACTION.md`, "Merging").
+    pub merge: bool,
 }
 
 impl Default for CompactionOptions {
@@ -63,6 +72,7 @@ impl Default for CompactionOptions {
             keep_snapshots: 1,
             throttle_bytes_per_sec: None,
             cancel: None,
+            merge: true,
         }
     }
 }
@@ -118,6 +128,12 @@ pub struct CompactionReport {
     /// Superseded snapshots removed (beyond the newest `keep_snapshots`
     /// of each stream). Their bytes are in `bytes_before`/`bytes_after`.
     pub snapshots_removed: u64,
+    /// Merged segment files written: each replaced a run of two or more
+    /// adjacent small sealed segments (named after the run's first).
+    pub segments_merged: u64,
+    /// Segment files removed by merges (absorbed into the segment before
+    /// them).
+    pub files_removed: u64,
     /// Whether it was cancelled before the end.
     pub cancelled: bool,
     /// How long it took.
@@ -288,14 +304,35 @@ impl Store {
             derived_data_rewritten(index, &moved)
         } else {
             Ok(())
+        };
+        if let Err(e) = finished {
+            // The marker stays: the next open rebuilds the index.
+            return Err(poison(&mut failed, e));
         }
-        .and_then(|()| {
-            if segments.is_empty() {
-                Ok(())
-            } else {
-                marker::remove(storage)
+        if options.merge && !report.cancelled {
+            // Only segments this compaction examined (one sealed since is
+            // not in the report's bytes).
+            let examined_end = segments.last().map_or(0, |s| s.position_end);
+            match merge_small(reader, examined_end, &mut pacer, &mut report) {
+                Ok(merged) if merged.is_empty() => {}
+                Ok(merged) => {
+                    if let Err(e) = derived_data_rewritten(index, &merged) {
+                        return Err(poison(&mut failed, e));
+                    }
+                }
+                Err(e) => {
+                    if matches!(e, Error::Log(annals_segment::Error::Io { .. })) {
+                        return Err(poison(&mut failed, e));
+                    }
+                    return Err(e);
+                }
             }
-        });
+        }
+        let finished = if segments.is_empty() {
+            Ok(())
+        } else {
+            marker::remove(storage)
+        };
         if let Err(e) = finished {
             // The marker stays: the next open rebuilds the index.
             let cause = Arc::new(e);
@@ -358,6 +395,99 @@ fn derived_data_rewritten(index: &crate::index::Index, moved: &[(u64, Vec<u32>)]
     index.segments_rewritten(moved)
 }
 
+/// Which sealed segments are merged: runs of adjacent ones, each holding
+/// at most half its `segment_bytes` of frames, oldest first, each run as
+/// long as the merged frames fit its first segment's `segment_bytes`.
+/// Runs of one are left alone. Returns the runs' first positions.
+pub(crate) fn merge_runs(segments: &[SealedSegment]) -> Vec<Vec<u64>> {
+    let mut runs = Vec::new();
+    let mut run: Vec<&SealedSegment> = Vec::new();
+    let flush = |run: &mut Vec<&SealedSegment>, runs: &mut Vec<Vec<u64>>| {
+        if run.len() >= 2 {
+            runs.push(run.iter().map(|s| s.position_first).collect());
+        }
+        run.clear();
+    };
+    for segment in segments {
+        let small = segment.data_bytes <= segment.segment_bytes / 2;
+        if !small {
+            flush(&mut run, &mut runs);
+            continue;
+        }
+        if let Some(head) = run.first() {
+            let adjacent = run
+                .last()
+                .is_some_and(|last| last.position_end == segment.position_first);
+            let mut sizes: Vec<u64> = run.iter().map(|s| s.data_bytes).collect();
+            sizes.push(segment.data_bytes);
+            if !adjacent || merged_bytes(&sizes) > head.segment_bytes {
+                flush(&mut run, &mut runs);
+            }
+        }
+        run.push(segment);
+    }
+    flush(&mut run, &mut runs);
+    runs
+}
+
+/// The merge phase: merges the runs [`merge_runs`] picks, switched in by
+/// batches (up to [`SWITCH_BATCH_BYTES`] of log); counts them in `report`
+/// and returns the moved offsets (for the index). A cancel stops before
+/// the next run (the ones written are switched in).
+fn merge_small(
+    reader: &LogReader,
+    examined_end: u64,
+    pacer: &mut Pacer,
+    report: &mut CompactionReport,
+) -> Result<Vec<(u64, Vec<u32>)>> {
+    let mut sealed = reader.sealed_segments();
+    sealed.retain(|s| s.position_end <= examined_end);
+    let runs = merge_runs(&sealed);
+    let mut moved = Vec::new();
+    let mut batch: Vec<PreparedMerge> = Vec::new();
+    let mut batch_bytes = 0u64;
+    let switch = |batch: &mut Vec<PreparedMerge>,
+                  report: &mut CompactionReport,
+                  moved: &mut Vec<(u64, Vec<u32>)>|
+     -> Result<()> {
+        for merge in reader.switch_merged(std::mem::take(batch))? {
+            report.segments_merged += 1;
+            report.files_removed += merge.segments_absorbed;
+            report.bytes_after =
+                report.bytes_after.saturating_sub(merge.bytes_before) + merge.bytes_after;
+            moved.extend(merge.offsets);
+        }
+        Ok(())
+    };
+    for run in runs {
+        if pacer.cancelled() {
+            report.cancelled = true;
+            break;
+        }
+        let prepared = reader.prepare_merge(&run, &mut |written| pacer.pace(written));
+        match prepared {
+            Ok(Some(ready)) => {
+                batch_bytes += ready.merge().bytes_before;
+                batch.push(ready);
+            }
+            Ok(None) => {
+                report.cancelled = true;
+                break;
+            }
+            Err(e) => {
+                reader.abandon_merged(batch);
+                return Err(e.into());
+            }
+        }
+        if batch_bytes >= SWITCH_BATCH_BYTES {
+            switch(&mut batch, report, &mut moved)?;
+            batch_bytes = 0;
+        }
+    }
+    switch(&mut batch, report, &mut moved)?;
+    Ok(moved)
+}
+
 /// Throttle and cancel.
 struct Pacer {
     rate: Option<u64>,
@@ -404,5 +534,46 @@ impl Pacer {
         } else {
             ControlFlow::Continue(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adjacent segments of `data_bytes` each (header included), 8 KiB
+    /// each at most, 10 positions each.
+    fn segments(sizes: &[u64]) -> Vec<SealedSegment> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &data_bytes)| SealedSegment {
+                name: format!("{i}"),
+                position_first: 10 * i as u64,
+                position_end: 10 * i as u64 + 10,
+                data_bytes,
+                segment_bytes: 8192,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_take_adjacent_small_segments_while_they_fit_one() {
+        // 64-byte headers: three of 2,000 merge into 5,872 bytes; a fourth
+        // (7,808) still fits 8,192; a fifth does not.
+        let runs = merge_runs(&segments(&[2000, 2000, 2000, 2000, 2000]));
+        assert_eq!(runs, vec![vec![0, 10, 20, 30]]);
+        // A segment more than half full ends a run and joins none; a run
+        // of one is left alone.
+        let runs = merge_runs(&segments(&[4000, 4097, 1000, 1000, 5000, 1000]));
+        assert_eq!(runs, vec![vec![20, 30]]);
+        // Exactly half is small.
+        let runs = merge_runs(&segments(&[4096, 4096]));
+        assert_eq!(runs, vec![vec![0, 10]]);
+        // Not adjacent (a segment left out between them): no run.
+        let mut apart = segments(&[1000, 1000, 1000]);
+        apart.remove(1);
+        assert_eq!(merge_runs(&apart), Vec::<Vec<u64>>::new());
+        assert_eq!(merge_runs(&[]), Vec::<Vec<u64>>::new());
     }
 }
