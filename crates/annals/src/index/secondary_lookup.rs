@@ -33,14 +33,15 @@ impl SecondaryIndex {
                 (Arc::clone(&levels.runs), memtable)
             };
             let hash = key.hash();
-            let mut out = Vec::new();
+            // Room for a typical answer at once (it grows past that).
+            let mut out = Vec::with_capacity(max.min(256));
             // The first run that may hold `from`: runs are contiguous.
             let first = runs.partition_point(|r| r.end() <= from);
             for run in runs.get(first..).unwrap_or_default() {
                 if out.len() >= max {
                     break;
                 }
-                out.extend(run.positions(hash, from, max - out.len())?);
+                run.extend_positions(hash, from, max - out.len(), &mut out)?;
             }
             out.extend(memtable.into_iter().take(max - out.len().min(max)));
             Ok(out)
