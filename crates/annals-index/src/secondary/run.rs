@@ -382,6 +382,11 @@ impl SecondaryRun {
                         format!("entry points at position {position}, outside the run"),
                     ));
                 }
+                if out.len() == out.capacity() {
+                    // Room for a page's worth at once, not one doubling at
+                    // a time (never more than asked for).
+                    out.reserve(left.min(ENTRIES_PER_PAGE));
+                }
                 out.push(position);
                 left -= 1;
                 if left == 0 {

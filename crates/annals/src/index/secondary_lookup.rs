@@ -33,8 +33,9 @@ impl SecondaryIndex {
                 (Arc::clone(&levels.runs), memtable)
             };
             let hash = key.hash();
-            // Room for a typical answer at once (it grows past that).
-            let mut out = Vec::with_capacity(max.min(256));
+            // No room reserved: a condition's lookup usually finds nothing
+            // (the runs reserve some when they find a first candidate).
+            let mut out = Vec::new();
             // The first run that may hold `from`: runs are contiguous.
             let first = runs.partition_point(|r| r.end() <= from);
             for run in runs.get(first..).unwrap_or_default() {
