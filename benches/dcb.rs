@@ -13,7 +13,9 @@
 //! ANNALS_DCB_ROUNDS: interleaved rounds of the durable throughput runs,
 //! default 3; ANNALS_DCB_BUFFERED_ROUNDS: rounds of the buffered ones,
 //! default 5; ANNALS_DCB_READS: timed repetitions per read median, default
-//! 21; ANNALS_DCB_READ_ROUNDS: rounds of the read rows, default 3).
+//! 21; ANNALS_DCB_READ_ROUNDS: rounds of the read rows, default 3). With
+//! ANNALS_DCB_ROUNDS=0 ANNALS_DCB_BUFFERED_ROUNDS=0 only the read rows and
+//! the condition lookups run (the throughput sections are not printed).
 
 use std::time::Duration;
 
@@ -82,24 +84,11 @@ fn main() {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
-    let [plain, conditional, sqlite_plain, sqlite_conditional, ceiling] =
-        runs.each_mut().map(median);
+    let medians = runs.each_mut().map(median);
     let ratio = median(&mut ratios);
-    println!(
-        "commits/s, {threads} threads, 1 tagged event each, median of {rounds} interleaved rounds:"
-    );
-    println!("  annals plain        {plain:>10.0}");
-    println!(
-        "  annals conditional  {conditional:>10.0}  (median per-round ratio to plain {ratio:.2}x)"
-    );
-    println!("  sqlite plain        {sqlite_plain:>10.0}");
-    println!(
-        "  sqlite conditional  {sqlite_conditional:>10.0}  (annals conditional {:.2}x)",
-        conditional / sqlite_conditional
-    );
-    println!(
-        "  plain file ceiling  {ceiling:>10.0}  (write + fdatasync per commit, per thread file)"
-    );
+    if rounds > 0 {
+        print_durable(threads, rounds, medians, ratio);
+    }
 
     // Buffered: commits are CPU-bound (no fsync), so the condition's own
     // cost shows through.
@@ -136,13 +125,15 @@ fn main() {
     let ratio_spread = spread(&buffered_ratios);
     let [buffered_plain, buffered_conditional] = buffered.each_mut().map(median);
     let buffered_ratio = median(&mut buffered_ratios);
-    println!(
+    if buffered_rounds > 0 {
+        println!(
         "commits/s, {threads} threads, Durability::Buffered (no fsync), median of {buffered_rounds} interleaved rounds:"
     );
-    println!("  annals plain        {buffered_plain:>10.0}");
-    println!(
+        println!("  annals plain        {buffered_plain:>10.0}");
+        println!(
         "  annals conditional  {buffered_conditional:>10.0}  (median per-round ratio to plain {buffered_ratio:.2}x, per-round ratios {ratio_spread})"
     );
+    }
 
     eprintln!("running: building {events} tagged events in both stores");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -218,4 +209,25 @@ fn main() {
         let (annals, sqlite) = condition_lookup_cost(&store, &mut conn, tag, reads);
         println!("  N = {matches:>7}: annals {annals:>9.2} us, sqlite {sqlite:>9.2} us");
     }
+}
+
+/// The durable throughput section: medians of Annals plain and conditional,
+/// SQLite plain and conditional, and the plain-file ceiling.
+fn print_durable(threads: usize, rounds: usize, medians: [f64; 5], ratio: f64) {
+    let [plain, conditional, sqlite_plain, sqlite_conditional, ceiling] = medians;
+    println!(
+        "commits/s, {threads} threads, 1 tagged event each, median of {rounds} interleaved rounds:"
+    );
+    println!("  annals plain        {plain:>10.0}");
+    println!(
+        "  annals conditional  {conditional:>10.0}  (median per-round ratio to plain {ratio:.2}x)"
+    );
+    println!("  sqlite plain        {sqlite_plain:>10.0}");
+    println!(
+        "  sqlite conditional  {sqlite_conditional:>10.0}  (annals conditional {:.2}x)",
+        conditional / sqlite_conditional
+    );
+    println!(
+        "  plain file ceiling  {ceiling:>10.0}  (write + fdatasync per commit, per thread file)"
+    );
 }

@@ -253,6 +253,8 @@ impl Segment {
             .unwrap_or(usize::MAX)
             .min(bytes.len());
         let mut spots = [Spot::default(); LOCATE_BATCH];
+        // The checksum's salted state, computed once for the whole batch.
+        let salted = format::SaltedCrc::new(self.header.salt);
         // The frame of the previous position: events of one append share a
         // frame, and the next position is often in it.
         let mut last: Option<FrameSpan> = None;
@@ -307,8 +309,7 @@ impl Segment {
             // Pass 3: verify, decode, visit.
             for spot in spots.iter_mut() {
                 let rest = bytes.get(spot.event..spot.end).unwrap_or_default();
-                let decoded =
-                    format::decode_record_of(rest, self.header.salt, spot.position, stream);
+                let decoded = format::decode_record_salted(rest, &salted, spot.position, stream);
                 let decoded = match decoded {
                     // An offset the caller gave into a segment a compaction
                     // rewrote in this process is a hint (`rewrite.rs`). The checksum,
@@ -325,7 +326,7 @@ impl Segment {
                             })?;
                         spot.event = frame.start + at;
                         let rest = bytes.get(spot.event..spot.end).unwrap_or_default();
-                        format::decode_record_of(rest, self.header.salt, spot.position, stream)
+                        format::decode_record_salted(rest, &salted, spot.position, stream)
                     }
                     other => other,
                 };

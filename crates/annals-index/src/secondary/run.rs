@@ -53,6 +53,20 @@ fn le_u64(bytes: &[u8], at: usize) -> u64 {
     format::get_u64(bytes, at).unwrap_or_default()
 }
 
+/// The (hash, position) in slot `k` of a page's payload.
+#[inline]
+fn slot(page: &[u8], k: usize) -> (u64, u64) {
+    let at = k * ENTRY_BYTES;
+    match page.get(at..at + ENTRY_BYTES) {
+        Some(&[h0, h1, h2, h3, h4, h5, h6, h7, p0, p1, p2, p3, p4, p5, p6, p7]) => (
+            u64::from_le_bytes([h0, h1, h2, h3, h4, h5, h6, h7]),
+            u64::from_le_bytes([p0, p1, p2, p3, p4, p5, p6, p7]),
+        ),
+        // Past the payload (not reached: slots are below 255).
+        _ => (u64::MAX, u64::MAX),
+    }
+}
+
 /// An open, immutable secondary run.
 pub struct SecondaryRun {
     name: String,
@@ -292,38 +306,96 @@ impl SecondaryRun {
         Ok(entry)
     }
 
-    /// Index of the first entry at or after `(hash, position)`.
+    /// Index of the first entry at or after `(hash, position)`: a binary
+    /// search over the pages by their first entries, then one within the
+    /// page found (its payload read as a slice, not entry by entry).
     pub fn seek(&self, hash: u64, position: u64) -> Result<u64, Error> {
-        let (mut low, mut high) = (0, self.entries);
+        let target = (hash, position);
+        let per_page = ENTRIES_PER_PAGE as u64;
+        let pages = self.entries.div_ceil(per_page);
+        // The first data page whose first entry is at or after the target:
+        // the answer lies in the page before it (or is where it starts).
+        let (mut low, mut high) = (0u64, pages);
         while low < high {
             let mid = low + (high - low) / 2;
-            let entry = self.entry(mid)?;
-            if (entry.hash, entry.position) < (hash, position) {
+            let page = self.page(1 + mid)?;
+            if slot(page, 0) < target {
                 low = mid + 1;
             } else {
                 high = mid;
             }
         }
-        Ok(low)
+        let Some(before) = low.checked_sub(1) else {
+            return Ok(0);
+        };
+        let page = self.page(1 + before)?;
+        let first = before * per_page;
+        let in_page = (self.entries - first).min(per_page) as usize;
+        let (mut low, mut high) = (1usize, in_page);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if slot(page, mid) < target {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        Ok(first + low as u64)
     }
 
     /// Up to `max` positions with key hash `hash` from `from` (inclusive),
     /// in increasing order.
     pub fn positions(&self, hash: u64, from: u64, max: usize) -> Result<Vec<u64>, Error> {
         let mut out = Vec::new();
-        if from >= self.end {
-            return Ok(out);
-        }
-        let mut i = self.seek(hash, from)?;
-        while out.len() < max && i < self.entries {
-            let entry = self.entry(i)?;
-            if entry.hash != hash {
-                break;
-            }
-            out.push(entry.position);
-            i += 1;
-        }
+        self.extend_positions(hash, from, max, &mut out)?;
         Ok(out)
+    }
+
+    /// Appends to `out` up to `max` positions with key hash `hash` from
+    /// `from` (inclusive), in increasing order (what
+    /// [`positions`](SecondaryRun::positions) returns, without a vector of
+    /// its own): each page is checked once, its entries read as a slice.
+    pub fn extend_positions(
+        &self,
+        hash: u64,
+        from: u64,
+        max: usize,
+        out: &mut Vec<u64>,
+    ) -> Result<(), Error> {
+        if from >= self.end || max == 0 {
+            return Ok(());
+        }
+        let per_page = ENTRIES_PER_PAGE as u64;
+        let (mut i, mut left) = (self.seek(hash, from)?, max);
+        while left > 0 && i < self.entries {
+            let page = self.page(1 + i / per_page)?;
+            let first = (i % per_page) as usize;
+            let in_page = (self.entries - (i - first as u64)).min(per_page) as usize;
+            for k in first..in_page {
+                let (entry_hash, position) = slot(page, k);
+                if entry_hash != hash {
+                    return Ok(());
+                }
+                if !(self.start..self.end).contains(&position) {
+                    return Err(self.damaged(
+                        0,
+                        format!("entry points at position {position}, outside the run"),
+                    ));
+                }
+                if out.len() == out.capacity() {
+                    // Room for a page's worth at once, not one doubling at
+                    // a time (never more than asked for).
+                    out.reserve(left.min(ENTRIES_PER_PAGE));
+                }
+                out.push(position);
+                left -= 1;
+                if left == 0 {
+                    return Ok(());
+                }
+            }
+            i += (in_page - first) as u64;
+        }
+        Ok(())
     }
 
     /// How many entries of key hash `hash` hold a position from `from`
@@ -434,6 +506,72 @@ mod tests {
             assert_eq!(run.count(hash, from).unwrap(), want, "{hash} from {from}");
         }
         assert!(SecondaryRun::write(&storage, 5, 10, &entries(5, 11)).is_err());
+    }
+
+    /// The page-then-slot search and the page-at-a-time reads answer what
+    /// a search of the sorted entries does: for keys within one page,
+    /// across many pages, absent keys (before, between and after every
+    /// key), every `from` and several `max`, on runs of one to many pages
+    /// (a last page partly filled).
+    #[test]
+    fn seek_positions_and_count_equal_a_search_of_the_entries() {
+        let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state >> 33
+        };
+        for (run_events, keys) in [(1u64, 1u64), (100, 3), (700, 2), (3000, 40), (1500, 1000)] {
+            let start = 10;
+            let end = start + run_events;
+            // Hashes 2, 4, 6, …: odd hashes are absent, between present ones.
+            let mut all: Vec<SecondaryEntry> = (start..end)
+                .flat_map(|p| {
+                    let a = 2 * (1 + next() % keys);
+                    let b = 2 * (1 + next() % keys);
+                    [a, b].map(|hash| SecondaryEntry { hash, position: p })
+                })
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            let run = SecondaryRun::write(&storage, start, end, &all).unwrap();
+            let hashes: Vec<u64> = (0..=2 * keys + 2).chain([u64::MAX]).collect();
+            let froms = [
+                0,
+                start,
+                start + 1,
+                start + run_events / 2,
+                end - 1,
+                end,
+                end + 5,
+            ];
+            for &hash in &hashes {
+                for &from in &froms {
+                    let want_seek = all.partition_point(|e| (e.hash, e.position) < (hash, from));
+                    assert_eq!(
+                        run.seek(hash, from).unwrap(),
+                        want_seek as u64,
+                        "{hash} {from}"
+                    );
+                    let of_key: Vec<u64> = all
+                        .iter()
+                        .filter(|e| e.hash == hash && e.position >= from && from < end)
+                        .map(|e| e.position)
+                        .collect();
+                    for max in [0, 1, 7, 255, 256, usize::MAX] {
+                        let want: Vec<u64> = of_key.iter().copied().take(max).collect();
+                        assert_eq!(run.positions(hash, from, max).unwrap(), want);
+                        let mut out = vec![1, 2];
+                        run.extend_positions(hash, from, max, &mut out).unwrap();
+                        assert_eq!(out[2..], want[..], "{hash} from {from} max {max}");
+                    }
+                    assert_eq!(run.count(hash, from).unwrap(), of_key.len() as u64);
+                }
+            }
+            storage.remove(run.name()).unwrap();
+        }
     }
 
     #[test]

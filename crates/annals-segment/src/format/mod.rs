@@ -23,6 +23,7 @@ pub use frame::{
 };
 pub use header::{HeaderError, SegmentHeader};
 pub use record::{decode_record, decode_record_of, Record};
+pub(crate) use record::{decode_record_salted, SaltedCrc};
 pub use tags::{
     check_tag, check_tags, encode_tags, TagIter, Tags, TAGS_BYTES_MAX, TAGS_MAX, TAG_BYTES_MAX,
 };

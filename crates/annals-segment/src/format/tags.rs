@@ -132,25 +132,51 @@ fn check_tag_list(bytes: &[u8]) -> Result<(), FrameFault> {
     if bytes.len() > TAGS_BYTES_MAX {
         return Err(FrameFault::TagsMalformed);
     }
+    // When the whole region is ASCII (length bytes are below 0x80 unless a
+    // tag is 128 bytes long), every tag in it is UTF-8: one word-at-a-time
+    // pass instead of a byte-at-a-time validation per tag.
+    let ascii = bytes.is_ascii();
     let mut rest = bytes;
-    let mut seen: [&[u8]; TAGS_MAX] = [&[]; TAGS_MAX];
     let mut count = 0usize;
     while let Some((&len, tail)) = rest.split_first() {
         let len = usize::from(len);
         if len == 0 || len > TAG_BYTES_MAX || count >= TAGS_MAX {
             return Err(FrameFault::TagsMalformed);
         }
-        let tag = tail.get(..len).ok_or(FrameFault::TagsMalformed)?;
-        if std::str::from_utf8(tag).is_err() || seen.iter().take(count).any(|t| *t == tag) {
+        let (tag, after) = tail
+            .split_at_checked(len)
+            .ok_or(FrameFault::TagsMalformed)?;
+        if !(ascii || std::str::from_utf8(tag).is_ok()) {
             return Err(FrameFault::TagsMalformed);
         }
-        if let Some(slot) = seen.get_mut(count) {
-            *slot = tag;
+        // None twice: compared with the tags before it, in the region
+        // itself (at most 16 tags; a length differs far more often than
+        // the bytes of tags of one length).
+        let before = bytes.len() - rest.len();
+        if TagIter(bytes.get(..before).unwrap_or_default())
+            .raw()
+            .any(|t| t == tag)
+        {
+            return Err(FrameFault::TagsMalformed);
         }
         count += 1;
-        rest = tail.get(len..).unwrap_or_default();
+        rest = after;
     }
     Ok(())
+}
+
+impl<'a> TagIter<'a> {
+    /// The tags' bytes, without a UTF-8 check (for a region already
+    /// checked, or while checking one whose earlier tags were).
+    fn raw(self) -> impl Iterator<Item = &'a [u8]> {
+        let mut rest = self.0;
+        std::iter::from_fn(move || {
+            let (&len, tail) = rest.split_first()?;
+            let (tag, after) = tail.split_at_checked(usize::from(len))?;
+            rest = after;
+            Some(tag)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -200,5 +226,56 @@ mod tests {
             seventeen.extend_from_slice(&[2, b't', b'a' + i as u8]);
         }
         assert_eq!(check_tags(&seventeen), Err(FrameFault::TagsMalformed));
+    }
+
+    /// The check of a whole ASCII region at once, and per tag otherwise:
+    /// non-ASCII tags are accepted when UTF-8 and refused when not, also
+    /// beside a 128-byte tag (whose length byte is not ASCII) and after
+    /// ASCII tags; a repeat is found wherever it stands, and tags of one
+    /// length that differ are not repeats.
+    #[test]
+    fn ascii_and_non_ascii_regions_are_checked_alike() {
+        let long = "x".repeat(TAG_BYTES_MAX);
+        let long_bad = {
+            let mut b = long.clone().into_bytes();
+            b[100] = 0xC3; // a lead byte not followed by a continuation
+            b
+        };
+        let region = |tags: &[&[u8]]| -> Vec<u8> {
+            let mut out = Vec::new();
+            for tag in tags {
+                out.push(tag.len() as u8);
+                out.extend_from_slice(tag);
+            }
+            out
+        };
+        let good: [&[&[u8]]; 5] = [
+            &[b"ab", b"ac", b"ba"],
+            &["café".as_bytes(), b"cafe"],
+            &[b"a", "日本".as_bytes()],
+            &[long.as_bytes(), b"a"],
+            &[b"z", long.as_bytes(), "é".as_bytes()],
+        ];
+        for tags in good {
+            let bytes = region(tags);
+            assert_eq!(check_tags(&bytes), Ok(()), "{tags:?}");
+            let read: Vec<&str> = Tags::from_encoded(&bytes).unwrap().iter().collect();
+            assert_eq!(read.len(), tags.len());
+        }
+        let bad: [&[&[u8]]; 6] = [
+            &[b"a", &[0xC3, b'a']],
+            &[&[0x80], b"a"],
+            &[b"a", long_bad.as_slice()],
+            &[long_bad.as_slice()],
+            &[b"ab", b"cd", b"ab"],
+            &["é".as_bytes(), b"x", b"y", "é".as_bytes()],
+        ];
+        for tags in bad {
+            assert_eq!(
+                check_tags(&region(tags)),
+                Err(FrameFault::TagsMalformed),
+                "{tags:?}"
+            );
+        }
     }
 }

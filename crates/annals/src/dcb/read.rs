@@ -41,7 +41,7 @@ impl Store {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read_query(&self, query: &Query, from: u64, max: usize) -> Result<QueryRead> {
-        let mut events = Vec::with_capacity(max.min(1024));
+        let mut events = Vec::with_capacity(max.min(128));
         let read_up_to = self.read_query_with(query, from, max, |event| {
             events.push(event.to_recorded());
             ControlFlow::Continue(())

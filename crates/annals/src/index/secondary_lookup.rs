@@ -33,6 +33,8 @@ impl SecondaryIndex {
                 (Arc::clone(&levels.runs), memtable)
             };
             let hash = key.hash();
+            // No room reserved: a condition's lookup usually finds nothing
+            // (the runs reserve some when they find a first candidate).
             let mut out = Vec::new();
             // The first run that may hold `from`: runs are contiguous.
             let first = runs.partition_point(|r| r.end() <= from);
@@ -40,7 +42,7 @@ impl SecondaryIndex {
                 if out.len() >= max {
                     break;
                 }
-                out.extend(run.positions(hash, from, max - out.len())?);
+                run.extend_positions(hash, from, max - out.len(), &mut out)?;
             }
             out.extend(memtable.into_iter().take(max - out.len().min(max)));
             Ok(out)
