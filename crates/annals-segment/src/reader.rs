@@ -14,6 +14,9 @@ use crate::format::{self, Record};
 use crate::resident::ResidentSet;
 use crate::segment::{frame_bytes_at, Segment, VisitEvents};
 
+/// Frame index entries a scan copies under one lock of the index.
+const FRAME_ENTRIES_CHUNK: usize = 256;
+
 /// The log as the writer publishes it to every reader: the segments and
 /// the end readers may see.
 #[derive(Debug)]
@@ -261,7 +264,18 @@ impl LogReader {
             let map = resident.mapping(&segment.name, segment.written())?;
             // One buffer for the events of every frame of the segment.
             let mut records = Vec::new();
-            while let Some(entry) = resident.frame(i) {
+            // Frame entries, a chunk at a time (one lock each).
+            let mut chunk = Vec::new();
+            let mut next_entry = 0usize;
+            loop {
+                if next_entry == chunk.len() {
+                    resident.frames_into(i, FRAME_ENTRIES_CHUNK, &mut chunk);
+                    next_entry = 0;
+                }
+                let Some(&entry) = chunk.get(next_entry) else {
+                    break;
+                };
+                next_entry += 1;
                 if entry.position_first >= end {
                     return Ok(());
                 }
