@@ -262,8 +262,10 @@ impl LogReader {
                 ));
             };
             let map = resident.mapping(&segment.name, segment.written())?;
-            // One buffer for the events of every frame of the segment.
+            // One buffer for the events of every frame of the segment, and
+            // the salt's share of their checksums, once.
             let mut records = Vec::new();
+            let salted = format::SaltedCrc::new(segment.header.salt);
             // Frame entries, a chunk at a time (one lock each).
             let mut chunk = Vec::new();
             let mut next_entry = 0usize;
@@ -280,13 +282,11 @@ impl LogReader {
                     return Ok(());
                 }
                 let bytes = frame_bytes_at(map.bytes(), entry.offset);
-                let header = format::decode_frame_into(
-                    bytes,
-                    entry.offset,
-                    segment.header.salt,
-                    &mut records,
-                )
-                .map_err(|reason| Error::corrupt(&segment.name, entry.offset, reason.as_str()))?;
+                let header =
+                    format::decode_frame_salted_into(bytes, entry.offset, &salted, &mut records)
+                        .map_err(|reason| {
+                            Error::corrupt(&segment.name, entry.offset, reason.as_str())
+                        })?;
                 if header.position_first != entry.position_first {
                     return Err(Error::corrupt(
                         &segment.name,
