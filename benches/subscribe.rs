@@ -266,6 +266,7 @@ fn commits_per_sec(
             let options = match consume {
                 // As before wake-up coalescing: woken at every publish.
                 Consume::OwnedUncoalesced => SubscriptionOptions::all().coalesce(Duration::ZERO),
+                Consume::OwnedWideWindow => SubscriptionOptions::all().coalesce(WIDE_WINDOW),
                 Consume::Owned | Consume::Visitor => SubscriptionOptions::all(),
             };
             let mut subscription = store.subscribe(options);
@@ -275,7 +276,7 @@ fn commits_per_sec(
                 let cpu_before = thread_cpu_ns();
                 while !stop.load(Ordering::Relaxed) {
                     match consume {
-                        Consume::Owned | Consume::OwnedUncoalesced => {
+                        Consume::Owned | Consume::OwnedUncoalesced | Consume::OwnedWideWindow => {
                             if let Some(Ok(SubscriptionItem::Event(_))) =
                                 subscription.next_timeout(Duration::from_millis(50))
                             {
@@ -330,13 +331,19 @@ fn commits_per_sec(
     }
 }
 
+/// The wider coalescing window of one row (`Consume::OwnedWideWindow`).
+const WIDE_WINDOW: Duration = Duration::from_micros(500);
+
 /// How the subscribers consume: one owned event per `next_timeout` (with
-/// the default wake-up coalescing, or without any, as before it existed),
-/// or zero-copy batches through `visit_timeout`.
+/// the default wake-up coalescing, without any, as before it existed, or
+/// with a wider window), or zero-copy batches through `visit_timeout`.
 #[derive(Clone, Copy)]
 enum Consume {
     Owned,
     OwnedUncoalesced,
+    /// With a coalescing window of [`WIDE_WINDOW`] instead of the default
+    /// 100 us: fewer wake-ups, for up to that much added delay under load.
+    OwnedWideWindow,
     Visitor,
 }
 
@@ -566,9 +573,10 @@ fn live_figures() {
             let uncoalesced = commits_per_sec(durability, 4, 8, 3, Consume::OwnedUncoalesced);
             let eight = commits_per_sec(durability, 4, 8, 3, Consume::Owned);
             let visiting = commits_per_sec(durability, 4, 8, 3, Consume::Visitor);
-            runs.push((none, eight, visiting, uncoalesced));
+            let wide = commits_per_sec(durability, 4, 8, 3, Consume::OwnedWideWindow);
+            runs.push((none, eight, visiting, uncoalesced, wide));
         }
-        for (none, eight, visiting, uncoalesced) in &runs {
+        for (none, eight, visiting, uncoalesced, wide) in &runs {
             Commits::show(
                 &format!("commits, 4 writers ({durability:?}), owned events, no coalescing"),
                 *none,
@@ -583,6 +591,14 @@ fn live_figures() {
                 &format!("commits, 4 writers ({durability:?}), zero-copy visitor"),
                 *none,
                 *visiting,
+            );
+            Commits::show(
+                &format!(
+                    "commits, 4 writers ({durability:?}), owned events, {} us window",
+                    WIDE_WINDOW.as_micros()
+                ),
+                *none,
+                *wide,
             );
         }
         if durability == Durability::Buffered {
