@@ -238,6 +238,15 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// CPU time the calling thread has used so far, in nanoseconds (the first
+/// field of `/proc/thread-self/schedstat`; 0 where it cannot be read).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Commits/s of `writers` threads appending one event each, for `secs`,
 /// with `subscribers` live `$all` subscribers consuming everything; also
 /// the share of the events written that the subscribers had received when
@@ -257,15 +266,17 @@ fn commits_per_sec(
             let options = match consume {
                 // As before wake-up coalescing: woken at every publish.
                 Consume::OwnedUncoalesced => SubscriptionOptions::all().coalesce(Duration::ZERO),
+                Consume::OwnedWideWindow => SubscriptionOptions::all().coalesce(WIDE_WINDOW),
                 Consume::Owned | Consume::Visitor => SubscriptionOptions::all(),
             };
             let mut subscription = store.subscribe(options);
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
                 let mut events = 0u64;
+                let cpu_before = thread_cpu_ns();
                 while !stop.load(Ordering::Relaxed) {
                     match consume {
-                        Consume::Owned | Consume::OwnedUncoalesced => {
+                        Consume::Owned | Consume::OwnedUncoalesced | Consume::OwnedWideWindow => {
                             if let Some(Ok(SubscriptionItem::Event(_))) =
                                 subscription.next_timeout(Duration::from_millis(50))
                             {
@@ -284,7 +295,7 @@ fn commits_per_sec(
                         }
                     }
                 }
-                events
+                (events, thread_cpu_ns().saturating_sub(cpu_before))
             })
         })
         .collect();
@@ -304,7 +315,10 @@ fn commits_per_sec(
     );
     let cpu = cpu_time().saturating_sub(cpu_before);
     stop.store(true, Ordering::Relaxed);
-    let received: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    let (received, subscribers_cpu_ns) = readers
+        .into_iter()
+        .map(|r| r.join().unwrap())
+        .fold((0u64, 0u64), |(e, c), (events, cpu)| (e + events, c + cpu));
     Commits {
         per_sec: m.ops_per_sec(),
         per_cpu_sec: m.ops as f64 / cpu.as_secs_f64().max(1e-3),
@@ -313,16 +327,23 @@ fn commits_per_sec(
         } else {
             received as f64 / (subscribers as u64 * m.events.max(1)) as f64
         },
+        subscriber_ns_per_event: subscribers_cpu_ns as f64 / received.max(1) as f64,
     }
 }
 
+/// The wider coalescing window of one row (`Consume::OwnedWideWindow`).
+const WIDE_WINDOW: Duration = Duration::from_micros(500);
+
 /// How the subscribers consume: one owned event per `next_timeout` (with
-/// the default wake-up coalescing, or without any, as before it existed),
-/// or zero-copy batches through `visit_timeout`.
+/// the default wake-up coalescing, without any, as before it existed, or
+/// with a wider window), or zero-copy batches through `visit_timeout`.
 #[derive(Clone, Copy)]
 enum Consume {
     Owned,
     OwnedUncoalesced,
+    /// With a coalescing window of [`WIDE_WINDOW`] instead of the default
+    /// 100 us: fewer wake-ups, for up to that much added delay under load.
+    OwnedWideWindow,
     Visitor,
 }
 
@@ -335,19 +356,24 @@ struct Commits {
     /// Share of the events written that the subscribers had received when
     /// the writers stopped (1.0 without subscribers).
     received: f64,
+    /// CPU the subscriber threads used (waiting, waking, reading and
+    /// consuming), per event they received, in nanoseconds: what the
+    /// writers' cores lose to each delivery (0 without subscribers).
+    subscriber_ns_per_event: f64,
 }
 
 impl Commits {
     fn show(label: &str, none: Commits, eight: Commits) {
         eprintln!(
-            "{label}: none {:.0}/s, 8 subscribers {:.0}/s, ratio {:.2}; per CPU-second {:.0} vs {:.0}, ratio {:.2}; received {:.1} % at the stop",
+            "{label}: none {:.0}/s, 8 subscribers {:.0}/s, ratio {:.2}; per CPU-second {:.0} vs {:.0}, ratio {:.2}; received {:.1} % at the stop; subscribers' CPU {:.0} ns per event received",
             none.per_sec,
             eight.per_sec,
             eight.per_sec / none.per_sec,
             none.per_cpu_sec,
             eight.per_cpu_sec,
             eight.per_cpu_sec / none.per_cpu_sec,
-            eight.received * 100.0
+            eight.received * 100.0,
+            eight.subscriber_ns_per_event
         );
     }
 }
@@ -399,6 +425,7 @@ fn ceiling_commits_per_sec(writers: usize, readers: usize, work: Duration, secs:
         .map(|_| {
             let log = Arc::clone(&log);
             std::thread::spawn(move || {
+                let cpu_before = thread_cpu_ns();
                 let (mut seen, mut copy) = (0u64, Vec::new());
                 while !log.stop.load(Ordering::Relaxed) {
                     {
@@ -421,7 +448,7 @@ fn ceiling_commits_per_sec(writers: usize, readers: usize, work: Duration, secs:
                     seen = entries.len() as u64;
                 }
                 std::hint::black_box(copy);
-                seen
+                (seen, thread_cpu_ns().saturating_sub(cpu_before))
             })
         })
         .collect();
@@ -454,7 +481,10 @@ fn ceiling_commits_per_sec(writers: usize, readers: usize, work: Duration, secs:
     let elapsed = started.elapsed();
     let cpu = cpu_time().saturating_sub(cpu_before);
     log.stop.store(true, Ordering::Relaxed);
-    let received: u64 = reader_threads.into_iter().map(|r| r.join().unwrap()).sum();
+    let (received, readers_cpu_ns) = reader_threads
+        .into_iter()
+        .map(|r| r.join().unwrap())
+        .fold((0u64, 0u64), |(e, c), (seen, cpu)| (e + seen, c + cpu));
     Commits {
         per_sec: commits as f64 / elapsed.as_secs_f64(),
         per_cpu_sec: commits as f64 / cpu.as_secs_f64().max(1e-3),
@@ -463,6 +493,7 @@ fn ceiling_commits_per_sec(writers: usize, readers: usize, work: Duration, secs:
         } else {
             received as f64 / (readers as u64 * commits.max(1)) as f64
         },
+        subscriber_ns_per_event: readers_cpu_ns as f64 / received.max(1) as f64,
     }
 }
 
@@ -542,9 +573,10 @@ fn live_figures() {
             let uncoalesced = commits_per_sec(durability, 4, 8, 3, Consume::OwnedUncoalesced);
             let eight = commits_per_sec(durability, 4, 8, 3, Consume::Owned);
             let visiting = commits_per_sec(durability, 4, 8, 3, Consume::Visitor);
-            runs.push((none, eight, visiting, uncoalesced));
+            let wide = commits_per_sec(durability, 4, 8, 3, Consume::OwnedWideWindow);
+            runs.push((none, eight, visiting, uncoalesced, wide));
         }
-        for (none, eight, visiting, uncoalesced) in &runs {
+        for (none, eight, visiting, uncoalesced, wide) in &runs {
             Commits::show(
                 &format!("commits, 4 writers ({durability:?}), owned events, no coalescing"),
                 *none,
@@ -559,6 +591,14 @@ fn live_figures() {
                 &format!("commits, 4 writers ({durability:?}), zero-copy visitor"),
                 *none,
                 *visiting,
+            );
+            Commits::show(
+                &format!(
+                    "commits, 4 writers ({durability:?}), owned events, {} us window",
+                    WIDE_WINDOW.as_micros()
+                ),
+                *none,
+                *wide,
             );
         }
         if durability == Durability::Buffered {

@@ -15,6 +15,9 @@ use crate::frame_index::FrameIndex;
 use crate::resident::ResidentSet;
 use crate::segment::{frame_bytes_at, frame_index_file_name, Segment, VisitEvents};
 
+/// Frame index entries a scan copies under one lock of the index.
+const FRAME_ENTRIES_CHUNK: usize = 256;
+
 /// The log as the writer publishes it to every reader: the segments and
 /// the end readers may see.
 #[derive(Debug)]
@@ -347,20 +350,31 @@ impl LogReader {
                 ));
             };
             let map = resident.mapping(&segment.name, segment.written())?;
-            // One buffer for the events of every frame of the segment.
+            // One buffer for the events of every frame of the segment, and
+            // the salt's share of their checksums, once.
             let mut records = Vec::new();
-            while let Some(entry) = resident.frame(i) {
+            let salted = format::SaltedCrc::new(segment.header.salt);
+            // Frame entries, a chunk at a time (one lock each).
+            let mut chunk = Vec::new();
+            let mut next_entry = 0usize;
+            loop {
+                if next_entry == chunk.len() {
+                    resident.frames_into(i, FRAME_ENTRIES_CHUNK, &mut chunk);
+                    next_entry = 0;
+                }
+                let Some(&entry) = chunk.get(next_entry) else {
+                    break;
+                };
+                next_entry += 1;
                 if entry.position_first >= end {
                     return Ok(());
                 }
                 let bytes = frame_bytes_at(map.bytes(), entry.offset);
-                let header = format::decode_frame_into(
-                    bytes,
-                    entry.offset,
-                    segment.header.salt,
-                    &mut records,
-                )
-                .map_err(|reason| Error::corrupt(&segment.name, entry.offset, reason.as_str()))?;
+                let header =
+                    format::decode_frame_salted_into(bytes, entry.offset, &salted, &mut records)
+                        .map_err(|reason| {
+                            Error::corrupt(&segment.name, entry.offset, reason.as_str())
+                        })?;
                 if header.position_first != entry.position_first {
                     return Err(Error::corrupt(
                         &segment.name,

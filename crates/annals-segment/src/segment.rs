@@ -119,6 +119,19 @@ impl Resident {
         self.frames.read().get(i)
     }
 
+    /// Replaces `out` with the entries of frames `first..first + max` that
+    /// exist now, read under one lock of the frame index: a scan takes the
+    /// lock once per chunk instead of once per frame (the writer takes it
+    /// for every frame it appends, so many readers taking it per frame
+    /// bounce its cache line between cores). Entries never change once
+    /// pushed, so a chunk stays true while the index grows.
+    pub(crate) fn frames_into(&self, first: usize, max: usize, out: &mut Vec<FrameEntry>) {
+        out.clear();
+        let frames = self.frames.read();
+        let last = first.saturating_add(max).min(frames.len());
+        out.extend((first..last).map_while(|i| frames.get(i)));
+    }
+
     /// Whether this is the active segment's state (it holds the file).
     pub(crate) fn is_active(&self) -> bool {
         self.file.is_some()

@@ -6,7 +6,8 @@
 //! the test then fails on its deadline instead of hanging); and the batch
 //! visitor (`try_visit` / `visit_timeout`) hands out exactly what the
 //! iterator does — the same events, in the same order, with the same
-//! signals — for every filter, also far behind (index paths) and live.
+//! signals — for every filter, also far behind (index paths) and live;
+//! so does `next_timeout`, which hands out read-ahead items first.
 //! Method: real stores, writer threads, a seeded xorshift for the bursts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -277,6 +278,64 @@ fn the_visitor_hands_out_what_the_iterator_does() {
             );
             assert_eq!(
                 by_visitor(&store, options),
+                iterated,
+                "{filter:?} {start:?} batch {batch} checkpoint {every}"
+            );
+        }
+    }
+}
+
+/// Consumed through `next_timeout` (which hands out what was read ahead
+/// without reading the clock), mixed with `try_next` and `next`.
+fn by_next_timeout(store: &Store, options: SubscriptionOptions) -> Vec<Seen> {
+    let mut subscription = store.subscribe(options);
+    let mut seen = Vec::new();
+    for k in 0u64.. {
+        let item = match k % 4 {
+            0 | 1 => subscription.next_timeout(Duration::ZERO),
+            2 => subscription.next_timeout(Duration::from_millis(1)),
+            _ => subscription.try_next(),
+        };
+        let Some(item) = item else {
+            break;
+        };
+        seen.push(seen_owned(item.unwrap()));
+    }
+    seen
+}
+
+#[test]
+fn next_timeout_hands_out_what_try_next_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    fill(&store, 3_000);
+    let filters = [
+        Filter::All,
+        Filter::Stream {
+            name: "order-3".into(),
+            from_version: 2,
+        },
+        Filter::Category("user".into()),
+        Filter::EventTypes(vec!["Paid".into(), "Shipped".into()]),
+    ];
+    for filter in filters {
+        for (start, batch, every) in [
+            (Start::Beginning, 256, 1000),
+            (Start::After(1_234), 7, 100),
+            (Start::Beginning, 1, 0),
+        ] {
+            let options = SubscriptionOptions::new(filter.clone())
+                .start(start)
+                .batch_events(batch)
+                .checkpoint_every_positions(every)
+                .no_timed_checkpoints();
+            let iterated = by_iterator(&store, options.clone());
+            assert!(
+                iterated.iter().any(|s| matches!(s, Seen::Event { .. })),
+                "{filter:?}"
+            );
+            assert_eq!(
+                by_next_timeout(&store, options),
                 iterated,
                 "{filter:?} {start:?} batch {batch} checkpoint {every}"
             );

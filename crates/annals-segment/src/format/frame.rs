@@ -212,15 +212,26 @@ pub fn decode_frame_into<'a>(
     salt: u64,
     records: &mut Vec<Record<'a>>,
 ) -> Result<FrameHeader, FrameFault> {
+    decode_frame_salted_into(bytes, offset, &SaltedCrc::new(salt), records)
+}
+
+/// [`decode_frame_into`] with the salt's share of every event checksum
+/// computed by the caller, once for all the frames of a segment (a scan of
+/// one-event frames would otherwise compute it for every event). The salt
+/// the frame must carry is the one `salted` was made from.
+pub(crate) fn decode_frame_salted_into<'a>(
+    bytes: &'a [u8],
+    offset: u64,
+    salted: &SaltedCrc,
+    records: &mut Vec<Record<'a>>,
+) -> Result<FrameHeader, FrameFault> {
     records.clear();
-    let header = decode_frame_header(bytes, offset, salt)?;
+    let header = decode_frame_header(bytes, offset, salted.salt())?;
     let frame = bytes
         .get(..header.frame_bytes as usize)
         .ok_or(FrameFault::TruncatedFrame)?;
     let count = header.event_count as usize;
     records.reserve(count.min(1024));
-    // The salt's share of every event checksum, once per frame.
-    let salted = SaltedCrc::new(salt);
     let table = frame
         .get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + count * EVENT_OFFSET_BYTES)
         .ok_or(FrameFault::OffsetTableMismatch)?;
@@ -231,7 +242,7 @@ pub fn decode_frame_into<'a>(
         }
         let rest = frame.get(at..).ok_or(FrameFault::EventPastFrameEnd)?;
         let (record, size) =
-            decode_record_salted(rest, &salted, header.position_first + i as u64, None)?;
+            decode_record_salted(rest, salted, header.position_first + i as u64, None)?;
         records.push(record.ok_or(FrameFault::StreamNotUtf8)?);
         at += size;
     }
@@ -323,4 +334,57 @@ pub fn decode_event_in_frame<'a>(
     }
     let rest = frame.get(at..).ok_or(FrameFault::EventOffsetPastFrameEnd)?;
     decode_record(rest, salt, position).map(|(record, _)| record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Tags;
+
+    fn frame(salt: u64, offset: u64) -> Vec<u8> {
+        let records: Vec<Record<'_>> = (0..3u64)
+            .map(|v| Record {
+                stream: "s-1",
+                stream_version: v,
+                id: [v as u8; 16],
+                timestamp_us: 5,
+                flags: 0,
+                event_type: "T",
+                tags: Tags::EMPTY,
+                metadata: b"",
+                data: b"payload",
+            })
+            .collect();
+        let mut out = Vec::new();
+        let place = FramePlace {
+            salt,
+            offset,
+            position_first: 40,
+            synced_before: 0,
+        };
+        encode_frame(&mut out, place, &records).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_salt_state_made_once_decodes_as_the_salt_does() {
+        let (salt, offset) = (0xfeed_beef, 64);
+        let bytes = frame(salt, offset);
+        let (mut by_salt, mut by_state) = (Vec::new(), Vec::new());
+        let header = decode_frame_into(&bytes, offset, salt, &mut by_salt).unwrap();
+        let salted = SaltedCrc::new(salt);
+        // One state for several frames: it is not consumed.
+        for _ in 0..2 {
+            assert_eq!(
+                decode_frame_salted_into(&bytes, offset, &salted, &mut by_state),
+                Ok(header)
+            );
+            assert_eq!(by_state, by_salt);
+        }
+        // The state of another salt: the header names the wrong segment.
+        assert_eq!(
+            decode_frame_salted_into(&bytes, offset, &SaltedCrc::new(salt + 1), &mut by_state),
+            Err(FrameFault::FrameSaltMismatch)
+        );
+    }
 }

@@ -17,11 +17,13 @@ mod record;
 mod tags;
 
 pub use fault::FrameFault;
+pub(crate) use frame::decode_frame_salted_into;
 pub use frame::{
     decode_event_at, decode_event_in_frame, decode_frame, decode_frame_header, decode_frame_into,
     encode_frame, event_offset, frame_bytes, locate_event, FrameHeader, FramePlace,
 };
 pub use header::{HeaderError, SegmentHeader};
+pub(crate) use record::SaltedCrc;
 pub use record::{decode_record, decode_record_of, Record};
 pub(crate) use record::{decode_record_salted, SaltedCrc};
 pub use tags::{

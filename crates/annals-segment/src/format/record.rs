@@ -152,21 +152,29 @@ fn event_crc(salt: u64, position: u64, body: &[u8]) -> u32 {
 /// updated with its position and its bytes, the same CRC-32 over the same
 /// bytes as one pass over salt ‖ position ‖ body.
 #[derive(Clone)]
-pub(crate) struct SaltedCrc(crc32fast::Hasher);
+pub(crate) struct SaltedCrc {
+    hasher: crc32fast::Hasher,
+    salt: u64,
+}
 
 impl SaltedCrc {
     /// The state after `salt`.
     pub(crate) fn new(salt: u64) -> Self {
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&salt.to_le_bytes());
-        SaltedCrc(hasher)
+        SaltedCrc { hasher, salt }
+    }
+
+    /// The salt this state was made from.
+    pub(crate) fn salt(&self) -> u64 {
+        self.salt
     }
 
     /// The checksum of the event at `position` whose bytes after the
     /// checksum field are `body`.
     #[inline]
     pub(crate) fn event_crc(&self, position: u64, body: &[u8]) -> u32 {
-        let mut hasher = self.0.clone();
+        let mut hasher = self.hasher.clone();
         hasher.update(&position.to_le_bytes());
         hasher.update(body);
         hasher.finalize()
@@ -198,7 +206,8 @@ pub fn decode_record_of<'a>(
 }
 
 /// [`decode_record_of`] with the salt's checksum state computed by the
-/// caller (once per frame: `decode_frame_into`).
+/// caller (once per frame, `decode_frame_into`, or once per segment, a
+/// scan: `decode_frame_salted_into`).
 #[inline]
 pub(crate) fn decode_record_salted<'a>(
     bytes: &'a [u8],
