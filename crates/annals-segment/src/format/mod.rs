@@ -23,7 +23,6 @@ pub use frame::{
     encode_frame, event_offset, frame_bytes, locate_event, FrameHeader, FramePlace,
 };
 pub use header::{HeaderError, SegmentHeader};
-pub(crate) use record::SaltedCrc;
 pub use record::{decode_record, decode_record_of, Record};
 pub(crate) use record::{decode_record_salted, SaltedCrc};
 pub use tags::{
