@@ -118,6 +118,10 @@ impl PublishedLog {
     }
 }
 
+/// How many times [`LogReader::verify`] starts again in a read-only view
+/// whose owner merged segments while it ran.
+const VERIFY_ATTEMPTS: u32 = 8;
+
 /// Facts about one segment, for `stats`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
@@ -461,7 +465,25 @@ impl LogReader {
 
     /// Reads every frame of every segment from disk and verifies every
     /// checksum and the density of positions. Returns the number of events.
+    ///
+    /// In a read-only view, a failure that the owner's merge explains (a
+    /// merged file holds more frames than the view knew, an absorbed file
+    /// is gone: the view then follows the merge) starts the check again on
+    /// the segments as they are now, up to [`VERIFY_ATTEMPTS`] times; real
+    /// damage fails every attempt and is reported.
     pub fn verify(&self) -> Result<u64> {
+        let mut attempt = 1;
+        loop {
+            match self.verify_once() {
+                Err(_) if attempt < VERIFY_ATTEMPTS && self.shared.follow_merges_after_error() => {
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    fn verify_once(&self) -> Result<u64> {
         // A read-only view checks the files as they are now.
         self.shared.follow_merges();
         let following = self.shared.residents.file_ids().is_some();

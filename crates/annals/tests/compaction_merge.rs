@@ -840,3 +840,60 @@ fn read_only_opens_and_reads_go_on_while_the_owner_merges() {
     assert!(merged > 0, "nothing merged");
     owner.verify().unwrap();
 }
+
+/// `verify` on a read-only view while the owner merges again and again: a
+/// merge between the view's listing and its load of a segment (the merged
+/// file holds more frames than the view knew; an absorbed file is gone)
+/// is the owner's switch, not damage. Regression: `annals verify` beside
+/// `annals stress --compact` failed with "frame index differs from the one
+/// verified when the log was opened" (`live_compaction.rs` in the CLI).
+#[test]
+fn read_only_verify_goes_on_while_the_owner_merges() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let owner = Store::open_with(dir.path(), options()).unwrap();
+    owner
+        .append("churn", ExpectedVersion::Any, vec![event("churn", 0)])
+        .unwrap()
+        .unwrap();
+    owner.set_max_count("churn", 1).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let verifier = {
+        let path = dir.path().to_path_buf();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut verified = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let view = Store::open_read_only_with(&path, options()).unwrap();
+                for _ in 0..3 {
+                    if let Err(e) = view.verify() {
+                        return Err(format!("after {verified} verifies: {e}"));
+                    }
+                    verified += 1;
+                }
+            }
+            Ok(verified)
+        })
+    };
+    let mut merged = 0;
+    for round in 0..60u64 {
+        let churn: Vec<EventData> = (0..12).map(|n| event("churn", n)).collect();
+        owner
+            .append("churn", ExpectedVersion::Any, churn)
+            .unwrap()
+            .unwrap();
+        owner
+            .append("keep", ExpectedVersion::Any, vec![event("keep", round)])
+            .unwrap()
+            .unwrap();
+        merged += owner
+            .compact(&CompactionOptions::default())
+            .unwrap()
+            .segments_merged;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let verified = verifier.join().unwrap().unwrap();
+    assert!(verified > 0);
+    assert!(merged > 0, "nothing merged");
+    owner.verify().unwrap();
+}
