@@ -251,7 +251,10 @@ impl SecondaryIndex {
         let _maintaining = self.maintain_lock.lock();
         let durable = durable.min(self.reader.position_end());
         self.extend_to(durable)?;
-        let (start, entries) = {
+        // The locks are held for one pass over the memtable each, without
+        // copying it: a lookup before a conditional append (on the write
+        // path) waits for them.
+        let (start, durable, mut entries) = {
             let levels = self.levels.read();
             let start = levels.memtable.start();
             let durable = durable.min(levels.memtable.end());
@@ -259,17 +262,19 @@ impl SecondaryIndex {
             if !enough {
                 return Ok(());
             }
-            let mut below = levels.memtable.clone();
-            let below = below.split_off_below(durable);
-            (start, below.entries())
+            let mut entries = Vec::with_capacity(levels.memtable.entry_count() as usize);
+            levels.memtable.entries_below(durable, &mut entries);
+            (start, durable, entries)
         };
+        entries.sort_unstable();
+        entries.dedup();
         let run = SecondaryRun::write(&self.storage, start, durable, &entries)?;
         {
             let mut levels = self.levels.write();
             let mut runs = Vec::clone(&levels.runs);
             runs.push(Arc::new(run));
             levels.runs = Arc::new(runs);
-            levels.memtable.split_off_below(durable);
+            levels.memtable.remove_below(durable);
         }
         self.merge()
     }
