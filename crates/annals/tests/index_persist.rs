@@ -168,6 +168,10 @@ fn a_failing_merge_is_reported_until_a_merge_succeeds() {
     use annals::storage::{Fault, FaultKind, FaultOp, FaultyStorage};
     let mem = MemStorage::new();
     let faulty = Arc::new(FaultyStorage::new(Arc::new(mem.handle())));
+    // The fault is aimed at the stream index's merge: the secondary
+    // indexes' files, removed on the same thread at moments of their own,
+    // neither count nor fail (they took the planned fault in 2 of 40 runs).
+    faulty.spare_names_starting_with("secondary-");
     let options = || Options::default().index_buffer_events(10);
     let store = Store::open_storage(Arc::clone(&faulty) as Arc<dyn Storage>, options()).unwrap();
     let mut model = Model::new();

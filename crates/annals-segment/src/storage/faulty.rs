@@ -78,6 +78,9 @@ struct Plan {
     sync_delay_us: AtomicU64,
     /// Writeback errors so far (see [`FaultyStorage::writeback_error`]).
     writeback_errors: AtomicU64,
+    /// Name prefixes whose removals and renames pass uncounted (see
+    /// [`FaultyStorage::spare_names_starting_with`]).
+    spared: Mutex<Vec<String>>,
 }
 
 impl Plan {
@@ -97,6 +100,14 @@ impl Plan {
             self.injected.fetch_add(1, Ordering::SeqCst);
         }
         kind
+    }
+
+    /// Whether `name` is spared from counting and faults.
+    fn spares(&self, name: &str) -> bool {
+        self.spared
+            .lock()
+            .iter()
+            .any(|p| name.starts_with(p.as_str()))
     }
 
     fn sync_delay(&self) {
@@ -141,6 +152,16 @@ impl FaultyStorage {
     pub fn inject(&self, fault: Fault) {
         let base = self.plan.count(fault.op);
         self.plan.faults.lock().push((fault, base));
+    }
+
+    /// From now on, removals and renames of files whose names start with
+    /// `prefix` pass through: not counted, never failed. For a test that
+    /// aims its faults at one component's files while another component
+    /// removes and renames its own on the same storage at moments the test
+    /// does not control (e.g. the secondary index's `secondary-` files on
+    /// the index merge thread).
+    pub fn spare_names_starting_with(&self, prefix: &str) {
+        self.plan.spared.lock().push(prefix.to_owned());
     }
 
     /// Removes every planned fault (space is back, the device is healthy).
@@ -202,6 +223,9 @@ impl Storage for FaultyStorage {
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
+        if self.plan.spares(name) {
+            return self.inner.remove(name);
+        }
         match self.plan.check(FaultOp::Remove) {
             Some(kind) => Err(error(kind)),
             None => self.inner.remove(name),
@@ -209,6 +233,9 @@ impl Storage for FaultyStorage {
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        if self.plan.spares(from) {
+            return self.inner.rename(from, to);
+        }
         match self.plan.check(FaultOp::Rename) {
             Some(kind) => Err(error(kind)),
             None => self.inner.rename(from, to),
