@@ -3,7 +3,8 @@
 //! `ANNALS_BENCH_EVENTS`), the category's events spread over the whole log
 //! (every 1,000th position). Beside, in the same run:
 //! - SQLite with an index on `(category, position)`: `WHERE category = ?
-//!   AND position >= ? ORDER BY position LIMIT 1000`, every column read;
+//!   AND position >= ? ORDER BY position LIMIT 1000`, every column read,
+//!   copied into owned values and (beside the visitor) borrowed from the row;
 //! - the ceiling of Annals' own read path: the visitor over 1,000
 //!   *consecutive* events (no index work, no scattered access).
 //!
@@ -142,6 +143,29 @@ fn sqlite_category(conn: &Connection, category: &str, from: u64) -> (usize, u64)
     (read, bytes)
 }
 
+/// [`sqlite_category`] reading every column borrowed from the row (no
+/// copy): the like-for-like peer of Annals' visitor.
+fn sqlite_category_borrowed(conn: &Connection, category: &str, from: u64) -> (usize, u64) {
+    let mut query = conn
+        .prepare_cached(
+            "SELECT position, stream, version, type, data FROM events \
+             WHERE category = ?1 AND position >= ?2 ORDER BY position LIMIT 1000",
+        )
+        .unwrap();
+    let mut rows = query
+        .query(rusqlite::params![category, from as i64])
+        .unwrap();
+    let (mut read, mut bytes) = (0usize, 0u64);
+    while let Ok(Some(row)) = rows.next() {
+        let _stream = row.get_ref(1).unwrap().as_str().unwrap();
+        let _type = row.get_ref(3).unwrap().as_str().unwrap();
+        let data = row.get_ref(4).unwrap().as_blob().unwrap();
+        bytes += data.len() as u64;
+        read += 1;
+    }
+    (read, bytes)
+}
+
 /// Median time of `reps` runs of `op` (after one untimed run), in µs; and
 /// what `op` returned.
 fn median_us(reps: u64, mut op: impl FnMut() -> (usize, u64)) -> (f64, (usize, u64)) {
@@ -238,15 +262,23 @@ fn main() {
         let (annals, a) = median_us(reps, || annals_category(&store, category, from));
         let (owned, o) = median_us(reps, || annals_category_owned(&store, category, from));
         let (sqlite_us, s) = median_us(reps, || sqlite_category(&sqlite, category, from));
+        let (borrowed_us, b) =
+            median_us(reps, || sqlite_category_borrowed(&sqlite, category, from));
         let (ceiling, c) = median_us(reps, || annals_consecutive(&store, from));
         assert_eq!(a, s, "both read the same events");
         assert_eq!(o, s);
+        assert_eq!(b, s);
         assert_eq!(c.0, READ);
         println!("{label}: {} events read", a.0);
         println!(
             "{:<44} {annals:>12.1} {sqlite_us:>12.1} {:>9.1}x",
             format!("{label} (visitor)"),
             sqlite_us / annals
+        );
+        println!(
+            "{:<44} {annals:>12.1} {borrowed_us:>12.1} {:>9.1}x",
+            format!("{label} (visitor vs SQLite borrowed)"),
+            borrowed_us / annals
         );
         println!(
             "{:<44} {owned:>12.1} {sqlite_us:>12.1} {:>9.1}x",
