@@ -123,6 +123,22 @@ fn annals_consecutive(store: &Store, from: u64) -> (usize, u64) {
 }
 
 fn sqlite_category(conn: &Connection, category: &str, from: u64) -> (usize, u64) {
+    sqlite_category_rows(conn, category, from, |row| {
+        let _stream: String = row.get(1).unwrap();
+        let _type: String = row.get(3).unwrap();
+        let data: Vec<u8> = row.get(4).unwrap();
+        data.len()
+    })
+}
+
+/// The category's rows from `from` on, each handed to `read` (which
+/// returns the data's length); (rows, data bytes).
+fn sqlite_category_rows(
+    conn: &Connection,
+    category: &str,
+    from: u64,
+    mut read: impl FnMut(&rusqlite::Row<'_>) -> usize,
+) -> (usize, u64) {
     let mut query = conn
         .prepare_cached(
             "SELECT position, stream, version, type, data FROM events \
@@ -132,38 +148,22 @@ fn sqlite_category(conn: &Connection, category: &str, from: u64) -> (usize, u64)
     let mut rows = query
         .query(rusqlite::params![category, from as i64])
         .unwrap();
-    let (mut read, mut bytes) = (0usize, 0u64);
+    let (mut count, mut bytes) = (0usize, 0u64);
     while let Ok(Some(row)) = rows.next() {
-        let _stream: String = row.get(1).unwrap();
-        let _type: String = row.get(3).unwrap();
-        let data: Vec<u8> = row.get(4).unwrap();
-        bytes += data.len() as u64;
-        read += 1;
+        bytes += read(row) as u64;
+        count += 1;
     }
-    (read, bytes)
+    (count, bytes)
 }
 
 /// [`sqlite_category`] reading every column borrowed from the row (no
 /// copy): the like-for-like peer of Annals' visitor.
 fn sqlite_category_borrowed(conn: &Connection, category: &str, from: u64) -> (usize, u64) {
-    let mut query = conn
-        .prepare_cached(
-            "SELECT position, stream, version, type, data FROM events \
-             WHERE category = ?1 AND position >= ?2 ORDER BY position LIMIT 1000",
-        )
-        .unwrap();
-    let mut rows = query
-        .query(rusqlite::params![category, from as i64])
-        .unwrap();
-    let (mut read, mut bytes) = (0usize, 0u64);
-    while let Ok(Some(row)) = rows.next() {
+    sqlite_category_rows(conn, category, from, |row| {
         let _stream = row.get_ref(1).unwrap().as_str().unwrap();
         let _type = row.get_ref(3).unwrap().as_str().unwrap();
-        let data = row.get_ref(4).unwrap().as_blob().unwrap();
-        bytes += data.len() as u64;
-        read += 1;
-    }
-    (read, bytes)
+        row.get_ref(4).unwrap().as_blob().unwrap().len()
+    })
 }
 
 /// Median time of `reps` runs of `op` (after one untimed run), in µs; and

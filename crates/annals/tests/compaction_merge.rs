@@ -785,16 +785,45 @@ fn a_scan_under_way_goes_on_through_a_merge() {
     assert!(visited == want, "the scan differs");
 }
 
-#[test]
-fn read_only_opens_and_reads_go_on_while_the_owner_merges() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let dir = tempfile::tempdir().unwrap();
-    let owner = Store::open_with(dir.path(), options()).unwrap();
+/// An owner whose `churn` stream keeps only its last event: every round
+/// of [`churn_and_compact`] leaves small segments to merge.
+fn churning_owner(dir: &std::path::Path) -> Store {
+    let owner = Store::open_with(dir, options()).unwrap();
     owner
         .append("churn", ExpectedVersion::Any, vec![event("churn", 0)])
         .unwrap()
         .unwrap();
     owner.set_max_count("churn", 1).unwrap();
+    owner
+}
+
+/// `rounds` times: 12 events of `churn`, one of `keep`, a compaction.
+/// Returns the segments merged.
+fn churn_and_compact(owner: &Store, rounds: u64) -> u64 {
+    let mut merged = 0;
+    for round in 0..rounds {
+        let churn: Vec<EventData> = (0..12).map(|n| event("churn", n)).collect();
+        owner
+            .append("churn", ExpectedVersion::Any, churn)
+            .unwrap()
+            .unwrap();
+        owner
+            .append("keep", ExpectedVersion::Any, vec![event("keep", round)])
+            .unwrap()
+            .unwrap();
+        merged += owner
+            .compact(&CompactionOptions::default())
+            .unwrap()
+            .segments_merged;
+    }
+    merged
+}
+
+#[test]
+fn read_only_opens_and_reads_go_on_while_the_owner_merges() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let owner = churning_owner(dir.path());
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let path = dir.path().to_path_buf();
@@ -819,22 +848,7 @@ fn read_only_opens_and_reads_go_on_while_the_owner_merges() {
             opens
         })
     };
-    let mut merged = 0;
-    for round in 0..40u64 {
-        let churn: Vec<EventData> = (0..12).map(|n| event("churn", n)).collect();
-        owner
-            .append("churn", ExpectedVersion::Any, churn)
-            .unwrap()
-            .unwrap();
-        owner
-            .append("keep", ExpectedVersion::Any, vec![event("keep", round)])
-            .unwrap()
-            .unwrap();
-        merged += owner
-            .compact(&CompactionOptions::default())
-            .unwrap()
-            .segments_merged;
-    }
+    let merged = churn_and_compact(&owner, 40);
     stop.store(true, Ordering::Relaxed);
     assert!(reader.join().unwrap() > 0);
     assert!(merged > 0, "nothing merged");
@@ -851,12 +865,7 @@ fn read_only_opens_and_reads_go_on_while_the_owner_merges() {
 fn read_only_verify_goes_on_while_the_owner_merges() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let dir = tempfile::tempdir().unwrap();
-    let owner = Store::open_with(dir.path(), options()).unwrap();
-    owner
-        .append("churn", ExpectedVersion::Any, vec![event("churn", 0)])
-        .unwrap()
-        .unwrap();
-    owner.set_max_count("churn", 1).unwrap();
+    let owner = churning_owner(dir.path());
     let stop = Arc::new(AtomicBool::new(false));
     let verifier = {
         let path = dir.path().to_path_buf();
@@ -875,22 +884,7 @@ fn read_only_verify_goes_on_while_the_owner_merges() {
             Ok(verified)
         })
     };
-    let mut merged = 0;
-    for round in 0..60u64 {
-        let churn: Vec<EventData> = (0..12).map(|n| event("churn", n)).collect();
-        owner
-            .append("churn", ExpectedVersion::Any, churn)
-            .unwrap()
-            .unwrap();
-        owner
-            .append("keep", ExpectedVersion::Any, vec![event("keep", round)])
-            .unwrap()
-            .unwrap();
-        merged += owner
-            .compact(&CompactionOptions::default())
-            .unwrap()
-            .segments_merged;
-    }
+    let merged = churn_and_compact(&owner, 60);
     stop.store(true, Ordering::Relaxed);
     let verified = verifier.join().unwrap().unwrap();
     assert!(verified > 0);
