@@ -244,13 +244,17 @@ fn by_visitor(store: &Store, options: SubscriptionOptions) -> Vec<Seen> {
     seen
 }
 
-#[test]
-fn the_visitor_hands_out_what_the_iterator_does() {
+/// For every filter and each `(start, batch, checkpoint interval)` of
+/// `cases`, on a store of `events` events: `consume` hands out exactly the
+/// items the blocking iterator does.
+fn agrees_with_the_iterator(
+    events: u64,
+    cases: [(Start, usize, u64); 3],
+    consume: fn(&Store, SubscriptionOptions) -> Vec<Seen>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    // Enough events that filtered subscriptions from the start read
-    // through the indexes (a gap of 4,096 positions or more).
-    fill(&store, 9_000);
+    fill(&store, events);
     let filters = [
         Filter::All,
         Filter::Stream {
@@ -261,11 +265,7 @@ fn the_visitor_hands_out_what_the_iterator_does() {
         Filter::EventTypes(vec!["Paid".into(), "Shipped".into()]),
     ];
     for filter in filters {
-        for (start, batch, every) in [
-            (Start::Beginning, 256, 4096),
-            (Start::After(4_321), 7, 1000),
-            (Start::Beginning, 1, 0),
-        ] {
+        for (start, batch, every) in cases {
             let options = SubscriptionOptions::new(filter.clone())
                 .start(start)
                 .batch_events(batch)
@@ -277,12 +277,27 @@ fn the_visitor_hands_out_what_the_iterator_does() {
                 "{filter:?}"
             );
             assert_eq!(
-                by_visitor(&store, options),
+                consume(&store, options),
                 iterated,
                 "{filter:?} {start:?} batch {batch} checkpoint {every}"
             );
         }
     }
+}
+
+#[test]
+fn the_visitor_hands_out_what_the_iterator_does() {
+    // Enough events that filtered subscriptions from the start read
+    // through the indexes (a gap of 4,096 positions or more).
+    agrees_with_the_iterator(
+        9_000,
+        [
+            (Start::Beginning, 256, 4096),
+            (Start::After(4_321), 7, 1000),
+            (Start::Beginning, 1, 0),
+        ],
+        by_visitor,
+    );
 }
 
 /// Consumed through `next_timeout` (which hands out what was read ahead
@@ -306,41 +321,15 @@ fn by_next_timeout(store: &Store, options: SubscriptionOptions) -> Vec<Seen> {
 
 #[test]
 fn next_timeout_hands_out_what_try_next_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fill(&store, 3_000);
-    let filters = [
-        Filter::All,
-        Filter::Stream {
-            name: "order-3".into(),
-            from_version: 2,
-        },
-        Filter::Category("user".into()),
-        Filter::EventTypes(vec!["Paid".into(), "Shipped".into()]),
-    ];
-    for filter in filters {
-        for (start, batch, every) in [
+    agrees_with_the_iterator(
+        3_000,
+        [
             (Start::Beginning, 256, 1000),
             (Start::After(1_234), 7, 100),
             (Start::Beginning, 1, 0),
-        ] {
-            let options = SubscriptionOptions::new(filter.clone())
-                .start(start)
-                .batch_events(batch)
-                .checkpoint_every_positions(every)
-                .no_timed_checkpoints();
-            let iterated = by_iterator(&store, options.clone());
-            assert!(
-                iterated.iter().any(|s| matches!(s, Seen::Event { .. })),
-                "{filter:?}"
-            );
-            assert_eq!(
-                by_next_timeout(&store, options),
-                iterated,
-                "{filter:?} {start:?} batch {batch} checkpoint {every}"
-            );
-        }
-    }
+        ],
+        by_next_timeout,
+    );
 }
 
 #[test]
