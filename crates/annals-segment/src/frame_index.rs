@@ -224,23 +224,67 @@ fn index_crc(bytes: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// The last `i < len` with `first(i) ≤ key` (`first` ascending), by a
-/// binary search whose steps do not branch on the data: a read locates
+/// The last `i < len` with `first(i) ≤ key` (`first` ascending). Frames
+/// hold similar numbers of events, so the position's share of the
+/// segment's range guesses the frame within a few entries (an exact hit
+/// when appends are of one size); the search gallops from the guess to a
+/// bracket, then halves it without branching on the data (a read locates
 /// events at unrelated positions, where a branchy search mispredicts about
-/// every other step.
+/// every other step). However skewed the frames, this is at most about
+/// twice a plain binary search's probes; ordered entries are all it
+/// relies on to be right, and nothing here can panic or loop without end
+/// on disordered ones.
 fn last_at_most(len: usize, key: u64, first: impl Fn(usize) -> u64) -> Option<usize> {
-    if len == 0 {
+    let last = len.checked_sub(1)?;
+    let low = first(0);
+    if key < low {
         return None;
     }
-    let (mut base, mut size) = (0usize, len);
-    while size > 1 {
-        let half = size / 2;
-        let mid = base + half;
-        // Arithmetic, not a branch: the compiler keeps it branch-free.
-        base += half * usize::from(first(mid) <= key);
-        size -= half;
+    let high = first(last);
+    if key >= high {
+        return Some(last);
     }
-    (first(base) <= key).then_some(base)
+    // Here `low ≤ key < high`, so `last ≥ 1` and `high > low`: the guess
+    // is in `0..last`.
+    let span = high.saturating_sub(low).max(1);
+    // 64-bit arithmetic when it cannot overflow (a 128-bit division is a
+    // call costing more than the probes it saves).
+    let share = match (key - low).checked_mul(last as u64) {
+        Some(product) => product / span,
+        None => u64::try_from(u128::from(key - low) * last as u128 / u128::from(span)).unwrap_or(0),
+    };
+    let guess = usize::try_from(share).unwrap_or(0).min(last - 1);
+    // A bracket `lo < hi` with `first(lo) ≤ key < first(hi)`.
+    let (mut lo, mut hi) = if first(guess) <= key {
+        let (mut lo, mut step) = (guess, 1usize);
+        loop {
+            let next = lo.saturating_add(step);
+            if next >= last || first(next) > key {
+                break (lo, next.min(last));
+            }
+            lo = next;
+            step = step.saturating_mul(2);
+        }
+    } else {
+        let (mut hi, mut step) = (guess, 1usize);
+        loop {
+            let next = hi.saturating_sub(step);
+            if next == 0 || first(next) <= key {
+                break (next, hi);
+            }
+            hi = next;
+            step = step.saturating_mul(2);
+        }
+    };
+    while hi - lo > 1 {
+        let half = (hi - lo) / 2;
+        let mid = lo + half;
+        // Arithmetic, not a branch: the compiler keeps it branch-free.
+        let at_most = usize::from(first(mid) <= key);
+        lo += half * at_most;
+        hi -= (hi - mid) * (1 - at_most);
+    }
+    Some(lo)
 }
 
 #[cfg(test)]
@@ -261,5 +305,41 @@ mod tests {
         }
         assert_eq!(last_at_most(3, u64::MAX, |_| u64::MAX), Some(2));
         assert_eq!(last_at_most(3, 5, |_| 5), Some(2));
+    }
+
+    /// Frames of very unequal sizes (the guess lands far from the frame)
+    /// and of equal sizes (it lands on it): the search equals a linear one,
+    /// and its probes stay within twice a binary search's (plus the two
+    /// ends and the guess).
+    #[test]
+    fn the_guessing_search_is_right_and_bounded_on_skewed_frames() {
+        let layouts: Vec<Vec<u64>> = vec![
+            (0..500u64).map(|i| i * 1000).collect(),
+            (0..500u64).map(|i| i * i * i).collect(),
+            (0..60u64).map(|i| (1u64 << i) - 1).collect(),
+            (0..500u64)
+                .map(|i| if i < 490 { i } else { 1_000_000 + i })
+                .collect(),
+            (0..500u64)
+                .map(|i| if i < 10 { i * 100_000 } else { 1_000_000 + i })
+                .collect(),
+        ];
+        for firsts in layouts {
+            let len = firsts.len();
+            let end = firsts[len - 1] + 10;
+            let keys = (0..2_000u64)
+                .map(|k| k * (end / 2_000).max(1))
+                .chain(firsts.iter().flat_map(|&f| [f.saturating_sub(1), f, f + 1]));
+            let bound = 2 * (usize::BITS - len.leading_zeros()) as usize + 3;
+            for key in keys {
+                let probes = std::cell::Cell::new(0usize);
+                let found = last_at_most(len, key, |i| {
+                    probes.set(probes.get() + 1);
+                    firsts[i]
+                });
+                assert_eq!(found, firsts.iter().rposition(|f| *f <= key), "key {key}");
+                assert!(probes.get() <= bound, "key {key}: {} probes", probes.get());
+            }
+        }
     }
 }
