@@ -232,8 +232,9 @@ impl Stored<'_> {
         if split >= self.end {
             return Ok(None);
         }
+        let scan_from = from.max(split);
         let mut failure = None;
-        let found = self.recent.first_match(query, from.max(split), |position| {
+        let found = self.recent.first_match(query, scan_from, |position| {
             let confirmed = self.reader.with_event(position, |record| {
                 !crate::compact::is_erased(&record) && query.matches(record.event_type, record.tags)
             });
@@ -254,7 +255,7 @@ impl Stored<'_> {
         match failure {
             None => Ok(found),
             Some(Some(error)) => Err(error.into()),
-            Some(None) => lookup::first_match(self.index, self.reader, query, split, self.end),
+            Some(None) => lookup::first_match(self.index, self.reader, query, scan_from, self.end),
         }
     }
 }
