@@ -48,18 +48,25 @@ pub fn annals_appends(
     let options = Options::default().durability(durability);
     let store = Store::open_with(dir.path().join("a"), options).expect("open");
     run_threads(dir.path(), threads, secs, move |t, i| {
-        let (t, event) = (t as u64, subscribed(i, t as u64));
-        let appends = vec![(format!("student-{t}"), ExpectedVersion::Any, vec![event])];
-        if conditional {
-            let after = store.position_end().checked_sub(1);
-            let condition = AppendCondition::new(course_query(t)).after(after);
-            let written = store.append_with_condition(appends, condition);
-            assert!(matches!(written, Ok(Ok(_))), "{written:?}");
-        } else {
-            assert!(matches!(store.append_many(appends), Ok(Ok(_))));
-        }
+        append_once(&store, t as u64, i, conditional);
         1
     })
+}
+
+/// One append of [`annals_appends`]: thread `t`'s `i`-th subscription, to
+/// its own stream; with `conditional`, only if its course got no
+/// subscription after the end read just before (it never does).
+pub fn append_once(store: &Store, t: u64, i: u64, conditional: bool) {
+    let event = subscribed(i, t);
+    let appends = vec![(format!("student-{t}"), ExpectedVersion::Any, vec![event])];
+    if conditional {
+        let after = store.position_end().checked_sub(1);
+        let condition = AppendCondition::new(course_query(t)).after(after);
+        let written = store.append_with_condition(appends, condition);
+        assert!(matches!(written, Ok(Ok(_))), "{written:?}");
+    } else {
+        assert!(matches!(store.append_many(appends), Ok(Ok(_))));
+    }
 }
 
 /// A SQLite database with events and their tags.

@@ -17,10 +17,7 @@ use crate::index::Index;
 
 impl Postings for Index {
     fn candidates(&self, key: Key<'_>, from: u64, to: u64, max: usize) -> Result<Vec<u64>> {
-        let key = match key {
-            Key::Type(name) => SecondaryKey::event_type(name),
-            Key::Tag(name) => SecondaryKey::tag(name),
-        };
+        let key = secondary_key(key);
         let mut candidates = self.secondary_candidates(&key, from, max)?;
         // Sorted: what is cut is past `to`, and all before it is kept.
         candidates.retain(|&p| p < to);
@@ -28,15 +25,45 @@ impl Postings for Index {
     }
 
     fn count(&self, key: Key<'_>, from: u64) -> Result<u64> {
-        let key = match key {
-            Key::Type(name) => SecondaryKey::event_type(name),
-            Key::Tag(name) => SecondaryKey::tag(name),
-        };
+        let key = secondary_key(key);
         self.secondary_count(&key, from)
     }
 }
 
-/// The first position in `from..to` holding an event that matches `query`.
+/// The index's postings below `end` only: the secondary memtable is
+/// extended to `end`, never past it (the write path's check decodes no
+/// event it does not need: those past `end` it finds elsewhere).
+struct Covering<'a> {
+    index: &'a Index,
+    end: u64,
+}
+
+impl Postings for Covering<'_> {
+    fn candidates(&self, key: Key<'_>, from: u64, to: u64, max: usize) -> Result<Vec<u64>> {
+        let to = to.min(self.end);
+        let key = secondary_key(key);
+        let mut candidates = self
+            .index
+            .secondary_candidates_covering(&key, from, max, to)?;
+        candidates.retain(|&p| p < to);
+        Ok(candidates)
+    }
+
+    fn count(&self, key: Key<'_>, from: u64) -> Result<u64> {
+        let key = secondary_key(key);
+        self.index.secondary_count_covering(&key, from, self.end)
+    }
+}
+
+fn secondary_key(key: Key<'_>) -> SecondaryKey<'_> {
+    match key {
+        Key::Type(name) => SecondaryKey::event_type(name),
+        Key::Tag(name) => SecondaryKey::tag(name),
+    }
+}
+
+/// The first position in `from..to` holding an event that matches `query`;
+/// the secondary memtable is extended to `to` at most.
 pub(crate) fn first_match(
     index: &Index,
     reader: &LogReader,
@@ -44,7 +71,10 @@ pub(crate) fn first_match(
     from: u64,
     to: u64,
 ) -> Result<Option<u64>> {
-    visit_indexed(index, reader, query, from, to, |_| ControlFlow::Break(()))
+    let postings = Covering { index, end: to };
+    visit_indexed(&postings, reader, query, from, to, |_| {
+        ControlFlow::Break(())
+    })
 }
 
 /// Visits the events in `from..to` that match `query`, in position order,

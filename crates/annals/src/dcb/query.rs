@@ -45,6 +45,13 @@ impl QueryItem {
     /// Whether an event of `event_type` with `tags` matches.
     pub fn matches(&self, event_type: &str, tags: Tags<'_>) -> bool {
         (self.types.is_empty() || self.types.iter().any(|t| t == event_type))
+            && self.tags.iter().all(|t| has_tag(tags.as_bytes(), t))
+    }
+
+    /// [`matches`](QueryItem::matches) on an encoded tag region
+    /// (`docs/FORMAT.md`) the caller has checked.
+    fn matches_encoded(&self, event_type: &str, tags: &[u8]) -> bool {
+        (self.types.is_empty() || self.types.iter().any(|t| t == event_type))
             && self.tags.iter().all(|t| has_tag(tags, t))
     }
 
@@ -59,8 +66,8 @@ impl QueryItem {
 /// [`Tags::contains`] answers, without checking each tag's UTF-8 again on
 /// every event a query confirms (the region was checked when its record
 /// was decoded).
-fn has_tag(tags: Tags<'_>, tag: &str) -> bool {
-    let (mut rest, tag) = (tags.as_bytes(), tag.as_bytes());
+fn has_tag(tags: &[u8], tag: &str) -> bool {
+    let (mut rest, tag) = (tags, tag.as_bytes());
     while let Some((&len, tail)) = rest.split_first() {
         let Some((name, after)) = tail.split_at_checked(usize::from(len)) else {
             return false;
@@ -97,6 +104,14 @@ impl Query {
     /// Whether an event of `event_type` with `tags` matches.
     pub fn matches(&self, event_type: &str, tags: Tags<'_>) -> bool {
         self.items.iter().any(|item| item.matches(event_type, tags))
+    }
+
+    /// Whether an event of `event_type` whose encoded tag region is `tags`
+    /// (one already checked: the write path's own) matches.
+    pub(crate) fn matches_encoded(&self, event_type: &str, tags: &[u8]) -> bool {
+        self.items
+            .iter()
+            .any(|item| item.matches_encoded(event_type, tags))
     }
 
     /// Whether `event` matches.
@@ -174,7 +189,7 @@ mod tests {
             "student:",
             "x",
         ] {
-            assert_eq!(has_tag(t, tag), t.contains(tag), "{tag}");
+            assert_eq!(has_tag(t.as_bytes(), tag), t.contains(tag), "{tag}");
         }
     }
 

@@ -140,6 +140,9 @@ pub(crate) struct IndexState {
     /// Why the last maintenance of the secondary indexes failed (cleared
     /// by the next that succeeds).
     pub(super) secondary_error: Mutex<Option<String>>,
+    /// Set by [`Index::kick_secondary`]: the merger extends the secondary
+    /// memtable to the log's end on its next round.
+    pub(super) secondary_extend: AtomicBool,
 }
 
 pub(super) enum Message {
@@ -209,6 +212,7 @@ impl Index {
             persist_error: Mutex::new(None),
             merge_error: Mutex::new(None),
             secondary_error: Mutex::new(None),
+            secondary_extend: AtomicBool::new(false),
         });
         let (persister, merger) = if read_only {
             (None, None)
@@ -260,6 +264,18 @@ impl Index {
     /// Records appended events: `push` gets the active memtable.
     pub(crate) fn update<R>(&self, push: impl FnOnce(&mut Memtable) -> R) -> R {
         push(&mut self.state.levels.write().active)
+    }
+
+    /// Asks the merger thread to extend the secondary memtable to the
+    /// log's end, off the write path: the writer's condition checks then
+    /// find the events older than its recent ones there without decoding
+    /// them itself.
+    pub(crate) fn kick_secondary(&self) {
+        self.state.secondary_extend.store(true, Ordering::Release);
+        if let Some((sender, _)) = &*self.merger.lock() {
+            // A stopped worker only happens on close: nothing left to do.
+            let _ = sender.send(Message::Work);
+        }
     }
 
     /// Whether the active memtable is full. The caller makes the log
@@ -400,6 +416,31 @@ impl Index {
         max: usize,
     ) -> Result<Vec<u64>> {
         self.state.secondary.candidates(key, from, max)
+    }
+
+    /// [`secondary_candidates`](Index::secondary_candidates), complete
+    /// only below `end`: the memtable is not extended past it.
+    pub(crate) fn secondary_candidates_covering(
+        &self,
+        key: &annals_index::SecondaryKey<'_>,
+        from: u64,
+        max: usize,
+        end: u64,
+    ) -> Result<Vec<u64>> {
+        self.state
+            .secondary
+            .candidates_covering(key, from, max, end)
+    }
+
+    /// [`secondary_count`](Index::secondary_count), the memtable not
+    /// extended past `end`.
+    pub(crate) fn secondary_count_covering(
+        &self,
+        key: &annals_index::SecondaryKey<'_>,
+        from: u64,
+        end: u64,
+    ) -> Result<u64> {
+        self.state.secondary.count_covering(key, from, end)
     }
 
     /// How many candidates `key` has from `from` (inclusive) on.

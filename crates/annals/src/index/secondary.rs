@@ -3,8 +3,9 @@
 //!
 //! - **Derived, never on the write path.** Nothing is written into the log
 //!   and the writer does no extra work: the memtable is extended from the
-//!   log by whoever needs it (a filtered read, the background persister),
-//!   each event scanned once.
+//!   log by whoever needs it (a filtered read, the background persister,
+//!   the merger when the writer asks it to follow the log's end for
+//!   conditional appends), each event scanned once.
 //! - **Checkpointed.** Runs cover `[0, checkpoint)` without gaps; opening
 //!   trusts the valid chain and replays only the log after it. A run only
 //!   ever covers positions the stream index has persisted (durable in the

@@ -25,7 +25,21 @@ impl SecondaryIndex {
         from: u64,
         max: usize,
     ) -> Result<Vec<u64>> {
-        self.extend_to(self.reader.position_end())?;
+        self.candidates_covering(key, from, max, self.reader.position_end())
+    }
+
+    /// [`candidates`](SecondaryIndex::candidates) with the memtable
+    /// extended only to `end`: complete below `end` (what the write path's
+    /// condition check asks, so that it decodes no event it does not need;
+    /// those at or past `end` may be missing).
+    pub(crate) fn candidates_covering(
+        &self,
+        key: &SecondaryKey<'_>,
+        from: u64,
+        max: usize,
+        end: u64,
+    ) -> Result<Vec<u64>> {
+        self.extend_to(end)?;
         self.repairing(|| {
             let (runs, memtable) = {
                 let levels = self.levels.read();
@@ -54,7 +68,18 @@ impl SecondaryIndex {
     /// same hash in runs): what a query walks the rarest of its keys by.
     /// O(log n) run entries read per run.
     pub(crate) fn count(&self, key: &SecondaryKey<'_>, from: u64) -> Result<u64> {
-        self.extend_to(self.reader.position_end())?;
+        self.count_covering(key, from, self.reader.position_end())
+    }
+
+    /// [`count`](SecondaryIndex::count) with the memtable extended only to
+    /// `end` (see [`candidates_covering`](SecondaryIndex::candidates_covering)).
+    pub(crate) fn count_covering(
+        &self,
+        key: &SecondaryKey<'_>,
+        from: u64,
+        end: u64,
+    ) -> Result<u64> {
+        self.extend_to(end)?;
         self.repairing(|| {
             let (runs, in_memory) = {
                 let levels = self.levels.read();

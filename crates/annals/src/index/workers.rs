@@ -96,8 +96,14 @@ impl IndexState {
             self.record_merge(&self.merge());
             // The secondary indexes follow the stream index's checkpoint
             // (durable in the log), after its merge: on this thread, so
-            // that the writer and the persister never wait for them.
-            self.record_secondary(self.secondary.maintain(self.checkpoint(), false));
+            // that the writer and the persister never wait for them. When
+            // the writer asked (`Index::kick_secondary`), the memtable also
+            // follows the log's end, for conditional appends' checks.
+            let mut maintained = self.secondary.maintain(self.checkpoint(), false);
+            if maintained.is_ok() && self.secondary_extend.swap(false, Ordering::AcqRel) {
+                maintained = self.secondary.extend_to(self.reader.position_end());
+            }
+            self.record_secondary(maintained);
         }
     }
 

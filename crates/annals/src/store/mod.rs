@@ -203,6 +203,7 @@ impl Store {
             index: Arc::clone(&index),
             durability: options.durability,
             poison: None,
+            recent: crate::write::RecentEvents::default(),
         };
         Ok(Store {
             inner: Arc::new(Inner {

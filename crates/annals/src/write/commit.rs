@@ -7,7 +7,7 @@ use std::sync::Arc;
 use annals_segment::{LogReader, LogWriter, Record};
 
 use super::decide::{decide, Decision};
-use super::{Answer, Request, Work};
+use super::{Answer, RecentEvents, Request, Work};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::subscribe::Feed;
@@ -24,6 +24,9 @@ pub(crate) struct Writer {
     /// What failed, once a write, fsync or commit failed: every later
     /// request is refused with it until reopen.
     pub(crate) poison: Option<Arc<Error>>,
+    /// The types and tags of the last events written, once a conditional
+    /// append has been seen: what recent conditions are checked against.
+    pub(crate) recent: RecentEvents,
 }
 
 impl Writer {
@@ -71,7 +74,20 @@ impl Writer {
         if let Some(cause) = self.index.backlog() {
             return self.refuse_appends(group, &cause);
         }
-        let decisions = decide(&self.index, &self.reader, group, self.log.position_next());
+        if !self.recent.is_on()
+            && group
+                .iter()
+                .any(|r| matches!(r.work, Work::Append(_, Some(_))))
+        {
+            self.recent.start_at(self.reader.position_end());
+        }
+        let decisions = decide(
+            &self.index,
+            &self.reader,
+            &self.recent,
+            group,
+            self.log.position_next(),
+        );
         let timestamp_us = now_us();
         let mut batches: Vec<Vec<Record<'_>>> = Vec::new();
         for (request, decision) in group.iter().zip(&decisions) {
@@ -121,6 +137,21 @@ impl Writer {
         };
         if self.durability != Durability::Buffered || flush_asked {
             self.log.sync_unpublished()?;
+        }
+        // Written (and published below, or the writer is poisoned): the
+        // next group's conditions see these events here.
+        if self.recent.is_on() {
+            let mut dropped = false;
+            for (batch, &first) in batches.iter().zip(&firsts) {
+                for (record, position) in batch.iter().zip(first..) {
+                    dropped |= self.recent.push(position, record);
+                }
+            }
+            if dropped {
+                // Keep the secondary memtable near the recent events, off
+                // the write path.
+                self.index.kick_secondary();
+            }
         }
         // Published inside the index's write lock, once the memtable holds
         // the group: whoever sees the new end in the feed then finds the

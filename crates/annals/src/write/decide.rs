@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use annals_index::IdHash;
 use annals_segment::LogReader;
 
-use super::{Conflict, Request, StreamAppend, Work};
-use crate::dcb::{lookup, AppendCondition};
+use super::{Conflict, RecentEvents, Request, StreamAppend, Work};
+use crate::dcb::{lookup, AppendCondition, Query};
 use crate::error::Error;
 use crate::expected::{CurrentVersion, WrongExpectedVersion};
 use crate::index::Index;
@@ -43,6 +43,7 @@ pub(super) enum Decision {
 pub(super) fn decide(
     index: &Index,
     reader: &LogReader,
+    recent: &RecentEvents,
     group: &[Request],
     position_next: u64,
 ) -> Vec<Decision> {
@@ -59,7 +60,8 @@ pub(super) fn decide(
     let mut decisions = Vec::with_capacity(group.len());
     // Where the next accepted request will land (replicated appends must
     // land exactly where the source wrote them).
-    let mut position_next = reader.position_end();
+    let log_end = reader.position_end();
+    let mut position_next = log_end;
     for (r, request) in group.iter().enumerate() {
         let Work::Append(appends, condition) = &request.work else {
             decisions.push(Decision::Flush);
@@ -89,7 +91,13 @@ pub(super) fn decide(
         };
         let decision = match (decision, condition) {
             (Ok(staged), Some(condition)) => {
-                match check_condition(index, reader, condition, &accepted, position_next) {
+                let stored = Stored {
+                    index,
+                    reader,
+                    recent,
+                    end: log_end,
+                };
+                match check_condition(&stored, condition, &accepted) {
                     Ok(None) => Ok(staged),
                     Ok(Some(position)) => Err(Conflict::Condition(position)),
                     Err(error) => {
@@ -192,15 +200,73 @@ fn check_expectations<'a>(
     Ok(Ok((firsts, staged)))
 }
 
+/// The events stored when a group is decided: the log up to `end`, found
+/// through the writer's recent events or the secondary index.
+struct Stored<'a> {
+    index: &'a Index,
+    reader: &'a LogReader,
+    recent: &'a RecentEvents,
+    /// The log's end.
+    end: u64,
+}
+
+impl Stored<'_> {
+    /// The first position in `from..end` holding an event that matches
+    /// `query`. The last events (up to [`RECENT_SCAN_MAX`](super::recent::RECENT_SCAN_MAX))
+    /// are scanned among the writer's recent ones, each match confirmed on
+    /// the log (as the index path does: a compaction may have erased the
+    /// event since); the events before them are found through the
+    /// secondary index, whose memtable is extended only that far (the index
+    /// worker extends it off the write path, `Index::kick_secondary`).
+    /// Without recent events running up to `end`, all goes through the index.
+    fn first_match(&self, query: &Query, from: u64) -> Result<Option<u64>, Error> {
+        if from >= self.end {
+            return Ok(None);
+        }
+        let split = self.recent.scan_start(self.end).unwrap_or(self.end);
+        if from < split {
+            if let Some(found) = lookup::first_match(self.index, self.reader, query, from, split)? {
+                return Ok(Some(found));
+            }
+        }
+        if split >= self.end {
+            return Ok(None);
+        }
+        let scan_from = from.max(split);
+        let mut failure = None;
+        let found = self.recent.first_match(query, scan_from, |position| {
+            let confirmed = self.reader.with_event(position, |record| {
+                !crate::compact::is_erased(&record) && query.matches(record.event_type, record.tags)
+            });
+            match confirmed {
+                Ok(Some(matched)) => matched,
+                // Not in the log: the recent events are not what they
+                // claim. Stop, and ask the index for the whole range.
+                Ok(None) => {
+                    failure = Some(None);
+                    true
+                }
+                Err(error) => {
+                    failure = Some(Some(error));
+                    true
+                }
+            }
+        });
+        match failure {
+            None => Ok(found),
+            Some(Some(error)) => Err(error.into()),
+            Some(None) => lookup::first_match(self.index, self.reader, query, scan_from, self.end),
+        }
+    }
+}
+
 /// The first position above the condition's `after` holding an event that
-/// matches its query: among the stored events (the log up to
-/// `position_next`), then among those accepted earlier in the group.
+/// matches its query: among the stored events, then among those accepted
+/// earlier in the group.
 fn check_condition(
-    index: &Index,
-    reader: &LogReader,
+    stored: &Stored<'_>,
     condition: &AppendCondition,
     accepted: &[(u64, &[StreamAppend])],
-    position_next: u64,
 ) -> Result<Option<u64>, Error> {
     let query = &condition.fail_if_events_match;
     let from = match condition.after {
@@ -210,10 +276,8 @@ fn check_condition(
             None => return Ok(None),
         },
     };
-    if from < position_next {
-        if let Some(position) = lookup::first_match(index, reader, query, from, position_next)? {
-            return Ok(Some(position));
-        }
+    if let Some(position) = stored.first_match(query, from)? {
+        return Ok(Some(position));
     }
     for &(first, appends) in accepted {
         let mut position = first;

@@ -23,10 +23,12 @@
 //! The index (`crate::index`) holds the stream versions and event ids the
 //! decisions need; the writer pushes each group into its memtable.
 //! | `decide.rs` | per request: a retry? which expectation fails? |
+//! | `recent.rs` | the types and tags of the last events written, for append conditions |
 
 mod commit;
 mod decide;
 mod pipeline;
+mod recent;
 
 use crate::dcb::AppendCondition;
 use crate::error::Result;
@@ -36,6 +38,7 @@ use crate::AppendResult;
 
 pub(crate) use commit::Writer;
 pub(crate) use pipeline::{Pipeline, Request};
+pub(crate) use recent::RecentEvents;
 
 /// One stream's part of an append.
 #[derive(Debug)]
