@@ -57,9 +57,13 @@ pub(super) fn decide(
         .filter(|r| matches!(r.work, Work::Append(..)))
         .count();
     let mut decisions = Vec::with_capacity(group.len());
+    // The end of the stored log: a condition looks for matches in the log
+    // below it, and among the requests accepted in the group above it
+    // (which are not in the log yet: a lookup there would fail).
+    let stored_end = reader.position_end();
     // Where the next accepted request will land (replicated appends must
     // land exactly where the source wrote them).
-    let mut position_next = reader.position_end();
+    let mut position_next = stored_end;
     for (r, request) in group.iter().enumerate() {
         let Work::Append(appends, condition) = &request.work else {
             decisions.push(Decision::Flush);
@@ -89,7 +93,7 @@ pub(super) fn decide(
         };
         let decision = match (decision, condition) {
             (Ok(staged), Some(condition)) => {
-                match check_condition(index, reader, condition, &accepted, position_next) {
+                match check_condition(index, reader, condition, &accepted, stored_end) {
                     Ok(None) => Ok(staged),
                     Ok(Some(position)) => Err(Conflict::Condition(position)),
                     Err(error) => {
@@ -193,14 +197,14 @@ fn check_expectations<'a>(
 }
 
 /// The first position above the condition's `after` holding an event that
-/// matches its query: among the stored events (the log up to
-/// `position_next`), then among those accepted earlier in the group.
+/// matches its query: among the stored events (the log up to `stored_end`),
+/// then among those accepted earlier in the group.
 fn check_condition(
     index: &Index,
     reader: &LogReader,
     condition: &AppendCondition,
     accepted: &[(u64, &[StreamAppend])],
-    position_next: u64,
+    stored_end: u64,
 ) -> Result<Option<u64>, Error> {
     let query = &condition.fail_if_events_match;
     let from = match condition.after {
@@ -210,8 +214,8 @@ fn check_condition(
             None => return Ok(None),
         },
     };
-    if from < position_next {
-        if let Some(position) = lookup::first_match(index, reader, query, from, position_next)? {
+    if from < stored_end {
+        if let Some(position) = lookup::first_match(index, reader, query, from, stored_end)? {
             return Ok(Some(position));
         }
     }
