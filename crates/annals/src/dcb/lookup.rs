@@ -15,28 +15,51 @@ use crate::error::Result;
 use crate::event::EventRef;
 use crate::index::Index;
 
+/// The index's postings for reads: a damaged run page met on the way is
+/// rebuilt on the reader's thread and the lookup retried.
 impl Postings for Index {
     fn candidates(&self, key: Key<'_>, from: u64, to: u64, max: usize) -> Result<Vec<u64>> {
-        let key = match key {
-            Key::Type(name) => SecondaryKey::event_type(name),
-            Key::Tag(name) => SecondaryKey::tag(name),
-        };
-        let mut candidates = self.secondary_candidates(&key, from, max)?;
+        let mut candidates = self.secondary_candidates(&secondary_key(key), from, max)?;
         // Sorted: what is cut is past `to`, and all before it is kept.
         candidates.retain(|&p| p < to);
         Ok(candidates)
     }
 
     fn count(&self, key: Key<'_>, from: u64) -> Result<u64> {
-        let key = match key {
-            Key::Type(name) => SecondaryKey::event_type(name),
-            Key::Tag(name) => SecondaryKey::tag(name),
-        };
-        self.secondary_count(&key, from)
+        self.secondary_count(&secondary_key(key), from)
     }
 }
 
-/// The first position in `from..to` holding an event that matches `query`.
+/// The index's postings for the write path: a lookup that meets a damaged
+/// run page fails (`Index::needs_repair` says so) instead of rebuilding the
+/// run there, which would hold up every append of the group; the caller
+/// rebuilds it on its own thread and submits again.
+struct Unrepaired<'a>(&'a Index);
+
+impl Postings for Unrepaired<'_> {
+    fn candidates(&self, key: Key<'_>, from: u64, to: u64, max: usize) -> Result<Vec<u64>> {
+        let mut candidates =
+            self.0
+                .secondary_candidates_unrepaired(&secondary_key(key), from, max)?;
+        candidates.retain(|&p| p < to);
+        Ok(candidates)
+    }
+
+    fn count(&self, key: Key<'_>, from: u64) -> Result<u64> {
+        self.0.secondary_count_unrepaired(&secondary_key(key), from)
+    }
+}
+
+fn secondary_key(key: Key<'_>) -> SecondaryKey<'_> {
+    match key {
+        Key::Type(name) => SecondaryKey::event_type(name),
+        Key::Tag(name) => SecondaryKey::tag(name),
+    }
+}
+
+/// The first position in `from..to` holding an event that matches `query`:
+/// the write path's check of an append condition (a damaged index run is
+/// the error, see [`Unrepaired`]).
 pub(crate) fn first_match(
     index: &Index,
     reader: &LogReader,
@@ -44,7 +67,10 @@ pub(crate) fn first_match(
     from: u64,
     to: u64,
 ) -> Result<Option<u64>> {
-    visit_indexed(index, reader, query, from, to, |_| ControlFlow::Break(()))
+    let postings = Unrepaired(index);
+    visit_indexed(&postings, reader, query, from, to, |_| {
+        ControlFlow::Break(())
+    })
 }
 
 /// Visits the events in `from..to` that match `query`, in position order,

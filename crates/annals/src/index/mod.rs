@@ -411,6 +411,27 @@ impl Index {
         self.state.secondary.count(key, from)
     }
 
+    /// [`Index::secondary_candidates`] for the write path (an append
+    /// condition's lookup): a damaged run is the error, never rebuilt here
+    /// (see [`Index::state_unrepaired`]).
+    pub(crate) fn secondary_candidates_unrepaired(
+        &self,
+        key: &annals_index::SecondaryKey<'_>,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<u64>> {
+        self.state.secondary.candidates_unrepaired(key, from, max)
+    }
+
+    /// [`Index::secondary_count`] for the write path.
+    pub(crate) fn secondary_count_unrepaired(
+        &self,
+        key: &annals_index::SecondaryKey<'_>,
+        from: u64,
+    ) -> Result<u64> {
+        self.state.secondary.count_unrepaired(key, from)
+    }
+
     /// The stream's state (a damaged run met on the way is rebuilt on
     /// this thread, then the lookup retried).
     pub(crate) fn state(&self, stream: &str) -> Result<Option<StreamState>> {
@@ -430,16 +451,23 @@ impl Index {
         self.state.find_ids(ids)
     }
 
-    /// Whether `error`, from a lookup, came from a damaged run that
-    /// [`Index::repair`] rebuilds.
+    /// Whether `error`, from a lookup, came from a damaged run (of the
+    /// stream index or a secondary one) that [`Index::repair`] rebuilds.
     pub(crate) fn needs_repair(&self, error: &Error) -> bool {
-        error.is_corruption() && self.state.levels.read().runs.iter().any(|r| r.is_broken())
+        error.is_corruption()
+            && (self.state.levels.read().runs.iter().any(|r| r.is_broken())
+                || self.state.secondary.any_broken())
     }
 
-    /// Rebuilds every damaged run from the log, on this thread (a caller's,
-    /// never the writer's: it holds the merge lock, not the write path).
+    /// Rebuilds every damaged run from the log, stream index and secondary
+    /// ones, on this thread (a caller's, never the writer's: it holds the
+    /// merge locks, not the write path).
     pub(crate) fn repair(&self) -> Result<()> {
-        self.state.repair()
+        self.state.repair()?;
+        if self.state.secondary.any_broken() {
+            self.state.secondary.repair()?;
+        }
+        Ok(())
     }
 
     /// Visits candidate (version, position) pairs of `stream` from version
