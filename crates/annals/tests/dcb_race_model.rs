@@ -79,7 +79,7 @@ fn racing_conditional_appends_agree_with_the_final_log() {
         .map(|t| {
             let (store, barrier, record) = (store.clone(), barrier.clone(), record.clone());
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1) * 0x1234_5678);
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t as u64 + 1) * 0x1234_5678));
                 barrier.wait();
                 for _ in 0..150 {
                     let q = query(&mut rng);
@@ -103,12 +103,11 @@ fn racing_conditional_appends_agree_with_the_final_log() {
                     let outcome = store
                         .append_with_condition(appends.clone(), condition.clone())
                         .unwrap();
-                    if outcome.is_ok() && rng.below(4) == 0 {
+                    if let (Ok(first), 0) = (&outcome, rng.below(4)) {
                         let again = store
                             .append_with_condition(appends, condition.clone())
                             .unwrap()
                             .unwrap();
-                        let first = outcome.as_ref().unwrap();
                         assert!(again.iter().all(|r| r.duplicate));
                         assert_eq!(again[0].first_position, first[0].first_position);
                     }

@@ -21,7 +21,7 @@ const TYPES: [&str; 3] = ["A", "B", "C"];
 
 fn tagged(i: u64) -> EventData {
     let mut tags = vec![format!("m:{}", i % 7)];
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         tags.push(format!("k:{}", i % 2));
     }
     EventData::new(TYPES[(i % 3) as usize], format!("{i}")).with_tags(tags)
@@ -103,7 +103,7 @@ fn read_only_queries_follow_the_owner_and_its_index_runs() {
                     )
                     .unwrap()
                     .unwrap();
-                if i % 200 == 0 {
+                if i.is_multiple_of(200) {
                     owner.maintain_index().unwrap();
                 }
             }
@@ -112,7 +112,7 @@ fn read_only_queries_follow_the_owner_and_its_index_runs() {
     };
     let reader = Store::open_read_only_with(dir.path(), options()).unwrap();
     let mut seen = check(&reader);
-    let mut rounds = 0;
+    let mut rounds = 0u64;
     while !done.load(Ordering::SeqCst) {
         reader.refresh().unwrap();
         let end = check(&reader);
@@ -120,7 +120,7 @@ fn read_only_queries_follow_the_owner_and_its_index_runs() {
         seen = end;
         rounds += 1;
         // Fresh read-only opens load whatever runs the owner has now.
-        if rounds % 5 == 0 {
+        if rounds.is_multiple_of(5) {
             check(&Store::open_read_only_with(dir.path(), options()).unwrap());
         }
     }
