@@ -156,3 +156,91 @@ fn malformed_queries_and_tags_exit_2() {
         assert_eq!(code(&out), 2, "{bad_line}");
     }
 }
+
+/// The bounds the store puts on queries and tags, through the CLI: too
+/// many items, too many types or tags in an item, a type or tag too long,
+/// too many tags on an event, and `"after"` that is not a whole number in
+/// u64 all exit 2 and write nothing; a store-side refusal (an event's tags)
+/// too; `"after": u64::MAX` and `--from` past the end are valid.
+#[test]
+fn query_and_tag_bounds_exit_2_and_write_nothing() {
+    use annals::{QUERY_ITEMS_MAX, QUERY_ITEM_TERMS_MAX, TAGS_MAX, TAG_BYTES_MAX};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let store = store.to_str().unwrap();
+    let tagged = r#"{"type":"E","data":{},"tags":["t:1"]}"#;
+    assert_eq!(code(&run(&["append", store, "s"], tagged)), 0);
+    let quoted = |list: Vec<String>| {
+        list.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let item = r#"{"tags":["t:1"]}"#;
+    let items = vec![item; QUERY_ITEMS_MAX + 1].join(",");
+    let terms = quoted(
+        (0..=QUERY_ITEM_TERMS_MAX)
+            .map(|i| format!("t:{i}"))
+            .collect(),
+    );
+    let long_tag = "t".repeat(TAG_BYTES_MAX + 1);
+    let long_type = "T".repeat(annals::EVENT_TYPE_BYTES_MAX + 1);
+    let bad_queries = [
+        format!(r#"{{"items":[{items}]}}"#),
+        format!(r#"{{"items":[{{"tags":[{terms}]}}]}}"#),
+        format!(r#"{{"items":[{{"types":[{terms}]}}]}}"#),
+        format!(r#"{{"items":[{{"tags":["{long_tag}"]}}]}}"#),
+        format!(r#"{{"items":[{{"types":["{long_type}"]}}]}}"#),
+        r#"{"items":[{"types":[""]}]}"#.to_owned(),
+        r#"{"items":[{"types":"E"}]}"#.to_owned(),
+        r#"{"items":[1]}"#.to_owned(),
+    ];
+    for bad in &bad_queries {
+        let out = run(&["query", store, bad], "");
+        assert_eq!(code(&out), 2, "query {bad}");
+        let out = run(&["append", store, "s", "--condition", bad], tagged);
+        assert_eq!(code(&out), 2, "condition {bad}");
+    }
+    for after in [
+        r#""3""#,
+        "1.5",
+        "true",
+        "[0]",
+        "18446744073709551616",
+        "-0.5",
+    ] {
+        let condition = format!(r#"{{"items":[{item}],"after":{after}}}"#);
+        let out = run(&["append", store, "s", "--condition", &condition], tagged);
+        assert_eq!(code(&out), 2, "after {after}");
+    }
+    let many = quoted((0..=TAGS_MAX).map(|i| format!("t:{i}")).collect());
+    for bad_line in [
+        format!(r#"{{"type":"E","tags":[{many}]}}"#),
+        format!(r#"{{"type":"E","tags":["{long_tag}"]}}"#),
+        r#"{"type":"E","tags":[null]}"#.to_owned(),
+        r#"{"type":"E","tags":{"t":1}}"#.to_owned(),
+    ] {
+        // A good line first: the whole append is refused.
+        let input = format!("{tagged}\n{bad_line}\n");
+        assert_eq!(code(&run(&["append", store, "s"], &input)), 2, "{bad_line}");
+        let condition = r#"{"items":[{"tags":["absent"]}]}"#;
+        let out = run(&["append", store, "s", "--condition", condition], &input);
+        assert_eq!(code(&out), 2, "with a condition: {bad_line}");
+    }
+    let out = run(&["all", store], "");
+    assert_eq!(lines(&out).len(), 1, "nothing was written");
+
+    let condition = format!(r#"{{"items":[{item}],"after":18446744073709551615}}"#);
+    let out = run(&["append", store, "s", "--condition", &condition], tagged);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let query = format!(r#"{{"items":[{item}]}}"#);
+    let out = run(
+        &["query", store, &query, "--from", "18446744073709551615"],
+        "",
+    );
+    assert_eq!((code(&out), lines(&out).len()), (0, 0));
+    let out = run(&["query", store, &query, "--max", "0"], "");
+    assert_eq!((code(&out), lines(&out).len()), (0, 0));
+    let out = run(&["query", store, &query], "");
+    assert_eq!((code(&out), lines(&out).len()), (0, 2));
+}

@@ -145,3 +145,112 @@ fn a_damaged_run_is_rebuilt_off_the_write_path() {
     check_against(&store, &model);
     store.verify().unwrap();
 }
+
+/// The same for a conditional append (issue 22) whose query meets a
+/// damaged page of a *secondary* (tag) run: its rebuild must not hold up
+/// the write path either. It did: the condition's lookup rebuilt the run
+/// inline, on the group-commit leader, so an unconditional append to a
+/// fresh stream waited for the whole rebuild.
+/// Opens the gate when dropped: a failed assertion must not leave the
+/// store's close (which creates files) waiting at it for ever.
+struct OpenOnDrop(Arc<Gate>);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.closed.store(false, Ordering::SeqCst);
+        let _guard = self.0.lock.lock();
+        self.0.opened.notify_all();
+    }
+}
+
+#[test]
+fn a_damaged_tag_run_met_by_a_condition_is_rebuilt_off_the_write_path() {
+    use annals::{AppendCondition, ConditionFailed, Query, QueryItem};
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options::default().index_buffer_events(100_000);
+    let tags: Vec<String> = (0..200).map(|i| format!("t:{i}")).collect();
+    {
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        for chunk in 0..30 {
+            let events = (0..100)
+                .map(|i| EventData::new("E", "{}").with_tag(tags[(chunk * 100 + i) % 200].clone()))
+                .collect();
+            store
+                .append("tagged", ExpectedVersion::Any, events)
+                .unwrap()
+                .unwrap();
+        }
+    }
+    let sidx: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".sidx"))
+        .collect();
+    assert_eq!(sidx.len(), 1, "{sidx:?}");
+    // A byte of every page after the header: any lookup meets damage.
+    let path = dir.path().join(&sidx[0]);
+    let length = std::fs::metadata(&path).unwrap().len();
+    for page in 1..length / 4096 {
+        flip(&path, page * 4096 + 100);
+    }
+
+    let gate = Arc::new(Gate::default());
+    let storage = GatedStorage {
+        inner: FsStorage::open(dir.path()).unwrap(),
+        gate: Arc::clone(&gate),
+    };
+    let store = Store::open_storage(Arc::new(storage), options()).unwrap();
+    let end = store.position_end();
+    // Declared after the store: dropped (the gate opened) before it.
+    let opener = OpenOnDrop(Arc::clone(&gate));
+    gate.closed.store(true, Ordering::SeqCst);
+
+    // Conditions on every tag, from the start: one of them meets a damaged
+    // page, and its rebuild waits at the gate.
+    let appender = {
+        let (store, tags) = (store.clone(), tags.clone());
+        std::thread::spawn(move || {
+            for (i, tag) in tags.iter().enumerate() {
+                let query = Query::new([QueryItem::new().tags([tag.as_str()])]);
+                let outcome = store
+                    .append_with_condition(
+                        vec![(
+                            "other".into(),
+                            ExpectedVersion::Any,
+                            vec![EventData::new("E", "{}")],
+                        )],
+                        AppendCondition::new(query),
+                    )
+                    .unwrap();
+                // The tag's first event, in the damaged run, fails it.
+                let failed = Err(ConditionFailed { position: i as u64 }.into());
+                assert_eq!(outcome, failed, "{tag}");
+            }
+        })
+    };
+    wait_for("the rebuild to reach the gate", || {
+        gate.waiting.load(Ordering::SeqCst)
+    });
+
+    let (sender, receiver) = mpsc::channel();
+    {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let result = store.append(
+                "fresh-1",
+                ExpectedVersion::NoStream,
+                vec![EventData::new("E", "1")],
+            );
+            let _ = sender.send(result.map(|r| r.is_ok()));
+        });
+    }
+    let answered = receiver.recv_timeout(Duration::from_secs(10));
+    drop(opener);
+    assert!(
+        matches!(answered, Ok(Ok(true))),
+        "an append to another stream waited for the rebuild: {answered:?}"
+    );
+    appender.join().unwrap();
+    assert_eq!(store.position_end(), end + 1, "only the fresh append");
+    store.verify().unwrap();
+}

@@ -15,43 +15,46 @@ use crate::error::Result;
 use crate::event::EventRef;
 use crate::index::Index;
 
+/// The index's postings for reads: a damaged run page met on the way is
+/// rebuilt on the reader's thread and the lookup retried.
 impl Postings for Index {
     fn candidates(&self, key: Key<'_>, from: u64, to: u64, max: usize) -> Result<Vec<u64>> {
-        let key = secondary_key(key);
-        let mut candidates = self.secondary_candidates(&key, from, max)?;
+        let mut candidates = self.secondary_candidates(&secondary_key(key), from, max)?;
         // Sorted: what is cut is past `to`, and all before it is kept.
         candidates.retain(|&p| p < to);
         Ok(candidates)
     }
 
     fn count(&self, key: Key<'_>, from: u64) -> Result<u64> {
-        let key = secondary_key(key);
-        self.secondary_count(&key, from)
+        self.secondary_count(&secondary_key(key), from)
     }
 }
 
-/// The index's postings below `end` only: the secondary memtable is
-/// extended to `end`, never past it (the write path's check decodes no
-/// event it does not need: those past `end` it finds elsewhere).
-struct Covering<'a> {
+/// The index's postings for the write path's check of an append condition,
+/// below `end` only: the secondary memtable is extended to `end`, never
+/// past it (the check decodes no event it does not need: those past `end`
+/// it finds elsewhere); and a lookup that meets a damaged run page fails
+/// (`Index::needs_repair` says so) instead of rebuilding the run there,
+/// which would hold up every append of the group: the caller rebuilds it
+/// on its own thread and submits again.
+struct WritePath<'a> {
     index: &'a Index,
     end: u64,
 }
 
-impl Postings for Covering<'_> {
+impl Postings for WritePath<'_> {
     fn candidates(&self, key: Key<'_>, from: u64, to: u64, max: usize) -> Result<Vec<u64>> {
         let to = to.min(self.end);
-        let key = secondary_key(key);
-        let mut candidates = self
-            .index
-            .secondary_candidates_covering(&key, from, max, to)?;
+        let mut candidates =
+            self.index
+                .secondary_candidates_unrepaired(&secondary_key(key), from, max, to)?;
         candidates.retain(|&p| p < to);
         Ok(candidates)
     }
 
     fn count(&self, key: Key<'_>, from: u64) -> Result<u64> {
-        let key = secondary_key(key);
-        self.index.secondary_count_covering(&key, from, self.end)
+        self.index
+            .secondary_count_unrepaired(&secondary_key(key), from, self.end)
     }
 }
 
@@ -62,8 +65,10 @@ fn secondary_key(key: Key<'_>) -> SecondaryKey<'_> {
     }
 }
 
-/// The first position in `from..to` holding an event that matches `query`;
-/// the secondary memtable is extended to `to` at most.
+/// The first position in `from..to` holding an event that matches `query`:
+/// the write path's check of an append condition (the secondary memtable
+/// extended to `to` at most, a damaged index run the error: see
+/// [`WritePath`]).
 pub(crate) fn first_match(
     index: &Index,
     reader: &LogReader,
@@ -71,7 +76,7 @@ pub(crate) fn first_match(
     from: u64,
     to: u64,
 ) -> Result<Option<u64>> {
-    let postings = Covering { index, end: to };
+    let postings = WritePath { index, end: to };
     visit_indexed(&postings, reader, query, from, to, |_| {
         ControlFlow::Break(())
     })

@@ -418,9 +418,20 @@ impl Index {
         self.state.secondary.candidates(key, from, max)
     }
 
-    /// [`secondary_candidates`](Index::secondary_candidates), complete
-    /// only below `end`: the memtable is not extended past it.
-    pub(crate) fn secondary_candidates_covering(
+    /// How many candidates `key` has from `from` (inclusive) on.
+    pub(crate) fn secondary_count(
+        &self,
+        key: &annals_index::SecondaryKey<'_>,
+        from: u64,
+    ) -> Result<u64> {
+        self.state.secondary.count(key, from)
+    }
+
+    /// [`Index::secondary_candidates`] for the write path (an append
+    /// condition's lookup): complete only below `end` (the memtable is not
+    /// extended past it), and a damaged run is the error, never rebuilt
+    /// here (see [`Index::state_unrepaired`]).
+    pub(crate) fn secondary_candidates_unrepaired(
         &self,
         key: &annals_index::SecondaryKey<'_>,
         from: u64,
@@ -429,27 +440,18 @@ impl Index {
     ) -> Result<Vec<u64>> {
         self.state
             .secondary
-            .candidates_covering(key, from, max, end)
+            .candidates_unrepaired(key, from, max, end)
     }
 
-    /// [`secondary_count`](Index::secondary_count), the memtable not
-    /// extended past `end`.
-    pub(crate) fn secondary_count_covering(
+    /// [`Index::secondary_count`] for the write path (see
+    /// [`Index::secondary_candidates_unrepaired`]).
+    pub(crate) fn secondary_count_unrepaired(
         &self,
         key: &annals_index::SecondaryKey<'_>,
         from: u64,
         end: u64,
     ) -> Result<u64> {
-        self.state.secondary.count_covering(key, from, end)
-    }
-
-    /// How many candidates `key` has from `from` (inclusive) on.
-    pub(crate) fn secondary_count(
-        &self,
-        key: &annals_index::SecondaryKey<'_>,
-        from: u64,
-    ) -> Result<u64> {
-        self.state.secondary.count(key, from)
+        self.state.secondary.count_unrepaired(key, from, end)
     }
 
     /// The stream's state (a damaged run met on the way is rebuilt on
@@ -471,16 +473,23 @@ impl Index {
         self.state.find_ids(ids)
     }
 
-    /// Whether `error`, from a lookup, came from a damaged run that
-    /// [`Index::repair`] rebuilds.
+    /// Whether `error`, from a lookup, came from a damaged run (of the
+    /// stream index or a secondary one) that [`Index::repair`] rebuilds.
     pub(crate) fn needs_repair(&self, error: &Error) -> bool {
-        error.is_corruption() && self.state.levels.read().runs.iter().any(|r| r.is_broken())
+        error.is_corruption()
+            && (self.state.levels.read().runs.iter().any(|r| r.is_broken())
+                || self.state.secondary.any_broken())
     }
 
-    /// Rebuilds every damaged run from the log, on this thread (a caller's,
-    /// never the writer's: it holds the merge lock, not the write path).
+    /// Rebuilds every damaged run from the log, stream index and secondary
+    /// ones, on this thread (a caller's, never the writer's: it holds the
+    /// merge locks, not the write path).
     pub(crate) fn repair(&self) -> Result<()> {
-        self.state.repair()
+        self.state.repair()?;
+        if self.state.secondary.any_broken() {
+            self.state.secondary.repair()?;
+        }
+        Ok(())
     }
 
     /// Visits candidate (version, position) pairs of `stream` from version

@@ -328,7 +328,8 @@ impl SecondaryIndex {
         }
     }
 
-    fn any_broken(&self) -> bool {
+    /// Whether a run met a damaged page (and waits for [`repair`](SecondaryIndex::repair)).
+    pub(super) fn any_broken(&self) -> bool {
         self.levels.read().runs.iter().any(|r| r.is_broken())
     }
 

@@ -18,21 +18,26 @@ impl SecondaryIndex {
     /// Up to `max` candidate positions of `key` from `from` (inclusive), in
     /// increasing order: those of runs are the key's *hash*'s (another key
     /// with the same hash adds some), those of the memtable exact. The
-    /// memtable is first extended to the log's published end.
+    /// memtable is first extended to the log's published end. A damaged
+    /// run page met on the way is rebuilt on this thread and the lookup
+    /// retried.
     pub(crate) fn candidates(
         &self,
         key: &SecondaryKey<'_>,
         from: u64,
         max: usize,
     ) -> Result<Vec<u64>> {
-        self.candidates_covering(key, from, max, self.reader.position_end())
+        let end = self.reader.position_end();
+        self.repairing(|| self.candidates_unrepaired(key, from, max, end))
     }
 
-    /// [`candidates`](SecondaryIndex::candidates) with the memtable
-    /// extended only to `end`: complete below `end` (what the write path's
-    /// condition check asks, so that it decodes no event it does not need;
-    /// those at or past `end` may be missing).
-    pub(crate) fn candidates_covering(
+    /// [`candidates`](SecondaryIndex::candidates) for the write path, which
+    /// does bounded work only: the memtable is extended only to `end`, so
+    /// the result is complete below `end` (those at or past it may be
+    /// missing: the condition check finds them elsewhere and decodes no
+    /// event it does not need), and a damaged run page is the error (the
+    /// caller rebuilds the run off the write path and asks again).
+    pub(crate) fn candidates_unrepaired(
         &self,
         key: &SecondaryKey<'_>,
         from: u64,
@@ -40,59 +45,58 @@ impl SecondaryIndex {
         end: u64,
     ) -> Result<Vec<u64>> {
         self.extend_to(end)?;
-        self.repairing(|| {
-            let (runs, memtable) = {
-                let levels = self.levels.read();
-                let memtable = levels.memtable.positions(key, from, max);
-                (Arc::clone(&levels.runs), memtable)
-            };
-            let hash = key.hash();
-            // No room reserved: a condition's lookup usually finds nothing
-            // (the runs reserve some when they find a first candidate).
-            let mut out = Vec::new();
-            // The first run that may hold `from`: runs are contiguous.
-            let first = runs.partition_point(|r| r.end() <= from);
-            for run in runs.get(first..).unwrap_or_default() {
-                if out.len() >= max {
-                    break;
-                }
-                run.extend_positions(hash, from, max - out.len(), &mut out)?;
+        let (runs, memtable) = {
+            let levels = self.levels.read();
+            let memtable = levels.memtable.positions(key, from, max);
+            (Arc::clone(&levels.runs), memtable)
+        };
+        let hash = key.hash();
+        // No room reserved: a condition's lookup usually finds nothing
+        // (the runs reserve some when they find a first candidate).
+        let mut out = Vec::new();
+        // The first run that may hold `from`: runs are contiguous.
+        let first = runs.partition_point(|r| r.end() <= from);
+        for run in runs.get(first..).unwrap_or_default() {
+            if out.len() >= max {
+                break;
             }
-            out.extend(memtable.into_iter().take(max - out.len().min(max)));
-            Ok(out)
-        })
+            run.extend_positions(hash, from, max - out.len(), &mut out)?;
+        }
+        out.extend(memtable.into_iter().take(max - out.len().min(max)));
+        Ok(out)
     }
 
     /// How many candidates [`candidates`](SecondaryIndex::candidates) has
     /// for `key` from `from` on (its matches, plus any other key's of the
     /// same hash in runs): what a query walks the rarest of its keys by.
-    /// O(log n) run entries read per run.
+    /// O(log n) run entries read per run. A damaged run page met on the way
+    /// is rebuilt on this thread and the count retried.
     pub(crate) fn count(&self, key: &SecondaryKey<'_>, from: u64) -> Result<u64> {
-        self.count_covering(key, from, self.reader.position_end())
+        let end = self.reader.position_end();
+        self.repairing(|| self.count_unrepaired(key, from, end))
     }
 
-    /// [`count`](SecondaryIndex::count) with the memtable extended only to
-    /// `end` (see [`candidates_covering`](SecondaryIndex::candidates_covering)).
-    pub(crate) fn count_covering(
+    /// [`count`](SecondaryIndex::count) for the write path: the memtable
+    /// extended only to `end`, a damaged run page the error (see
+    /// [`candidates_unrepaired`](SecondaryIndex::candidates_unrepaired)).
+    pub(crate) fn count_unrepaired(
         &self,
         key: &SecondaryKey<'_>,
         from: u64,
         end: u64,
     ) -> Result<u64> {
         self.extend_to(end)?;
-        self.repairing(|| {
-            let (runs, in_memory) = {
-                let levels = self.levels.read();
-                (Arc::clone(&levels.runs), levels.memtable.count(key, from))
-            };
-            let hash = key.hash();
-            let first = runs.partition_point(|r| r.end() <= from);
-            let mut total = in_memory;
-            for run in runs.get(first..).unwrap_or_default() {
-                total = total.saturating_add(run.count(hash, from)?);
-            }
-            Ok(total)
-        })
+        let (runs, in_memory) = {
+            let levels = self.levels.read();
+            (Arc::clone(&levels.runs), levels.memtable.count(key, from))
+        };
+        let hash = key.hash();
+        let first = runs.partition_point(|r| r.end() <= from);
+        let mut total = in_memory;
+        for run in runs.get(first..).unwrap_or_default() {
+            total = total.saturating_add(run.count(hash, from)?);
+        }
+        Ok(total)
     }
 
     /// Calls `visit(position, record, buffer)` for each of the first `max`

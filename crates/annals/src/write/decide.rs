@@ -58,10 +58,13 @@ pub(super) fn decide(
         .filter(|r| matches!(r.work, Work::Append(..)))
         .count();
     let mut decisions = Vec::with_capacity(group.len());
+    // The end of the stored log: a condition looks for matches in the log
+    // below it, and among the requests accepted in the group above it
+    // (which are not in the log yet: a lookup there would fail).
+    let stored_end = reader.position_end();
     // Where the next accepted request will land (replicated appends must
     // land exactly where the source wrote them).
-    let log_end = reader.position_end();
-    let mut position_next = log_end;
+    let mut position_next = stored_end;
     for (r, request) in group.iter().enumerate() {
         let Work::Append(appends, condition) = &request.work else {
             decisions.push(Decision::Flush);
@@ -95,7 +98,7 @@ pub(super) fn decide(
                     index,
                     reader,
                     recent,
-                    end: log_end,
+                    end: stored_end,
                 };
                 match check_condition(&stored, condition, &accepted) {
                     Ok(None) => Ok(staged),
@@ -261,8 +264,8 @@ impl Stored<'_> {
 }
 
 /// The first position above the condition's `after` holding an event that
-/// matches its query: among the stored events, then among those accepted
-/// earlier in the group.
+/// matches its query: among the stored events (the log up to
+/// `stored.end`), then among those accepted earlier in the group.
 fn check_condition(
     stored: &Stored<'_>,
     condition: &AppendCondition,
