@@ -331,3 +331,45 @@ fn a_subscription_on_a_query_delivers_history_then_live_matches() {
         .unwrap();
     assert_eq!(next_event(), 5, "live, skipping the non-matching 3 and 4");
 }
+
+/// A subscription on a query out of its bounds (more items than
+/// `QUERY_ITEMS_MAX`) hands out `InvalidInput` as its only item, as
+/// `read_query` answers the same query, and then ends: through the
+/// blocking iterator, `next_timeout` and the async stream.
+#[test]
+fn a_subscription_on_a_query_out_of_bounds_is_invalid_input_and_ends() {
+    use annals::{Error, SubscriptionOptions, QUERY_ITEMS_MAX};
+    use futures_executor::block_on_stream;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            vec![event("Subscribed", &["course:7"])],
+        )
+        .unwrap()
+        .unwrap();
+    let items = (0..=QUERY_ITEMS_MAX).map(|_| QueryItem::new().tags(["course:7"]));
+    let query = Query::new(items);
+    assert!(matches!(
+        store.read_query(&query, 0, 10),
+        Err(Error::InvalidInput(_))
+    ));
+    let mut iterated = store.subscribe(SubscriptionOptions::query(query.clone()));
+    assert!(matches!(iterated.next(), Some(Err(Error::InvalidInput(_)))));
+    assert!(iterated.next().is_none());
+    let mut timed = store.subscribe(SubscriptionOptions::query(query.clone()));
+    assert!(matches!(
+        timed.next_timeout(Duration::from_millis(100)),
+        Some(Err(Error::InvalidInput(_)))
+    ));
+    assert!(timed.next_timeout(Duration::from_millis(100)).is_none());
+    let stream = store
+        .subscribe(SubscriptionOptions::query(query))
+        .into_stream();
+    let items: Vec<_> = block_on_stream(stream).collect();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert!(matches!(items[0], Err(Error::InvalidInput(_))));
+}

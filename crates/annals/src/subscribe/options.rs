@@ -201,7 +201,9 @@ impl SubscriptionOptions {
         ))
     }
 
-    /// Subscribe to the events a query matches (see [`Filter::Query`]).
+    /// Subscribe to the events a query matches (see [`Filter::Query`]). A
+    /// query out of its bounds ([`Query::validate`](crate::Query::validate))
+    /// makes the subscription's only item [`Error::InvalidInput`](crate::Error::InvalidInput).
     pub fn query(query: crate::Query) -> SubscriptionOptions {
         Self::new(Filter::Query(query))
     }

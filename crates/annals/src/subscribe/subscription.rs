@@ -119,6 +119,12 @@ impl Subscription {
             super::Start::End => store.position_end(),
         };
         let id = store.feed().next_id();
+        // A query out of its bounds (`Query::validate`) is the first and
+        // only item, as `read_query` answers it.
+        let error = match &options.filter {
+            super::Filter::Query(query) => query.validate().err(),
+            _ => None,
+        };
         Subscription {
             store,
             options,
@@ -127,8 +133,8 @@ impl Subscription {
             caught_up: false,
             signalled_next: next,
             signalled_at: Instant::now(),
-            failed: false,
-            error: None,
+            failed: error.is_some(),
+            error,
             stream_version_next: None,
             id,
             woken_at: None,
