@@ -355,6 +355,10 @@ impl SecondaryRun {
     /// `from` (inclusive), in increasing order (what
     /// [`positions`](SecondaryRun::positions) returns, without a vector of
     /// its own): each page is checked once, its entries read as a slice.
+    ///
+    /// A position below `from`, or not above the one before it, is an
+    /// entry out of order: the run is broken (an error, never positions
+    /// out of order or twice, which readers would hand on as they are).
     pub fn extend_positions(
         &self,
         hash: u64,
@@ -367,6 +371,8 @@ impl SecondaryRun {
         }
         let per_page = ENTRIES_PER_PAGE as u64;
         let (mut i, mut left) = (self.seek(hash, from)?, max);
+        // The lowest position the next entry may hold.
+        let mut floor = from;
         while left > 0 && i < self.entries {
             let page = self.page(1 + i / per_page)?;
             let first = (i % per_page) as usize;
@@ -382,6 +388,16 @@ impl SecondaryRun {
                         format!("entry points at position {position}, outside the run"),
                     ));
                 }
+                if position < floor {
+                    return Err(self.damaged(
+                        0,
+                        format!(
+                            "entry {} out of order: position {position}",
+                            i + (k - first) as u64
+                        ),
+                    ));
+                }
+                floor = position + 1;
                 if out.len() == out.capacity() {
                     // Room for a page's worth at once, not one doubling at
                     // a time (never more than asked for).
@@ -429,16 +445,25 @@ impl SecondaryRun {
     }
 
     /// Up to `max` positions with key hash `hash` below `below`, newest
-    /// first.
+    /// first. A position not below the one after it (or `below`) is an
+    /// entry out of order: the run is broken.
     pub fn positions_backward(&self, hash: u64, below: u64, max: usize) -> Result<Vec<u64>, Error> {
         let mut out = Vec::new();
-        let mut i = self.seek(hash, below.min(self.end))?;
+        let mut ceiling = below.min(self.end);
+        let mut i = self.seek(hash, ceiling)?;
         while out.len() < max && i > 0 {
             i -= 1;
             let entry = self.entry(i)?;
             if entry.hash != hash {
                 break;
             }
+            if entry.position >= ceiling {
+                return Err(self.damaged(
+                    0,
+                    format!("entry {i} out of order: position {}", entry.position),
+                ));
+            }
+            ceiling = entry.position;
             out.push(entry.position);
         }
         Ok(out)
@@ -571,6 +596,49 @@ mod tests {
                 }
             }
             storage.remove(run.name()).unwrap();
+        }
+    }
+
+    /// Postings out of order behind a valid checksum (found by the
+    /// `secondary_pages` fuzz target: a position raised past the next one
+    /// of its key was handed out, out of order and then again): reading
+    /// them forward or backward is an error that marks the run broken,
+    /// never positions out of order or twice.
+    #[test]
+    fn postings_out_of_order_are_an_error_and_mark_the_run_broken() {
+        let storage = MemStorage::new();
+        let shared: Arc<dyn Storage> = Arc::new(storage.handle());
+        let all = entries(0, 1000);
+        let name = SecondaryRun::write(&shared, 0, 1000, &all)
+            .unwrap()
+            .name()
+            .to_owned();
+        let clean = storage.read_file(&name).unwrap();
+        let salt = u64::from_le_bytes(clean[32..40].try_into().unwrap());
+        // Entries 10 and 11 (on page 1) are of one key, positions rising.
+        let (a, b) = (all[10], all[11]);
+        assert!(a.hash == b.hash && a.position < b.position);
+        // A swap of the two, and the first raised to the second (twice).
+        for (first, second) in [(b.position, a.position), (b.position, b.position)] {
+            let mut bytes = clean.clone();
+            let page = &mut bytes[PAGE_BYTES..2 * PAGE_BYTES];
+            page[10 * 16 + 8..10 * 16 + 16].copy_from_slice(&first.to_le_bytes());
+            page[11 * 16 + 8..11 * 16 + 16].copy_from_slice(&second.to_le_bytes());
+            let crc = page_crc(salt, 1, &page[..PAYLOAD_BYTES]);
+            page[PAYLOAD_BYTES..].copy_from_slice(&crc.to_le_bytes());
+            storage.write_file(&name, &bytes);
+            let run = SecondaryRun::open(&shared, &name).unwrap();
+            let error = run.positions(a.hash, 0, usize::MAX).unwrap_err();
+            assert!(error.is_corruption() && run.is_broken(), "{error}");
+            let run = SecondaryRun::open(&shared, &name).unwrap();
+            let error = run
+                .positions_backward(a.hash, 1000, usize::MAX)
+                .unwrap_err();
+            assert!(error.is_corruption() && run.is_broken(), "{error}");
+            let run = SecondaryRun::open(&shared, &name).unwrap();
+            // From past the swapped pair: they are not read.
+            let later = run.positions(a.hash, b.position + 1, 3).unwrap();
+            assert!(later.windows(2).all(|w| w[0] < w[1]) && !run.is_broken());
         }
     }
 
