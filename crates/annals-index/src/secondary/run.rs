@@ -260,6 +260,15 @@ impl SecondaryRun {
         Error::corrupt(&self.name, offset, reason)
     }
 
+    /// Why entry `entry`, at `position`, cannot be where it is.
+    fn misplaced(&self, entry: u64, position: u64) -> String {
+        if (self.start..self.end).contains(&position) {
+            format!("entry {entry} out of order: position {position}")
+        } else {
+            format!("entry {entry} points at position {position}, outside the run")
+        }
+    }
+
     /// The payload of page `page`, verified on first use.
     fn page(&self, page: u64) -> Result<&[u8], Error> {
         let offset = page as usize * PAGE_BYTES;
@@ -356,9 +365,10 @@ impl SecondaryRun {
     /// [`positions`](SecondaryRun::positions) returns, without a vector of
     /// its own): each page is checked once, its entries read as a slice.
     ///
-    /// A position below `from`, or not above the one before it, is an
-    /// entry out of order: the run is broken (an error, never positions
-    /// out of order or twice, which readers would hand on as they are).
+    /// A position outside the run, below `from`, or not above the one
+    /// before it is an entry out of order: the run is broken (an error,
+    /// never positions out of order or twice, which readers would hand on
+    /// as they are). After an error `out` is as it was.
     pub fn extend_positions(
         &self,
         hash: u64,
@@ -369,10 +379,48 @@ impl SecondaryRun {
         if from >= self.end || max == 0 {
             return Ok(());
         }
+        let begin = out.len();
+        if let Err(error) = self.take_positions(hash, from, max, out) {
+            out.truncate(begin);
+            return Err(error);
+        }
+        let taken = out.get(begin..).unwrap_or_default();
+        // After the copy, in one branch-free pass (that loop is a category
+        // read's): increasing, and within `max(from, start)..end`.
+        let rising = taken
+            .iter()
+            .zip(taken.iter().skip(1))
+            .fold(true, |rising, (a, b)| rising & (a < b));
+        let within = |p: Option<&u64>| p.is_none_or(|&p| p >= from.max(self.start) && p < self.end);
+        if rising && within(taken.first()) && within(taken.last()) {
+            return Ok(());
+        }
+        let mut floor = from.max(self.start);
+        let bad = taken.iter().position(|&p| {
+            let bad = p < floor || p >= self.end;
+            floor = p.saturating_add(1);
+            bad
+        });
+        let (k, position) = bad
+            .and_then(|k| Some((k, *taken.get(k)?)))
+            .unwrap_or_default();
+        out.truncate(begin);
+        let entry = self.seek(hash, from)?.saturating_add(k as u64);
+        Err(self.damaged(0, self.misplaced(entry, position)))
+    }
+
+    /// The loop of [`extend_positions`](SecondaryRun::extend_positions):
+    /// the positions of the entries of `hash` from the first at or after
+    /// `(hash, from)`, as they are.
+    fn take_positions(
+        &self,
+        hash: u64,
+        from: u64,
+        max: usize,
+        out: &mut Vec<u64>,
+    ) -> Result<(), Error> {
         let per_page = ENTRIES_PER_PAGE as u64;
         let (mut i, mut left) = (self.seek(hash, from)?, max);
-        // The lowest position the next entry may hold.
-        let mut floor = from;
         while left > 0 && i < self.entries {
             let page = self.page(1 + i / per_page)?;
             let first = (i % per_page) as usize;
@@ -382,22 +430,6 @@ impl SecondaryRun {
                 if entry_hash != hash {
                     return Ok(());
                 }
-                if !(self.start..self.end).contains(&position) {
-                    return Err(self.damaged(
-                        0,
-                        format!("entry points at position {position}, outside the run"),
-                    ));
-                }
-                if position < floor {
-                    return Err(self.damaged(
-                        0,
-                        format!(
-                            "entry {} out of order: position {position}",
-                            i + (k - first) as u64
-                        ),
-                    ));
-                }
-                floor = position + 1;
                 if out.len() == out.capacity() {
                     // Room for a page's worth at once, not one doubling at
                     // a time (never more than asked for).
@@ -628,8 +660,12 @@ mod tests {
             page[PAYLOAD_BYTES..].copy_from_slice(&crc.to_le_bytes());
             storage.write_file(&name, &bytes);
             let run = SecondaryRun::open(&shared, &name).unwrap();
-            let error = run.positions(a.hash, 0, usize::MAX).unwrap_err();
+            let mut out = vec![1, 2];
+            let error = run
+                .extend_positions(a.hash, 0, usize::MAX, &mut out)
+                .unwrap_err();
             assert!(error.is_corruption() && run.is_broken(), "{error}");
+            assert_eq!(out, [1, 2], "left as it was");
             let run = SecondaryRun::open(&shared, &name).unwrap();
             let error = run
                 .positions_backward(a.hash, 1000, usize::MAX)
