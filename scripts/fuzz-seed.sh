@@ -14,7 +14,7 @@ salt = data[24:32]
 end = len(data.rstrip(b'\0'))
 end = (end + 7) // 8 * 8
 body = data[64:end]
-for t in ['frame_decode', 'segment_open', 'store_open', 'frame_index_load', 'run_pages']:
+for t in ['frame_decode', 'segment_open', 'store_open', 'frame_index_load', 'run_pages', 'secondary_pages']:
     os.makedirs(os.path.join(out, t), exist_ok=True)
 def put(target, name, blob):
     open(os.path.join(out, target, name), 'wb').write(blob)
@@ -33,5 +33,10 @@ put('store_open', 'real-store-0', salt + struct.pack('<I', len(first)) + first)
 # run_pages: a start (2 bytes, in 16-byte steps) and bytes to XOR over run pages.
 for i, start in enumerate([0, 1, 40, 255, 600]):
     put('run_pages', f'xor-{i}', struct.pack('>H', start) + bytes((k * 37 + i) & 0xff for k in range(256)))
+# secondary_pages: the same shape, over the secondary runs' pages; and the
+# input that raised a posting past the next one of its key (fixed in f17deee).
+for i, start in enumerate([0, 1, 40, 255, 2560, 4000]):
+    put('secondary_pages', f'xor-{i}', struct.pack('>H', start) + bytes((k * 37 + i) & 0xff for k in range(256)))
+put('secondary_pages', 'posting-raised', bytes([0x0a, 0x0a, 0x0a]))
 print(f'seeded {n} frames and {len(body)} body bytes from {seg}')
 PY

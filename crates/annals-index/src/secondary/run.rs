@@ -260,6 +260,15 @@ impl SecondaryRun {
         Error::corrupt(&self.name, offset, reason)
     }
 
+    /// Why entry `entry`, at `position`, cannot be where it is.
+    fn misplaced(&self, entry: u64, position: u64) -> String {
+        if (self.start..self.end).contains(&position) {
+            format!("entry {entry} out of order: position {position}")
+        } else {
+            format!("entry {entry} points at position {position}, outside the run")
+        }
+    }
+
     /// The payload of page `page`, verified on first use.
     fn page(&self, page: u64) -> Result<&[u8], Error> {
         let offset = page as usize * PAGE_BYTES;
@@ -355,6 +364,11 @@ impl SecondaryRun {
     /// `from` (inclusive), in increasing order (what
     /// [`positions`](SecondaryRun::positions) returns, without a vector of
     /// its own): each page is checked once, its entries read as a slice.
+    ///
+    /// A position outside the run, below `from`, or not above the one
+    /// before it is an entry out of order: the run is broken (an error,
+    /// never positions out of order or twice, which readers would hand on
+    /// as they are). After an error `out` is as it was.
     pub fn extend_positions(
         &self,
         hash: u64,
@@ -365,6 +379,46 @@ impl SecondaryRun {
         if from >= self.end || max == 0 {
             return Ok(());
         }
+        let begin = out.len();
+        if let Err(error) = self.take_positions(hash, from, max, out) {
+            out.truncate(begin);
+            return Err(error);
+        }
+        let taken = out.get(begin..).unwrap_or_default();
+        // After the copy, in one branch-free pass (that loop is a category
+        // read's): increasing, and within `max(from, start)..end`.
+        let rising = taken
+            .iter()
+            .zip(taken.iter().skip(1))
+            .fold(true, |rising, (a, b)| rising & (a < b));
+        let within = |p: Option<&u64>| p.is_none_or(|&p| p >= from.max(self.start) && p < self.end);
+        if rising && within(taken.first()) && within(taken.last()) {
+            return Ok(());
+        }
+        let mut floor = from.max(self.start);
+        let bad = taken.iter().position(|&p| {
+            let bad = p < floor || p >= self.end;
+            floor = p.saturating_add(1);
+            bad
+        });
+        let (k, position) = bad
+            .and_then(|k| Some((k, *taken.get(k)?)))
+            .unwrap_or_default();
+        out.truncate(begin);
+        let entry = self.seek(hash, from)?.saturating_add(k as u64);
+        Err(self.damaged(0, self.misplaced(entry, position)))
+    }
+
+    /// The loop of [`extend_positions`](SecondaryRun::extend_positions):
+    /// the positions of the entries of `hash` from the first at or after
+    /// `(hash, from)`, as they are.
+    fn take_positions(
+        &self,
+        hash: u64,
+        from: u64,
+        max: usize,
+        out: &mut Vec<u64>,
+    ) -> Result<(), Error> {
         let per_page = ENTRIES_PER_PAGE as u64;
         let (mut i, mut left) = (self.seek(hash, from)?, max);
         while left > 0 && i < self.entries {
@@ -375,12 +429,6 @@ impl SecondaryRun {
                 let (entry_hash, position) = slot(page, k);
                 if entry_hash != hash {
                     return Ok(());
-                }
-                if !(self.start..self.end).contains(&position) {
-                    return Err(self.damaged(
-                        0,
-                        format!("entry points at position {position}, outside the run"),
-                    ));
                 }
                 if out.len() == out.capacity() {
                     // Room for a page's worth at once, not one doubling at
@@ -429,16 +477,25 @@ impl SecondaryRun {
     }
 
     /// Up to `max` positions with key hash `hash` below `below`, newest
-    /// first.
+    /// first. A position not below the one after it (or `below`) is an
+    /// entry out of order: the run is broken.
     pub fn positions_backward(&self, hash: u64, below: u64, max: usize) -> Result<Vec<u64>, Error> {
         let mut out = Vec::new();
-        let mut i = self.seek(hash, below.min(self.end))?;
+        let mut ceiling = below.min(self.end);
+        let mut i = self.seek(hash, ceiling)?;
         while out.len() < max && i > 0 {
             i -= 1;
             let entry = self.entry(i)?;
             if entry.hash != hash {
                 break;
             }
+            if entry.position >= ceiling {
+                return Err(self.damaged(
+                    0,
+                    format!("entry {i} out of order: position {}", entry.position),
+                ));
+            }
+            ceiling = entry.position;
             out.push(entry.position);
         }
         Ok(out)
@@ -571,6 +628,53 @@ mod tests {
                 }
             }
             storage.remove(run.name()).unwrap();
+        }
+    }
+
+    /// Postings out of order behind a valid checksum (found by the
+    /// `secondary_pages` fuzz target: a position raised past the next one
+    /// of its key was handed out, out of order and then again): reading
+    /// them forward or backward is an error that marks the run broken,
+    /// never positions out of order or twice.
+    #[test]
+    fn postings_out_of_order_are_an_error_and_mark_the_run_broken() {
+        let storage = MemStorage::new();
+        let shared: Arc<dyn Storage> = Arc::new(storage.handle());
+        let all = entries(0, 1000);
+        let name = SecondaryRun::write(&shared, 0, 1000, &all)
+            .unwrap()
+            .name()
+            .to_owned();
+        let clean = storage.read_file(&name).unwrap();
+        let salt = u64::from_le_bytes(clean[32..40].try_into().unwrap());
+        // Entries 10 and 11 (on page 1) are of one key, positions rising.
+        let (a, b) = (all[10], all[11]);
+        assert!(a.hash == b.hash && a.position < b.position);
+        // A swap of the two, and the first raised to the second (twice).
+        for (first, second) in [(b.position, a.position), (b.position, b.position)] {
+            let mut bytes = clean.clone();
+            let page = &mut bytes[PAGE_BYTES..2 * PAGE_BYTES];
+            page[10 * 16 + 8..10 * 16 + 16].copy_from_slice(&first.to_le_bytes());
+            page[11 * 16 + 8..11 * 16 + 16].copy_from_slice(&second.to_le_bytes());
+            let crc = page_crc(salt, 1, &page[..PAYLOAD_BYTES]);
+            page[PAYLOAD_BYTES..].copy_from_slice(&crc.to_le_bytes());
+            storage.write_file(&name, &bytes);
+            let run = SecondaryRun::open(&shared, &name).unwrap();
+            let mut out = vec![1, 2];
+            let error = run
+                .extend_positions(a.hash, 0, usize::MAX, &mut out)
+                .unwrap_err();
+            assert!(error.is_corruption() && run.is_broken(), "{error}");
+            assert_eq!(out, [1, 2], "left as it was");
+            let run = SecondaryRun::open(&shared, &name).unwrap();
+            let error = run
+                .positions_backward(a.hash, 1000, usize::MAX)
+                .unwrap_err();
+            assert!(error.is_corruption() && run.is_broken(), "{error}");
+            let run = SecondaryRun::open(&shared, &name).unwrap();
+            // From past the swapped pair: they are not read.
+            let later = run.positions(a.hash, b.position + 1, 3).unwrap();
+            assert!(later.windows(2).all(|w| w[0] < w[1]) && !run.is_broken());
         }
     }
 
