@@ -93,7 +93,10 @@ impl Store {
         // The metadata append expects the metadata stream's version read
         // before the stream's: two racing soft deletes cannot both win, so
         // the truncation point only ever moves forward. The loser checks
-        // again (bounded).
+        // again (bounded). Setters in this process take turns per stream
+        // (`MetaWriteLocks`), so the loser is one that raced an append to
+        // the metadata stream made otherwise.
+        let _turn = self.meta_write_lock(stream);
         for _ in 0..SOFT_DELETE_ATTEMPTS {
             let meta_expected = match self.stream_version(&meta)? {
                 CurrentVersion::NoStream => ExpectedVersion::NoStream,

@@ -34,6 +34,34 @@ pub(crate) const SOFT_DELETE_MARK: &[u8] = b"soft-delete";
 /// checks again before it fails.
 const META_ATTEMPTS: usize = 16;
 
+/// Stripes of [`MetaWriteLocks`].
+const META_LOCK_STRIPES: usize = 16;
+
+/// Serializes, within the one process that writes the store, the
+/// read-check-append of a stream's metadata (soft deletes, retention
+/// rules) by stream: without it two racing setters of one stream retry
+/// against each other, and one that keeps losing to a busy other fails
+/// after its bounded attempts (seen under load: two soft-deleters of one
+/// stream, 20 deletes each). The expected version of the metadata stream
+/// still decides (an append to it made otherwise is a race the bounded
+/// retry answers); the lock only makes setters take turns.
+#[derive(Debug, Default)]
+pub(crate) struct MetaWriteLocks([parking_lot::Mutex<()>; META_LOCK_STRIPES]);
+
+impl MetaWriteLocks {
+    /// Held while `stream`'s metadata is read, checked and appended.
+    pub(crate) fn lock(&self, stream: &str) -> parking_lot::MutexGuard<'_, ()> {
+        // FNV-1a: streams spread over the stripes, the same one each time.
+        let hash = stream.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let stripe = (hash % META_LOCK_STRIPES as u64) as usize;
+        // `stripe` < META_LOCK_STRIPES: `get` never misses.
+        let [first, ..] = &self.0;
+        self.0.get(stripe).unwrap_or(first).lock()
+    }
+}
+
 /// A stream's retention rules, as its metadata stream holds them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamMetadata {
@@ -258,6 +286,7 @@ impl Store {
             )));
         }
         let meta = meta_stream(stream);
+        let _turn = self.meta_write_lock(stream);
         for _ in 0..META_ATTEMPTS {
             let meta_expected = match self.stream_version(&meta)? {
                 CurrentVersion::NoStream => ExpectedVersion::NoStream,

@@ -72,6 +72,8 @@ struct Inner {
     snapshots: SnapshotLog,
     /// One compaction at a time (`crate::compact`).
     compaction: crate::compact::CompactionLock,
+    /// Metadata setters take turns per stream (`crate::stream_meta`).
+    meta_writes: crate::stream_meta::MetaWriteLocks,
 }
 
 impl std::fmt::Debug for Inner {
@@ -225,6 +227,7 @@ impl Store {
                 shut: false,
                 snapshots,
                 compaction: crate::compact::CompactionLock::default(),
+                meta_writes: crate::stream_meta::MetaWriteLocks::default(),
             }),
         })
     }

@@ -111,6 +111,12 @@ impl Store {
         &self.inner.index
     }
 
+    /// Held while `stream`'s metadata is read, checked and appended
+    /// (`crate::stream_meta::MetaWriteLocks`).
+    pub(crate) fn meta_write_lock(&self, stream: &str) -> parking_lot::MutexGuard<'_, ()> {
+        self.inner.meta_writes.lock(stream)
+    }
+
     /// What wakes subscriptions.
     pub(crate) fn feed(&self) -> &Feed {
         &self.inner.feed

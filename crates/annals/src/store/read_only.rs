@@ -103,6 +103,7 @@ impl Store {
                 index,
                 snapshots,
                 compaction: crate::compact::CompactionLock::default(),
+                meta_writes: crate::stream_meta::MetaWriteLocks::default(),
                 pipeline: None,
                 read_only: Some(Follower {
                     log: Mutex::new(log),
