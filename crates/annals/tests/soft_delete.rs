@@ -238,6 +238,21 @@ fn an_acknowledged_soft_delete_survives_every_crash_image() {
     }
 }
 
+/// Soft-deletes "cart" `times` times, checking that the truncation point
+/// it sees only moves forward; returns the last one.
+fn soft_delete_cart(store: &Store, times: usize) -> u64 {
+    let mut last = 0;
+    for _ in 0..times {
+        let deleted = store
+            .soft_delete_stream("cart", ExpectedVersion::Any)
+            .unwrap()
+            .unwrap();
+        assert!(deleted.truncate_before >= last);
+        last = deleted.truncate_before;
+    }
+    last
+}
+
 #[test]
 fn soft_deletes_racing_appenders_leave_a_dense_suffix() {
     let dir = tempfile::tempdir().unwrap();
@@ -265,18 +280,7 @@ fn soft_deletes_racing_appenders_leave_a_dense_suffix() {
         let deleters: Vec<_> = (0..2)
             .map(|_| {
                 let deleter = store.clone();
-                scope.spawn(move || {
-                    let mut last = 0;
-                    for _ in 0..20 {
-                        let deleted = deleter
-                            .soft_delete_stream("cart", ExpectedVersion::Any)
-                            .unwrap()
-                            .unwrap();
-                        assert!(deleted.truncate_before >= last);
-                        last = deleted.truncate_before;
-                    }
-                    last
-                })
+                scope.spawn(move || soft_delete_cart(&deleter, 20))
             })
             .collect();
         deleters
@@ -359,17 +363,7 @@ fn many_soft_deleters_and_setters_of_one_stream_all_succeed() {
         });
         for _ in 0..4 {
             let deleter = store.clone();
-            scope.spawn(move || {
-                let mut last = 0;
-                for _ in 0..40 {
-                    let deleted = deleter
-                        .soft_delete_stream("cart", ExpectedVersion::Any)
-                        .unwrap()
-                        .unwrap();
-                    assert!(deleted.truncate_before >= last);
-                    last = deleted.truncate_before;
-                }
-            });
+            scope.spawn(move || soft_delete_cart(&deleter, 40));
         }
         for n in 0..2u64 {
             let setter = store.clone();
