@@ -13,8 +13,10 @@ use std::sync::{Arc, OnceLock};
 
 use annals::storage::{MemStorage, Storage};
 use annals::{Direction, EventData, EventId, ExpectedVersion, Options, Store};
-use annals_index::{page_crc, PAGE_BYTES as PAGE};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "shared/fuzzed_pages.rs"]
+mod fuzzed_pages;
 
 const STREAMS: u64 = 4;
 const EVENTS: u64 = 120;
@@ -56,31 +58,8 @@ fn base() -> &'static Vec<(String, Vec<u8>)> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let storage = MemStorage::new();
-    let (start, xor) = data.split_at(data.len().min(2));
-    let mut skip = start.iter().fold(0usize, |a, b| a << 8 | usize::from(*b)) * 16;
-    let mut fuzz = xor.iter().copied();
-    for (name, bytes) in base() {
-        let mut bytes = bytes.clone();
-        if name.ends_with(".run") && bytes.len() >= 2 * PAGE {
-            let salt = u64::from_le_bytes(bytes[32..40].try_into().unwrap_or_default());
-            for (page, chunk) in bytes.chunks_mut(PAGE).enumerate().skip(1) {
-                let (payload, crc) = chunk.split_at_mut(PAGE - 4);
-                for byte in payload.iter_mut() {
-                    if skip > 0 {
-                        skip -= 1;
-                        continue;
-                    }
-                    match fuzz.next() {
-                        Some(f) => *byte ^= f,
-                        None => break,
-                    }
-                }
-                crc.copy_from_slice(&page_crc(salt, page as u64, payload).to_le_bytes());
-            }
-        }
-        storage.write_file(name, &bytes);
-    }
+    let storage =
+        fuzzed_pages::storage_with_fuzzed_pages(base(), data, |name| name.ends_with(".run"));
     let Ok(store) = Store::open_storage(Arc::new(storage), options()) else {
         return;
     };

@@ -30,8 +30,11 @@ use annals::{
     category_of, AppendCondition, AppendRejected, EventData, EventId, ExpectedVersion, Options,
     Query, QueryItem, RecordedEvent, Store,
 };
-use annals_index::{page_crc, parse_secondary_file_name, PAGE_BYTES as PAGE};
+use annals_index::parse_secondary_file_name;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "shared/fuzzed_pages.rs"]
+mod fuzzed_pages;
 
 /// Events of the seeded store, in two secondary runs: `0..EVENTS_FIRST_RUN`
 /// (16 data pages) and the rest (2): searches cross pages and runs.
@@ -273,31 +276,9 @@ fn appends(store: &Store, all: &[RecordedEvent]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let storage = MemStorage::new();
-    let (start, xor) = data.split_at(data.len().min(2));
-    let mut skip = start.iter().fold(0usize, |a, b| a << 8 | usize::from(*b)) * 16;
-    let mut fuzz = xor.iter().copied();
-    for (name, bytes) in base() {
-        let mut bytes = bytes.clone();
-        if parse_secondary_file_name(name).is_some() && bytes.len() >= 2 * PAGE {
-            let salt = u64::from_le_bytes(bytes[32..40].try_into().unwrap_or_default());
-            for (page, chunk) in bytes.chunks_mut(PAGE).enumerate().skip(1) {
-                let (payload, crc) = chunk.split_at_mut(PAGE - 4);
-                for byte in payload.iter_mut() {
-                    if skip > 0 {
-                        skip -= 1;
-                        continue;
-                    }
-                    match fuzz.next() {
-                        Some(f) => *byte ^= f,
-                        None => break,
-                    }
-                }
-                crc.copy_from_slice(&page_crc(salt, page as u64, payload).to_le_bytes());
-            }
-        }
-        storage.write_file(name, &bytes);
-    }
+    let storage = fuzzed_pages::storage_with_fuzzed_pages(base(), data, |name| {
+        parse_secondary_file_name(name).is_some()
+    });
     let Ok(store) = Store::open_storage(Arc::new(storage), options()) else {
         return;
     };
