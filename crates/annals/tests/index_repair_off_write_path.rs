@@ -69,6 +69,23 @@ impl Storage for GatedStorage {
     }
 }
 
+/// What an append to a fresh stream, made on another thread, answered
+/// within 10 s: while a rebuild waits at the gate, the write path must be
+/// free to answer it.
+fn fresh_append_answered(store: &Store) -> Result<annals::Result<bool>, mpsc::RecvTimeoutError> {
+    let (sender, receiver) = mpsc::channel();
+    let store = store.clone();
+    std::thread::spawn(move || {
+        let result = store.append(
+            "fresh-1",
+            ExpectedVersion::NoStream,
+            vec![EventData::new("E", "1")],
+        );
+        let _ = sender.send(result.map(|r| r.is_ok()));
+    });
+    receiver.recv_timeout(Duration::from_secs(10))
+}
+
 #[test]
 fn a_damaged_run_is_rebuilt_off_the_write_path() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,19 +135,7 @@ fn a_damaged_run_is_rebuilt_off_the_write_path() {
     });
 
     // The write path is free: a fresh stream commits while the rebuild waits.
-    let (sender, receiver) = mpsc::channel();
-    {
-        let store = store.clone();
-        std::thread::spawn(move || {
-            let result = store.append(
-                "fresh-1",
-                ExpectedVersion::NoStream,
-                vec![EventData::new("E", "1")],
-            );
-            let _ = sender.send(result.map(|r| r.is_ok()));
-        });
-    }
-    let answered = receiver.recv_timeout(Duration::from_secs(10));
+    let answered = fresh_append_answered(&store);
     // Open the gate before judging, so that a failure does not hang.
     gate.closed.store(false, Ordering::SeqCst);
     {
@@ -232,19 +237,7 @@ fn a_damaged_tag_run_met_by_a_condition_is_rebuilt_off_the_write_path() {
         gate.waiting.load(Ordering::SeqCst)
     });
 
-    let (sender, receiver) = mpsc::channel();
-    {
-        let store = store.clone();
-        std::thread::spawn(move || {
-            let result = store.append(
-                "fresh-1",
-                ExpectedVersion::NoStream,
-                vec![EventData::new("E", "1")],
-            );
-            let _ = sender.send(result.map(|r| r.is_ok()));
-        });
-    }
-    let answered = receiver.recv_timeout(Duration::from_secs(10));
+    let answered = fresh_append_answered(&store);
     drop(opener);
     assert!(
         matches!(answered, Ok(Ok(true))),
