@@ -14,18 +14,10 @@ use annals::{
     Options, Query, QueryItem, Store,
 };
 
+mod common;
+use common::Rng;
+
 const TYPES: [&str; 3] = ["Subscribed", "Left", "Noted"];
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 fn fill(store: &Store, rng: &mut Rng, appends: usize) {
     for _ in 0..appends {

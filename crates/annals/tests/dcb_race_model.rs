@@ -20,19 +20,11 @@ use annals::{
     QueryItem, RecordedEvent, Store,
 };
 
+mod common;
+use common::Rng;
+
 const TYPES: [&str; 3] = ["A", "B", "C"];
 const TAGS: [&str; 4] = ["t:0", "t:1", "t:2", "t:3"];
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 fn query(rng: &mut Rng) -> Query {
     let items = 1 + rng.below(2);

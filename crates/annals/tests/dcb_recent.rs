@@ -17,6 +17,9 @@ use annals::{
     Options, Query, QueryItem, RecordedEvent, Store,
 };
 
+mod common;
+use common::Rng;
+
 const TYPES: [&str; 2] = ["A", "B"];
 const TAGS: u64 = 48;
 const THREADS: u64 = 4;
@@ -30,22 +33,6 @@ struct Call {
     end_seen: u64,
     /// The first position written, or the match named.
     outcome: Result<u64, u64>,
-}
-
-/// A small xorshift generator (no dependency; seeded per thread).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn event(rng: &mut Rng) -> EventData {

@@ -9,23 +9,11 @@ use std::sync::Arc;
 use annals::storage::{CrashMode, MemStorage, Storage};
 use annals::{Durability, EventData, ExpectedVersion, Options, RecordedEvent, Store};
 
+mod common;
+use common::Rng;
+
 const CATEGORIES: [&str; 5] = ["order", "user", "cart", "ship", "pay"];
 const TYPES: [&str; 4] = ["Created", "Updated", "Deleted", "Noted"];
-
-/// A small deterministic generator (xorshift), seeded per test.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Appends `appends` random appends of 1 to 4 events to streams of random
 /// categories (some streams have none), of random types.

@@ -17,15 +17,8 @@ use annals::{
     SubscriptionOptions,
 };
 
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+mod common;
+use common::Rng;
 
 const CATEGORIES: [&str; 3] = ["order", "invoice", "user"];
 const TYPES: [&str; 4] = ["Placed", "Paid", "Shipped", "Noted"];

@@ -221,3 +221,22 @@ pub fn events(items: &[SubscriptionItem]) -> Vec<u64> {
         })
         .collect()
 }
+
+/// A small deterministic generator (xorshift, no dependency), seeded per
+/// test or per thread.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// The next value below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
