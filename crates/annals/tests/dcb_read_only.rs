@@ -27,6 +27,18 @@ fn tagged(i: u64) -> EventData {
     EventData::new(TYPES[(i % 3) as usize], format!("{i}")).with_tags(tags)
 }
 
+/// Appends event `i` ([`tagged`]) to one of four streams.
+fn append_tagged(store: &Store, i: u64) {
+    store
+        .append(
+            &format!("s-{}", i % 4),
+            ExpectedVersion::Any,
+            vec![tagged(i)],
+        )
+        .unwrap()
+        .unwrap();
+}
+
 fn queries() -> Vec<Query> {
     vec![
         Query::new([QueryItem::new().tags(["m:3"])]),
@@ -80,14 +92,7 @@ fn read_only_queries_follow_the_owner_and_its_index_runs() {
     let dir = tempfile::tempdir().unwrap();
     let owner = Store::open_with(dir.path(), options()).unwrap();
     for i in 0..300 {
-        owner
-            .append(
-                &format!("s-{}", i % 4),
-                ExpectedVersion::Any,
-                vec![tagged(i)],
-            )
-            .unwrap()
-            .unwrap();
+        append_tagged(&owner, i);
     }
     owner.maintain_index().unwrap();
     let done = Arc::new(AtomicBool::new(false));
@@ -95,14 +100,7 @@ fn read_only_queries_follow_the_owner_and_its_index_runs() {
         let (owner, done) = (owner.clone(), done.clone());
         std::thread::spawn(move || {
             for i in 300..1_500 {
-                owner
-                    .append(
-                        &format!("s-{}", i % 4),
-                        ExpectedVersion::Any,
-                        vec![tagged(i)],
-                    )
-                    .unwrap()
-                    .unwrap();
+                append_tagged(&owner, i);
                 if i.is_multiple_of(200) {
                     owner.maintain_index().unwrap();
                 }
