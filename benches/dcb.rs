@@ -23,7 +23,7 @@ use annals::Durability;
 use annals_benches::dcb::{
     annals_appends, annals_read_owned, annals_read_visit, build_tagged, condition_lookup_cost,
     median_us, sqlite_appends, sqlite_read_borrowed, sqlite_read_owned, tags_query, PlainCopy,
-    ReadSum, DATA_BYTES, WRITTEN_SINCE,
+    ReadSum, ReadTags, DATA_BYTES, WRITTEN_SINCE,
 };
 use annals_benches::suite::writes::{frame_bytes, plain_commits};
 
@@ -142,35 +142,60 @@ fn main() {
     let reads: usize = env("ANNALS_DCB_READS", 21);
     let read_rounds: usize = env("ANNALS_DCB_READ_ROUNDS", 3);
     // Event n carries student:{n % 10000} and course:{n % 1000}: course:42
-    // is on 10x the events student:42 is on, and on all of those.
-    let reads_of: [(&str, &[&str]); 2] = [
-        ("one tag student:42", &["student:42"]),
+    // is on 10x the events student:42 is on, and on all of those. The
+    // first two read the same tags every time (their records stay in the
+    // CPU's caches and in SQLite's page cache); the third reads a
+    // different student's events each time, as a command handler deciding
+    // for one student after another does (`ReadTags::Rotating`).
+    let reads_of: [(&str, ReadTags); 3] = [
+        ("one tag student:42", ReadTags::Fixed(&["student:42"])),
         (
             "course:42 AND student:42 (first tag 10x commoner)",
-            &["course:42", "student:42"],
+            ReadTags::Fixed(&["course:42", "student:42"]),
+        ),
+        (
+            "one tag, a different student each read",
+            ReadTags::Rotating { students },
         ),
     ];
     // Each record of the read store takes 210 bytes in its segment.
     let plain = PlainCopy::new(events, 210);
     for (what, tags) in reads_of {
-        let query = tags_query(tags);
-        let matches = annals_read_visit(&store, &query).0;
+        let matches = annals_read_visit(&store, &tags_query(&tags.at(0).0)).0;
         let mut rows: [Vec<f64>; 5] = Default::default();
         for round in 0..read_rounds {
-            let mut timed = |i: usize, op: &mut dyn FnMut() -> ReadSum, want: Option<ReadSum>| {
-                let mut got = op();
-                let us = median_us(reads, || got = op());
-                if let Some(want) = want {
-                    assert_eq!(got, want, "{what}: every side reads the same");
-                }
+            // Every side reads the same tags in the same order; each round
+            // starts where the one before ended.
+            let start = round * (reads + 1);
+            let mut timed = |i: usize, op: &mut dyn FnMut(&[String], usize) -> ReadSum| {
+                let mut read = start;
+                let (first_tags, first_record) = tags.at(read);
+                let mut got = op(&first_tags, first_record);
+                let us = median_us(reads, || {
+                    read += 1;
+                    let (tags, first_record) = tags.at(read);
+                    got = op(&tags, first_record);
+                });
                 rows[i].push(us);
                 got
             };
-            let want = timed(0, &mut || annals_read_visit(&store, &query), None);
-            timed(1, &mut || annals_read_owned(&store, &query), Some(want));
-            timed(2, &mut || sqlite_read_borrowed(&conn, tags), Some(want));
-            timed(3, &mut || sqlite_read_owned(&conn, tags), Some(want));
-            timed(4, &mut || plain.read(42, students as usize, matches), None);
+            let want = timed(0, &mut |tags, _| {
+                annals_read_visit(&store, &tags_query(tags))
+            });
+            let got = [
+                timed(1, &mut |tags, _| {
+                    annals_read_owned(&store, &tags_query(tags))
+                }),
+                timed(2, &mut |tags, _| sqlite_read_borrowed(&conn, tags)),
+                timed(3, &mut |tags, _| sqlite_read_owned(&conn, tags)),
+            ];
+            assert!(
+                got.iter().all(|&g| g == want),
+                "{what}: every side reads the same: {want:?} vs {got:?}"
+            );
+            timed(4, &mut |_, first| {
+                plain.read(first, students as usize, matches)
+            });
             eprintln!(
                 "  {what}, round {}: {:?}",
                 round + 1,

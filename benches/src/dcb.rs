@@ -221,8 +221,36 @@ fn event_bytes<'a>(
 }
 
 /// A query item with these tags (and no type).
-pub fn tags_query(tags: &[&str]) -> Query {
-    Query::new([QueryItem::new().tags(tags.iter().copied())])
+pub fn tags_query(tags: &[impl AsRef<str>]) -> Query {
+    Query::new([QueryItem::new().tags(tags.iter().map(AsRef::as_ref))])
+}
+
+/// The tags a read bench reads, read after read.
+#[derive(Clone, Copy, Debug)]
+pub enum ReadTags {
+    /// The same tags every read.
+    Fixed(&'static [&'static str]),
+    /// `student:{s}` for a different `s` each read: 42, 43, … (mod
+    /// `students`), in a store built by [`build_tagged`] with `students`.
+    Rotating {
+        /// The number of students in the store.
+        students: u64,
+    },
+}
+
+impl ReadTags {
+    /// The tags of read `read`, and the number of the first event of the
+    /// log carrying the last of them (for [`PlainCopy::read`]: in a store
+    /// built by [`build_tagged`], event n carries `student:{n % students}`).
+    pub fn at(self, read: usize) -> (Vec<String>, usize) {
+        match self {
+            ReadTags::Fixed(tags) => (tags.iter().map(|t| t.to_string()).collect(), 42),
+            ReadTags::Rotating { students } => {
+                let student = (42 + read as u64) % students.max(1);
+                (vec![format!("student:{student}")], student as usize)
+            }
+        }
+    }
 }
 
 /// Annals `read_query`: owned events (stream, type and tags copied, data
@@ -304,7 +332,7 @@ fn sqlite_tags_select(tags: usize) -> String {
 
 /// SQLite, owned rows: stream, type and data copied out, the tags column
 /// split into owned strings (what Annals' `read_query` returns).
-pub fn sqlite_read_owned(conn: &Connection, tags: &[&str]) -> ReadSum {
+pub fn sqlite_read_owned(conn: &Connection, tags: &[String]) -> ReadSum {
     let mut select = conn
         .prepare_cached(&sqlite_tags_select(tags.len()))
         .expect("prepare");
@@ -331,7 +359,7 @@ pub fn sqlite_read_owned(conn: &Connection, tags: &[&str]) -> ReadSum {
 }
 
 /// SQLite, borrowed columns (no copy: what Annals' visitor form does).
-pub fn sqlite_read_borrowed(conn: &Connection, tags: &[&str]) -> ReadSum {
+pub fn sqlite_read_borrowed(conn: &Connection, tags: &[String]) -> ReadSum {
     let mut select = conn
         .prepare_cached(&sqlite_tags_select(tags.len()))
         .expect("prepare");
