@@ -19,19 +19,33 @@
 
 use std::time::Duration;
 
-use annals::Durability;
+use annals::{Durability, Store};
 use annals_benches::dcb::{
-    annals_appends, annals_read_owned, annals_read_visit, build_tagged, condition_lookup_cost,
-    median_us, sqlite_appends, sqlite_read_borrowed, sqlite_read_owned, tags_query, PlainCopy,
-    ReadSum, ReadTags, DATA_BYTES, WRITTEN_SINCE,
+    annals_appends, annals_read_owned, annals_read_visit, build_pairs, build_tagged,
+    condition_lookup_cost, median_us, sqlite_appends, sqlite_read_borrowed, sqlite_read_owned,
+    tags_query, PlainCopy, ReadSum, ReadTags, DATA_BYTES, WRITTEN_SINCE,
 };
 use annals_benches::suite::writes::{frame_bytes, plain_commits};
+use rusqlite::Connection;
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
+}
+
+/// The median of `v` (sorted in place); 0 when empty.
+fn median(v: &mut Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `lo..hi` of `v`.
+fn spread(v: &[f64]) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{lo:.2}..{hi:.2}")
 }
 
 fn main() {
@@ -80,10 +94,6 @@ fn main() {
         runs[3].push(sqlite_appends(threads, secs, true).ops_per_sec());
         runs[4].push(plain_commits(threads, secs, bytes).ops_per_sec());
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    };
     let medians = runs.each_mut().map(median);
     let ratio = median(&mut ratios);
     if rounds > 0 {
@@ -117,11 +127,6 @@ fn main() {
         buffered[1].push(conditional);
         buffered_ratios.push(conditional / plain);
     }
-    let spread = |v: &[f64]| {
-        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        format!("{lo:.2}..{hi:.2}")
-    };
     let ratio_spread = spread(&buffered_ratios);
     let [buffered_plain, buffered_conditional] = buffered.each_mut().map(median);
     let buffered_ratio = median(&mut buffered_ratios);
@@ -141,6 +146,13 @@ fn main() {
     let (store, mut conn) = build_tagged(dir.path(), events, students);
     let reads: usize = env("ANNALS_DCB_READS", 21);
     let read_rounds: usize = env("ANNALS_DCB_READ_ROUNDS", 3);
+    let rows = ReadRows {
+        reads,
+        read_rounds,
+        events,
+        // Each record of the read store takes 210 bytes in its segment.
+        plain: PlainCopy::new(events, 210),
+    };
     // Event n carries student:{n % 10000} and course:{n % 1000}: course:42
     // is on 10x the events student:42 is on, and on all of those. The
     // first two read the same tags every time (their records stay in the
@@ -148,20 +160,60 @@ fn main() {
     // different student's events each time, as a command handler deciding
     // for one student after another does (`ReadTags::Rotating`).
     let reads_of: [(&str, ReadTags); 3] = [
-        ("one tag student:42", ReadTags::Fixed(&["student:42"])),
+        ("one tag student:42", ReadTags::Fixed(&["student:42"], 42)),
         (
             "course:42 AND student:42 (first tag 10x commoner)",
-            ReadTags::Fixed(&["course:42", "student:42"]),
+            ReadTags::Fixed(&["course:42", "student:42"], 42),
         ),
         (
             "one tag, a different student each read",
             ReadTags::Rotating { students },
         ),
     ];
-    // Each record of the read store takes 210 bytes in its segment.
-    let plain = PlainCopy::new(events, 210);
     for (what, tags) in reads_of {
-        let matches = annals_read_visit(&store, &tags_query(&tags.at(0).0)).0;
+        rows.read(what, &store, &conn, tags, students as usize);
+    }
+    {
+        // Event n carries a:{n % 100} and b:{n % 101}: each tag is on 1 %
+        // of the events, both together on 0.01 % (n = 10003 mod 10100).
+        eprintln!("running: building {events} events tagged a:, b: in both stores");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, conn) = build_pairs(dir.path(), events);
+        let tags = ReadTags::Fixed(&["a:3", "b:4"], 10_003);
+        let what = "a:3 AND b:4 (each on 1% of the events, together on 0.01%)";
+        rows.read(what, &store, &conn, tags, 10_100);
+    }
+
+    println!(
+        "condition lookup ({WRITTEN_SINCE} non-matching events after `after`, N matches at or below it), median of {reads}:"
+    );
+    for (tag, matches) in [
+        ("course:none", 0),
+        ("student:42", events / students),
+        ("course:7", events / 1000),
+    ] {
+        let (annals, sqlite) = condition_lookup_cost(&store, &mut conn, tag, reads);
+        println!("  N = {matches:>7}: annals {annals:>9.2} us, sqlite {sqlite:>9.2} us");
+    }
+}
+
+/// The read rows' settings: how many reads per round, how many rounds,
+/// and the physical ceiling (copying records out of memory).
+struct ReadRows {
+    reads: usize,
+    read_rounds: usize,
+    events: u64,
+    plain: PlainCopy,
+}
+
+impl ReadRows {
+    /// Times the reads of `tags` on every side, round after round, and
+    /// prints the medians: Annals' visitor and owned reads beside SQLite's
+    /// borrowed and owned rows, and the ceiling (the matches' records,
+    /// `stride` records apart).
+    fn read(&self, what: &str, store: &Store, conn: &Connection, tags: ReadTags, stride: usize) {
+        let (reads, read_rounds, events) = (self.reads, self.read_rounds, self.events);
+        let matches = annals_read_visit(store, &tags_query(&tags.at(0).0)).0;
         let mut rows: [Vec<f64>; 5] = Default::default();
         for round in 0..read_rounds {
             // Every side reads the same tags in the same order; each round
@@ -180,22 +232,20 @@ fn main() {
                 got
             };
             let want = timed(0, &mut |tags, _| {
-                annals_read_visit(&store, &tags_query(tags))
+                annals_read_visit(store, &tags_query(tags))
             });
             let got = [
                 timed(1, &mut |tags, _| {
-                    annals_read_owned(&store, &tags_query(tags))
+                    annals_read_owned(store, &tags_query(tags))
                 }),
-                timed(2, &mut |tags, _| sqlite_read_borrowed(&conn, tags)),
-                timed(3, &mut |tags, _| sqlite_read_owned(&conn, tags)),
+                timed(2, &mut |tags, _| sqlite_read_borrowed(conn, tags)),
+                timed(3, &mut |tags, _| sqlite_read_owned(conn, tags)),
             ];
             assert!(
                 got.iter().all(|&g| g == want),
                 "{what}: every side reads the same: {want:?} vs {got:?}"
             );
-            timed(4, &mut |_, first| {
-                plain.read(first, students as usize, matches)
-            });
+            timed(4, &mut |_, first| self.plain.read(first, stride, matches));
             eprintln!(
                 "  {what}, round {}: {:?}",
                 round + 1,
@@ -221,18 +271,6 @@ fn main() {
             "  ceiling: copying the {matches} records' bytes from memory {ceiling:>9.1} us [{}] (the visitor read takes {:.1}x as long)",
             spreads[4], visit / ceiling
         );
-    }
-
-    println!(
-        "condition lookup ({WRITTEN_SINCE} non-matching events after `after`, N matches at or below it), median of {reads}:"
-    );
-    for (tag, matches) in [
-        ("course:none", 0),
-        ("student:42", events / students),
-        ("course:7", events / 1000),
-    ] {
-        let (annals, sqlite) = condition_lookup_cost(&store, &mut conn, tag, reads);
-        println!("  N = {matches:>7}: annals {annals:>9.2} us, sqlite {sqlite:>9.2} us");
     }
 }
 

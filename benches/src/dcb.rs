@@ -205,6 +205,32 @@ pub fn build_tagged(dir: &Path, events: u64, students: u64) -> (Store, Connectio
     (store, conn)
 }
 
+/// Fills an Annals store and a SQLite database with `events` events, event
+/// n tagged `a:{n % 100}` and `b:{n % 101}` (each tag on 1 % of the
+/// events, a pair of them on 0.01 %), 1,000 per commit.
+pub fn build_pairs(dir: &Path, events: u64) -> (Store, Connection) {
+    let store = Store::open(dir.join("annals")).expect("open");
+    let mut conn = sqlite_open(&dir.join("peer.sqlite"));
+    let tags = |n: u64| [format!("a:{}", n % 100), format!("b:{}", n % 101)];
+    for first in (0..events).step_by(1000) {
+        let range = first..(first + 1000).min(events);
+        let stream = format!("batch-{}", first / 1000);
+        let batch = range
+            .clone()
+            .map(|n| EventData::new("StudentSubscribed", vec![0x5A; DATA_BYTES]).with_tags(tags(n)))
+            .collect();
+        let written = store.append(&stream, ExpectedVersion::Any, batch);
+        assert!(matches!(written, Ok(Ok(_))));
+        let tx = conn.transaction().expect("tx");
+        for n in range {
+            sqlite_insert(&tx, &stream, &tags(n));
+        }
+        tx.commit().expect("commit");
+    }
+    store.maintain_index().expect("index maintenance");
+    (store, conn)
+}
+
 /// What a read returned: how many events, and the bytes of the fields it
 /// took of each (position aside): stream, type, data and every tag — so
 /// that every side provably reads the same fields.
@@ -228,8 +254,9 @@ pub fn tags_query(tags: &[impl AsRef<str>]) -> Query {
 /// The tags a read bench reads, read after read.
 #[derive(Clone, Copy, Debug)]
 pub enum ReadTags {
-    /// The same tags every read.
-    Fixed(&'static [&'static str]),
+    /// The same tags every read, and the number of the first event of the
+    /// log carrying them all.
+    Fixed(&'static [&'static str], usize),
     /// `student:{s}` for a different `s` each read: 42, 43, … (mod
     /// `students`), in a store built by [`build_tagged`] with `students`.
     Rotating {
@@ -240,11 +267,11 @@ pub enum ReadTags {
 
 impl ReadTags {
     /// The tags of read `read`, and the number of the first event of the
-    /// log carrying the last of them (for [`PlainCopy::read`]: in a store
-    /// built by [`build_tagged`], event n carries `student:{n % students}`).
+    /// log carrying them all (for [`PlainCopy::read`]: in a store built by
+    /// [`build_tagged`], event n carries `student:{n % students}`).
     pub fn at(self, read: usize) -> (Vec<String>, usize) {
         match self {
-            ReadTags::Fixed(tags) => (tags.iter().map(|t| t.to_string()).collect(), 42),
+            ReadTags::Fixed(tags, first) => (tags.iter().map(|t| t.to_string()).collect(), first),
             ReadTags::Rotating { students } => {
                 let student = (42 + read as u64) % students.max(1);
                 (vec![format!("student:{student}")], student as usize)

@@ -56,12 +56,14 @@ enum Plan<'q> {
 }
 
 /// A tag whose postings are at most this many times the walked key's is
-/// intersected with the walked candidates before any event is read: a
+/// intersected with the walked candidates before any event is read. A
 /// posting costs a few nanoseconds to copy out of its page, reading and
-/// checking an event over a hundred, so an intersection that copies this
-/// many postings per candidate still costs less than the events it spares.
-/// Commoner tags are checked on the events read instead.
-const INTERSECT_RATIO: u64 = 16;
+/// checking an event over a hundred: when the two keys are rare together,
+/// the intersection spares nearly every read; when every walked candidate
+/// carries the tag too (which counts cannot tell), it costs at most this
+/// many copies per candidate, a few per cent of reading it. Commoner tags
+/// are checked on the events read instead.
+const INTERSECT_RATIO: u64 = 4;
 
 /// How an item's matches are found: the postings walked, and the item's
 /// other tags whose postings are intersected with the walked candidates
@@ -162,10 +164,27 @@ impl<'q> Intersect<'q> {
                 _ => frontier,
             };
         }
-        let rest = self.page.get(self.at..).unwrap_or_default();
-        self.at += rest.partition_point(|&p| p < position);
+        self.at += gallop(self.page.get(self.at..).unwrap_or_default(), position);
         Ok(self.page.get(self.at) == Some(&position))
     }
+}
+
+/// How many of `sorted`'s first values are below `position`, found by
+/// doubling steps from the front, then halving: a few comparisons when the
+/// answer is near the front (as it is for candidates about as dense as the
+/// postings), logarithmic otherwise.
+fn gallop(sorted: &[u64], position: u64) -> usize {
+    let mut below = 0;
+    let mut step = 1;
+    while sorted.get(below + step - 1).is_some_and(|&p| p < position) {
+        below += step;
+        step *= 2;
+    }
+    // `below` values are below; the one at `below + step - 1`, if any, is not.
+    let window = sorted
+        .get(below..(below + step - 1).min(sorted.len()))
+        .unwrap_or_default();
+    below + window.partition_point(|&p| p < position)
 }
 
 /// Visits the events in `from..to` that match `query`, in position order,
@@ -492,6 +511,22 @@ mod tests {
                 })
                 .unwrap();
                 assert_eq!(first, want.first().copied(), "from {from} noise {noise}");
+            }
+        }
+    }
+
+    #[test]
+    fn gallop_counts_the_values_below_a_position() {
+        let sorted: Vec<u64> = (0..300).map(|i| i * 3).collect();
+        for len in [0, 1, 2, 3, 7, 64, 300] {
+            let sorted = &sorted[..len];
+            for position in 0..=(len as u64 * 3 + 2) {
+                let want = sorted.iter().filter(|&&p| p < position).count();
+                assert_eq!(
+                    gallop(sorted, position),
+                    want,
+                    "len {len} position {position}"
+                );
             }
         }
     }

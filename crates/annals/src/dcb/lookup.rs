@@ -236,8 +236,8 @@ mod tests {
     /// and tenth, their postings across runs and the memtable and over
     /// several pages each: a read and a condition's first-match lookup find
     /// exactly the matches and read only the intersection's events (also
-    /// with a third tag on every event: 11 times as common, intersected
-    /// too; and with a type, checked on the events).
+    /// with a third tag on every event, 11 times as common, and with a
+    /// type: both checked on the events read).
     #[test]
     fn two_common_tags_are_intersected_across_runs_and_pages() {
         let dir = tempfile::tempdir().unwrap();
