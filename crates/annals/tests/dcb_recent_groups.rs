@@ -100,7 +100,10 @@ fn run(store: &Store, t: u64, seed: u64) -> Vec<Call> {
                 assert!(!stale, "written with a stale expected version");
                 assert_eq!(results[0].first_version, version.map_or(0, |v| v + 1));
                 version = Some(results[0].last_version);
-                assert_eq!(results[0].last_version + 1 - results[0].first_version, own_count);
+                assert_eq!(
+                    results[0].last_version + 1 - results[0].first_version,
+                    own_count
+                );
                 Outcome::Written(results[0].first_position)
             }
             Err(AppendRejected::Condition(failed)) => {
