@@ -36,7 +36,7 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// The median of `v` (sorted in place); 0 when empty.
-fn median(v: &mut Vec<f64>) -> f64 {
+fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
