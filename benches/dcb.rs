@@ -94,7 +94,7 @@ fn main() {
         runs[3].push(sqlite_appends(threads, secs, true).ops_per_sec());
         runs[4].push(plain_commits(threads, secs, bytes).ops_per_sec());
     }
-    let medians = runs.each_mut().map(median);
+    let medians = runs.each_mut().map(|v| median(v));
     let ratio = median(&mut ratios);
     if rounds > 0 {
         print_durable(threads, rounds, medians, ratio);
@@ -128,7 +128,7 @@ fn main() {
         buffered_ratios.push(conditional / plain);
     }
     let ratio_spread = spread(&buffered_ratios);
-    let [buffered_plain, buffered_conditional] = buffered.each_mut().map(median);
+    let [buffered_plain, buffered_conditional] = buffered.each_mut().map(|v| median(v));
     let buffered_ratio = median(&mut buffered_ratios);
     if buffered_rounds > 0 {
         println!(
@@ -255,7 +255,8 @@ impl ReadRows {
             );
         }
         let spreads: Vec<String> = rows.iter().map(|r| spread(r)).collect();
-        let [visit, owned, sqlite_borrowed, sqlite_owned, ceiling] = rows.each_mut().map(median);
+        let [visit, owned, sqlite_borrowed, sqlite_owned, ceiling] =
+            rows.each_mut().map(|v| median(v));
         println!(
             "read_query, {what}: {matches} matches among {events} events, median of {read_rounds} rounds of medians of {reads} (spread of the rounds in brackets):"
         );
