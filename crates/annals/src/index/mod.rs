@@ -70,7 +70,7 @@ use secondary::SecondaryIndex;
 pub use secondary::SecondaryReport;
 use workers::*;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -143,6 +143,9 @@ pub(crate) struct IndexState {
     /// Set by [`Index::kick_secondary`]: the merger extends the secondary
     /// memtable to the log's end on its next round.
     pub(super) secondary_extend: AtomicBool,
+    /// How many runs of the stream index [`Index::repair`] has replaced
+    /// (see [`SecondaryIndex`]'s `repairs`).
+    pub(super) repairs: AtomicU64,
 }
 
 pub(super) enum Message {
@@ -213,6 +216,7 @@ impl Index {
             merge_error: Mutex::new(None),
             secondary_error: Mutex::new(None),
             secondary_extend: AtomicBool::new(false),
+            repairs: AtomicU64::new(0),
         });
         let (persister, merger) = if read_only {
             (None, None)
@@ -473,12 +477,24 @@ impl Index {
         self.state.find_ids(ids)
     }
 
-    /// Whether `error`, from a lookup, came from a damaged run (of the
-    /// stream index or a secondary one) that [`Index::repair`] rebuilds.
-    pub(crate) fn needs_repair(&self, error: &Error) -> bool {
+    /// How many damaged runs repairs have replaced so far, stream index and
+    /// secondary ones together: what [`Index::needs_repair`] compares.
+    pub(crate) fn repairs(&self) -> u64 {
+        self.state
+            .repairs()
+            .wrapping_add(self.state.secondary.repairs())
+    }
+
+    /// Whether `error`, from a lookup begun when [`Index::repairs`] said
+    /// `repairs`, came from a damaged run (of the stream index or a
+    /// secondary one) that [`Index::repair`] rebuilds: one is broken now,
+    /// or another thread's repair replaced one since the lookup began (it
+    /// may have rebuilt the very run the lookup failed on).
+    pub(crate) fn needs_repair(&self, error: &Error, repairs: u64) -> bool {
         error.is_corruption()
             && (self.state.levels.read().runs.iter().any(|r| r.is_broken())
-                || self.state.secondary.any_broken())
+                || self.state.secondary.any_broken()
+                || self.repairs() != repairs)
     }
 
     /// Rebuilds every damaged run from the log, stream index and secondary

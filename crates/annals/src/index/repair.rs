@@ -20,15 +20,27 @@ impl IndexState {
             // A read-only store repairs nothing: the error is the answer.
             return lookup();
         }
+        let repairs = self.repairs();
         match lookup() {
-            Err(e)
-                if e.is_corruption() && self.levels.read().runs.iter().any(|r| r.is_broken()) =>
-            {
+            Err(e) if e.is_corruption() && self.damaged_since(repairs) => {
                 self.repair()?;
                 lookup()
             }
             other => other,
         }
+    }
+
+    /// How many runs [`repair`](IndexState::repair) has replaced so far.
+    pub(super) fn repairs(&self) -> u64 {
+        self.repairs.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether a lookup that began when [`repairs`](IndexState::repairs)
+    /// said `repairs` and met a damaged page met one a repair rebuilds: a
+    /// run is broken now, or one was replaced since (another thread's
+    /// repair can rebuild it between the failed lookup and this question).
+    fn damaged_since(&self, repairs: u64) -> bool {
+        self.levels.read().runs.iter().any(|r| r.is_broken()) || self.repairs() != repairs
     }
 
     /// Rebuilds every broken run from the log.
@@ -46,6 +58,8 @@ impl IndexState {
                 *slot = rebuilt;
             }
             levels.runs = Arc::new(replaced);
+            self.repairs
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
         }
         Ok(())
     }
@@ -111,4 +125,71 @@ pub(super) fn append_start_from(reader: &LogReader, position: u64, end: u64) -> 
         ControlFlow::Break(())
     })?;
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Durability, EventData, ExpectedVersion, Options, Store};
+
+    /// Regression (as for the secondary index, `secondary.rs`): a lookup
+    /// met a damaged run page, another thread's repair rebuilt the run
+    /// before `repairing` asked whether one was broken, and the lookup
+    /// failed with the stale error. It is now retried.
+    #[test]
+    fn a_lookup_whose_damaged_run_another_thread_repaired_meanwhile_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = || {
+            Options::default()
+                .index_buffer_events(100)
+                .durability(Durability::Buffered)
+        };
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        // "early" has events in the first run only: its lookup reaches it.
+        for chunk in 0..10u64 {
+            let stream = if chunk == 0 {
+                "early".to_owned()
+            } else {
+                format!("s-{chunk}")
+            };
+            let events = (0..100).map(|_| EventData::new("E", "{}")).collect();
+            store
+                .append(&stream, ExpectedVersion::Any, events)
+                .unwrap()
+                .unwrap();
+        }
+        store.maintain_index().unwrap();
+        drop(store);
+        let mut runs: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| {
+                let name = path.file_name().unwrap().to_string_lossy();
+                name.starts_with("index-") && name.ends_with(".run")
+            })
+            .collect();
+        runs.sort();
+        let first = runs.first().expect("index runs were written");
+        let mut bytes = std::fs::read(first).unwrap();
+        for page in (4096..bytes.len()).step_by(4096) {
+            bytes[page + 100] ^= 0x10;
+        }
+        std::fs::write(first, bytes).unwrap();
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        let index = store.index();
+        let mut attempts = 0;
+        let got = index.state.repairing(|| {
+            attempts += 1;
+            let found = index.state.state("early");
+            if attempts == 1 {
+                assert!(found.is_err(), "the damaged page is met: {found:?}");
+                // Another thread's repair, between the failed lookup and
+                // `repairing`'s question.
+                index.repair().unwrap();
+            }
+            found
+        });
+        let state = got.unwrap().expect("the stream is found");
+        assert_eq!((state.len, state.deleted), (100, false), "{state:?}");
+        assert_eq!(attempts, 2);
+    }
 }

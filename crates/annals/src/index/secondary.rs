@@ -19,6 +19,7 @@
 //!   one before), so a log of N events has O(log N) secondary runs.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use annals_index::{
@@ -61,6 +62,10 @@ pub(crate) struct SecondaryIndex {
     pub(super) buffer_events: u64,
     pub(super) read_only: bool,
     pub(super) report: SecondaryReport,
+    /// How many runs [`repair`](SecondaryIndex::repair) has replaced: a
+    /// lookup that met a damaged page and finds nothing broken any more
+    /// was beaten to the repair by another thread when this moved.
+    pub(super) repairs: AtomicU64,
 }
 
 /// The secondary keys of one event: its category (if its stream has one),
@@ -208,6 +213,7 @@ impl SecondaryIndex {
                 replayed: log_end - checkpoint,
                 discarded,
             },
+            repairs: AtomicU64::new(0),
         };
         index.extend_to(log_end)?;
         Ok(index)
@@ -319,8 +325,9 @@ impl SecondaryIndex {
     /// Runs `lookup`; if it met a damaged run page, rebuilds the broken
     /// runs from the log and runs it once more.
     pub(super) fn repairing<T>(&self, mut lookup: impl FnMut() -> Result<T>) -> Result<T> {
+        let repairs = self.repairs();
         match lookup() {
-            Err(e) if !self.read_only && e.is_corruption() && self.any_broken() => {
+            Err(e) if !self.read_only && e.is_corruption() && self.damaged_since(repairs) => {
                 self.repair()?;
                 lookup()
             }
@@ -331,6 +338,20 @@ impl SecondaryIndex {
     /// Whether a run met a damaged page (and waits for [`repair`](SecondaryIndex::repair)).
     pub(super) fn any_broken(&self) -> bool {
         self.levels.read().runs.iter().any(|r| r.is_broken())
+    }
+
+    /// How many runs repairs have replaced so far.
+    pub(super) fn repairs(&self) -> u64 {
+        self.repairs.load(Ordering::Acquire)
+    }
+
+    /// Whether a lookup that began when [`repairs`](SecondaryIndex::repairs)
+    /// said `repairs` and met a damaged page met one a repair rebuilds: a
+    /// run is broken now, or one was replaced since (another thread's
+    /// repair can rebuild the run between the failed lookup and this
+    /// question, leaving nothing broken).
+    pub(super) fn damaged_since(&self, repairs: u64) -> bool {
+        self.any_broken() || self.repairs() != repairs
     }
 
     /// Rebuilds every broken run from the log.
@@ -346,6 +367,7 @@ impl SecondaryIndex {
                 *slot = Arc::new(rebuilt);
             }
             levels.runs = Arc::new(replaced);
+            self.repairs.fetch_add(1, Ordering::Release);
         }
         Ok(())
     }
@@ -384,5 +406,104 @@ impl SecondaryIndex {
             )));
         }
         Ok(end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use annals_index::SecondaryKey;
+
+    use crate::{Durability, EventData, ExpectedVersion, Options, Store};
+
+    /// A store of 1,000 events tagged `t:{p % 5}` whose first secondary
+    /// run has a flipped byte in every entry page, reopened (nothing
+    /// verified yet).
+    fn store_with_damaged_runs(dir: &std::path::Path) -> Store {
+        let options = || {
+            Options::default()
+                .index_buffer_events(64)
+                .durability(Durability::Buffered)
+        };
+        let store = Store::open_with(dir, options()).unwrap();
+        for chunk in 0..10u64 {
+            let events = (chunk * 100..(chunk + 1) * 100)
+                .map(|p| EventData::new("E", "{}").with_tags([format!("t:{}", p % 5)]))
+                .collect();
+            store
+                .append("s", ExpectedVersion::Any, events)
+                .unwrap()
+                .unwrap();
+        }
+        store.maintain_index().unwrap();
+        drop(store);
+        let mut runs: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| {
+                let name = path.file_name().unwrap().to_string_lossy();
+                name.starts_with("secondary-") && name.ends_with(".sidx")
+            })
+            .collect();
+        runs.sort();
+        let first = runs.first().expect("secondary runs were written");
+        let mut bytes = std::fs::read(first).unwrap();
+        for page in (4096..bytes.len()).step_by(4096) {
+            bytes[page + 100] ^= 0x10;
+        }
+        std::fs::write(first, bytes).unwrap();
+        Store::open_with(dir, options()).unwrap()
+    }
+
+    /// Regression: a lookup met a damaged run page, and before `repairing`
+    /// asked whether a run was broken, another thread's repair had rebuilt
+    /// it: nothing was broken any more, and the read failed with the
+    /// stale corruption error although the store had mended itself. It is
+    /// now retried.
+    #[test]
+    fn a_lookup_whose_damaged_run_another_thread_repaired_meanwhile_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_damaged_runs(dir.path());
+        let index = store.index();
+        let secondary = &index.state.secondary;
+        let key = SecondaryKey::tag("t:1");
+        let end = store.position_end();
+        let mut attempts = 0;
+        let got = secondary.repairing(|| {
+            attempts += 1;
+            let found = secondary.candidates_unrepaired(&key, 0, usize::MAX, end);
+            if attempts == 1 {
+                assert!(found.is_err(), "the damaged page is met: {found:?}");
+                // Another thread's repair, between the failed lookup and
+                // `repairing`'s question.
+                index.repair().unwrap();
+                assert!(!secondary.any_broken());
+            }
+            found
+        });
+        let want: Vec<u64> = (0..end).filter(|p| p % 5 == 1).collect();
+        assert_eq!(got.unwrap(), want);
+        assert_eq!(attempts, 2);
+    }
+
+    /// The same race on the write path: its lookup failed, another thread
+    /// repaired the run, and the write path must still answer Repair (the
+    /// caller asks again), not hand the stale error to the appender. A
+    /// lookup begun after the repair, failing alike, is not repairable.
+    #[test]
+    fn the_write_path_answers_repair_for_a_run_repaired_since_its_lookup_began() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_damaged_runs(dir.path());
+        let index = store.index();
+        let key = SecondaryKey::tag("t:1");
+        let end = store.position_end();
+        let repairs = index.repairs();
+        let error = index
+            .secondary_candidates_unrepaired(&key, 0, usize::MAX, end)
+            .unwrap_err();
+        index.repair().unwrap();
+        assert!(index.needs_repair(&error, repairs), "{error}");
+        assert!(!index.needs_repair(&error, index.repairs()), "{error}");
+        let found = index.secondary_candidates_unrepaired(&key, 0, usize::MAX, end);
+        assert_eq!(found.unwrap().len() as u64, end / 5);
     }
 }

@@ -58,6 +58,9 @@ pub(super) fn decide(
         .filter(|r| matches!(r.work, Work::Append(..)))
         .count();
     let mut decisions = Vec::with_capacity(group.len());
+    // Repairs so far: a lookup failing on a run another thread's repair
+    // replaces meanwhile is answered Repair, not its stale error.
+    let repairs = index.repairs();
     // The end of the stored log: a condition looks for matches in the log
     // below it, and among the requests accepted in the group above it
     // (which are not in the log yet: a lookup there would fail).
@@ -81,14 +84,14 @@ pub(super) fn decide(
             }
             Ok(None) => {}
             Err(error) => {
-                decisions.push(invalid_or_repair(index, error));
+                decisions.push(invalid_or_repair(index, repairs, error));
                 continue;
             }
         }
         let decision = match check_expectations(index, &overlay, appends) {
             Ok(decision) => decision,
             Err(error) => {
-                decisions.push(invalid_or_repair(index, error));
+                decisions.push(invalid_or_repair(index, repairs, error));
                 continue;
             }
         };
@@ -104,7 +107,7 @@ pub(super) fn decide(
                     Ok(None) => Ok(staged),
                     Ok(Some(position)) => Err(Conflict::Condition(position)),
                     Err(error) => {
-                        decisions.push(invalid_or_repair(index, error));
+                        decisions.push(invalid_or_repair(index, repairs, error));
                         continue;
                     }
                 }
@@ -147,8 +150,8 @@ fn misplaced_replica(appends: &[StreamAppend], position_next: u64) -> Option<Dec
 
 /// A lookup's failure: a damaged run to rebuild off the write path, or an
 /// answer for the caller.
-fn invalid_or_repair(index: &Index, error: Error) -> Decision {
-    if index.needs_repair(&error) {
+fn invalid_or_repair(index: &Index, repairs: u64, error: Error) -> Decision {
+    if index.needs_repair(&error, repairs) {
         Decision::Repair
     } else {
         Decision::Invalid(error)
