@@ -260,10 +260,13 @@ pub(crate) fn visit_counting(
         }
         batch.clear();
         for (walked, intersects) in walked.iter().zip(&mut intersects) {
+            let below = walked.partition_point(|&p| p < frontier);
+            let walked = walked.get(..below).unwrap_or_default();
+            if intersects.is_empty() {
+                batch.extend_from_slice(walked);
+                continue;
+            }
             for &position in walked {
-                if position >= frontier {
-                    break;
-                }
                 let mut admitted = true;
                 for intersect in intersects.iter_mut() {
                     if !intersect.admits(postings, position, frontier)? {
@@ -316,7 +319,12 @@ fn take(
             *frontier = (*frontier).min(last + 1);
         }
     }
-    batch.extend(page);
+    if batch.is_empty() {
+        // The page itself, not a copy (the walk of one key).
+        *batch = page;
+    } else {
+        batch.extend(page);
+    }
     Ok(())
 }
 
