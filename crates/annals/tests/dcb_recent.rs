@@ -14,7 +14,7 @@
 
 use annals::{
     AppendCondition, AppendRejected, ConditionFailed, Durability, EventData, ExpectedVersion,
-    Options, Query, QueryItem, RecordedEvent, Store,
+    Options, Query, QueryItem, Store,
 };
 
 mod common;
@@ -101,13 +101,6 @@ fn run(store: &Store, seed: u64) -> Vec<Call> {
     calls
 }
 
-fn matches(query: &Query, event: &RecordedEvent) -> bool {
-    query.items.iter().any(|item| {
-        (item.types.is_empty() || item.types.contains(&event.event_type))
-            && item.tags.iter().all(|t| event.tags.contains(t))
-    })
-}
-
 #[test]
 fn racing_conditional_appends_decide_as_the_log_says() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,13 +124,7 @@ fn racing_conditional_appends_decide_as_the_log_says() {
     let (mut written, mut rejected, mut far) = (0, 0, 0);
     for call in &calls {
         let from = call.after.map_or(0, |a| a + 1);
-        let first_match = |below: u64| {
-            log.iter()
-                .take(below as usize)
-                .skip(from as usize)
-                .find(|e| matches(&call.query, e))
-                .map(|e| e.position)
-        };
+        let first_match = |below: u64| common::first_match_in(&log, &call.query, from, below);
         match call.outcome {
             Ok(first) => {
                 written += 1;

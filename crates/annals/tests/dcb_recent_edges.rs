@@ -11,6 +11,8 @@
 //! be mirrored exactly (`Mirror`); every probe is compared with a brute
 //! force over the log read back (`read_all`), in `Fsync` and `Buffered`.
 
+mod common;
+
 use annals::{
     AppendCondition, AppendRejected, CompactionOptions, Durability, EventData, ExpectedVersion,
     Options, Query, QueryItem, Store,
@@ -74,12 +76,9 @@ impl Model {
     fn first_match(&self, query: &Query, after: Option<u64>) -> Option<u64> {
         let from = after.map_or(0, |a| a.saturating_add(1));
         (from..self.end()).find(|&p| {
-            self.events[p as usize].as_ref().is_some_and(|(ty, tags)| {
-                query.items.iter().any(|item| {
-                    (item.types.is_empty() || item.types.contains(ty))
-                        && item.tags.iter().all(|t| tags.contains(t))
-                })
-            })
+            self.events[p as usize]
+                .as_ref()
+                .is_some_and(|(ty, tags)| common::query_matches(query, ty, tags))
         })
     }
 }

@@ -13,7 +13,7 @@
 
 use annals::{
     AppendCondition, AppendRejected, Durability, EventData, EventId, ExpectedVersion, Options,
-    Query, QueryItem, RecordedEvent, Store,
+    Query, QueryItem, Store,
 };
 
 mod common;
@@ -126,13 +126,6 @@ fn run(store: &Store, t: u64, seed: u64) -> Vec<Call> {
     calls
 }
 
-fn matches(query: &Query, event: &RecordedEvent) -> bool {
-    query.items.iter().any(|item| {
-        (item.types.is_empty() || item.types.contains(&event.event_type))
-            && item.tags.iter().all(|t| event.tags.contains(t))
-    })
-}
-
 fn racing_append_manys(durability: Durability) {
     let dir = tempfile::tempdir().unwrap();
     let options = Options::default()
@@ -167,13 +160,7 @@ fn racing_append_manys(durability: Durability) {
     let (mut written, mut rejected, mut stale) = (0, 0, 0);
     for call in &calls {
         let from = call.after.map_or(0, |a| a + 1);
-        let first_match = |below: u64| {
-            log.iter()
-                .take(below as usize)
-                .skip(from as usize)
-                .find(|e| matches(&call.query, e))
-                .map(|e| e.position)
-        };
+        let first_match = |below: u64| common::first_match_in(&log, &call.query, from, below);
         match call.outcome {
             Outcome::Written(first) => {
                 written += 1;

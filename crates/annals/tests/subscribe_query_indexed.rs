@@ -80,11 +80,7 @@ fn queries() -> Vec<Query> {
 }
 
 fn matches(query: &Query, e: &RecordedEvent) -> bool {
-    !e.stream.starts_with('$')
-        && query.items.iter().any(|item| {
-            (item.types.is_empty() || item.types.contains(&e.event_type))
-                && item.tags.iter().all(|t| e.tags.contains(t))
-        })
+    !e.stream.starts_with('$') && common::query_matches(query, &e.event_type, &e.tags)
 }
 
 fn want(all: &[RecordedEvent], query: &Query, after: Option<u64>) -> Vec<u64> {

@@ -328,12 +328,85 @@ fn take(
     Ok(())
 }
 
+/// What the walk's tests share: filling a store, the model of a match, and
+/// a walk that collects what it visits and counts what it reads.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::collections::BTreeMap;
+    use std::ops::ControlFlow;
+
+    use annals_segment::LogReader;
+
+    use super::{visit_counting, Postings};
+    use crate::{EventData, ExpectedVersion, Query, QueryItem, RecordedEvent, Store};
+
+    /// Appends `n` events to stream `s`, `chunk` per append, event `p`
+    /// made by `event(p)`; the index is maintained (its memtable written
+    /// as runs) after chunk `maintain_after`, if given.
+    pub(crate) fn fill(
+        store: &Store,
+        n: u64,
+        chunk: u64,
+        maintain_after: Option<u64>,
+        event: impl Fn(u64) -> EventData,
+    ) {
+        for c in 0..n.div_ceil(chunk) {
+            let events = (c * chunk..((c + 1) * chunk).min(n)).map(&event).collect();
+            store
+                .append("s", ExpectedVersion::Any, events)
+                .unwrap()
+                .unwrap();
+            if maintain_after == Some(c) {
+                store.maintain_index().unwrap();
+            }
+        }
+    }
+
+    /// Each key's positions in the whole log: `(false, type)`, `(true, tag)`.
+    pub(crate) fn keys_of(store: &Store) -> BTreeMap<(bool, String), Vec<u64>> {
+        let mut keys: BTreeMap<(bool, String), Vec<u64>> = BTreeMap::new();
+        for e in store.read_all(0, usize::MAX).unwrap() {
+            let tags = e.tags.iter().map(|tag| (true, tag.clone()));
+            for key in std::iter::once((false, e.event_type.clone())).chain(tags) {
+                keys.entry(key).or_default().push(e.position);
+            }
+        }
+        keys
+    }
+
+    /// The model of an item's match: one of its types (any if none), all
+    /// of its tags.
+    pub(crate) fn item_matches(item: &QueryItem, e: &RecordedEvent) -> bool {
+        (item.types.is_empty() || item.types.contains(&e.event_type))
+            && item.tags.iter().all(|t| e.tags.contains(t))
+    }
+
+    /// The positions the walk visits in `from..to`, and how many events it
+    /// read to find them.
+    pub(crate) fn collect_counting(
+        postings: &impl Postings,
+        reader: &LogReader,
+        query: &Query,
+        from: u64,
+        to: u64,
+    ) -> (Vec<u64>, u64) {
+        let (mut got, mut read) = (Vec::new(), 0);
+        let visit = |e: crate::event::EventRef<'_>| {
+            got.push(e.position);
+            ControlFlow::Continue(())
+        };
+        visit_counting(postings, reader, query, from, to, visit, &mut read).unwrap();
+        (got, read)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
+    use super::test_support::{collect_counting, fill, item_matches, keys_of};
     use super::*;
-    use crate::{EventData, ExpectedVersion, QueryItem, Store};
+    use crate::{EventData, QueryItem, Store};
 
     /// Postings built from a read of the whole log; with `noise`, every
     /// key also lists every third position (a superset, as a hash
@@ -373,31 +446,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let n = 5_000u64;
-        for chunk in 0..(n / 500) {
-            let events = (0..500)
-                .map(|i| {
-                    let p = chunk * 500 + i;
-                    let t = ["A", "B", "C"][(p % 3) as usize];
-                    EventData::new(t, "{}")
-                        .with_tags([format!("m:{}", p % 7), format!("k:{}", p % 2)])
-                })
-                .collect();
-            store
-                .append("s", ExpectedVersion::Any, events)
-                .unwrap()
-                .unwrap();
-        }
-        let mut keys: BTreeMap<(bool, String), Vec<u64>> = BTreeMap::new();
-        for e in store.read_all(0, usize::MAX).unwrap() {
-            keys.entry((false, e.event_type.clone()))
-                .or_default()
-                .push(e.position);
-            for tag in &e.tags {
-                keys.entry((true, tag.clone()))
-                    .or_default()
-                    .push(e.position);
-            }
-        }
+        fill(&store, n, 500, None, |p| {
+            let t = ["A", "B", "C"][(p % 3) as usize];
+            EventData::new(t, "{}").with_tags([format!("m:{}", p % 7), format!("k:{}", p % 2)])
+        });
+        let keys = keys_of(&store);
         let all = store.read_all(0, usize::MAX).unwrap();
         let queries = [
             Query::new([QueryItem::new().tags(["k:0"])]),
@@ -420,12 +473,7 @@ mod tests {
                     let want: Vec<u64> = all
                         .iter()
                         .filter(|e| e.position >= from)
-                        .filter(|e| {
-                            query.items.iter().any(|i| {
-                                (i.types.is_empty() || i.types.contains(&e.event_type))
-                                    && i.tags.iter().all(|t| e.tags.contains(t))
-                            })
-                        })
+                        .filter(|e| query.items.iter().any(|i| item_matches(i, e)))
                         .map(|e| e.position)
                         .take(max)
                         .collect();
@@ -463,22 +511,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let n = 6_000u64;
-        let events: Vec<EventData> = (0..n)
-            .map(|p| {
-                EventData::new("E", "{}")
-                    .with_tags([format!("a:{}", p % 10), format!("b:{}", p % 11)])
-            })
-            .collect();
-        store
-            .append("s", ExpectedVersion::Any, events)
-            .unwrap()
-            .unwrap();
-        let mut keys: BTreeMap<(bool, String), Vec<u64>> = BTreeMap::new();
-        for p in 0..n {
-            for tag in [format!("a:{}", p % 10), format!("b:{}", p % 11)] {
-                keys.entry((true, tag)).or_default().push(p);
-            }
-        }
+        fill(&store, n, n, None, |p| {
+            EventData::new("E", "{}").with_tags([format!("a:{}", p % 10), format!("b:{}", p % 11)])
+        });
+        let keys = keys_of(&store);
         let query = Query::new([QueryItem::new().tags(["a:3", "b:4"])]);
         for noise in [false, true] {
             let postings = Model {
@@ -490,21 +526,7 @@ mod tests {
                 let listed_by_both = (from..n)
                     .filter(|p| (noise && p % 3 == 0) || (p % 10 == 3 && p % 11 == 4))
                     .count() as u64;
-                let mut got = Vec::new();
-                let mut read = 0;
-                visit_counting(
-                    &postings,
-                    store.log_reader(),
-                    &query,
-                    from,
-                    n,
-                    |e| {
-                        got.push(e.position);
-                        ControlFlow::Continue(())
-                    },
-                    &mut read,
-                )
-                .unwrap();
+                let (got, read) = collect_counting(&postings, store.log_reader(), &query, from, n);
                 assert_eq!(got, want, "from {from} noise {noise}");
                 assert_eq!(
                     read, listed_by_both,

@@ -116,8 +116,17 @@ pub(crate) fn visit_matches(
 mod tests {
     use std::cell::Cell;
 
+    use super::super::indexed::test_support::{collect_counting, fill, item_matches};
     use super::*;
-    use crate::{Durability, EventData, ExpectedVersion, Options, QueryItem, Store};
+    use crate::{Durability, EventData, Options, QueryItem, Store};
+
+    /// A store in `dir` with no fsync and an index buffer of `events`.
+    fn open_buffered(dir: &std::path::Path, events: u64) -> Store {
+        let options = Options::default()
+            .index_buffer_events(events)
+            .durability(Durability::Buffered);
+        Store::open_with(dir, options).unwrap()
+    }
 
     /// The store's postings, counting the candidates they hand out: each
     /// one is an event the walk reads.
@@ -146,30 +155,16 @@ mod tests {
     #[test]
     fn an_item_walks_its_rarest_key() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options::default()
-            .index_buffer_events(700)
-            .durability(Durability::Buffered);
-        let store = Store::open_with(dir.path(), options).unwrap();
+        let store = open_buffered(dir.path(), 700);
         let n = 6_000u64;
-        for chunk in 0..n / 500 {
-            let events = (chunk * 500..(chunk + 1) * 500)
-                .map(|p| {
-                    let ty = if p % 1_500 == 7 { "Rare" } else { "Often" };
-                    let mut tags = vec!["common".to_owned()];
-                    if p % 997 == 3 {
-                        tags.push("rare".to_owned());
-                    }
-                    EventData::new(ty, "{}").with_tags(tags)
-                })
-                .collect();
-            store
-                .append("s", ExpectedVersion::Any, events)
-                .unwrap()
-                .unwrap();
-            if chunk == 8 {
-                store.maintain_index().unwrap();
+        fill(&store, n, 500, Some(8), |p| {
+            let ty = if p % 1_500 == 7 { "Rare" } else { "Often" };
+            let mut tags = vec!["common".to_owned()];
+            if p % 997 == 3 {
+                tags.push("rare".to_owned());
             }
-        }
+            EventData::new(ty, "{}").with_tags(tags)
+        });
         let all = store.read_all(0, usize::MAX).unwrap();
         let reader = store.log_reader();
         let cases = [
@@ -191,10 +186,7 @@ mod tests {
                 let want: Vec<u64> = all
                     .iter()
                     .filter(|e| e.position >= from)
-                    .filter(|e| {
-                        (item.types.is_empty() || item.types.contains(&e.event_type))
-                            && item.tags.iter().all(|t| e.tags.contains(t))
-                    })
+                    .filter(|e| item_matches(&item, e))
                     .map(|e| e.position)
                     .collect();
                 let rarest = if what == "rare type" {
@@ -241,10 +233,7 @@ mod tests {
     #[test]
     fn two_common_tags_are_intersected_across_runs_and_pages() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options::default()
-            .index_buffer_events(4_000)
-            .durability(Durability::Buffered);
-        let store = Store::open_with(dir.path(), options).unwrap();
+        let store = open_buffered(dir.path(), 4_000);
         let n = 30_000u64;
         let tags = |p: u64| {
             [
@@ -253,20 +242,9 @@ mod tests {
                 "all".to_owned(),
             ]
         };
-        for chunk in 0..n / 1_000 {
-            let events = (chunk * 1_000..(chunk + 1) * 1_000)
-                .map(|p| {
-                    EventData::new(if p % 2 == 0 { "Even" } else { "Odd" }, "{}").with_tags(tags(p))
-                })
-                .collect();
-            store
-                .append("s", ExpectedVersion::Any, events)
-                .unwrap()
-                .unwrap();
-            if chunk == 17 {
-                store.maintain_index().unwrap();
-            }
-        }
+        fill(&store, n, 1_000, Some(17), |p| {
+            EventData::new(if p % 2 == 0 { "Even" } else { "Odd" }, "{}").with_tags(tags(p))
+        });
         let all = store.read_all(0, usize::MAX).unwrap();
         let reader = store.log_reader();
         let items = [
@@ -280,28 +258,11 @@ mod tests {
                 let want: Vec<u64> = all
                     .iter()
                     .filter(|e| e.position >= from)
-                    .filter(|e| {
-                        (item.types.is_empty() || item.types.contains(&e.event_type))
-                            && item.tags.iter().all(|t| e.tags.contains(t))
-                    })
+                    .filter(|e| item_matches(&item, e))
                     .map(|e| e.position)
                     .collect();
                 let both = (from..n).filter(|p| p % 10 == 3 && p % 11 == 4).count() as u64;
-                let mut got = Vec::new();
-                let mut read = 0;
-                super::super::indexed::visit_counting(
-                    store.index(),
-                    reader,
-                    &query,
-                    from,
-                    n,
-                    |e| {
-                        got.push(e.position);
-                        ControlFlow::Continue(())
-                    },
-                    &mut read,
-                )
-                .unwrap();
+                let (got, read) = collect_counting(store.index(), reader, &query, from, n);
                 assert_eq!(got, want, "{item:?} from {from}");
                 assert_eq!(read, both, "{item:?} from {from}: events read");
                 let first = first_match(store.index(), reader, &query, from, n).unwrap();

@@ -576,3 +576,25 @@ pub(super) fn missing(position: u64) -> Error {
         "index points at position {position}, not in the log"
     ))
 }
+
+/// Flips a byte in every page after the header of the first run file (by
+/// name) in `dir` whose name has this prefix and suffix: every lookup that
+/// reaches the run meets a damaged page.
+#[cfg(test)]
+pub(crate) fn damage_first_run(dir: &std::path::Path, prefix: &str, suffix: &str) {
+    let mut runs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            name.starts_with(prefix) && name.ends_with(suffix)
+        })
+        .collect();
+    runs.sort();
+    let first = runs.first().expect("a run was written");
+    let mut bytes = std::fs::read(first).unwrap();
+    for page in (4096..bytes.len()).step_by(4096) {
+        bytes[page + 100] ^= 0x10;
+    }
+    std::fs::write(first, bytes).unwrap();
+}

@@ -159,21 +159,7 @@ mod tests {
         }
         store.maintain_index().unwrap();
         drop(store);
-        let mut runs: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| {
-                let name = path.file_name().unwrap().to_string_lossy();
-                name.starts_with("index-") && name.ends_with(".run")
-            })
-            .collect();
-        runs.sort();
-        let first = runs.first().expect("index runs were written");
-        let mut bytes = std::fs::read(first).unwrap();
-        for page in (4096..bytes.len()).step_by(4096) {
-            bytes[page + 100] ^= 0x10;
-        }
-        std::fs::write(first, bytes).unwrap();
+        crate::index::damage_first_run(dir.path(), "index-", ".run");
         let store = Store::open_with(dir.path(), options()).unwrap();
         let index = store.index();
         let mut attempts = 0;

@@ -436,21 +436,7 @@ mod tests {
         }
         store.maintain_index().unwrap();
         drop(store);
-        let mut runs: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| {
-                let name = path.file_name().unwrap().to_string_lossy();
-                name.starts_with("secondary-") && name.ends_with(".sidx")
-            })
-            .collect();
-        runs.sort();
-        let first = runs.first().expect("secondary runs were written");
-        let mut bytes = std::fs::read(first).unwrap();
-        for page in (4096..bytes.len()).step_by(4096) {
-            bytes[page + 100] ^= 0x10;
-        }
-        std::fs::write(first, bytes).unwrap();
+        crate::index::damage_first_run(dir, "secondary-", ".sidx");
         Store::open_with(dir, options()).unwrap()
     }
 

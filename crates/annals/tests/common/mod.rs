@@ -10,8 +10,29 @@ use std::time::{Duration, Instant};
 
 use annals::storage::{FsStorage, Storage};
 use annals::{
-    Direction, EventData, ExpectedVersion, Options, Store, SubscriptionItem, SubscriptionOptions,
+    Direction, EventData, ExpectedVersion, Options, Query, RecordedEvent, Store, SubscriptionItem,
+    SubscriptionOptions,
 };
+
+/// The model of a query's match (issue 22): an item matches an event whose
+/// type is one of its types (any, if none) and whose tags include all of
+/// its tags; the query, if any of its items does.
+pub fn query_matches(query: &Query, event_type: &str, tags: &[String]) -> bool {
+    query.items.iter().any(|item| {
+        (item.types.is_empty() || item.types.iter().any(|t| t == event_type))
+            && item.tags.iter().all(|t| tags.contains(t))
+    })
+}
+
+/// The position of the first event of `log` (the whole feed, from 0) in
+/// `from..below` that `query` matches ([`query_matches`]).
+pub fn first_match_in(log: &[RecordedEvent], query: &Query, from: u64, below: u64) -> Option<u64> {
+    log.iter()
+        .take(below as usize)
+        .skip(from as usize)
+        .find(|e| query_matches(query, &e.event_type, &e.tags))
+        .map(|e| e.position)
+}
 
 pub fn event(stream: &str, version: u64) -> EventData {
     EventData::new("E", format!("{stream}@{version}"))
