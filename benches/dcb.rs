@@ -174,14 +174,19 @@ fn main() {
         rows.read(what, &store, &conn, tags, students as usize);
     }
     {
-        // Event n carries a:{n % 100} and b:{n % 101}: each tag is on 1 %
-        // of the events, both together on 0.01 % (n = 10003 mod 10100).
-        eprintln!("running: building {events} events tagged a:, b: in both stores");
+        // Event n carries a:{n % 100}, b:{n % 101} and c:{n % 7}: an a or
+        // b tag is on 1 % of the events, a and b together on 0.01 % (n =
+        // 10003 mod 10100), a c on 1/7.
+        eprintln!("running: building {events} events tagged a:, b:, c: in both stores");
         let dir = tempfile::tempdir().expect("temp dir");
         let (store, conn) = build_pairs(dir.path(), events);
         let tags = ReadTags::Fixed(&["a:3", "b:4"], 10_003);
         let what = "a:3 AND b:4 (each on 1% of the events, together on 0.01%)";
         rows.read(what, &store, &conn, tags, 10_100);
+        // n % 100 == 3 and n % 7 == 4: n = 403 mod 700.
+        let tags = ReadTags::Fixed(&["a:3", "c:4"], 403);
+        let what = "a:3 AND c:4 (c 14x as common as a, together on 1/700)";
+        rows.read(what, &store, &conn, tags, 700);
     }
 
     println!(

@@ -206,12 +206,19 @@ pub fn build_tagged(dir: &Path, events: u64, students: u64) -> (Store, Connectio
 }
 
 /// Fills an Annals store and a SQLite database with `events` events, event
-/// n tagged `a:{n % 100}` and `b:{n % 101}` (each tag on 1 % of the
-/// events, a pair of them on 0.01 %), 1,000 per commit.
+/// n tagged `a:{n % 100}`, `b:{n % 101}` and `c:{n % 7}` (an `a` or `b`
+/// tag on 1 % of the events, an `a` and a `b` together on 0.01 %, a `c` on
+/// 1/7, with an `a` on 1/700), 1,000 per commit.
 pub fn build_pairs(dir: &Path, events: u64) -> (Store, Connection) {
     let store = Store::open(dir.join("annals")).expect("open");
     let mut conn = sqlite_open(&dir.join("peer.sqlite"));
-    let tags = |n: u64| [format!("a:{}", n % 100), format!("b:{}", n % 101)];
+    let tags = |n: u64| {
+        [
+            format!("a:{}", n % 100),
+            format!("b:{}", n % 101),
+            format!("c:{}", n % 7),
+        ]
+    };
     for first in (0..events).step_by(1000) {
         let range = first..(first + 1000).min(events);
         let stream = format!("batch-{}", first / 1000);

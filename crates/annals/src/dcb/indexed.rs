@@ -62,8 +62,29 @@ enum Plan<'q> {
 /// the intersection spares nearly every read; when every walked candidate
 /// carries the tag too (which counts cannot tell), it costs at most this
 /// many copies per candidate, a few per cent of reading it. Commoner tags
-/// are checked on the events read instead.
+/// are checked on the events read instead — unless the walk is long
+/// enough to try them ([`TRY_RATIO`]).
 const INTERSECT_RATIO: u64 = 4;
+
+/// A walk of at least this many candidates also intersects the item's
+/// tags up to [`TRY_RATIO`] times as common as its walked key, and keeps
+/// each intersection only while it pays ([`pays`]): a correlated tag costs
+/// its copies for a page of candidates, an independent one spares most of
+/// the reads of every page after.
+const TRY_WALKED: u64 = 2 * PAGE as u64;
+
+/// See [`TRY_WALKED`].
+const TRY_RATIO: u64 = 64;
+
+/// An intersection asked about this many candidates is judged ([`pays`]).
+const JUDGED: u64 = 256;
+
+/// Whether an intersection that admitted `admitted` of `asked` candidates
+/// is kept: until it is judged, and while it drops at least half of them
+/// (one that drops fewer spares fewer reads than its copies cost).
+fn pays(asked: u64, admitted: u64) -> bool {
+    asked < JUDGED || admitted.saturating_mul(2) < asked
+}
 
 /// How an item's matches are found: the postings walked, and the item's
 /// other tags whose postings are intersected with the walked candidates
@@ -76,7 +97,8 @@ struct ItemPlan<'q> {
 
 /// The postings to walk for `item` from `from`: the fewest candidates
 /// among each of its tags and the union of its types; and its other tags
-/// not over [`INTERSECT_RATIO`] times as common, to intersect. Counting
+/// not over [`INTERSECT_RATIO`] times as common (or [`TRY_RATIO`], for a
+/// walk of [`TRY_WALKED`] candidates or more), to intersect. Counting
 /// costs a few index lookups per key, so it is skipped when there is one
 /// choice.
 fn plan<'q>(postings: &impl Postings, item: &'q QueryItem, from: u64) -> Result<ItemPlan<'q>> {
@@ -122,9 +144,14 @@ fn plan<'q>(postings: &impl Postings, item: &'q QueryItem, from: u64) -> Result<
     let Some((walked, walk)) = best else {
         return only(Plan::All);
     };
+    let ratio = if walked >= TRY_WALKED {
+        TRY_RATIO
+    } else {
+        INTERSECT_RATIO
+    };
     let intersect = tags
         .into_iter()
-        .filter(|&(tag, n)| walk != Plan::Tag(tag) && n <= walked.saturating_mul(INTERSECT_RATIO))
+        .filter(|&(tag, n)| walk != Plan::Tag(tag) && n <= walked.saturating_mul(ratio))
         .map(|(tag, _)| tag)
         .collect();
     Ok(ItemPlan { walk, intersect })
@@ -141,6 +168,9 @@ struct Intersect<'q> {
     at: usize,
     /// The end of what `page` covers.
     covers: u64,
+    /// Candidates asked about, and admitted ([`pays`]).
+    asked: u64,
+    admitted: u64,
 }
 
 impl<'q> Intersect<'q> {
@@ -150,6 +180,8 @@ impl<'q> Intersect<'q> {
             page: Vec::new(),
             at: 0,
             covers: 0,
+            asked: 0,
+            admitted: 0,
         }
     }
 
@@ -165,7 +197,10 @@ impl<'q> Intersect<'q> {
             };
         }
         self.at += gallop(self.page.get(self.at..).unwrap_or_default(), position);
-        Ok(self.page.get(self.at) == Some(&position))
+        let admitted = self.page.get(self.at) == Some(&position);
+        self.asked += 1;
+        self.admitted += u64::from(admitted);
+        Ok(admitted)
     }
 }
 
@@ -278,6 +313,7 @@ pub(crate) fn visit_counting(
                     batch.push(position);
                 }
             }
+            intersects.retain(|i| pays(i.asked, i.admitted));
         }
         batch.sort_unstable();
         batch.dedup();
@@ -414,10 +450,27 @@ mod tests {
     struct Model {
         keys: BTreeMap<(bool, String), Vec<u64>>,
         noise: bool,
+        /// How many candidates each key has handed out.
+        handed: std::cell::RefCell<BTreeMap<String, u64>>,
     }
 
-    impl Postings for Model {
-        fn candidates(&self, key: Key<'_>, from: u64, to: u64, max: usize) -> Result<Vec<u64>> {
+    impl Model {
+        fn new(keys: BTreeMap<(bool, String), Vec<u64>>, noise: bool) -> Self {
+            Model {
+                keys,
+                noise,
+                handed: Default::default(),
+            }
+        }
+
+        fn handed(&self, key: &str) -> u64 {
+            self.handed.borrow().get(key).copied().unwrap_or(0)
+        }
+    }
+
+    impl Model {
+        /// What `key` lists in `from..to`, noise included.
+        fn listed(&self, key: Key<'_>, from: u64, to: u64) -> Vec<u64> {
             let id = match key {
                 Key::Type(t) => (false, t.to_owned()),
                 Key::Tag(t) => (true, t.to_owned()),
@@ -430,14 +483,25 @@ mod tests {
                 .collect();
             all.sort_unstable();
             all.dedup();
+            all
+        }
+    }
+
+    impl Postings for Model {
+        fn candidates(&self, key: Key<'_>, from: u64, to: u64, max: usize) -> Result<Vec<u64>> {
+            let mut all = self.listed(key, from, to);
             all.truncate(max);
+            let name = match key {
+                Key::Type(name) | Key::Tag(name) => name.to_owned(),
+            };
+            *self.handed.borrow_mut().entry(name).or_default() += all.len() as u64;
             Ok(all)
         }
 
         fn count(&self, key: Key<'_>, from: u64) -> Result<u64> {
             // Past the last position any key lists, only noise is left.
             let end = self.keys.values().flatten().max().map_or(0, |p| p + 1);
-            Ok(self.candidates(key, from, end, usize::MAX)?.len() as u64)
+            Ok(self.listed(key, from, end).len() as u64)
         }
     }
 
@@ -464,10 +528,7 @@ mod tests {
             Query::default(),
         ];
         for noise in [false, true] {
-            let postings = Model {
-                keys: keys.clone(),
-                noise,
-            };
+            let postings = Model::new(keys.clone(), noise);
             for query in &queries {
                 for (from, max) in [(0, usize::MAX), (1234, 700), (4990, 5)] {
                     let want: Vec<u64> = all
@@ -503,9 +564,11 @@ mod tests {
     }
 
     /// Two tags each on about a tenth of the events but together on about
-    /// a hundredth: the events read are those both tags' postings list
-    /// (with noise: and the noise's), not the rarer tag's tenth; and what
-    /// is found is exactly the matches, from any start.
+    /// a hundredth: the events read are those both tags' postings list,
+    /// not the rarer tag's tenth; and what is found is exactly the matches,
+    /// from any start. With noise (every third position listed by every
+    /// key), most candidates are in both lists: the intersection may be
+    /// given up ([`pays`]), and no more than the walked list is read.
     #[test]
     fn an_item_of_two_common_tags_reads_only_their_intersection() {
         let dir = tempfile::tempdir().unwrap();
@@ -517,10 +580,7 @@ mod tests {
         let keys = keys_of(&store);
         let query = Query::new([QueryItem::new().tags(["a:3", "b:4"])]);
         for noise in [false, true] {
-            let postings = Model {
-                keys: keys.clone(),
-                noise,
-            };
+            let postings = Model::new(keys.clone(), noise);
             for from in [0, 1_000, 5_900] {
                 let want: Vec<u64> = (from..n).filter(|p| p % 10 == 3 && p % 11 == 4).collect();
                 let listed_by_both = (from..n)
@@ -528,10 +588,17 @@ mod tests {
                     .count() as u64;
                 let (got, read) = collect_counting(&postings, store.log_reader(), &query, from, n);
                 assert_eq!(got, want, "from {from} noise {noise}");
-                assert_eq!(
-                    read, listed_by_both,
-                    "from {from} noise {noise}: events read"
-                );
+                let listed_by_b = (from..n)
+                    .filter(|p| (noise && p % 3 == 0) || p % 11 == 4)
+                    .count() as u64;
+                if noise {
+                    assert!(
+                        (listed_by_both..=listed_by_b).contains(&read),
+                        "from {from}: {read} events read, {listed_by_both} listed by both, {listed_by_b} by b:4"
+                    );
+                } else {
+                    assert_eq!(read, listed_by_both, "from {from}: events read");
+                }
                 // The first match, as a condition asks it.
                 let first = visit_indexed(&postings, store.log_reader(), &query, from, n, |_| {
                     ControlFlow::Break(())
@@ -556,5 +623,47 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A long walk tries a tag up to 64 times as common as its walked key
+    /// and keeps the intersection while it pays: `w` (every 10th event) and
+    /// `t` (5 of every 10, never with `w`) read no event at all; `w` and
+    /// `all` (every event: each candidate carries it) give the intersection
+    /// up after its first page and copy `all`'s postings for that page only.
+    #[test]
+    fn a_long_walk_keeps_an_intersection_only_while_it_pays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let n = 40_000u64;
+        fill(&store, n, 10_000, None, |p| {
+            let mut tags = vec!["all".to_owned()];
+            if p % 10 == 0 {
+                tags.push("w".to_owned());
+            }
+            if (1..=5).contains(&(p % 10)) {
+                tags.push("t".to_owned());
+            }
+            EventData::new("E", "{}").with_tags(tags)
+        });
+        let keys = keys_of(&store);
+        let walked = n / 10;
+        // t: 5x as common as w, rare together (never).
+        let postings = Model::new(keys.clone(), false);
+        let query = Query::new([QueryItem::new().tags(["w", "t"])]);
+        let (got, read) = collect_counting(&postings, store.log_reader(), &query, 0, n);
+        assert_eq!((got, read), (Vec::new(), 0), "w AND t");
+        // all: 10x as common, on every candidate: tried, then given up.
+        let postings = Model::new(keys, false);
+        let query = Query::new([QueryItem::new().tags(["all", "w"])]);
+        let (got, read) = collect_counting(&postings, store.log_reader(), &query, 0, n);
+        assert_eq!(got, (0..n).step_by(10).collect::<Vec<u64>>(), "all AND w");
+        assert_eq!(read, walked, "all AND w: each candidate read once");
+        assert_eq!(postings.handed("w"), walked);
+        // The first page of w covers 10 * PAGE positions; all lists each.
+        let tried = postings.handed("all");
+        assert!(
+            (1..=10 * PAGE as u64 + PAGE as u64).contains(&tried),
+            "all AND w: {tried} postings of `all` copied, of {n}"
+        );
     }
 }
