@@ -25,10 +25,18 @@
 //!   before that position;
 //! - a read returned matching events not erased before it started, and
 //!   every definitely-live match up to what it covered;
+//! - a retry of a room append (same ids), perhaps erased since, gets its
+//!   original result as a duplicate;
 //! - only events under a rule are gone; at most K live matches per tag;
 //!   no error but failed conditions; `verify` passes; all of it again
-//!   after a reopen. Compactions that rewrote segments while appends were
-//!   being decided are counted (and must be many).
+//!   after a reopen (then with nothing held by the writer). Compactions
+//!   that rewrote segments while appends were being decided are counted
+//!   (and must be many). In `Fsync` and `Buffered`.
+//!
+//! Mutations this catches (each tried by hand): an erased event matching
+//! on the index walk (`dcb/indexed.rs`), or among the writer's recent
+//! events (`write/decide.rs`), and a condition that ignores the events
+//! accepted earlier in its group.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -36,9 +44,9 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use annals::{
-    AppendCondition, AppendRejected, CompactionOptions, CompactionReport, ConditionFailed,
-    Durability, EventData, ExpectedVersion, Options, Query, QueryItem, RecordedEvent, Store,
-    WriteStats,
+    AppendCondition, AppendRejected, AppendResult, CompactionOptions, CompactionReport,
+    ConditionFailed, Durability, EventData, ExpectedVersion, Options, Query, QueryItem,
+    RecordedEvent, Store, WriteStats,
 };
 
 mod common;
@@ -183,18 +191,17 @@ struct Shared {
     /// Compactions: stamps before and after, and the report.
     compactions: Mutex<Vec<(u64, u64, CompactionReport)>>,
     rewriting_compactions: AtomicU64,
+    retries: Mutex<Vec<Retry>>,
 }
+
+type Appends = Vec<(String, ExpectedVersion, Vec<EventData>)>;
 
 impl Shared {
     fn tick(&self) -> u64 {
         self.clock.fetch_add(1, SeqCst)
     }
 
-    fn record(
-        &self,
-        appends: &[(String, ExpectedVersion, Vec<EventData>)],
-        results: &[annals::AppendResult],
-    ) {
+    fn record(&self, appends: &Appends, results: &[AppendResult]) {
         let mut written = self.written.lock().unwrap();
         for ((stream, _, events), result) in appends.iter().zip(results) {
             assert_eq!(result.stream, *stream);
@@ -220,6 +227,7 @@ impl Shared {
 fn enforce(store: &Store, shared: &Shared, t: usize) {
     let mut rng = Rng(0x5eed_0000_0000_0001 ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut rooms_taken = 0u64;
+    let mut taken: Vec<(Appends, AppendCondition, Vec<AppendResult>)> = Vec::new();
     while !shared.stop.load(SeqCst) {
         let seat = shared.seat.load(SeqCst);
         let mut appends = vec![(
@@ -236,7 +244,7 @@ fn enforce(store: &Store, shared: &Shared, t: usize) {
                 vec![EventData::new("Audited", vec![b'a'; 600])],
             ));
         }
-        if take(store, shared, &mut rng, Key::Seat(seat), appends).is_none() {
+        if take(store, shared, &mut rng, Key::Seat(seat), &appends).is_none() {
             // Full: on to the next seat (whoever gets there first).
             let _ = shared.seat.compare_exchange(seat, seat + 1, SeqCst, SeqCst);
         }
@@ -250,28 +258,60 @@ fn enforce(store: &Store, shared: &Shared, t: usize) {
                 EventData::new("Note", "{}"),
             ],
         )];
-        if let Some(position) = take(store, shared, &mut rng, room, appends) {
+        if let Some((condition, results)) = take(store, shared, &mut rng, room, &appends) {
             rooms_taken += 1;
             shared
                 .rooms_written
                 .lock()
                 .unwrap()
-                .push_back((stream, position));
+                .push_back((stream, results[0].first_position));
+            taken.push((appends, condition, results));
+        }
+        // A retry of an earlier room append (same event ids), perhaps
+        // deleted and erased since: recognised, the original result.
+        if !taken.is_empty() && rng.below(4) == 0 {
+            let (appends, condition, results) = &taken[rng.below(taken.len() as u64) as usize];
+            let start = shared.tick();
+            let again = store
+                .append_with_condition(appends.clone(), condition.clone())
+                .unwrap()
+                .unwrap();
+            let retried = Retry {
+                position: results[0].first_position,
+                start,
+            };
+            let want: Vec<_> = results
+                .iter()
+                .map(|r| AppendResult {
+                    duplicate: true,
+                    ..r.clone()
+                })
+                .collect();
+            assert_eq!(again, want, "{retried:?}");
+            shared.retries.lock().unwrap().push(retried);
         }
     }
+}
+
+/// A retry of a stored room append, and the stamp taken before it.
+#[derive(Debug)]
+struct Retry {
+    position: u64,
+    start: u64,
 }
 
 /// Reads `key`'s events; if fewer than K, appends `appends` (whose first
 /// event is the key's) on condition that nothing matching came after the
 /// read (or after an older position), again after each failed condition.
-/// Returns the key event's position, or `None` if full (or stopped).
+/// Returns the condition that was met and the append's results, or
+/// `None` if full (or stopped).
 fn take(
     store: &Store,
     shared: &Shared,
     rng: &mut Rng,
     key: Key,
-    appends: Vec<(String, ExpectedVersion, Vec<EventData>)>,
-) -> Option<u64> {
+    appends: &Appends,
+) -> Option<(AppendCondition, Vec<AppendResult>)> {
     while !shared.stop.load(SeqCst) {
         let query = key.query(rng.below(3));
         let start = shared.tick();
@@ -312,16 +352,16 @@ fn take(
         let condition = AppendCondition::new(query.clone()).after(after);
         let start = shared.tick();
         let outcome = store
-            .append_with_condition(appends.clone(), condition)
+            .append_with_condition(appends.clone(), condition.clone())
             .unwrap();
         let end = shared.tick();
-        let outcome = match outcome {
+        let (outcome, results) = match outcome {
             Ok(results) => {
-                shared.record(&appends, &results);
-                Outcome::Accepted(results[0].first_position)
+                shared.record(appends, &results);
+                (Outcome::Accepted(results[0].first_position), results)
             }
             Err(AppendRejected::Condition(ConditionFailed { position })) => {
-                Outcome::Refused(position)
+                (Outcome::Refused(position), Vec::new())
             }
             Err(other) => panic!("{key:?}: not a failed condition: {other}"),
         };
@@ -333,8 +373,8 @@ fn take(
             end,
             outcome,
         });
-        if let Outcome::Accepted(position) = outcome {
-            return Some(position);
+        if let Outcome::Accepted(_) = outcome {
+            return Some((condition, results));
         }
     }
     None
@@ -595,8 +635,15 @@ fn check(store: &Store, shared: &Shared) -> BTreeMap<u64, RecordedEvent> {
         .iter()
         .filter(|r| r.positions.iter().any(|p| !live.contains_key(p)))
         .count();
+    let retries_erased = shared
+        .retries
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| surely_gone(r.position, r.start))
+        .count();
     eprintln!(
-        "{accepted} accepted ({room_accepted} in rooms), {refused} refused ({named_erased} naming \
+        "{retries_erased} retries of appends erased before; {accepted} accepted ({room_accepted} in rooms), {refused} refused ({named_erased} naming \
          an event erased since); {reads_erased} reads returned an event erased since; \
          {} room events seen erased",
         seen_erased.len()
