@@ -15,6 +15,7 @@
 mod append;
 mod condition;
 mod indexed;
+mod intersect;
 pub(crate) mod lookup;
 mod query;
 mod read;
