@@ -46,7 +46,7 @@
 //! - `log_entries.rs`: the index entries the log implies;
 //! - `run_files.rs`: loading, writing and removing run files;
 //! - `secondary.rs`, `secondary_lookup.rs`: the category and event-type
-//!   indexes ([`SecondaryIndex`](secondary::SecondaryIndex)), maintained by
+//!   indexes ([`SecondaryIndex`]), maintained by
 //!   the persister thread after each run it writes.
 
 mod log_entries;

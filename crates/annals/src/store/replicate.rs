@@ -91,7 +91,7 @@ impl Store {
     /// land at the positions and versions they carry, with their ids,
     /// types, data, metadata and commit time, atomically and (per the
     /// durability mode) durably. A tombstone
-    /// ([`TOMBSTONE_TYPE`](crate::TOMBSTONE_TYPE)) deletes its stream here
+    /// ([`TOMBSTONE_TYPE`]) deletes its stream here
     /// too.
     ///
     /// Refused with [`Error::InvalidInput`], writing nothing, unless the
