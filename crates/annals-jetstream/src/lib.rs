@@ -2,7 +2,7 @@
 //!
 //! Scale-out for an Annals store on NATS JetStream:
 //!
-//! - [`relay`]: follows a store's global feed (`$all`) and publishes every
+//! - [`relay()`]: follows a store's global feed (`$all`) and publishes every
 //!   event to a JetStream stream **exactly once, in position order**,
 //!   whatever crashes (the relay's, the server's, or both). The relay keeps
 //!   no state of its own: on every start it learns from JetStream what was
@@ -10,7 +10,7 @@
 //!   each message with `Nats-Expected-Last-Sequence`, so a message lands
 //!   only right after the one it follows. It runs fine against a read-only
 //!   open of a store another process owns.
-//! - [`mirror`]: consumes such a JetStream stream and appends every event
+//! - [`mirror()`]: consumes such a JetStream stream and appends every event
 //!   into a local store at the same position, version, id, type, data,
 //!   metadata and commit time ([`annals::Store::append_replicated`]): a read
 //!   replica or standby on another machine. Restartable and idempotent.
