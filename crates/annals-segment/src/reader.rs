@@ -469,7 +469,7 @@ impl LogReader {
     /// In a read-only view, a failure that the owner's merge explains (a
     /// merged file holds more frames than the view knew, an absorbed file
     /// is gone: the view then follows the merge) starts the check again on
-    /// the segments as they are now, up to [`VERIFY_ATTEMPTS`] times; real
+    /// the segments as they are now, up to `VERIFY_ATTEMPTS` times; real
     /// damage fails every attempt and is reported.
     pub fn verify(&self) -> Result<u64> {
         let mut attempt = 1;
