@@ -322,6 +322,15 @@ pub(crate) mod test_support {
             && item.tags.iter().all(|t| e.tags.contains(t))
     }
 
+    /// The positions of the events of `log` from `from` on that `item`
+    /// matches ([`item_matches`]).
+    pub(crate) fn matching_from(log: &[RecordedEvent], item: &QueryItem, from: u64) -> Vec<u64> {
+        log.iter()
+            .filter(|e| e.position >= from && item_matches(item, e))
+            .map(|e| e.position)
+            .collect()
+    }
+
     /// The positions the walk visits in `from..to`, and how many events it
     /// read to find them.
     pub(crate) fn collect_counting(

@@ -116,7 +116,7 @@ pub(crate) fn visit_matches(
 mod tests {
     use std::cell::Cell;
 
-    use super::super::indexed::test_support::{collect_counting, fill, item_matches};
+    use super::super::indexed::test_support::{collect_counting, fill, matching_from};
     use super::*;
     use crate::{Durability, EventData, Options, QueryItem, Store};
 
@@ -183,12 +183,7 @@ mod tests {
         ];
         for (item, what) in cases {
             for from in [0, 2_000, 5_990] {
-                let want: Vec<u64> = all
-                    .iter()
-                    .filter(|e| e.position >= from)
-                    .filter(|e| item_matches(&item, e))
-                    .map(|e| e.position)
-                    .collect();
+                let want = matching_from(&all, &item, from);
                 let rarest = if what == "rare type" {
                     all.iter()
                         .filter(|e| e.position >= from && e.event_type == "Rare")
@@ -255,12 +250,7 @@ mod tests {
         for item in items {
             let query = Query::new([item.clone()]);
             for from in [0, 12_345, 29_000] {
-                let want: Vec<u64> = all
-                    .iter()
-                    .filter(|e| e.position >= from)
-                    .filter(|e| item_matches(&item, e))
-                    .map(|e| e.position)
-                    .collect();
+                let want = matching_from(&all, &item, from);
                 let both = (from..n).filter(|p| p % 10 == 3 && p % 11 == 4).count() as u64;
                 let (got, read) = collect_counting(store.index(), reader, &query, from, n);
                 assert_eq!(got, want, "{item:?} from {from}");
