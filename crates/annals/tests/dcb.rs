@@ -17,6 +17,14 @@ fn event(event_type: &str, tags: &[&str]) -> EventData {
     EventData::new(event_type, "{}").with_tags(tags.iter().copied())
 }
 
+/// Appends one event of `event_type` with `tags` to stream `s`, any version.
+fn append_any(store: &Store, event_type: &str, tags: &[&str]) {
+    store
+        .append("s", ExpectedVersion::Any, vec![event(event_type, tags)])
+        .unwrap()
+        .unwrap();
+}
+
 fn one(stream: &str, event: EventData) -> Vec<(String, ExpectedVersion, Vec<EventData>)> {
     vec![(stream.to_owned(), ExpectedVersion::Any, vec![event])]
 }
@@ -292,14 +300,7 @@ fn a_subscription_on_a_query_delivers_history_then_live_matches() {
             .unwrap()
             .unwrap();
     }
-    store
-        .append(
-            "s",
-            ExpectedVersion::Any,
-            vec![event("Other", &["course:7"])],
-        )
-        .unwrap()
-        .unwrap();
+    append_any(&store, "Other", &["course:7"]);
     let query = Query::new([QueryItem::new().types(["Subscribed"]).tags(["course:7"])]);
     let mut subscription = store.subscribe(SubscriptionOptions::query(query));
     let mut next_event = || loop {
@@ -313,22 +314,8 @@ fn a_subscription_on_a_query_delivers_history_then_live_matches() {
         }
     };
     assert_eq!((next_event(), next_event()), (0, 2));
-    store
-        .append(
-            "s",
-            ExpectedVersion::Any,
-            vec![event("Subscribed", &["course:8"])],
-        )
-        .unwrap()
-        .unwrap();
-    store
-        .append(
-            "s",
-            ExpectedVersion::Any,
-            vec![event("Subscribed", &["course:7"])],
-        )
-        .unwrap()
-        .unwrap();
+    append_any(&store, "Subscribed", &["course:8"]);
+    append_any(&store, "Subscribed", &["course:7"]);
     assert_eq!(next_event(), 5, "live, skipping the non-matching 3 and 4");
 }
 
@@ -343,14 +330,7 @@ fn a_subscription_on_a_query_out_of_bounds_is_invalid_input_and_ends() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store
-        .append(
-            "s",
-            ExpectedVersion::Any,
-            vec![event("Subscribed", &["course:7"])],
-        )
-        .unwrap()
-        .unwrap();
+    append_any(&store, "Subscribed", &["course:7"]);
     let items = (0..=QUERY_ITEMS_MAX).map(|_| QueryItem::new().tags(["course:7"]));
     let query = Query::new(items);
     assert!(matches!(

@@ -128,8 +128,9 @@ mod tests {
         Store::open_with(dir, options).unwrap()
     }
 
-    /// The store's postings, counting the candidates they hand out: each
-    /// one is an event the walk reads.
+    /// The store's postings, counting the candidates they hand out, for
+    /// walked and intersected keys alike: a bound on the events the walk
+    /// reads.
     struct Counting<'a> {
         index: &'a Index,
         handed: Cell<u64>,
