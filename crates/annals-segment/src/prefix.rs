@@ -70,18 +70,20 @@ impl LogReader {
     /// The offset just after the frame holding `position` in `segment`.
     fn offset_after(&self, segment: &Arc<Segment>, position: u64) -> Result<u64> {
         let resident = self.shared.residents.get(segment)?;
-        let frame = resident
-            .frames
-            .read()
-            .find(position)
-            .and_then(|i| resident.frame(i))
-            .ok_or_else(|| {
-                Error::corrupt(
-                    &segment.name,
-                    0,
-                    format!("no frame holds position {position}"),
-                )
-            })?;
+        // One guard for both lookups: a second read lock taken while the
+        // first is alive waits behind a writer waiting for the first (the
+        // lock is fair; the writer takes it for every append) — a deadlock.
+        let frame = {
+            let frames = resident.frames.read();
+            frames.find(position).and_then(|i| frames.get(i))
+        };
+        let frame = frame.ok_or_else(|| {
+            Error::corrupt(
+                &segment.name,
+                0,
+                format!("no frame holds position {position}"),
+            )
+        })?;
         let map = resident.mapping(&segment.name, segment.written())?;
         let at = usize::try_from(frame.offset).unwrap_or(usize::MAX);
         let head = map.bytes().get(at..).unwrap_or_default();
