@@ -109,8 +109,20 @@ fn a_killed_backup_never_opens_as_complete() {
         let _ = child.kill();
         let finished = child.wait().unwrap().success();
         let stats = annals(&["stats", target_text]);
-        if finished {
-            assert_eq!(stats.status.code(), Some(0));
+        if finished || stats.status.code() == Some(0) {
+            // Complete: it finished, or the kill landed after its last
+            // step (removing `BACKUP-INCOMPLETE`) but before the process
+            // exited (seen killed after 10 ms and after 40 ms under CPU
+            // load, where this test asserted the open failed). Either way
+            // the copy opens as the whole source and verifies.
+            assert_eq!(stats.status.code(), Some(0), "killed after {delay_ms} ms");
+            let verify = annals(&["verify", target_text]);
+            assert_eq!(verify.status.code(), Some(0), "killed after {delay_ms} ms");
+            assert_eq!(
+                positions(&annals(&["all", target_text])),
+                positions(&annals(&["all", text])),
+                "killed after {delay_ms} ms"
+            );
             continue;
         }
         assert_eq!(stats.status.code(), Some(1), "killed after {delay_ms} ms");
