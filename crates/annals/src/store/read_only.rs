@@ -104,6 +104,7 @@ impl Store {
                 snapshots,
                 compaction: crate::compact::CompactionLock::default(),
                 meta_writes: crate::stream_meta::MetaWriteLocks::default(),
+                query_cache: crate::dcb::cache::QueryCache::new(options.query_cache_bytes),
                 pipeline: None,
                 read_only: Some(Follower {
                     log: Mutex::new(log),
