@@ -197,6 +197,22 @@ impl QueryCache {
         self.used.fetch_sub(freed, Ordering::Relaxed);
     }
 
+    /// Drops every entry read under another count than `replacements`
+    /// (the current one): none of them would be served again.
+    pub(crate) fn forget_stale(&self, replacements: u64) {
+        for slot in self.slots.iter() {
+            let mut slot = slot.lock();
+            if slot
+                .as_ref()
+                .is_some_and(|c| c.replacements != replacements)
+            {
+                if let Some(old) = slot.take() {
+                    self.used.fetch_sub(old.bytes(), Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// Like [`LogReader::with_events_shared`]: calls `visit` with the event
     /// at each of `positions` in order (every one visible), from the
     /// cache where it holds it, else from the log (keeping a copy), until
@@ -325,5 +341,19 @@ mod tests {
         );
         assert!(cache.get(42, 6).is_none());
         assert!(cache.get(43, 5).is_none());
+    }
+
+    #[test]
+    fn forgetting_stale_entries_keeps_the_current_ones_and_frees_the_rest() {
+        let cache = QueryCache::new(1 << 20).unwrap();
+        for position in 0..100 {
+            cache.insert(position, position % 2, &record(b"payload"));
+        }
+        let before = cache.used.load(Ordering::Relaxed);
+        cache.forget_stale(1);
+        let kept = (0..100).filter(|&p| cache.get(p, 1).is_some()).count();
+        assert_eq!(kept, 50);
+        assert!((0..100).all(|p| cache.get(p, 0).is_none()));
+        assert_eq!(cache.used.load(Ordering::Relaxed) * 2, before);
     }
 }

@@ -116,6 +116,14 @@ impl Store {
         self.inner.query_cache.as_ref()
     }
 
+    /// Drops the query cache's copies read before a segment was last
+    /// replaced (never served again; this frees their memory).
+    pub(crate) fn forget_stale_cached(&self) {
+        if let Some(cache) = self.query_cache() {
+            cache.forget_stale(self.inner.reader.replacements());
+        }
+    }
+
     /// Held while `stream`'s metadata is read, checked and appended
     /// (`crate::stream_meta::MetaWriteLocks`).
     pub(crate) fn meta_write_lock(&self, stream: &str) -> parking_lot::MutexGuard<'_, ()> {

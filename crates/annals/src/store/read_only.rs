@@ -134,6 +134,8 @@ impl Store {
         let log = follower.log.lock();
         let old = self.inner.reader.position_end();
         let new = log.refresh()?;
+        // Copies of events in segments this refresh found replaced.
+        self.forget_stale_cached();
         if new > old {
             // Indexed before it is published: a reader of the feed never
             // sees an event that a stream read cannot.
