@@ -179,10 +179,11 @@ fn main() {
     }
     // The same store reopened with the query cache on
     // (`Options::query_cache_bytes`): the first row reads one tag again and
-    // again (a decide loop's reads), served from the cache after the first;
-    // in the second, each of the visitor's reads is of a student not read
-    // before, so it misses and pays for the copies (the owned form reads
-    // the same students next: its reads hit).
+    // again (a decide loop's reads), served from the cache after the
+    // second (the first notes the positions, the second copies); in the
+    // second row, each of the visitor's reads is a student's first (it
+    // misses and notes), and the owned form's is the same student's second
+    // (it misses and copies).
     store.close().expect("close");
     let options = Options::default().query_cache_bytes(QUERY_CACHE_BYTES);
     let store = Store::open_with(dir.path().join("annals"), options).expect("reopen");
@@ -192,7 +193,7 @@ fn main() {
             ReadTags::Fixed(&["student:42"], 42),
         ),
         (
-            "one tag, a different student each read, query cache on (visitor: misses; owned: hits)",
+            "one tag, a different student each read, query cache on (visitor: first reads; owned: second reads, which copy)",
             ReadTags::Rotating { students },
         ),
     ];
