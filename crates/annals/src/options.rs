@@ -88,10 +88,11 @@ pub struct Options {
     /// skips finding, checksumming and decoding them in the log. The copies
     /// are on the heap, never trusted from the mapped log; a compaction
     /// (which may erase events) or a merge makes every copy read before it
-    /// unusable. An event of more than a 64th of the budget is not kept;
-    /// the slots take another 16 bytes per 512 of budget. A read that
-    /// misses pays for the copy (a few hundred nanoseconds per event), so
-    /// this pays for queries read again, not for reads of the whole log.
+    /// unusable. An event is copied at its second read (the first notes
+    /// its position), so events read once cost a lookup each and are not
+    /// copied. An event of more than a 64th of the budget is not kept;
+    /// the slots take another 24 bytes per 512 of budget. `docs/DCB.md`,
+    /// "The query cache".
     pub query_cache_bytes: usize,
 }
 
