@@ -4,7 +4,8 @@
 //! tag and a rare one, among many events beside SQLite with a tags table
 //! and index (owned and borrowed forms of both, the same fields read, with
 //! the ceiling of copying the same records' bytes), and a condition check's cost as
-//! the number of events matching its query grows. A custom harness:
+//! the number of events matching its query grows; the one-tag rows again
+//! with the query cache on. A custom harness:
 //! commits/s under concurrency and medians, printed as lines.
 //!
 //! `cargo bench -p annals-benches --bench dcb` (ANNALS_BENCH_SECS: seconds
@@ -19,7 +20,7 @@
 
 use std::time::Duration;
 
-use annals::{Durability, Store};
+use annals::{Durability, Options, Store};
 use annals_benches::dcb::{
     annals_appends, annals_read_owned, annals_read_visit, build_pairs, build_tagged,
     condition_lookup_cost, median_us, sqlite_appends, sqlite_read_borrowed, sqlite_read_owned,
@@ -47,6 +48,9 @@ fn spread(v: &[f64]) -> String {
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     format!("{lo:.2}..{hi:.2}")
 }
+
+/// The query cache's budget in the cached read rows: 64 MiB.
+const QUERY_CACHE_BYTES: usize = 64 << 20;
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: skip then.
@@ -171,6 +175,29 @@ fn main() {
         ),
     ];
     for (what, tags) in reads_of {
+        rows.read(what, &store, &conn, tags, students as usize);
+    }
+    // The same store reopened with the query cache on
+    // (`Options::query_cache_bytes`): the first row reads one tag again and
+    // again (a decide loop's reads), served from the cache after the
+    // second (the first notes the positions, the second copies); in the
+    // second row, each of the visitor's reads is a student's first (it
+    // misses and notes), and the owned form's is the same student's second
+    // (it misses and copies).
+    store.close().expect("close");
+    let options = Options::default().query_cache_bytes(QUERY_CACHE_BYTES);
+    let store = Store::open_with(dir.path().join("annals"), options).expect("reopen");
+    let cached: [(&str, ReadTags); 2] = [
+        (
+            "one tag student:42, query cache on",
+            ReadTags::Fixed(&["student:42"], 42),
+        ),
+        (
+            "one tag, a different student each read, query cache on (visitor: first reads; owned: second reads, which copy)",
+            ReadTags::Rotating { students },
+        ),
+    ];
+    for (what, tags) in cached {
         rows.read(what, &store, &conn, tags, students as usize);
     }
     {

@@ -262,6 +262,7 @@ impl LogReader {
                 {
                     *slot = replacement;
                 }
+                self.shared.count_replacement();
             }
             done.push(ready.merge);
         }

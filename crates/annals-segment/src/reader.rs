@@ -30,9 +30,20 @@ pub(crate) struct PublishedLog {
     pub(crate) visible_end: AtomicU64,
     /// The sealed segments kept open (`resident.rs`).
     pub(crate) residents: ResidentSet,
+    /// How many times a listed segment was replaced by another file (a
+    /// compaction's rewrite, a merge, or a read-only view following
+    /// either): see [`LogReader::replacements`].
+    pub(crate) replacements: AtomicU64,
 }
 
 impl PublishedLog {
+    /// Counts a replacement of listed segments, after the list changed
+    /// (the caller holds or has released the list's write lock): a reader
+    /// that loads the new count sees the new list.
+    pub(crate) fn count_replacement(&self) {
+        self.replacements.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// The segment that holds `position`.
     fn segment_for(&self, position: u64) -> Option<Arc<Segment>> {
         let segments = self.segments.read();
@@ -91,6 +102,7 @@ impl PublishedLog {
                     first <= from || first >= end || first == active
                 });
                 changed = true;
+                self.count_replacement();
             }
         }
         changed
@@ -149,6 +161,17 @@ impl LogReader {
     /// frames).
     pub fn position_end(&self) -> u64 {
         self.shared.visible_end.load(Ordering::Acquire)
+    }
+
+    /// A count that grows each time a segment of the log is replaced by
+    /// another file: a compaction's rewrite (which may erase events), a
+    /// merge, or a read-only view following the owner's. Records read
+    /// while it held one value may differ from what the log holds once it
+    /// holds another; a cache of records read keeps the value it loaded
+    /// *before* reading them and drops them when it changed. A reader
+    /// that loads a value sees every replacement it counts.
+    pub fn replacements(&self) -> u64 {
+        self.shared.replacements.load(Ordering::Acquire)
     }
 
     /// Calls `visit` with the event at `position`, after verifying its

@@ -320,6 +320,7 @@ impl LogReader {
                     .find(|s| s.header.position_first == header.position_first)
                 {
                     *slot = replacement;
+                    self.shared.count_replacement();
                 }
             }
             done.push(ready.rewrite);

@@ -79,6 +79,21 @@ pub struct Options {
     /// segments use 2,048). A read of a segment not open costs two `open`s,
     /// two `mmap`s and a checksum of its frame index.
     pub open_segments_max: usize,
+    /// Bytes of memory for the query cache (default 0: none): copies of
+    /// the events [`Store::read_query`](crate::Store::read_query) and
+    /// [`Store::read_query_with`](crate::Store::read_query_with) read,
+    /// kept after their checksums and fields were verified, so that
+    /// reading the same query's events again — a decide loop that reads a
+    /// course's or a user's events before every conditional append —
+    /// skips finding, checksumming and decoding them in the log. The copies
+    /// are on the heap, never trusted from the mapped log; a compaction
+    /// (which may erase events) or a merge makes every copy read before it
+    /// unusable. An event is copied at its second read (the first notes
+    /// its position), so events read once cost a lookup each and are not
+    /// copied. An event of more than a 64th of the budget is not kept;
+    /// the slots take another 24 bytes per 512 of budget. `docs/DCB.md`,
+    /// "The query cache".
+    pub query_cache_bytes: usize,
 }
 
 impl Default for Options {
@@ -92,6 +107,7 @@ impl Default for Options {
             index_buffer_events: 1 << 16,
             gather: true,
             open_segments_max: annals_segment::OPEN_SEGMENTS_DEFAULT,
+            query_cache_bytes: 0,
         }
     }
 }
@@ -106,6 +122,13 @@ impl Options {
     /// Sets the durability mode.
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Sets the query cache's budget in bytes (see
+    /// [`Options::query_cache_bytes`]; 0 turns it off).
+    pub fn query_cache_bytes(mut self, bytes: usize) -> Self {
+        self.query_cache_bytes = bytes;
         self
     }
 

@@ -37,6 +37,15 @@ impl<'a> Tags<'a> {
         Ok(Tags(bytes))
     }
 
+    /// Tags from a region that already passed
+    /// [`from_encoded`](Tags::from_encoded) — a copy kept by a cache of
+    /// verified records — without checking it again. Nothing unsafe
+    /// follows from a region that did not: iterating it stops at the
+    /// first tag that is not well formed, and skips one that is not UTF-8.
+    pub fn from_checked(bytes: &'a [u8]) -> Self {
+        Tags(bytes)
+    }
+
     /// The encoded region.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.0

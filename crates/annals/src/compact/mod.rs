@@ -173,6 +173,18 @@ impl Store {
         options: &CompactionOptions,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<CompactionReport> {
+        let compacted = self.compact_segments(options, progress);
+        // The cached copies of what it rewrote are never served again
+        // (`dcb::cache`); this also lets their memory go.
+        self.forget_stale_cached();
+        compacted
+    }
+
+    fn compact_segments(
+        &self,
+        options: &CompactionOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<CompactionReport> {
         if self.is_read_only() {
             return Err(Error::ReadOnly(self.location().to_owned()));
         }

@@ -14,6 +14,7 @@ use std::ops::ControlFlow;
 
 use annals_segment::LogReader;
 
+use super::cache::EventSource;
 use super::intersect::{Intersect, INTERSECT_RATIO, TRY_RATIO, TRY_WALKED};
 use super::query::{Query, QueryItem};
 use crate::error::Result;
@@ -137,14 +138,15 @@ pub(crate) fn visit_indexed(
     to: u64,
     visit: impl FnMut(EventRef<'_>) -> ControlFlow<()>,
 ) -> Result<Option<u64>> {
-    visit_counting(postings, reader, query, from, to, visit, &mut 0)
+    let events = EventSource::log(reader);
+    visit_counting(postings, events, query, from, to, visit, &mut 0)
 }
 
 /// [`visit_indexed`], adding to `events_read` the number of events it
 /// reads from the log (candidates that survived the intersections).
 pub(crate) fn visit_counting(
     postings: &impl Postings,
-    reader: &LogReader,
+    events: EventSource<'_>,
     query: &Query,
     from: u64,
     to: u64,
@@ -224,7 +226,7 @@ pub(crate) fn visit_counting(
         batch.dedup();
         *events_read += batch.len() as u64;
         let mut stopped = None;
-        reader.with_events_shared(&batch, |position, record, owner| {
+        events.with_events(&batch, |position, record, owner| {
             // A compaction's gap record keeps its type and tags (and the
             // index its entries), but the event is gone: it matches nothing.
             if crate::compact::is_erased(&record) || !query.matches(record.event_type, record.tags)
@@ -345,7 +347,8 @@ pub(crate) mod test_support {
             got.push(e.position);
             ControlFlow::Continue(())
         };
-        visit_counting(postings, reader, query, from, to, visit, &mut read).unwrap();
+        let events = super::super::cache::EventSource::log(reader);
+        visit_counting(postings, events, query, from, to, visit, &mut read).unwrap();
         (got, read)
     }
 }

@@ -9,7 +9,8 @@ use std::ops::ControlFlow;
 use annals_index::SecondaryKey;
 use annals_segment::LogReader;
 
-use super::indexed::{visit_indexed, Key, Postings};
+use super::cache::EventSource;
+use super::indexed::{visit_counting, visit_indexed, Key, Postings};
 use super::query::Query;
 use crate::error::Result;
 use crate::event::EventRef;
@@ -102,13 +103,13 @@ pub(crate) fn visit_between(
 /// broke, else the last of the log as this call saw it (`None`: none).
 pub(crate) fn visit_matches(
     index: &Index,
-    reader: &LogReader,
+    events: EventSource<'_>,
     query: &Query,
     from: u64,
     visit: impl FnMut(EventRef<'_>) -> ControlFlow<()>,
 ) -> Result<Option<u64>> {
-    let to = reader.position_end();
-    let stopped = visit_indexed(index, reader, query, from, to, visit)?;
+    let to = events.reader.position_end();
+    let stopped = visit_counting(index, events, query, from, to, visit, &mut 0)?;
     Ok(stopped.or_else(|| (to > from).then(|| to - 1)))
 }
 

@@ -11,8 +11,10 @@
 //! | `lookup.rs` | finding matching positions in the log (the write path's check and `read_query`) |
 //! | `read.rs` | `Store::read_query` and its visitor form |
 //! | `append.rs` | `Store::append_with_condition` |
+//! | `cache.rs` | the query cache: verified copies of events `read_query` read |
 
 mod append;
+pub(crate) mod cache;
 mod condition;
 mod indexed;
 mod intersect;

@@ -71,7 +71,11 @@ impl Store {
         }
         let mut visited = 0usize;
         let mut stopped_at = None;
-        let last = visit_matches(self.index(), reader, query, from, |event| {
+        let events = crate::dcb::cache::EventSource {
+            reader,
+            cache: self.query_cache(),
+        };
+        let last = visit_matches(self.index(), events, query, from, |event| {
             visited += 1;
             let position = event.position;
             let flow = visit(event);

@@ -74,6 +74,9 @@ struct Inner {
     compaction: crate::compact::CompactionLock,
     /// Metadata setters take turns per stream (`crate::stream_meta`).
     meta_writes: crate::stream_meta::MetaWriteLocks,
+    /// Verified copies of events `read_query` read (`crate::dcb::cache`);
+    /// `None` unless [`Options::query_cache_bytes`] is set.
+    query_cache: Option<crate::dcb::cache::QueryCache>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -228,6 +231,7 @@ impl Store {
                 snapshots,
                 compaction: crate::compact::CompactionLock::default(),
                 meta_writes: crate::stream_meta::MetaWriteLocks::default(),
+                query_cache: crate::dcb::cache::QueryCache::new(options.query_cache_bytes),
             }),
         })
     }

@@ -111,6 +111,19 @@ impl Store {
         &self.inner.index
     }
 
+    /// The query cache, if [`Options::query_cache_bytes`](crate::Options::query_cache_bytes) asked for one.
+    pub(crate) fn query_cache(&self) -> Option<&crate::dcb::cache::QueryCache> {
+        self.inner.query_cache.as_ref()
+    }
+
+    /// Drops the query cache's copies read before a segment was last
+    /// replaced (never served again; this frees their memory).
+    pub(crate) fn forget_stale_cached(&self) {
+        if let Some(cache) = self.query_cache() {
+            cache.forget_stale(self.inner.reader.replacements());
+        }
+    }
+
     /// Held while `stream`'s metadata is read, checked and appended
     /// (`crate::stream_meta::MetaWriteLocks`).
     pub(crate) fn meta_write_lock(&self, stream: &str) -> parking_lot::MutexGuard<'_, ()> {

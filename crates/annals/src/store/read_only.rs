@@ -104,6 +104,7 @@ impl Store {
                 snapshots,
                 compaction: crate::compact::CompactionLock::default(),
                 meta_writes: crate::stream_meta::MetaWriteLocks::default(),
+                query_cache: crate::dcb::cache::QueryCache::new(options.query_cache_bytes),
                 pipeline: None,
                 read_only: Some(Follower {
                     log: Mutex::new(log),
@@ -133,6 +134,8 @@ impl Store {
         let log = follower.log.lock();
         let old = self.inner.reader.position_end();
         let new = log.refresh()?;
+        // Copies of events in segments this refresh found replaced.
+        self.forget_stale_cached();
         if new > old {
             // Indexed before it is published: a reader of the feed never
             // sees an event that a stream read cannot.

@@ -1,0 +1,219 @@
+//! Property: with the query cache on (`Options::query_cache_bytes`),
+//! `read_query` and its visitor form return exactly what they return
+//! without it — the first read, which fills the cache, and every read
+//! after, which is served from it — and never an erased payload: after the
+//! owner's compaction erased events (its rewrite replaces segments), no
+//! read serves their cached copies, in the owner and in a read-only view
+//! once it refreshed. Method: tagged events of several streams, sizes and
+//! metadata; every read compared with a model computed from `read_all`;
+//! a deleted stream compacted away between reads that had cached it.
+
+mod common;
+
+use std::ops::ControlFlow;
+
+use annals::{
+    CompactionOptions, EventData, ExpectedVersion, Options, Query, QueryItem, RecordedEvent, Store,
+};
+
+fn options(cache: usize) -> Options {
+    Options::default()
+        .segment_bytes(16 << 10)
+        .index_buffer_events(64)
+        .query_cache_bytes(cache)
+}
+
+fn event(n: u64) -> EventData {
+    let kind = ["Opened", "Changed", "Closed"][(n % 3) as usize];
+    EventData::new(
+        kind,
+        format!("payload {n} {}", "z".repeat((n % 7 * 40) as usize)),
+    )
+    .with_metadata(format!("meta {n}"))
+    .with_tags(["shared".to_owned(), format!("n:{}", n % 4)])
+}
+
+fn append(store: &Store, stream: &str, n: u64) {
+    store
+        .append(stream, ExpectedVersion::Any, vec![event(n)])
+        .unwrap()
+        .unwrap();
+}
+
+fn queries() -> Vec<Query> {
+    vec![
+        Query::new([QueryItem::new().tags(["shared"])]),
+        Query::new([QueryItem::new().tags(["n:1"])]),
+        Query::new([QueryItem::new().types(["Changed"]).tags(["n:2"])]),
+        Query::new([
+            QueryItem::new().types(["Closed"]),
+            QueryItem::new().tags(["n:3", "shared"]),
+        ]),
+    ]
+}
+
+/// What `read_query(query, from, max)` must return, from `read_all`.
+fn model(store: &Store, query: &Query, from: u64, max: usize) -> Vec<RecordedEvent> {
+    store
+        .read_all(from, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|e| common::query_matches(query, &e.event_type, &e.tags))
+        .take(max)
+        .collect()
+}
+
+/// Reads every query (whole, from a position, a bounded number) through
+/// both forms and compares them with the model.
+fn check(store: &Store) {
+    let end = store.position_end();
+    for query in &queries() {
+        for (from, max) in [(0, usize::MAX), (end / 3, usize::MAX), (end / 5, 7)] {
+            let want = model(store, query, from, max);
+            let read = store.read_query(query, from, max).unwrap();
+            assert_eq!(read.events, want, "read_query {query:?} from {from}");
+            let mut visited = Vec::new();
+            store
+                .read_query_with(query, from, max, |e| {
+                    visited.push(e.to_recorded());
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            assert_eq!(visited, want, "read_query_with {query:?} from {from}");
+        }
+    }
+}
+
+/// Reads `query` twice, the second time from the first's position notes:
+/// afterwards the cache holds a copy of every event it matched.
+fn read_twice(store: &Store, query: &Query) -> Vec<RecordedEvent> {
+    let first = store.read_query(query, 0, usize::MAX).unwrap().events;
+    let second = store.read_query(query, 0, usize::MAX).unwrap().events;
+    assert_eq!(first, second);
+    second
+}
+
+#[test]
+fn cached_reads_equal_the_logs_before_and_after_it_fills() {
+    for cache in [1 << 20, 16 << 10] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), options(cache)).unwrap();
+        for n in 0..200 {
+            append(&store, &format!("s-{}", n % 5), n);
+        }
+        // Cold (fills), warm (served), and warm again with new events
+        // among the cached ones.
+        check(&store);
+        check(&store);
+        for n in 200..260 {
+            append(&store, &format!("s-{}", n % 5), n);
+        }
+        check(&store);
+        check(&store);
+    }
+}
+
+#[test]
+fn a_compaction_that_erases_events_leaves_no_cached_copy_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options(1 << 20)).unwrap();
+    for n in 0..120 {
+        append(&store, if n % 2 == 0 { "gone" } else { "keep" }, n);
+    }
+    let shared = Query::new([QueryItem::new().tags(["shared"])]);
+    // The cache now holds `gone`'s events, payloads and all.
+    let before = read_twice(&store, &shared);
+    assert!(before.iter().any(|e| e.stream == "gone"));
+    store
+        .delete_stream("gone", ExpectedVersion::Any)
+        .unwrap()
+        .unwrap();
+    for n in 120..200 {
+        append(&store, "keep", n);
+    }
+    let report = store.compact(&CompactionOptions::default()).unwrap();
+    assert!(report.segments_rewritten > 0, "{report:?}");
+    let after = store.read_query(&shared, 0, usize::MAX).unwrap();
+    assert!(
+        after.events.iter().all(|e| e.stream == "keep"),
+        "an erased event was read after the compaction"
+    );
+    assert_eq!(after.events, model(&store, &shared, 0, usize::MAX));
+    check(&store);
+}
+
+#[test]
+fn a_read_only_view_drops_cached_copies_of_what_the_owner_erased() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = Store::open_with(dir.path(), options(0)).unwrap();
+    for n in 0..120 {
+        append(&owner, if n % 2 == 0 { "gone" } else { "keep" }, n);
+    }
+    let reader = Store::open_read_only_with(dir.path(), options(1 << 20)).unwrap();
+    let shared = Query::new([QueryItem::new().tags(["shared"])]);
+    let before = read_twice(&reader, &shared);
+    assert!(before.iter().any(|e| e.stream == "gone"));
+    owner
+        .delete_stream("gone", ExpectedVersion::Any)
+        .unwrap()
+        .unwrap();
+    for n in 120..200 {
+        append(&owner, "keep", n);
+    }
+    let report = owner.compact(&CompactionOptions::default()).unwrap();
+    assert!(report.segments_rewritten > 0, "{report:?}");
+    reader.refresh().unwrap();
+    let after = reader.read_query(&shared, 0, usize::MAX).unwrap();
+    assert_eq!(
+        after.events,
+        owner.read_query(&shared, 0, usize::MAX).unwrap().events
+    );
+    assert!(after.events.iter().all(|e| e.stream == "keep"));
+    check(&reader);
+}
+
+#[test]
+fn reads_racing_a_compaction_serve_no_erased_event_once_it_returned() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), options(1 << 20)).unwrap();
+        for n in 0..150 {
+            append(&store, if n % 3 == 0 { "gone" } else { "keep" }, n);
+        }
+        store
+            .delete_stream("gone", ExpectedVersion::Any)
+            .unwrap()
+            .unwrap();
+        for n in 150..250 {
+            append(&store, "keep", n);
+        }
+        let compacted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, compacted) = (store.clone(), std::sync::Arc::clone(&compacted));
+                std::thread::spawn(move || {
+                    let shared = Query::new([QueryItem::new().tags(["shared"])]);
+                    let mut after = 0;
+                    while after < 20 {
+                        let done = compacted.load(std::sync::atomic::Ordering::Acquire);
+                        let read = store.read_query(&shared, 0, usize::MAX).unwrap();
+                        if done {
+                            assert!(
+                                read.events.iter().all(|e| e.stream == "keep"),
+                                "round {round}: an erased event was read after compact returned"
+                            );
+                            after += 1;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let report = store.compact(&CompactionOptions::default()).unwrap();
+        assert!(report.segments_rewritten > 0, "{report:?}");
+        compacted.store(true, std::sync::atomic::Ordering::Release);
+        for reader in readers {
+            reader.join().unwrap();
+        }
+        check(&store);
+    }
+}
