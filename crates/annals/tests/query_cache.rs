@@ -217,3 +217,29 @@ fn reads_racing_a_compaction_serve_no_erased_event_once_it_returned() {
         check(&store);
     }
 }
+
+#[test]
+fn a_visitor_that_reads_a_query_again_neither_deadlocks_nor_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options(1 << 20)).unwrap();
+    for n in 0..100 {
+        append(&store, &format!("s-{}", n % 3), n);
+    }
+    let shared = Query::new([QueryItem::new().tags(["shared"])]);
+    let want = model(&store, &shared, 0, usize::MAX);
+    for _ in 0..3 {
+        let mut outer = Vec::new();
+        store
+            .read_query_with(&shared, 0, usize::MAX, |e| {
+                // Read again from inside the outer read (which holds the
+                // cache's table): served, copied or waiting, never stuck.
+                let inner = store.read_query(&shared, e.position, 1).unwrap();
+                assert_eq!(inner.events[0], e.to_recorded());
+                outer.push(e.to_recorded());
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(outer, want);
+    }
+    check(&store);
+}

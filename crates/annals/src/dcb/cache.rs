@@ -32,25 +32,37 @@
 //! not kept.
 
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use annals_segment::{LogReader, Record, Tags};
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 
 /// Budget bytes per slot.
 const BYTES_PER_SLOT: usize = 512;
 
-/// What an entry costs besides its names and body: the entry itself, its
-/// `Arc` and the three allocations' headers.
+/// What an entry costs besides its names and body: the entry itself and
+/// the three allocations' headers.
 const ENTRY_OVERHEAD: usize = 160;
+
+/// Most copies waiting for the table's write lock (see
+/// [`QueryCache::keep`]); more are dropped.
+const PENDING_MAX: usize = 4096;
 
 /// Verified copies of events by position (see the module comment).
 pub(crate) struct QueryCache {
-    slots: Box<[Mutex<Option<Arc<Cached>>>]>,
+    /// Read-locked for a whole batch of lookups (a hit borrows its entry:
+    /// no count to take and drop per event); write-locked only by
+    /// `try_write`, never waited for, so no read, nested or not, can be
+    /// stalled or deadlocked by a writer.
+    table: RwLock<Table>,
+    /// Copies made while the table was read-locked by another read.
+    pending: Mutex<Vec<Cached>>,
+    /// The count of replacements (plus one; 0: none) whose older entries
+    /// are still to be dropped (they are never served; this frees them).
+    stale_before: AtomicU64,
     /// Per slot, the last position (plus one; 0: none) a read missed
     /// there: an event is copied at its second read (a doorkeeper), so
     /// reads of events never read again copy nothing.
@@ -58,16 +70,20 @@ pub(crate) struct QueryCache {
     /// `64 - log2(slots)`: a position's slot is the top bits of its hash.
     shift: u32,
     budget: usize,
-    used: AtomicUsize,
+}
+
+/// The entries and the bytes they hold.
+struct Table {
+    slots: Box<[Option<Box<Cached>>]>,
+    used: usize,
 }
 
 impl std::fmt::Debug for QueryCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryCache")
-            .field("slots", &self.slots.len())
+            .field("slots", &self.seen.len())
             .field("budget", &self.budget)
-            .field("used", &self.used.load(Ordering::Relaxed))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -144,6 +160,46 @@ impl Cached {
     }
 }
 
+impl Table {
+    /// The entry for `position` (in slot `i`) read under `replacements`.
+    fn get(&self, i: usize, position: u64, replacements: u64) -> Option<&Cached> {
+        self.slots
+            .get(i)?
+            .as_deref()
+            .filter(|c| c.position == position && c.replacements == replacements)
+    }
+
+    /// Puts `entry` in slot `i` if the budget allows.
+    fn put(&mut self, i: usize, entry: Cached, budget: usize) {
+        let Some(slot) = self.slots.get_mut(i) else {
+            return;
+        };
+        let freed = slot.as_ref().map_or(0, |old| old.bytes());
+        let used = self
+            .used
+            .saturating_sub(freed)
+            .saturating_add(entry.bytes());
+        if used <= budget {
+            *slot = Some(Box::new(entry));
+            self.used = used;
+        }
+    }
+
+    /// Drops every entry read under another count than `replacements`.
+    fn forget_stale(&mut self, replacements: u64) {
+        for slot in self.slots.iter_mut() {
+            if slot
+                .as_ref()
+                .is_some_and(|c| c.replacements != replacements)
+            {
+                if let Some(old) = slot.take() {
+                    self.used = self.used.saturating_sub(old.bytes());
+                }
+            }
+        }
+    }
+}
+
 impl QueryCache {
     /// A cache of about `budget` bytes; `None` for 0.
     pub(crate) fn new(budget: usize) -> Option<QueryCache> {
@@ -154,46 +210,36 @@ impl QueryCache {
             .clamp(64, 1 << 30)
             .next_power_of_two();
         Some(QueryCache {
-            slots: (0..slots).map(|_| Mutex::new(None)).collect(),
+            table: RwLock::new(Table {
+                slots: (0..slots).map(|_| None).collect(),
+                used: 0,
+            }),
+            pending: Mutex::new(Vec::new()),
+            stale_before: AtomicU64::new(0),
             seen: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             shift: 64 - slots.trailing_zeros(),
             budget,
-            used: AtomicUsize::new(0),
         })
     }
 
     /// The index of `position`'s slot: the top log2(slots) bits of its
-    /// hash, so always one (`None` would make every lookup a miss, never a
-    /// wrong hit).
-    fn slot_of(&self, position: u64) -> Option<usize> {
+    /// hash (always a slot: `slots.get` of it never misses one).
+    fn slot_of(&self, position: u64) -> usize {
         let hash = position.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        usize::try_from(hash >> self.shift).ok()
+        usize::try_from(hash >> self.shift).unwrap_or(0)
     }
 
-    /// The entry for `position` read under `replacements`, if there is one.
-    fn get(&self, position: u64, replacements: u64) -> Option<Arc<Cached>> {
-        let slot = self.slots.get(self.slot_of(position)?)?.lock();
-        slot.as_ref()
-            .filter(|c| c.position == position && c.replacements == replacements)
-            .map(Arc::clone)
-    }
-
-    /// Keeps a copy of `record` (at `position`, read under
-    /// `replacements`) if this is its second read since its slot last
-    /// missed another position and it fits the budget.
-    fn insert(&self, position: u64, replacements: u64, record: &Record<'_>) {
-        let Some(i) = self.slot_of(position) else {
-            return;
-        };
-        let (Some(slot), Some(seen)) = (self.slots.get(i), self.seen.get(i)) else {
-            return;
-        };
+    /// A copy of `record` (at `position`, read under `replacements`) to
+    /// keep, if this is its second read since its slot last missed another
+    /// position and it is not too large.
+    fn admit(&self, position: u64, replacements: u64, record: &Record<'_>) -> Option<Cached> {
+        let seen = self.seen.get(self.slot_of(position))?;
         // A hint, not a count: two threads missing one slot at once may
         // each take the other's note away (a copy made one read later).
         let mark = position.wrapping_add(1);
         if seen.load(Ordering::Relaxed) != mark {
             seen.store(mark, Ordering::Relaxed);
-            return;
+            return None;
         }
         let size = record.stream.len()
             + record.event_type.len()
@@ -202,81 +248,96 @@ impl QueryCache {
             + record.data.len()
             + ENTRY_OVERHEAD;
         if size > self.budget / 64 {
-            return;
+            return None;
         }
-        let entry = Arc::new(Cached::new(position, replacements, record));
-        let mut slot = slot.lock();
-        let freed = slot.as_ref().map_or(0, |old| old.bytes());
-        let used = self.used.load(Ordering::Relaxed);
-        if used.saturating_sub(freed).saturating_add(size) > self.budget {
-            return;
-        }
-        *slot = Some(entry);
-        self.used.fetch_add(size, Ordering::Relaxed);
-        self.used.fetch_sub(freed, Ordering::Relaxed);
+        Some(Cached::new(position, replacements, record))
     }
 
-    /// Drops every entry read under another count than `replacements`
-    /// (the current one): none of them would be served again.
-    pub(crate) fn forget_stale(&self, replacements: u64) {
-        for slot in self.slots.iter() {
-            let mut slot = slot.lock();
-            if slot
-                .as_ref()
-                .is_some_and(|c| c.replacements != replacements)
-            {
-                if let Some(old) = slot.take() {
-                    self.used.fetch_sub(old.bytes(), Ordering::Relaxed);
-                }
+    /// Puts `copies` (and those waiting) in the table if no read holds it
+    /// now; else they wait for the next read that finds it free (at most
+    /// [`PENDING_MAX`]; more are dropped: a cache, not a log).
+    fn keep(&self, mut copies: Vec<Cached>) {
+        let Some(mut table) = self.table.try_write() else {
+            if !copies.is_empty() {
+                let mut pending = self.pending.lock();
+                let room = PENDING_MAX.saturating_sub(pending.len());
+                copies.truncate(room);
+                pending.append(&mut copies);
             }
+            return;
+        };
+        if let Some(now) = self.stale_before.swap(0, Ordering::AcqRel).checked_sub(1) {
+            table.forget_stale(now);
         }
+        let waiting = std::mem::take(&mut *self.pending.lock());
+        for entry in waiting.into_iter().chain(copies) {
+            table.put(self.slot_of(entry.position), entry, self.budget);
+        }
+    }
+
+    /// After a replacement was counted (now `replacements`): drops the
+    /// entries read before it, at once if no read holds the table, else
+    /// at the next [`keep`](QueryCache::keep). They are never served
+    /// either way; this frees their memory.
+    pub(crate) fn forget_stale(&self, replacements: u64) {
+        self.stale_before
+            .fetch_max(replacements.saturating_add(1), Ordering::AcqRel);
+        self.keep(Vec::new());
     }
 
     /// Like [`LogReader::with_events_shared`]: calls `visit` with the event
     /// at each of `positions` in order (every one visible), from the
-    /// cache where it holds it, else from the log (keeping a copy), until
-    /// `visit` breaks.
+    /// cache where it holds it, else from the log (keeping a copy at the
+    /// event's second read), until `visit` breaks.
     pub(crate) fn with_events(
         &self,
         reader: &LogReader,
         positions: &[u64],
         mut visit: impl FnMut(u64, Record<'_>, &Bytes) -> ControlFlow<()>,
     ) -> Result<()> {
-        // Loaded before any event is read: an entry made under it is
-        // dropped once a replacement is counted.
+        // Loaded before any event is read: an entry made under it is never
+        // served once a replacement is counted.
         let replacements = reader.replacements();
-        let mut misses = Vec::new();
-        let mut rest = positions;
-        while !rest.is_empty() {
-            misses.clear();
-            let mut hit = None;
-            while let Some((&position, tail)) = rest.split_first() {
-                rest = tail;
-                match self.get(position, replacements) {
-                    Some(found) => {
-                        hit = Some(found);
-                        break;
+        let mut copies = Vec::new();
+        {
+            // Recursive: a visitor may read a query again on this thread.
+            let table = self.table.read_recursive();
+            let mut misses = Vec::new();
+            let mut rest = positions;
+            'batch: while !rest.is_empty() {
+                misses.clear();
+                let mut hit = None;
+                while let Some((&position, tail)) = rest.split_first() {
+                    rest = tail;
+                    match table.get(self.slot_of(position), position, replacements) {
+                        Some(found) => {
+                            hit = Some(found);
+                            break;
+                        }
+                        None => misses.push(position),
                     }
-                    None => misses.push(position),
+                }
+                if !misses.is_empty() {
+                    let mut stopped = false;
+                    reader.with_events_shared(&misses, |position, record, owner| {
+                        copies.extend(self.admit(position, replacements, &record));
+                        let flow = visit(position, record, owner);
+                        stopped = flow.is_break();
+                        flow
+                    })?;
+                    if stopped {
+                        break 'batch;
+                    }
+                }
+                if let Some(hit) = hit {
+                    if visit(hit.position, hit.record()?, &hit.body).is_break() {
+                        break 'batch;
+                    }
                 }
             }
-            if !misses.is_empty() {
-                let mut stopped = false;
-                reader.with_events_shared(&misses, |position, record, owner| {
-                    self.insert(position, replacements, &record);
-                    let flow = visit(position, record, owner);
-                    stopped = flow.is_break();
-                    flow
-                })?;
-                if stopped {
-                    return Ok(());
-                }
-            }
-            if let Some(hit) = hit {
-                if visit(hit.position, hit.record()?, &hit.body).is_break() {
-                    return Ok(());
-                }
-            }
+        }
+        if !copies.is_empty() || self.stale_before.load(Ordering::Relaxed) != 0 {
+            self.keep(copies);
         }
         Ok(())
     }
@@ -330,10 +391,22 @@ mod tests {
         }
     }
 
-    /// Reads `record` twice: the second read keeps it.
+    /// Reads `record` twice (the second read copies it) and keeps the copy.
     fn admit(cache: &QueryCache, position: u64, replacements: u64, record: &Record<'_>) {
-        cache.insert(position, replacements, record);
-        cache.insert(position, replacements, record);
+        assert!(cache.admit(position, replacements, record).is_none());
+        let copy = cache.admit(position, replacements, record);
+        cache.keep(copy.into_iter().collect());
+    }
+
+    fn held(cache: &QueryCache, position: u64, replacements: u64) -> bool {
+        let table = cache.table.read();
+        table
+            .get(cache.slot_of(position), position, replacements)
+            .is_some()
+    }
+
+    fn used(cache: &QueryCache) -> usize {
+        cache.table.read().used
     }
 
     #[test]
@@ -344,31 +417,32 @@ mod tests {
         let data = [0x5a; 4000];
         for position in 0..10_000 {
             admit(&cache, position, 0, &record(&data));
-            assert!(cache.used.load(Ordering::Relaxed) <= budget);
+            assert!(used(&cache) <= budget);
         }
-        let kept = (0..10_000).filter(|&p| cache.get(p, 0).is_some()).count();
+        let kept = (0..10_000).filter(|&p| held(&cache, p, 0)).count();
         assert!((200..=251).contains(&kept), "{kept} kept");
         let large = vec![1u8; budget / 64];
         admit(&cache, 20_000, 0, &record(&large));
-        assert!(cache.get(20_000, 0).is_none());
+        assert!(!held(&cache, 20_000, 0));
     }
 
     #[test]
     fn an_entry_read_before_a_replacement_is_not_served_after_it() {
         let cache = QueryCache::new(1 << 20).unwrap();
-        cache.insert(42, 5, &record(b"payload"));
-        assert!(cache.get(42, 5).is_none(), "kept at its first read");
-        cache.insert(42, 5, &record(b"payload"));
-        let hit = cache.get(42, 5).unwrap();
-        let again = hit.record().unwrap();
-        assert_eq!((again.stream, again.event_type), ("s-1", "Changed"));
-        assert_eq!((again.metadata, again.data), (&b"m"[..], &b"payload"[..]));
-        assert_eq!(
-            (again.stream_version, again.id, again.timestamp_us),
-            (3, [7; 16], 11)
-        );
-        assert!(cache.get(42, 6).is_none());
-        assert!(cache.get(43, 5).is_none());
+        admit(&cache, 42, 5, &record(b"payload"));
+        {
+            let table = cache.table.read();
+            let hit = table.get(cache.slot_of(42), 42, 5).unwrap();
+            let again = hit.record().unwrap();
+            assert_eq!((again.stream, again.event_type), ("s-1", "Changed"));
+            assert_eq!((again.metadata, again.data), (&b"m"[..], &b"payload"[..]));
+            assert_eq!(
+                (again.stream_version, again.id, again.timestamp_us),
+                (3, [7; 16], 11)
+            );
+        }
+        assert!(!held(&cache, 42, 6));
+        assert!(!held(&cache, 43, 5));
     }
 
     #[test]
@@ -377,11 +451,33 @@ mod tests {
         for position in 0..100 {
             admit(&cache, position, position % 2, &record(b"payload"));
         }
-        let before = cache.used.load(Ordering::Relaxed);
+        let before = used(&cache);
         cache.forget_stale(1);
-        let kept = (0..100).filter(|&p| cache.get(p, 1).is_some()).count();
-        assert_eq!(kept, 50);
-        assert!((0..100).all(|p| cache.get(p, 0).is_none()));
-        assert_eq!(cache.used.load(Ordering::Relaxed) * 2, before);
+        assert_eq!((0..100).filter(|&p| held(&cache, p, 1)).count(), 50);
+        assert!((0..100).all(|p| !held(&cache, p, 0)));
+        assert_eq!(used(&cache) * 2, before);
+    }
+
+    #[test]
+    fn copies_made_while_another_read_holds_the_table_wait_for_the_next() {
+        let cache = QueryCache::new(1 << 20).unwrap();
+        assert!(cache.admit(7, 0, &record(b"payload")).is_none());
+        let copy = cache.admit(7, 0, &record(b"payload")).unwrap();
+        {
+            let _reading = cache.table.read();
+            cache.keep(vec![copy]);
+        }
+        assert!(!held(&cache, 7, 0), "kept while the table was read");
+        cache.keep(Vec::new());
+        assert!(held(&cache, 7, 0), "the waiting copy is kept next time");
+        // A stale-drop asked for while the table is read happens next time.
+        {
+            let _reading = cache.table.read();
+            cache.forget_stale(1);
+        }
+        assert!(held(&cache, 7, 0));
+        cache.keep(Vec::new());
+        assert!(!held(&cache, 7, 0));
+        assert_eq!(used(&cache), 0);
     }
 }
