@@ -91,7 +91,7 @@ pub struct Options {
     /// unusable. An event is copied at its second read (the first notes
     /// its position), so events read once cost a lookup each and are not
     /// copied. An event of more than a 64th of the budget is not kept;
-    /// the slots take another 24 bytes per 512 of budget. `docs/DCB.md`,
+    /// the slots take another 16 bytes per 512 of budget. `docs/DCB.md`,
     /// "The query cache".
     pub query_cache_bytes: usize,
 }

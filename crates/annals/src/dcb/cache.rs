@@ -22,13 +22,17 @@
 //!
 //! **Its shape.** Direct-mapped: a position has one slot (a hash of the
 //! position picks it), and a new event takes the slot from the one there.
-//! No lists, no reordering on a hit: a lookup is one slot lock and one
-//! reference count. An event is copied at its second read: the first only
-//! notes its position in its slot (a doorkeeper), so a read of events
-//! never read again — a catch-up, a student seen once — copies nothing.
-//! Memory: the entries' bytes stay within the budget (give or take one
-//! entry per thread inserting at once), and the slots take 24 bytes per
-//! 512 of budget. An event larger than a 64th of the budget is
+//! A read holds the table's read lock (recursively: a visitor may read
+//! again) for its whole batch, and a hit borrows its entry: no lock, no
+//! reference count, no list to reorder per event. Copies go in with
+//! `try_write`, never waited for: while reads hold the table they wait in
+//! a bounded queue for the next read that finds it free, so no read is
+//! ever stalled or deadlocked by another's copies. An event is copied at
+//! its second read: the first only notes its position in its slot (a
+//! doorkeeper), so a read of events never read again — a catch-up, a
+//! student seen once — copies nothing. Memory: the entries' bytes stay
+//! within the budget, the slots take 16 bytes per 512 of budget, and at
+//! most 4,096 copies wait. An event larger than a 64th of the budget is
 //! not kept.
 
 use std::ops::ControlFlow;
