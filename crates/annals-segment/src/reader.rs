@@ -424,7 +424,15 @@ impl LogReader {
                 }
                 i += 1;
             }
-            // The segment is exhausted: the next one starts at `position`.
+            // The segment is exhausted. At `end` the scan is done: this
+            // may be the active segment, into which the writer pushed
+            // frames past `end` and then rolled, since the scan found no
+            // more frames (the next segment then starts past `position`,
+            // and that is no gap: the scan never read those frames).
+            if position >= end {
+                return Ok(());
+            }
+            // Before `end`, the next one starts at `position`.
             let next_first = {
                 let segments = self.shared.segments.read();
                 segments
