@@ -113,6 +113,20 @@ fn cached_reads_equal_the_logs_before_and_after_it_fills() {
     }
 }
 
+/// Deletes the stream `gone`, appends 80 more events to `keep` (so that
+/// `gone`'s segments are sealed) and compacts: `gone`'s events are erased.
+fn delete_gone_and_compact(store: &Store) {
+    store
+        .delete_stream("gone", ExpectedVersion::Any)
+        .unwrap()
+        .unwrap();
+    for n in 120..200 {
+        append(store, "keep", n);
+    }
+    let report = store.compact(&CompactionOptions::default()).unwrap();
+    assert!(report.segments_rewritten > 0, "{report:?}");
+}
+
 #[test]
 fn a_compaction_that_erases_events_leaves_no_cached_copy_of_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,15 +138,7 @@ fn a_compaction_that_erases_events_leaves_no_cached_copy_of_them() {
     // The cache now holds `gone`'s events, payloads and all.
     let before = read_twice(&store, &shared);
     assert!(before.iter().any(|e| e.stream == "gone"));
-    store
-        .delete_stream("gone", ExpectedVersion::Any)
-        .unwrap()
-        .unwrap();
-    for n in 120..200 {
-        append(&store, "keep", n);
-    }
-    let report = store.compact(&CompactionOptions::default()).unwrap();
-    assert!(report.segments_rewritten > 0, "{report:?}");
+    delete_gone_and_compact(&store);
     let after = store.read_query(&shared, 0, usize::MAX).unwrap();
     assert!(
         after.events.iter().all(|e| e.stream == "keep"),
@@ -153,15 +159,7 @@ fn a_read_only_view_drops_cached_copies_of_what_the_owner_erased() {
     let shared = Query::new([QueryItem::new().tags(["shared"])]);
     let before = read_twice(&reader, &shared);
     assert!(before.iter().any(|e| e.stream == "gone"));
-    owner
-        .delete_stream("gone", ExpectedVersion::Any)
-        .unwrap()
-        .unwrap();
-    for n in 120..200 {
-        append(&owner, "keep", n);
-    }
-    let report = owner.compact(&CompactionOptions::default()).unwrap();
-    assert!(report.segments_rewritten > 0, "{report:?}");
+    delete_gone_and_compact(&owner);
     reader.refresh().unwrap();
     let after = reader.read_query(&shared, 0, usize::MAX).unwrap();
     assert_eq!(
