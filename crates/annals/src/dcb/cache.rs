@@ -32,7 +32,7 @@
 //! doorkeeper), so a read of events never read again — a catch-up, a
 //! student seen once — copies nothing. Memory: the entries' bytes stay
 //! within the budget, the slots take 16 bytes per 512 of budget, and at
-//! most 4,096 copies wait. An event larger than a 64th of the budget is
+//! most 4,096 copies (an eighth of the budget) wait. An event larger than a 64th of the budget is
 //! not kept.
 
 use std::ops::ControlFlow;
@@ -52,8 +52,10 @@ const BYTES_PER_SLOT: usize = 512;
 const ENTRY_OVERHEAD: usize = 160;
 
 /// Most copies waiting for the table's write lock (see
-/// [`QueryCache::keep`]); more are dropped.
+/// [`QueryCache::keep`]), in count and in bytes (this share of the
+/// budget); more are dropped.
 const PENDING_MAX: usize = 4096;
+const PENDING_SHARE: usize = 8;
 
 /// Verified copies of events by position (see the module comment).
 pub(crate) struct QueryCache {
@@ -63,7 +65,7 @@ pub(crate) struct QueryCache {
     /// stalled or deadlocked by a writer.
     table: RwLock<Table>,
     /// Copies made while the table was read-locked by another read.
-    pending: Mutex<Vec<Cached>>,
+    pending: Mutex<Pending>,
     /// The count of replacements (plus one; 0: none) whose older entries
     /// are still to be dropped (they are never served; this frees them).
     stale_before: AtomicU64,
@@ -74,6 +76,13 @@ pub(crate) struct QueryCache {
     /// `64 - log2(slots)`: a position's slot is the top bits of its hash.
     shift: u32,
     budget: usize,
+}
+
+/// Copies waiting for the table, and the bytes they hold.
+#[derive(Default)]
+struct Pending {
+    copies: Vec<Cached>,
+    bytes: usize,
 }
 
 /// The entries and the bytes they hold.
@@ -218,7 +227,7 @@ impl QueryCache {
                 slots: (0..slots).map(|_| None).collect(),
                 used: 0,
             }),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
             stale_before: AtomicU64::new(0),
             seen: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             shift: 64 - slots.trailing_zeros(),
@@ -259,21 +268,27 @@ impl QueryCache {
 
     /// Puts `copies` (and those waiting) in the table if no read holds it
     /// now; else they wait for the next read that finds it free (at most
-    /// [`PENDING_MAX`]; more are dropped: a cache, not a log).
-    fn keep(&self, mut copies: Vec<Cached>) {
+    /// [`PENDING_MAX`] of them and an eighth of the budget; more are
+    /// dropped: a cache, not a log).
+    fn keep(&self, copies: Vec<Cached>) {
         let Some(mut table) = self.table.try_write() else {
             if !copies.is_empty() {
                 let mut pending = self.pending.lock();
-                let room = PENDING_MAX.saturating_sub(pending.len());
-                copies.truncate(room);
-                pending.append(&mut copies);
+                for copy in copies {
+                    let bytes = pending.bytes.saturating_add(copy.bytes());
+                    if pending.copies.len() >= PENDING_MAX || bytes > self.budget / PENDING_SHARE {
+                        break;
+                    }
+                    pending.bytes = bytes;
+                    pending.copies.push(copy);
+                }
             }
             return;
         };
         if let Some(now) = self.stale_before.swap(0, Ordering::AcqRel).checked_sub(1) {
             table.forget_stale(now);
         }
-        let waiting = std::mem::take(&mut *self.pending.lock());
+        let waiting = std::mem::take(&mut *self.pending.lock()).copies;
         for entry in waiting.into_iter().chain(copies) {
             table.put(self.slot_of(entry.position), entry, self.budget);
         }
@@ -472,7 +487,9 @@ mod tests {
             cache.keep(vec![copy]);
         }
         assert!(!held(&cache, 7, 0), "kept while the table was read");
+        assert_eq!(cache.pending.lock().copies.len(), 1);
         cache.keep(Vec::new());
+        assert_eq!(cache.pending.lock().bytes, 0);
         assert!(held(&cache, 7, 0), "the waiting copy is kept next time");
         // A stale-drop asked for while the table is read happens next time.
         {
@@ -483,5 +500,21 @@ mod tests {
         cache.keep(Vec::new());
         assert!(!held(&cache, 7, 0));
         assert_eq!(used(&cache), 0);
+    }
+
+    #[test]
+    fn copies_waiting_for_the_table_stay_within_an_eighth_of_the_budget() {
+        let budget = 1 << 20;
+        let cache = QueryCache::new(budget).unwrap();
+        let data = [0x5a; 4000];
+        let _reading = cache.table.read();
+        for position in 0..1000 {
+            assert!(cache.admit(position, 0, &record(&data)).is_none());
+            let copy = cache.admit(position, 0, &record(&data));
+            cache.keep(copy.into_iter().collect());
+        }
+        let pending = cache.pending.lock();
+        assert!(pending.bytes <= budget / 8, "{} bytes wait", pending.bytes);
+        assert_eq!(pending.copies.len(), budget / 8 / 4171);
     }
 }
