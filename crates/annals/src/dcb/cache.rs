@@ -370,15 +370,17 @@ pub(crate) struct EventSource<'a> {
     pub(crate) cache: Option<&'a QueryCache>,
 }
 
-impl<'a> EventSource<'a> {
-    /// The log alone.
-    pub(crate) fn log(reader: &'a LogReader) -> Self {
+/// The log alone.
+impl<'a> From<&'a LogReader> for EventSource<'a> {
+    fn from(reader: &'a LogReader) -> Self {
         EventSource {
             reader,
             cache: None,
         }
     }
+}
 
+impl EventSource<'_> {
     /// See [`LogReader::with_events_shared`].
     pub(crate) fn with_events(
         &self,

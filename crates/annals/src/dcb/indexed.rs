@@ -12,8 +12,6 @@
 
 use std::ops::ControlFlow;
 
-use annals_segment::LogReader;
-
 use super::cache::EventSource;
 use super::intersect::{Intersect, INTERSECT_RATIO, TRY_RATIO, TRY_WALKED};
 use super::query::{Query, QueryItem};
@@ -130,16 +128,15 @@ fn plan<'q>(postings: &impl Postings, item: &'q QueryItem, from: u64) -> Result<
 
 /// Visits the events in `from..to` that match `query`, in position order,
 /// until `visit` breaks; returns the position it broke at, if it did.
-pub(crate) fn visit_indexed(
+pub(crate) fn visit_indexed<'r>(
     postings: &impl Postings,
-    reader: &LogReader,
+    events: impl Into<EventSource<'r>>,
     query: &Query,
     from: u64,
     to: u64,
     visit: impl FnMut(EventRef<'_>) -> ControlFlow<()>,
 ) -> Result<Option<u64>> {
-    let events = EventSource::log(reader);
-    visit_counting(postings, events, query, from, to, visit, &mut 0)
+    visit_counting(postings, events.into(), query, from, to, visit, &mut 0)
 }
 
 /// [`visit_indexed`], adding to `events_read` the number of events it
@@ -347,8 +344,7 @@ pub(crate) mod test_support {
             got.push(e.position);
             ControlFlow::Continue(())
         };
-        let events = super::super::cache::EventSource::log(reader);
-        visit_counting(postings, events, query, from, to, visit, &mut read).unwrap();
+        visit_counting(postings, reader.into(), query, from, to, visit, &mut read).unwrap();
         (got, read)
     }
 }

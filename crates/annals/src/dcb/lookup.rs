@@ -10,7 +10,7 @@ use annals_index::SecondaryKey;
 use annals_segment::LogReader;
 
 use super::cache::EventSource;
-use super::indexed::{visit_counting, visit_indexed, Key, Postings};
+use super::indexed::{visit_indexed, Key, Postings};
 use super::query::Query;
 use crate::error::Result;
 use crate::event::EventRef;
@@ -109,7 +109,7 @@ pub(crate) fn visit_matches(
     visit: impl FnMut(EventRef<'_>) -> ControlFlow<()>,
 ) -> Result<Option<u64>> {
     let to = events.reader.position_end();
-    let stopped = visit_counting(index, events, query, from, to, visit, &mut 0)?;
+    let stopped = visit_indexed(index, events, query, from, to, visit)?;
     Ok(stopped.or_else(|| (to > from).then(|| to - 1)))
 }
 
