@@ -303,6 +303,18 @@ mod tests {
         salt: u64,
         position: u64,
     ) -> Vec<u8> {
+        with_names_and_tags(stream, event_type, Tags::EMPTY, names, salt, position)
+    }
+
+    /// [`with_names`] of a record with `tags`.
+    fn with_names_and_tags(
+        stream: &str,
+        event_type: &str,
+        tags: Tags<'_>,
+        names: &[u8],
+        salt: u64,
+        position: u64,
+    ) -> Vec<u8> {
         let record = Record {
             stream,
             stream_version: 3,
@@ -310,7 +322,7 @@ mod tests {
             timestamp_us: 11,
             flags: 0,
             event_type,
-            tags: Tags::EMPTY,
+            tags,
             metadata: b"m",
             data: b"data",
         };
@@ -336,6 +348,36 @@ mod tests {
                 crc32fast::hash(&whole),
                 "{len} bytes"
             );
+        }
+    }
+
+    /// A type ending in a lead byte that a 128-byte tag's length byte
+    /// (0x80, a continuation byte) completes is UTF-8 only together with
+    /// the tag region beside it, and is refused, by a reader of every
+    /// stream and by a reader of one; the same record with a good type
+    /// reads its tags back.
+    #[test]
+    fn a_type_completed_by_the_tag_region_is_not_utf8() {
+        let (salt, position) = (5, 9);
+        let long = "x".repeat(crate::format::TAG_BYTES_MAX);
+        let mut region = Vec::new();
+        crate::format::encode_tags(&[long.as_str(), "é"], &mut region).unwrap();
+        let tags = Tags::from_encoded(&region).unwrap();
+        let bad = with_names_and_tags("s", "ab", tags, &[b's', b'a', 0xC3], salt, position);
+        assert_eq!(
+            decode_record(&bad, salt, position).map(|_| ()),
+            Err(FrameFault::TypeNotUtf8)
+        );
+        assert_eq!(
+            decode_record_of(&bad, salt, position, Some("s")).map(|_| ()),
+            Err(FrameFault::TypeNotUtf8)
+        );
+        let good = with_names_and_tags("s", "ab", tags, b"sab", salt, position);
+        for stream in [None, Some("s")] {
+            let (record, _) = decode_record_of(&good, salt, position, stream).unwrap();
+            let record = record.unwrap();
+            assert_eq!(record.tags.iter().collect::<Vec<_>>(), [long.as_str(), "é"]);
+            assert_eq!((record.stream, record.event_type), ("s", "ab"));
         }
     }
 

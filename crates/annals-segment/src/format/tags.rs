@@ -23,18 +23,37 @@ const _: () = assert!(TAGS_BYTES_MAX <= u16::MAX as usize);
 
 /// The tags of one record: its encoded tag region, already checked (by
 /// [`check_tags`] on the read side, [`encode_tags`] on the write side).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Tags<'a>(&'a [u8]);
+#[derive(Clone, Copy)]
+pub struct Tags<'a>(Region<'a>);
+
+/// A checked tag region: as text when the whole region is UTF-8 (every
+/// region whose tags are shorter than 128 bytes: its length bytes are
+/// ASCII), so that reading a tag slices it without checking its UTF-8
+/// again; as bytes otherwise, each tag checked as it is read.
+#[derive(Clone, Copy)]
+enum Region<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Region<'a> {
+    fn as_bytes(self) -> &'a [u8] {
+        match self {
+            Region::Text(text) => text.as_bytes(),
+            Region::Bytes(bytes) => bytes,
+        }
+    }
+}
 
 impl<'a> Tags<'a> {
     /// No tags.
-    pub const EMPTY: Tags<'static> = Tags(&[]);
+    pub const EMPTY: Tags<'static> = Tags(Region::Text(""));
 
     /// Tags from an encoded region; `Err` if it is not a valid one.
     #[inline]
     pub fn from_encoded(bytes: &'a [u8]) -> Result<Self, FrameFault> {
         check_tags(bytes)?;
-        Ok(Tags(bytes))
+        Ok(Tags(Region::Bytes(bytes)))
     }
 
     /// Tags from a region that already passed
@@ -43,17 +62,41 @@ impl<'a> Tags<'a> {
     /// follows from a region that did not: iterating it stops at the
     /// first tag that is not well formed, and skips one that is not UTF-8.
     pub fn from_checked(bytes: &'a [u8]) -> Self {
-        Tags(bytes)
+        Tags(Region::Bytes(bytes))
+    }
+
+    /// [`from_checked`](Tags::from_checked) for a region kept as text
+    /// (what [`to_text`](Tags::to_text) returned): reading its tags checks
+    /// no UTF-8 again. A region that did not pass `from_encoded` stops
+    /// iterating at the first tag that is not well formed or does not
+    /// start and end on character boundaries.
+    pub fn from_checked_text(text: &'a str) -> Self {
+        Tags(Region::Text(text))
     }
 
     /// The encoded region.
+    #[inline]
     pub fn as_bytes(&self) -> &'a [u8] {
-        self.0
+        self.0.as_bytes()
+    }
+
+    /// The encoded region as text, if it is UTF-8 as a whole (it is
+    /// unless a tag is [`TAG_BYTES_MAX`] bytes long: its length byte is
+    /// not ASCII): one check of the region, for a copy whose tags are read
+    /// again and again through [`from_checked_text`](Tags::from_checked_text).
+    /// Its tags, each UTF-8, then start and end on character boundaries:
+    /// what follows a whole character is a length byte, and one that
+    /// starts a character is ASCII.
+    pub fn to_text(&self) -> Option<&'a str> {
+        match self.0 {
+            Region::Text(text) => Some(text),
+            Region::Bytes(bytes) => std::str::from_utf8(bytes).ok(),
+        }
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_bytes().is_empty()
     }
 
     /// How many there are.
@@ -62,31 +105,72 @@ impl<'a> Tags<'a> {
     }
 
     /// The tags, in the order they were given.
+    #[inline]
     pub fn iter(&self) -> TagIter<'a> {
         TagIter(self.0)
     }
 
     /// Whether `tag` is one of them.
     pub fn contains(&self, tag: &str) -> bool {
-        self.iter().any(|t| t == tag)
+        raw_tags(self.as_bytes()).any(|t| t == tag.as_bytes())
+    }
+}
+
+impl Default for Tags<'_> {
+    fn default() -> Self {
+        Tags::EMPTY
+    }
+}
+
+/// Equal when their encoded regions are.
+impl PartialEq for Tags<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Tags<'_> {}
+
+impl std::fmt::Debug for Tags<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
 /// Iterator over [`Tags`].
-#[derive(Debug, Clone)]
-pub struct TagIter<'a>(&'a [u8]);
+#[derive(Clone)]
+pub struct TagIter<'a>(Region<'a>);
+
+impl std::fmt::Debug for TagIter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TagIter").field(&self.0.as_bytes()).finish()
+    }
+}
 
 impl<'a> Iterator for TagIter<'a> {
     type Item = &'a str;
 
+    #[inline]
     fn next(&mut self) -> Option<&'a str> {
-        let (&len, rest) = self.0.split_first()?;
-        let len = usize::from(len);
-        let (tag, rest) = (rest.get(..len)?, rest.get(len..)?);
-        self.0 = rest;
-        // Checked UTF-8 when the region was accepted; a region that is not
-        // (impossible through this module) ends the iteration.
-        std::str::from_utf8(tag).ok()
+        let (&len, _) = self.0.as_bytes().split_first()?;
+        let end = 1 + usize::from(len);
+        match self.0 {
+            Region::Text(text) => {
+                // A tag of a text region is a slice of it: no check but the
+                // character boundaries (which a checked region has).
+                let (tag, rest) = (text.get(1..end)?, text.get(end..)?);
+                self.0 = Region::Text(rest);
+                Some(tag)
+            }
+            Region::Bytes(bytes) => {
+                let (tag, rest) = (bytes.get(1..end)?, bytes.get(end..)?);
+                self.0 = Region::Bytes(rest);
+                // Checked UTF-8 when the region was accepted; a region that
+                // is not (impossible through this module) ends the
+                // iteration.
+                std::str::from_utf8(tag).ok()
+            }
+        }
     }
 }
 
@@ -162,10 +246,7 @@ fn check_tag_list(bytes: &[u8]) -> Result<(), FrameFault> {
         // itself (at most 16 tags; a length differs far more often than
         // the bytes of tags of one length).
         let before = bytes.len() - rest.len();
-        if TagIter(bytes.get(..before).unwrap_or_default())
-            .raw()
-            .any(|t| t == tag)
-        {
+        if raw_tags(bytes.get(..before).unwrap_or_default()).any(|t| t == tag) {
             return Err(FrameFault::TagsMalformed);
         }
         count += 1;
@@ -174,18 +255,15 @@ fn check_tag_list(bytes: &[u8]) -> Result<(), FrameFault> {
     Ok(())
 }
 
-impl<'a> TagIter<'a> {
-    /// The tags' bytes, without a UTF-8 check (for a region already
-    /// checked, or while checking one whose earlier tags were).
-    fn raw(self) -> impl Iterator<Item = &'a [u8]> {
-        let mut rest = self.0;
-        std::iter::from_fn(move || {
-            let (&len, tail) = rest.split_first()?;
-            let (tag, after) = tail.split_at_checked(usize::from(len))?;
-            rest = after;
-            Some(tag)
-        })
-    }
+/// The tags' bytes, without a UTF-8 check (for a region already checked,
+/// or while checking one whose earlier tags were).
+fn raw_tags(mut rest: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (&len, tail) = rest.split_first()?;
+        let (tag, after) = tail.split_at_checked(usize::from(len))?;
+        rest = after;
+        Some(tag)
+    })
 }
 
 #[cfg(test)]
@@ -286,5 +364,53 @@ mod tests {
                 "{tags:?}"
             );
         }
+    }
+
+    /// A region that is UTF-8 as a whole can still hold a tag that is not:
+    /// a lead byte ending one tag, completed by the next tag's length byte
+    /// (128, a continuation byte). Each tag is checked, not only the
+    /// whole.
+    #[test]
+    fn a_tag_split_inside_a_character_is_refused_though_its_region_is_utf8() {
+        let mut bytes = vec![1, 0xC3, 128];
+        bytes.extend_from_slice(&[b'x'; 128]);
+        assert!(std::str::from_utf8(&bytes).is_ok());
+        assert_eq!(check_tags(&bytes), Err(FrameFault::TagsMalformed));
+    }
+
+    /// Tags read from a text region (every tag shorter than 128 bytes) and
+    /// from a byte region (a 128-byte tag) read alike; a text region that
+    /// is not well formed ends the iteration instead of yielding a wrong
+    /// tag.
+    #[test]
+    fn text_and_byte_regions_read_the_same_tags() {
+        let long = "y".repeat(TAG_BYTES_MAX);
+        for tags in [
+            vec!["student:42", "café", "日本"],
+            vec!["a", long.as_str(), "é"],
+        ] {
+            let mut out = Vec::new();
+            encode_tags(&tags, &mut out).unwrap();
+            let read = Tags::from_encoded(&out).unwrap();
+            let text = read.to_text();
+            assert_eq!(text.is_some(), !tags.contains(&long.as_str()));
+            assert_eq!(read.iter().collect::<Vec<_>>(), tags);
+            if let Some(text) = text {
+                let kept = Tags::from_checked_text(text);
+                assert_eq!(kept.iter().collect::<Vec<_>>(), tags);
+                assert_eq!(kept, read);
+                assert!(tags.iter().all(|t| kept.contains(t)));
+            }
+            assert_eq!(Tags::from_checked(&out).iter().collect::<Vec<_>>(), tags);
+            assert!(tags.iter().all(|t| read.contains(t)) && !read.contains("student:4"));
+            assert_eq!(read.len(), tags.len());
+        }
+        // "é" is two bytes: a length of 1 cuts it.
+        let cut = Tags::from_checked_text("\u{1}é");
+        assert_eq!(cut.iter().next(), None);
+        let short = Tags::from_checked_text("\u{5}ab");
+        assert_eq!(short.iter().next(), None);
+        let good_then_cut = Tags::from_checked_text("\u{1}a\u{1}é");
+        assert_eq!(good_then_cut.iter().collect::<Vec<_>>(), ["a"]);
     }
 }

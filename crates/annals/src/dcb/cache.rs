@@ -100,20 +100,27 @@ impl std::fmt::Debug for QueryCache {
     }
 }
 
-/// One event, as its record was verified: its names (the stream's, then
-/// the type's), a buffer of the rest (the encoded tags, the metadata, the
-/// data) and the fixed fields. Names apart, so that a hit makes no `&str`
-/// by checking bytes again.
+/// One event, as its record was verified: its text (the stream's name,
+/// the type's, and the tag region when it is text, as nearly every one
+/// is), a buffer of the rest (the tag region if it is not text, the
+/// metadata, the data) and the fixed fields. Text apart, so that a hit
+/// makes no `&str` by checking bytes again.
 struct Cached {
     position: u64,
     /// [`LogReader::replacements`] loaded before the event was read.
     replacements: u64,
-    names: Box<str>,
-    stream_len: usize,
+    text: Box<str>,
+    /// Where the stream's name and the type end in `text`.
+    stream_end: usize,
+    type_end: usize,
+    /// Whether the tag region is the rest of `text` (else it starts
+    /// `body`).
+    tags_in_text: bool,
     body: Bytes,
-    /// Where the tags and the metadata end in `body`.
+    /// Where the tag region (if in `body`) ends in `body`, and the
+    /// metadata's length after it.
     tags_end: usize,
-    metadata_end: usize,
+    metadata_len: usize,
     stream_version: u64,
     id: [u8; 16],
     timestamp_us: u64,
@@ -122,22 +129,33 @@ struct Cached {
 
 impl Cached {
     fn new(position: u64, replacements: u64, record: &Record<'_>) -> Cached {
-        let mut names = String::with_capacity(record.stream.len() + record.event_type.len());
-        names.push_str(record.stream);
-        names.push_str(record.event_type);
-        let tags = record.tags.as_bytes();
-        let mut body = Vec::with_capacity(tags.len() + record.metadata.len() + record.data.len());
-        body.extend_from_slice(tags);
+        let tags_text = record.tags.to_text();
+        let tags_bytes = if tags_text.is_some() {
+            &[][..]
+        } else {
+            record.tags.as_bytes()
+        };
+        let mut text = String::with_capacity(
+            record.stream.len() + record.event_type.len() + tags_text.map_or(0, str::len),
+        );
+        text.push_str(record.stream);
+        text.push_str(record.event_type);
+        text.push_str(tags_text.unwrap_or_default());
+        let mut body =
+            Vec::with_capacity(tags_bytes.len() + record.metadata.len() + record.data.len());
+        body.extend_from_slice(tags_bytes);
         body.extend_from_slice(record.metadata);
         body.extend_from_slice(record.data);
         Cached {
             position,
             replacements,
-            names: names.into_boxed_str(),
-            stream_len: record.stream.len(),
+            text: text.into_boxed_str(),
+            stream_end: record.stream.len(),
+            type_end: record.stream.len() + record.event_type.len(),
+            tags_in_text: tags_text.is_some(),
             body: Bytes::from(body),
-            tags_end: tags.len(),
-            metadata_end: tags.len() + record.metadata.len(),
+            tags_end: tags_bytes.len(),
+            metadata_len: record.metadata.len(),
             stream_version: record.stream_version,
             id: record.id,
             timestamp_us: record.timestamp_us,
@@ -147,29 +165,44 @@ impl Cached {
 
     /// Bytes it holds, as the budget counts them.
     fn bytes(&self) -> usize {
-        self.names.len() + self.body.len() + ENTRY_OVERHEAD
+        self.text.len() + self.body.len() + ENTRY_OVERHEAD
     }
 
     /// The record again, borrowed from the copy, whose parts were all
     /// verified when it was read.
+    #[inline]
     fn record(&self) -> Result<Record<'_>> {
-        let broken = || Error::Internal(format!("query cache entry at {}", self.position));
-        let (stream, event_type) = self
-            .names
-            .split_at_checked(self.stream_len)
-            .ok_or_else(broken)?;
-        let part = |from: usize, to: usize| self.body.get(from..to).ok_or_else(broken);
-        Ok(Record {
+        self.parts().ok_or_else(|| self.broken())
+    }
+
+    /// [`record`](Cached::record), `None` if the offsets do not fit.
+    #[inline]
+    fn parts(&self) -> Option<Record<'_>> {
+        let (names, tags_text) = self.text.split_at_checked(self.type_end)?;
+        let (stream, event_type) = names.split_at_checked(self.stream_end)?;
+        let (tags, rest) = self.body.split_at_checked(self.tags_end)?;
+        let (metadata, data) = rest.split_at_checked(self.metadata_len)?;
+        Some(Record {
             stream,
             stream_version: self.stream_version,
             id: self.id,
             timestamp_us: self.timestamp_us,
             flags: self.flags,
             event_type,
-            tags: Tags::from_checked(part(0, self.tags_end)?),
-            metadata: part(self.tags_end, self.metadata_end)?,
-            data: part(self.metadata_end, self.body.len())?,
+            tags: if self.tags_in_text {
+                Tags::from_checked_text(tags_text)
+            } else {
+                Tags::from_checked(tags)
+            },
+            metadata,
+            data,
         })
+    }
+
+    /// An entry whose offsets do not fit its buffers (never made so).
+    #[cold]
+    fn broken(&self) -> Error {
+        Error::Internal(format!("query cache entry at {}", self.position))
     }
 }
 

@@ -66,15 +66,19 @@ impl QueryItem {
 /// [`Tags::contains`] answers, without checking each tag's UTF-8 again on
 /// every event a query confirms (the region was checked when its record
 /// was decoded).
+#[inline]
 fn has_tag(tags: &[u8], tag: &str) -> bool {
     let (mut rest, tag) = (tags, tag.as_bytes());
     while let Some((&len, tail)) = rest.split_first() {
-        let Some((name, after)) = tail.split_at_checked(usize::from(len)) else {
-            return false;
-        };
-        if name == tag {
+        let len = usize::from(len);
+        // The length first: most tags differ in it, and those are not
+        // compared byte by byte.
+        if len == tag.len() && tail.get(..len) == Some(tag) {
             return true;
         }
+        let Some(after) = tail.get(len..) else {
+            return false;
+        };
         rest = after;
     }
     false
