@@ -499,6 +499,50 @@ mod tests {
         assert!(!held(&cache, 43, 5));
     }
 
+    /// A copy reads back every part of its record: tags kept as text (the
+    /// names' buffer) and as bytes (a 128-byte tag: the region is not
+    /// UTF-8 as a whole), non-ASCII names and tags, empty parts.
+    #[test]
+    fn a_copy_reads_back_its_record_whether_its_tags_are_text_or_bytes() {
+        let cache = QueryCache::new(1 << 20).unwrap();
+        let long = "t".repeat(annals_segment::format::TAG_BYTES_MAX);
+        let regions: Vec<Vec<u8>> = [
+            vec![],
+            vec!["student:42", "café"],
+            vec!["a", long.as_str(), "日本"],
+        ]
+        .iter()
+        .map(|tags| {
+            let mut region = Vec::new();
+            annals_segment::format::encode_tags(tags, &mut region).unwrap();
+            region
+        })
+        .collect();
+        for (position, region) in (100u64..).zip(&regions) {
+            for (stream, metadata, data) in [("s-ü", &b""[..], &b""[..]), ("s", b"m", b"d")] {
+                let original = Record {
+                    stream,
+                    event_type: "Typé",
+                    tags: Tags::from_encoded(region).unwrap(),
+                    metadata,
+                    data,
+                    ..record(b"")
+                };
+                let position = position * 2 + u64::from(metadata.is_empty());
+                admit(&cache, position, 0, &original);
+                let table = cache.table.read();
+                let hit = table.get(cache.slot_of(position), position, 0).unwrap();
+                let again = hit.record().unwrap();
+                assert_eq!(again, original, "at {position}");
+                assert_eq!(
+                    again.tags.iter().collect::<Vec<_>>(),
+                    original.tags.iter().collect::<Vec<_>>()
+                );
+                assert_eq!(hit.tags_in_text, original.tags.to_text().is_some());
+            }
+        }
+    }
+
     #[test]
     fn forgetting_stale_entries_keeps_the_current_ones_and_frees_the_rest() {
         let cache = QueryCache::new(1 << 20).unwrap();
