@@ -372,7 +372,15 @@ impl QueryCache {
                 if !misses.is_empty() {
                     let mut stopped = false;
                     reader.with_events_shared(&misses, |position, record, owner| {
-                        copies.extend(self.admit(position, replacements, &record));
+                        if let Some(copy) = self.admit(position, replacements, &record) {
+                            if copies.capacity() == 0 {
+                                // Room for every miss at once: a copy is
+                                // large, and growing one at a time moved
+                                // them again and again.
+                                copies.reserve(misses.len());
+                            }
+                            copies.push(copy);
+                        }
                         let flow = visit(position, record, owner);
                         stopped = flow.is_break();
                         flow
