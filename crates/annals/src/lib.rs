@@ -75,7 +75,9 @@ pub use snapshot::{
 };
 pub use soft_delete::{meta_stream, SoftDeleted, META_STREAM_PREFIX, TRUNCATE_BEFORE_EVENT_TYPE};
 pub use store::ReplicatedEvent;
-pub use store::{AppendResult, MultiConflict, Stats, Store, VerifyReport, WriteStats};
+pub use store::{
+    AppendResult, MultiConflict, QueryCacheStats, Stats, Store, VerifyReport, WriteStats,
+};
 pub use stream_meta::{StreamMetadata, MAX_AGE_EVENT_TYPE, MAX_COUNT_EVENT_TYPE};
 pub use subscribe::{
     category_of, checkpoint_stream, Filter, Start, Subscription, SubscriptionItem,

@@ -241,3 +241,70 @@ fn a_visitor_that_reads_a_query_again_neither_deadlocks_nor_differs() {
     }
     check(&store);
 }
+
+/// `query_cache_stats`: all 0 with the cache off; with it on, a query's
+/// first read misses and notes, its second misses and copies, its third
+/// hits every event; the entries stay within the budget, and a compaction
+/// that replaced their segments drops them.
+#[test]
+fn the_stats_count_misses_copies_and_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = Store::open_with(dir.path().join("off"), options(0)).unwrap();
+    append(&off, "s", 1);
+    off.read_query(&queries()[0], 0, usize::MAX).unwrap();
+    assert_eq!(off.query_cache_stats(), annals::QueryCacheStats::default());
+
+    let budget = 1 << 20;
+    let store = Store::open_with(dir.path().join("on"), options(budget)).unwrap();
+    for n in 0..40 {
+        append(&store, &format!("s-{}", n % 5), n);
+    }
+    let query = Query::new([QueryItem::new().tags(["n:1"])]);
+    let matches = store
+        .read_query(&query, 0, usize::MAX)
+        .unwrap()
+        .events
+        .len() as u64;
+    assert_eq!(matches, 10);
+    let first = store.query_cache_stats();
+    assert_eq!(first.budget, budget as u64);
+    assert_eq!((first.hits, first.misses, first.kept), (0, matches, 0));
+    assert_eq!((first.entries, first.bytes), (0, 0));
+
+    store.read_query(&query, 0, usize::MAX).unwrap();
+    let second = store.query_cache_stats();
+    assert_eq!((second.hits, second.misses), (0, 2 * matches));
+    assert_eq!((second.kept, second.entries), (matches, matches));
+    assert!(second.bytes > 0 && second.bytes <= budget as u64);
+
+    let mut visited = 0;
+    store
+        .read_query_with(&query, 0, usize::MAX, |_| {
+            visited += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let third = store.query_cache_stats();
+    assert_eq!(visited, matches);
+    assert_eq!((third.hits, third.misses), (matches, 2 * matches));
+    assert_eq!(
+        (third.kept, third.entries, third.bytes),
+        (matches, matches, second.bytes)
+    );
+
+    // Erase a stream, seal its segments and compact: segments are
+    // replaced, and every entry read before is dropped (none is served
+    // again; this frees them).
+    store
+        .delete_stream("s-1", ExpectedVersion::Any)
+        .unwrap()
+        .unwrap();
+    for n in 40..120 {
+        append(&store, "keep", n);
+    }
+    let report = store.compact(&CompactionOptions::default()).unwrap();
+    assert!(report.segments_rewritten > 0, "{report:?}");
+    let after = store.query_cache_stats();
+    assert_eq!((after.entries, after.bytes), (0, 0), "{after:?}");
+    assert_eq!((after.hits, after.kept), (third.hits, third.kept));
+}

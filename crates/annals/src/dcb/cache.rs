@@ -43,6 +43,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
+use crate::store::QueryCacheStats;
 
 /// Budget bytes per slot.
 const BYTES_PER_SLOT: usize = 512;
@@ -76,6 +77,12 @@ pub(crate) struct QueryCache {
     /// `64 - log2(slots)`: a position's slot is the top bits of its hash.
     shift: u32,
     budget: usize,
+    /// Events served from the cache, and read from the log through it
+    /// (added once per read, not per event).
+    hits: AtomicU64,
+    misses: AtomicU64,
+    /// Copies put in the table.
+    kept: AtomicU64,
 }
 
 /// Copies waiting for the table, and the bytes they hold.
@@ -85,9 +92,10 @@ struct Pending {
     bytes: usize,
 }
 
-/// The entries and the bytes they hold.
+/// The entries, how many, and the bytes they hold.
 struct Table {
     slots: Box<[Option<Box<Cached>>]>,
+    entries: usize,
     used: usize,
 }
 
@@ -215,20 +223,24 @@ impl Table {
             .filter(|c| c.position == position && c.replacements == replacements)
     }
 
-    /// Puts `entry` in slot `i` if the budget allows.
-    fn put(&mut self, i: usize, entry: Cached, budget: usize) {
+    /// Puts `entry` in slot `i` if the budget allows; whether it did.
+    fn put(&mut self, i: usize, entry: Cached, budget: usize) -> bool {
         let Some(slot) = self.slots.get_mut(i) else {
-            return;
+            return false;
         };
         let freed = slot.as_ref().map_or(0, |old| old.bytes());
         let used = self
             .used
             .saturating_sub(freed)
             .saturating_add(entry.bytes());
-        if used <= budget {
-            *slot = Some(Box::new(entry));
-            self.used = used;
+        if used > budget {
+            return false;
         }
+        if slot.replace(Box::new(entry)).is_none() {
+            self.entries += 1;
+        }
+        self.used = used;
+        true
     }
 
     /// Drops every entry read under another count than `replacements`.
@@ -240,6 +252,7 @@ impl Table {
             {
                 if let Some(old) = slot.take() {
                     self.used = self.used.saturating_sub(old.bytes());
+                    self.entries = self.entries.saturating_sub(1);
                 }
             }
         }
@@ -258,6 +271,7 @@ impl QueryCache {
         Some(QueryCache {
             table: RwLock::new(Table {
                 slots: (0..slots).map(|_| None).collect(),
+                entries: 0,
                 used: 0,
             }),
             pending: Mutex::new(Pending::default()),
@@ -265,6 +279,9 @@ impl QueryCache {
             seen: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             shift: 64 - slots.trailing_zeros(),
             budget,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            kept: AtomicU64::new(0),
         })
     }
 
@@ -322,8 +339,24 @@ impl QueryCache {
             table.forget_stale(now);
         }
         let waiting = std::mem::take(&mut *self.pending.lock()).copies;
+        let mut kept = 0;
         for entry in waiting.into_iter().chain(copies) {
-            table.put(self.slot_of(entry.position), entry, self.budget);
+            kept += u64::from(table.put(self.slot_of(entry.position), entry, self.budget));
+        }
+        self.kept.fetch_add(kept, Ordering::Relaxed);
+    }
+
+    /// Its figures (see [`QueryCacheStats`]).
+    pub(crate) fn stats(&self) -> QueryCacheStats {
+        // Recursive: a visitor reading a query may ask for them too.
+        let table = self.table.read_recursive();
+        QueryCacheStats {
+            budget: self.budget as u64,
+            entries: table.entries as u64,
+            bytes: table.used as u64,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            kept: self.kept.load(Ordering::Relaxed),
         }
     }
 
@@ -351,7 +384,9 @@ impl QueryCache {
         // served once a replacement is counted.
         let replacements = reader.replacements();
         let mut copies = Vec::new();
-        {
+        let (mut hits, mut misses_read) = (0u64, 0u64);
+        // A closure, so that an error still counts what was read before it.
+        let read = (|| -> Result<()> {
             // Recursive: a visitor may read a query again on this thread.
             let table = self.table.read_recursive();
             let mut misses = Vec::new();
@@ -372,6 +407,7 @@ impl QueryCache {
                 if !misses.is_empty() {
                     let mut stopped = false;
                     reader.with_events_shared(&misses, |position, record, owner| {
+                        misses_read += 1;
                         if let Some(copy) = self.admit(position, replacements, &record) {
                             if copies.capacity() == 0 {
                                 // Room for every miss at once: a copy is
@@ -390,12 +426,21 @@ impl QueryCache {
                     }
                 }
                 if let Some(hit) = hit {
+                    hits += 1;
                     if visit(hit.position, hit.record()?, &hit.body).is_break() {
                         break 'batch;
                     }
                 }
             }
+            Ok(())
+        })();
+        if hits > 0 {
+            self.hits.fetch_add(hits, Ordering::Relaxed);
         }
+        if misses_read > 0 {
+            self.misses.fetch_add(misses_read, Ordering::Relaxed);
+        }
+        read?;
         if !copies.is_empty() || self.stale_before.load(Ordering::Relaxed) != 0 {
             self.keep(copies);
         }

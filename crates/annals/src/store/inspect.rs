@@ -55,6 +55,27 @@ pub struct WriteStats {
     pub gather_timeouts: u64,
 }
 
+/// Figures of the query cache (see [`Store::query_cache_stats`]), since the
+/// store was opened; all 0 when it is off. `hits / (hits + misses)` is the
+/// share of the events `read_query` read that the cache served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct QueryCacheStats {
+    /// [`Options::query_cache_bytes`](crate::Options::query_cache_bytes).
+    pub budget: u64,
+    /// Events it holds now.
+    pub entries: u64,
+    /// Bytes those hold, as the budget counts them (at most `budget`).
+    pub bytes: u64,
+    /// Events query reads were served from the cache.
+    pub hits: u64,
+    /// Events query reads read from the log through the cache (each noted
+    /// at its first read, copied at its second).
+    pub misses: u64,
+    /// Copies put in the cache (a copy replaces the entry in its slot).
+    pub kept: u64,
+}
+
 /// What [`Store::verify`] checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -100,6 +121,17 @@ impl Store {
             snapshots,
             snapshot_bytes,
         }
+    }
+
+    /// The query cache's figures: its budget, what it holds, and how many
+    /// events it served since the store was opened (all 0 when
+    /// [`Options::query_cache_bytes`](crate::Options::query_cache_bytes)
+    /// is 0). What to size it by: hits that stay low beside misses mean
+    /// the queries read again do not fit, or are not read again.
+    pub fn query_cache_stats(&self) -> QueryCacheStats {
+        self.query_cache()
+            .map(crate::dcb::cache::QueryCache::stats)
+            .unwrap_or_default()
     }
 
     /// Counts of group commits and gathering since the store was opened.

@@ -26,7 +26,7 @@ mod replicate;
 
 pub(crate) use append::expected_only;
 pub use append::{AppendResult, MultiConflict};
-pub use inspect::{Stats, VerifyReport, WriteStats};
+pub use inspect::{QueryCacheStats, Stats, VerifyReport, WriteStats};
 pub use replicate::ReplicatedEvent;
 
 use std::path::Path;
