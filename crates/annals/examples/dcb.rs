@@ -131,6 +131,11 @@ fn main() -> Result<(), BoxError> {
         count(Outcome::AlreadySubscribed),
         retries.load(Ordering::Relaxed),
     );
+    let cache = store.query_cache_stats();
+    println!(
+        "query cache: {} events served from it, {} read from the log through it, {} copies kept",
+        cache.hits, cache.misses, cache.kept
+    );
 
     // Counted from the log, not from what the threads believed.
     let everything = Query::new([QueryItem::new().types(["StudentSubscribed"])]);
