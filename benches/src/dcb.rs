@@ -172,11 +172,18 @@ pub fn median_us(runs: usize, mut op: impl FnMut()) -> f64 {
     times.get(times.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Fills an Annals store and a SQLite database with `events` events, event
-/// n tagged `student:{n % students}` and `course:{n % 1000}`, 1,000 per
-/// commit.
+/// The Annals store of the read rows, opened without the query cache
+/// (the rows that measure it reopen the store with it).
+fn open_uncached(dir: &Path) -> Store {
+    let options = Options::default().query_cache_bytes(0);
+    Store::open_with(dir.join("annals"), options).expect("open")
+}
+
+/// Fills an Annals store (without the query cache) and a SQLite database
+/// with `events` events, event n tagged `student:{n % students}` and
+/// `course:{n % 1000}`, 1,000 per commit.
 pub fn build_tagged(dir: &Path, events: u64, students: u64) -> (Store, Connection) {
-    let store = Store::open(dir.join("annals")).expect("open");
+    let store = open_uncached(dir);
     let mut conn = sqlite_open(&dir.join("peer.sqlite"));
     let chunk = 1000u64;
     for first in (0..events).step_by(chunk as usize) {
@@ -205,12 +212,13 @@ pub fn build_tagged(dir: &Path, events: u64, students: u64) -> (Store, Connectio
     (store, conn)
 }
 
-/// Fills an Annals store and a SQLite database with `events` events, event
-/// n tagged `a:{n % 100}`, `b:{n % 101}` and `c:{n % 7}` (an `a` or `b`
-/// tag on 1 % of the events, an `a` and a `b` together on 0.01 %, a `c` on
-/// 1/7, with an `a` on 1/700), 1,000 per commit.
+/// Fills an Annals store (without the query cache: its rows measure the
+/// walk) and a SQLite database with `events` events, event n tagged
+/// `a:{n % 100}`, `b:{n % 101}` and `c:{n % 7}` (an `a` or `b` tag on 1 %
+/// of the events, an `a` and a `b` together on 0.01 %, a `c` on 1/7, with
+/// an `a` on 1/700), 1,000 per commit.
 pub fn build_pairs(dir: &Path, events: u64) -> (Store, Connection) {
-    let store = Store::open(dir.join("annals")).expect("open");
+    let store = open_uncached(dir);
     let mut conn = sqlite_open(&dir.join("peer.sqlite"));
     let tags = |n: u64| {
         [

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 use annals::{
-    AppendCondition, AppendRejected, EventData, ExpectedVersion, Options, Query, QueryItem, Store,
+    AppendCondition, AppendRejected, EventData, ExpectedVersion, Query, QueryItem, Store,
 };
 
 const COURSES: u64 = 6;
@@ -94,8 +94,9 @@ fn subscribe(
 fn main() -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
     // Every decision reads its course's and its student's events again:
-    // the query cache keeps verified copies of them (`docs/DCB.md`).
-    let store = Store::open_with(dir.path(), Options::default().query_cache_bytes(16 << 20))?;
+    // the query cache (on by default, 2 MiB) keeps verified copies of them
+    // (`docs/DCB.md`).
+    let store = Store::open(dir.path())?;
     let retries = AtomicU64::new(0);
     let outcomes: Vec<Vec<Outcome>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..THREADS)

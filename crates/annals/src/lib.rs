@@ -67,7 +67,7 @@ pub use error::{Error, Result};
 pub use event::{EventData, EventId, EventRef, ParseEventIdError, RecordedEvent};
 pub use expected::{CurrentVersion, ExpectedVersion, WrongExpectedVersion};
 pub use index::{IndexReport, SecondaryReport};
-pub use options::{Durability, Options};
+pub use options::{Durability, Options, QUERY_CACHE_BYTES_DEFAULT};
 pub use repair::RepairReport;
 pub use snapshot::{
     Aggregate, AggregatePart, Loaded, Snapshot, SnapshotRecovery, SnapshotRef, SNAPSHOT_BYTES_MAX,

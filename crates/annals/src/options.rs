@@ -79,7 +79,9 @@ pub struct Options {
     /// segments use 2,048). A read of a segment not open costs two `open`s,
     /// two `mmap`s and a checksum of its frame index.
     pub open_segments_max: usize,
-    /// Bytes of memory for the query cache (default 0: none): copies of
+    /// Bytes of memory for the query cache (default
+    /// [`QUERY_CACHE_BYTES_DEFAULT`](crate::QUERY_CACHE_BYTES_DEFAULT),
+    /// 2 MiB, what SQLite's default page cache holds; 0: none): copies of
     /// the events [`Store::read_query`](crate::Store::read_query) and
     /// [`Store::read_query_with`](crate::Store::read_query_with) read,
     /// kept after their checksums and fields were verified, so that
@@ -90,11 +92,17 @@ pub struct Options {
     /// (which may erase events) or a merge makes every copy read before it
     /// unusable. An event is copied at its second read (the first notes
     /// its position), so events read once cost a lookup each and are not
-    /// copied. An event of more than a 64th of the budget is not kept;
-    /// the slots take another 16 bytes per 512 of budget. `docs/DCB.md`,
-    /// "The query cache".
+    /// copied; a read's events past its first 1,024 (a scan) are read from
+    /// the log directly. An event of more than a 64th of the budget is not
+    /// kept. The slots take another 16 bytes per 512 of budget (64 KiB for
+    /// the default), allocated at open; the copies' memory only as they
+    /// are kept. `docs/DCB.md`, "The query cache".
     pub query_cache_bytes: usize,
 }
+
+/// The query cache's default budget ([`Options::query_cache_bytes`]):
+/// 2 MiB.
+pub const QUERY_CACHE_BYTES_DEFAULT: usize = 2 << 20;
 
 impl Default for Options {
     fn default() -> Self {
@@ -107,7 +115,7 @@ impl Default for Options {
             index_buffer_events: 1 << 16,
             gather: true,
             open_segments_max: annals_segment::OPEN_SEGMENTS_DEFAULT,
-            query_cache_bytes: 0,
+            query_cache_bytes: QUERY_CACHE_BYTES_DEFAULT,
         }
     }
 }

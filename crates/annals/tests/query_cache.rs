@@ -308,3 +308,36 @@ fn the_stats_count_misses_copies_and_hits() {
     assert_eq!((after.entries, after.bytes), (0, 0), "{after:?}");
     assert_eq!((after.hits, after.kept), (third.hits, third.kept));
 }
+
+/// A read of more than 1,024 events is a scan: only its first 1,024 go
+/// through the cache (noted, then copied at their second read), the rest
+/// are read from the log directly. Either way it returns what the log
+/// holds.
+#[test]
+fn a_scan_goes_through_the_cache_for_its_first_1024_events_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = options(8 << 20).segment_bytes(1 << 20);
+    let store = Store::open_with(dir.path(), options).unwrap();
+    for chunk in 0..30u64 {
+        let events = (chunk * 100..(chunk + 1) * 100).map(event).collect();
+        store
+            .append(&format!("s-{}", chunk % 3), ExpectedVersion::Any, events)
+            .unwrap()
+            .unwrap();
+    }
+    let query = Query::new([QueryItem::new().tags(["shared"])]);
+    let want = model(&store, &query, 0, usize::MAX);
+    assert_eq!(want.len(), 3000);
+    for read in 1..=3u64 {
+        assert_eq!(
+            store.read_query(&query, 0, usize::MAX).unwrap().events,
+            want
+        );
+        let stats = store.query_cache_stats();
+        assert_eq!(stats.hits + stats.misses, read * 1024, "{stats:?}");
+        assert!(stats.kept <= 1024, "{stats:?}");
+        if read == 3 {
+            assert!(stats.hits > 900, "{stats:?}");
+        }
+    }
+}

@@ -21,6 +21,12 @@ use crate::event::EventRef;
 /// Candidates asked of one key at a time.
 pub(super) const PAGE: usize = 1024;
 
+/// Events a walk reads through the query cache (if the store has one);
+/// past them it is a scan, not a decision's read, and reads the log
+/// directly, so that it neither pays for the cache nor evicts what
+/// decide loops keep there.
+pub(crate) const SCAN_EVENTS: usize = 1024;
+
 /// A key of the postings: an event type or a tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Key<'a> {
@@ -143,7 +149,7 @@ pub(crate) fn visit_indexed<'r>(
 /// reads from the log (candidates that survived the intersections).
 pub(crate) fn visit_counting(
     postings: &impl Postings,
-    events: EventSource<'_>,
+    mut events: EventSource<'_>,
     query: &Query,
     from: u64,
     to: u64,
@@ -152,6 +158,7 @@ pub(crate) fn visit_counting(
 ) -> Result<Option<u64>> {
     let mut cursor = from;
     let mut batch = Vec::new();
+    let mut read_here = 0usize;
     let plans = if from < to {
         let plans: Result<Vec<ItemPlan<'_>>> = query
             .items
@@ -222,6 +229,7 @@ pub(crate) fn visit_counting(
         batch.sort_unstable();
         batch.dedup();
         *events_read += batch.len() as u64;
+        read_here += batch.len();
         let mut stopped = None;
         events.with_events(&batch, |position, record, owner| {
             // A compaction's gap record keeps its type and tags (and the
@@ -238,6 +246,11 @@ pub(crate) fn visit_counting(
         })?;
         if stopped.is_some() {
             return Ok(stopped);
+        }
+        if read_here >= SCAN_EVENTS {
+            // A scan, not a decision's read: the rest is read from the
+            // log, neither noted nor copied by the query cache.
+            events.cache = None;
         }
         cursor = frontier;
     }
