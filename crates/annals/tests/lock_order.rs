@@ -19,14 +19,16 @@
 //! it on a channel with a deadline, so a deadlock fails the test instead
 //! of hanging it (the stuck thread is left behind).
 
+use std::ops::ControlFlow;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use annals::{
-    CompactionOptions, Error, EventData, ExpectedVersion, Options, Store, SubscriptionOptions,
+    CompactionOptions, Direction, Error, EventData, ExpectedVersion, Options, Query, QueryItem,
+    Store, SubscriptionOptions,
 };
 use futures_core::Stream;
 
@@ -194,5 +196,140 @@ fn regression_a_waker_that_refreshes_a_read_only_view_does_not_deadlock_it() {
         // The refresh that finds the append wakes the subscriber's waker.
         assert_eq!(view.refresh().unwrap(), 4);
         assert_eq!(outcome.recv_timeout(DEADLINE), Ok(true));
+    });
+}
+
+/// Calls back into `store` the way a visitor may: appends, reads of every
+/// kind, a subscription, stats, verify, metadata, a snapshot, a
+/// compaction and a backup. `n` tells the calls of one test apart.
+fn call_back(store: &Store, n: u64) {
+    let stream = format!("inner-{n}");
+    let written = store
+        .append(&stream, ExpectedVersion::NoStream, vec![event(n)])
+        .unwrap()
+        .unwrap();
+    store
+        .read_stream(&stream, 0, Direction::Forward, 10)
+        .unwrap();
+    store.read_all(0, 10).unwrap();
+    let shared = Query::new([QueryItem::new().tags(["shared"])]);
+    store.read_query(&shared, 0, 10).unwrap();
+    store.read_category("s", 0, 10).unwrap();
+    let mut subscription = store.subscribe(SubscriptionOptions::all());
+    subscription.try_visit(|_| {}).unwrap();
+    store.stats();
+    store.verify().unwrap();
+    store.set_max_count(&stream, 10).unwrap();
+    store
+        .save_snapshot(&stream, written.last_version, "State", b"s")
+        .unwrap();
+    store.load_aggregate(&stream).unwrap();
+    store.compact(&CompactionOptions::default()).unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    store.backup(backup.path().join("copy")).unwrap();
+}
+
+#[test]
+fn every_visitor_and_progress_callback_may_call_back_into_the_store() {
+    within_deadline("visitors calling back into the store", || {
+        let dir = tempfile::tempdir().unwrap();
+        let store = filled(dir.path(), 300);
+        store
+            .save_snapshot("s-0", 10, "State", b"snapshot")
+            .unwrap();
+        let calls = AtomicUsize::new(0);
+        // Each visitor calls back once, from its first call.
+        let once = |store: &Store| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) as u64;
+            call_back(store, n);
+        };
+        let mut first = true;
+        store
+            .read_stream_with("s-1", 0, Direction::Forward, usize::MAX, |_| {
+                if std::mem::take(&mut first) {
+                    once(&store);
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        let mut first = true;
+        store
+            .read_all_with(0, usize::MAX, |_| {
+                if std::mem::take(&mut first) {
+                    once(&store);
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        let mut first = true;
+        store
+            .read_category_with("s", 0, usize::MAX, |_| {
+                if std::mem::take(&mut first) {
+                    once(&store);
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        // Twice: the second read is served from the query cache, whose
+        // table the visitor runs under.
+        let shared = Query::new([QueryItem::new().tags(["shared"])]);
+        for _ in 0..2 {
+            let mut first = true;
+            store
+                .read_query_with(&shared, 0, usize::MAX, |_| {
+                    if std::mem::take(&mut first) {
+                        once(&store);
+                    }
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+        }
+        let mut first = true;
+        store
+            .load_aggregate_with("s-0", |_| {
+                if std::mem::take(&mut first) {
+                    once(&store);
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        let mut subscription = store.subscribe(SubscriptionOptions::all());
+        let mut first = true;
+        subscription
+            .try_visit(|_| {
+                if std::mem::take(&mut first) {
+                    once(&store);
+                }
+            })
+            .unwrap();
+        let mut first = true;
+        let backup = tempfile::tempdir().unwrap();
+        store
+            .backup_with_progress(backup.path().join("outer"), &mut |_, _| {
+                if std::mem::take(&mut first) {
+                    once(&store);
+                }
+            })
+            .unwrap();
+        let mut first = true;
+        store
+            .compact_with_progress(&CompactionOptions::default(), &mut |_, _| {
+                if std::mem::take(&mut first) {
+                    // Everything but the nested compaction, which is refused.
+                    let n = calls.fetch_add(1, Ordering::SeqCst) as u64;
+                    let stream = format!("inner-{n}");
+                    store
+                        .append(&stream, ExpectedVersion::NoStream, vec![event(n)])
+                        .unwrap()
+                        .unwrap();
+                    store.read_query(&shared, 0, 10).unwrap();
+                    store.verify().unwrap();
+                    let copy = tempfile::tempdir().unwrap();
+                    store.backup(copy.path().join("copy")).unwrap();
+                }
+            })
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 9);
+        store.verify().unwrap();
     });
 }
