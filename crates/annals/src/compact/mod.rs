@@ -19,6 +19,7 @@ mod rules;
 pub(crate) use marker::recover;
 pub use marker::COMPACTING_FILE_NAME;
 
+use std::cell::RefCell;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use annals_segment::{
     merged_bytes, LogReader, Prepared, PreparedMerge, PreparedRewrite, Record, SealedSegment,
     RECORD_ERASED_FLAG,
 };
-use parking_lot::Mutex;
+use parking_lot::ReentrantMutex;
 
 use crate::error::{Error, Result};
 use crate::Store;
@@ -41,9 +42,15 @@ pub(crate) fn is_erased(record: &Record<'_>) -> bool {
 
 /// One compaction at a time; after one fails in I/O, none until reopen
 /// (the cause is kept).
+///
+/// Re-entrant, so that the thread holding it can be told from the others:
+/// a compaction's `progress` callback runs while it is held, and a
+/// callback that compacts the store again, on that thread, finds the cell
+/// borrowed and is refused (a plain mutex waited for itself for ever:
+/// `tests/lock_order.rs`). Other threads wait their turn as before.
 #[derive(Debug, Default)]
 pub(crate) struct CompactionLock {
-    failed: Mutex<Option<Arc<Error>>>,
+    failed: ReentrantMutex<RefCell<Option<Arc<Error>>>>,
 }
 
 /// What a compaction does beyond the rules.
@@ -167,7 +174,10 @@ impl Store {
     }
 
     /// [`compact`](Store::compact), reporting `progress(bytes done, bytes
-    /// to do)` of the sealed segments as it goes.
+    /// to do)` of the sealed segments as it goes. `progress` may call back
+    /// into the store (read, append, subscribe, back up), but a compaction
+    /// it starts on the same thread is refused with
+    /// [`Error::InvalidInput`], nothing done: one compaction at a time.
     pub fn compact_with_progress(
         &self,
         options: &CompactionOptions,
@@ -189,7 +199,14 @@ impl Store {
             return Err(Error::ReadOnly(self.location().to_owned()));
         }
         let (reader, index, lock) = self.compaction_parts();
-        let mut failed = lock.failed.lock();
+        // Another thread's compaction: wait for it. This thread's (a
+        // progress callback compacting again): the cell is borrowed.
+        let turn = lock.failed.lock();
+        let Ok(mut failed) = turn.try_borrow_mut() else {
+            return Err(Error::InvalidInput(
+                "compact called from inside a compaction of the same store (its progress callback): one compaction at a time".into(),
+            ));
+        };
         if let Some(cause) = &*failed {
             return Err(Error::Poisoned {
                 cause: Arc::clone(cause),

@@ -203,6 +203,7 @@ impl Store {
         let feed = Arc::new(Feed::default());
         let writer = Writer {
             feed: Arc::clone(&feed),
+            woken: crate::subscribe::Woken::default(),
             log,
             reader: reader.clone(),
             index: Arc::clone(&index),

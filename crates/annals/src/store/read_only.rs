@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use super::{Inner, Store};
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::subscribe::Feed;
+use crate::subscribe::{Feed, Woken};
 use crate::write::Pipeline;
 use crate::Options;
 
@@ -131,6 +131,9 @@ impl Store {
         let Some(follower) = &self.inner.read_only else {
             return Ok(self.inner.reader.position_end());
         };
+        // Declared before the lock, so dropped (the wakers woken) after
+        // it is released, on every return: a waker may refresh again.
+        let mut woken = Woken::default();
         let log = follower.log.lock();
         let old = self.inner.reader.position_end();
         let new = log.refresh()?;
@@ -141,7 +144,7 @@ impl Store {
             // sees an event that a stream read cannot.
             self.inner.index.catch_up(old, new)?;
             log.publish(new);
-            self.inner.feed.notify();
+            woken.join(self.inner.feed.notify());
         }
         // After the log: a snapshot of a version not yet visible is kept
         // but not loaded (loads take the newest at or below the version).

@@ -6,6 +6,15 @@
 //! it published the new end. When nobody waits it costs one fence and one
 //! atomic load: the mutex is taken only if `listeners` is not zero.
 //!
+//! Blocked iterators are woken at once; async wakers are handed back
+//! ([`Woken`]) and woken by the caller once it holds no lock: a `Waker` is
+//! the user's code (an executor's, or anything a `Waker` can be made of),
+//! and one that appends or refreshes when woken must not find the write
+//! path or the refresh held by the very thread that woke it (a deadlock:
+//! `tests/lock_order.rs`). A waker taken out of the table is no listener
+//! any more, so waking it a little later loses nothing (the proof below
+//! is about whether it is taken out).
+//!
 //! Why no wake-up is lost: a waiter counts itself in `listeners`, then
 //! (after a `SeqCst` fence) reads the published end, all while holding the
 //! mutex. The writer publishes the end, then (after a `SeqCst` fence) reads
@@ -44,22 +53,46 @@ pub(crate) struct Feed {
     ids: AtomicU64,
 }
 
-impl Feed {
-    /// Called by the writer after each publish of a new end.
-    pub(crate) fn notify(&self) {
-        fence(Ordering::SeqCst);
-        if self.listeners.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let woken: Vec<Waker> = {
-            let mut wakers = self.wakers.lock();
-            self.listeners.fetch_sub(wakers.len(), Ordering::SeqCst);
-            self.changed.notify_all();
-            wakers.drain().map(|(_, w)| w).collect()
-        };
-        for waker in woken {
+/// Async wakers [`Feed::notify`] took out of the feed, woken when this is
+/// dropped (or [`Woken::wake`]d): keep it until no lock is held, since a
+/// waker may call back into the store (see the module comment).
+#[derive(Debug, Default)]
+#[must_use = "dropping it wakes at once: keep it until no lock is held"]
+pub(crate) struct Woken(Vec<Waker>);
+
+impl Woken {
+    /// Takes `other`'s wakers too.
+    pub(crate) fn join(&mut self, mut other: Woken) {
+        self.0.append(&mut other.0);
+    }
+
+    /// Wakes them now.
+    pub(crate) fn wake(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Woken {
+    fn drop(&mut self) {
+        for waker in self.0.drain(..) {
             waker.wake();
         }
+    }
+}
+
+impl Feed {
+    /// Called by the writer after each publish of a new end: wakes the
+    /// blocked iterators, and returns the async wakers for the caller to
+    /// wake once it holds no lock.
+    pub(crate) fn notify(&self) -> Woken {
+        fence(Ordering::SeqCst);
+        if self.listeners.load(Ordering::Relaxed) == 0 {
+            return Woken::default();
+        }
+        let mut wakers = self.wakers.lock();
+        self.listeners.fetch_sub(wakers.len(), Ordering::SeqCst);
+        self.changed.notify_all();
+        Woken(wakers.drain().map(|(_, w)| w).collect())
     }
 
     /// A fresh id for a subscription's waker slot.

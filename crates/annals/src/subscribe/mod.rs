@@ -24,7 +24,7 @@ mod subscription;
 mod visit;
 
 pub use checkpoint::{checkpoint_stream, CHECKPOINT_EVENT_TYPE};
-pub(crate) use feed::Feed;
+pub(crate) use feed::{Feed, Woken};
 pub use options::{
     category_of, Filter, Start, SubscriptionItem, SubscriptionOptions, SYSTEM_STREAM_PREFIX,
 };

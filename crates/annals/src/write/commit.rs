@@ -10,7 +10,7 @@ use super::decide::{decide, Decision};
 use super::{Answer, RecentEvents, Request, Work};
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::subscribe::Feed;
+use crate::subscribe::{Feed, Woken};
 use crate::{AppendResult, Durability, APPEND_FIRST_FLAG, APPEND_LAST_FLAG, TOMBSTONE_FLAG};
 
 /// The log and what the write path decides with; used by one leader at a time.
@@ -21,6 +21,10 @@ pub(crate) struct Writer {
     pub(crate) durability: Durability,
     /// Told after each publish of a new end, to wake subscribers.
     pub(crate) feed: Arc<Feed>,
+    /// Async subscribers' wakers the feed handed back, woken by the leader
+    /// once it has let go of the writer and passed leadership on
+    /// (`Pipeline::lead`): a waker may append.
+    pub(crate) woken: Woken,
     /// What failed, once a write, fsync or commit failed: every later
     /// request is refused with it until reopen.
     pub(crate) poison: Option<Arc<Error>>,
@@ -166,7 +170,7 @@ impl Writer {
         })?;
         if appended {
             // Right after the publish, once per group.
-            self.feed.notify();
+            self.woken.join(self.feed.notify());
         }
         if self.index.wants_freeze() {
             // A frozen memtable is written to an index file: only what is

@@ -196,16 +196,18 @@ impl Pipeline {
             group
         };
         let started = Instant::now();
-        let answers = {
+        let (answers, woken) = {
             let mut writer = self.writer.lock();
             // A panic inside a commit (a `Storage` implementation, a broken
             // invariant) must not leave followers waiting on their slots and
             // the leader flag set forever: it poisons the writer like a
             // failed fsync, and every caller of the group is answered.
-            match std::panic::catch_unwind(AssertUnwindSafe(|| writer.commit_group(&group))) {
-                Ok(answers) => answers,
-                Err(panic) => writer.fail(Error::Panicked(panic_message(&*panic)), &group),
-            }
+            let answers =
+                match std::panic::catch_unwind(AssertUnwindSafe(|| writer.commit_group(&group))) {
+                    Ok(answers) => answers,
+                    Err(panic) => writer.fail(Error::Panicked(panic_message(&*panic)), &group),
+                };
+            (answers, std::mem::take(&mut writer.woken))
         };
         let took = started.elapsed();
         let next = {
@@ -259,6 +261,12 @@ impl Pipeline {
             }
             wakes.help();
         }
+        // Last, once the writer is let go, leadership passed on and the
+        // followers answered: async subscribers' wakers. A waker is the
+        // user's code and may append; woken any earlier, that append would
+        // queue behind this very thread and wait for ever
+        // (`tests/lock_order.rs`).
+        woken.wake();
         own_answer.unwrap_or(Answer::Append(Err(Error::Internal(
             "the leader's request was not in its group".into(),
         ))))
