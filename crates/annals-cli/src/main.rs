@@ -337,6 +337,11 @@ enum Command {
         /// again and again while appending.
         #[arg(long)]
         compact: bool,
+        /// At most this many appends per second, all threads together
+        /// (default: as fast as the store goes). A capped load writes about
+        /// as much on any filesystem.
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// Run the demo: concurrent writers with expected versions, conflicts,
     /// aggregates read back.
@@ -528,6 +533,7 @@ fn main() -> ExitCode {
             pad_bytes,
             segment_bytes,
             compact,
+            rate,
         } => stress::run(
             &dir,
             stress::Load {
@@ -538,6 +544,7 @@ fn main() -> ExitCode {
                 pad_bytes,
                 segment_bytes,
                 compact,
+                rate,
             },
         ),
         Command::Backup {

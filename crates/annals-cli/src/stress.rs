@@ -40,6 +40,12 @@ pub struct Load {
     pub segment_bytes: Option<u64>,
     /// Compact again and again while appending.
     pub compact: bool,
+    /// At most this many appends per second, all threads together (each
+    /// thread paced to its share); `None`: as fast as the store goes. A
+    /// capped load writes about as much on any filesystem (unpaced, a
+    /// tmpfs store, whose `fdatasync` costs nothing, grows tens of times
+    /// faster than one on a disk).
+    pub rate: Option<f64>,
 }
 
 /// Runs the load until `seconds` have passed (or the process is killed).
@@ -52,7 +58,17 @@ pub fn run(dir: &Path, load: Load) -> Result<(), Failure> {
         pad_bytes,
         segment_bytes,
         compact,
+        rate,
     } = load;
+    if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(Failure::usage(
+            "--rate must be a positive number of appends per second",
+        ));
+    }
+    let threads = threads.max(1);
+    // Each thread's share of the rate: its appends are due at this interval
+    // (in seconds).
+    let interval = rate.map(|r| threads as f64 / r);
     let store = if index_buffer_events.is_none() && segment_bytes.is_none() {
         open(dir, true)?
     } else {
@@ -67,8 +83,9 @@ pub fn run(dir: &Path, load: Load) -> Result<(), Failure> {
         annals::Store::open_with(dir, options)?
     };
     let out = Arc::new(Mutex::new(std::io::stdout()));
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let workers: Vec<_> = (0..threads.max(1))
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = (0..threads)
         .map(|t| {
             let (store, out) = (store.clone(), Arc::clone(&out));
             std::thread::spawn(move || -> Result<u64, Failure> {
@@ -76,6 +93,21 @@ pub fn run(dir: &Path, load: Load) -> Result<(), Failure> {
                 let mut rng = (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ annals_rand();
                 let mut appends = 0;
                 while Instant::now() < deadline {
+                    if let Some(interval) = interval {
+                        // Due times from the start, not from the last
+                        // append: a slow append is made up, never the rate
+                        // exceeded over the run. One due after the end
+                        // waits for the end (the store is held `seconds`).
+                        let due = (interval * appends as f64).min(seconds);
+                        let due = started + Duration::from_secs_f64(due);
+                        let now = Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                    }
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;

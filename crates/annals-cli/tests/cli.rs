@@ -556,3 +556,41 @@ fn bench_runs_annals_bench_beside_it_or_on_path_with_the_arguments_and_its_exit_
         assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
     }
 }
+
+#[test]
+fn stress_rate_caps_the_appends_and_the_store_is_held_for_its_seconds() {
+    // `--rate 400` over 1 s, 2 threads: each thread's appends are due every
+    // 5 ms from the start, so at most 200 each; unpaced it makes thousands.
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().to_str().unwrap();
+    let started = std::time::Instant::now();
+    let output = annals(
+        &[
+            "stress",
+            text,
+            "--seconds",
+            "1",
+            "--threads",
+            "2",
+            "--rate",
+            "400",
+        ],
+        None,
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(
+        code(&output),
+        0,
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let appends = stdout_json(&output).len();
+    assert!((1..=400).contains(&appends), "{appends} appends");
+    assert!(elapsed >= std::time::Duration::from_secs(1), "{elapsed:?}");
+    for rate in ["0", "-5", "inf", "NaN"] {
+        let missing = dir.path().join(format!("not-created-{rate}"));
+        let output = annals(&["stress", missing.to_str().unwrap(), "--rate", rate], None);
+        assert_eq!(code(&output), 2, "--rate {rate}");
+        assert!(!missing.exists(), "--rate {rate} created the store");
+    }
+}

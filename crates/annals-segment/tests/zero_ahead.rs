@@ -1,5 +1,7 @@
-//! Zero-filling the active segment ahead of the writer: it happens (the
-//! file's blocks get allocated ahead of the data), it never touches a byte
+//! Zero-filling the active segment ahead of the writer: it happens (zeros
+//! are written ahead of the data: seen in the log's writes on any
+//! filesystem, and in the file's written blocks on one that shows them
+//! apart from reserved space), it never touches a byte
 //! the writer wrote (every event reads back, before and after reopen, with
 //! the filler racing the writer in every segment), a filler that fails
 //! leaves the writer working, and a writeback error the filler's sync meets
@@ -9,7 +11,7 @@ mod common;
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use annals_segment::storage::{
@@ -74,14 +76,53 @@ fn assert_reopens_with(storage: Arc<dyn Storage>, segment_bytes: u64, written: &
     assert_eq!(read_all(&reader), written);
 }
 
-/// Bytes of the file held by blocks that were written (data or zeros):
-/// extents that `fallocate` reserved but nothing wrote yet ("unwritten")
-/// do not count. (Segments are now `fallocate`d whole at creation, so
-/// `st_blocks` counts every block of the segment from the start; what the
-/// filler changes is whether they hold written zeros.) Falls back to
-/// `st_blocks` where FIEMAP is not supported.
-fn allocated_bytes(path: &std::path::Path) -> u64 {
-    written_extent_bytes(path).unwrap_or_else(|| std::fs::metadata(path).unwrap().blocks() * 512)
+/// How a filesystem shows which bytes of a file were written (data or
+/// zeros) apart from space only reserved for it: segments are
+/// `fallocate`d (whole on disks, in steps on a tmpfs), so the file's size
+/// and, where reserving counts as allocating, its `st_blocks` say nothing
+/// about what the filler wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    /// FIEMAP extents not flagged unwritten (ext4, XFS, btrfs).
+    Fiemap,
+    /// `lseek(SEEK_DATA / SEEK_HOLE)`: a tmpfs has no FIEMAP, and reports
+    /// reserved pages not yet written as a hole.
+    SeekData,
+    /// `st_blocks`: where space cannot be reserved and files are sparse.
+    Blocks,
+}
+
+/// Bytes of the file at `path` that were written, as `measure` shows them;
+/// `None` if the filesystem does not support it.
+fn written_bytes(path: &std::path::Path, measure: Measure) -> Option<u64> {
+    match measure {
+        Measure::Fiemap => written_extent_bytes(path),
+        Measure::SeekData => data_bytes(path),
+        Measure::Blocks => Some(std::fs::metadata(path).ok()?.blocks() * 512),
+    }
+}
+
+/// The first [`Measure`] that tells written bytes from reserved ones on
+/// the filesystem of the temporary directory: a probe file allocated like
+/// a segment (16 MiB through the same storage; extended sparse where it
+/// cannot reserve), 64 KiB written and synced, must measure under 1 MiB.
+/// `None` where none does. Also whether zero-filling is on by default
+/// there.
+fn measure_here() -> (Option<Measure>, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FsStorage::open(dir.path()).unwrap();
+    let file = storage.create("probe").unwrap();
+    if let Err(e) = file.allocate(0, 16 << 20) {
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{e}");
+        file.set_len(16 << 20).unwrap();
+    }
+    file.write_all_at(&[7u8; 64 << 10], 0).unwrap();
+    file.sync_data().unwrap();
+    let path = dir.path().join("probe");
+    let measure = [Measure::Fiemap, Measure::SeekData, Measure::Blocks]
+        .into_iter()
+        .find(|&m| written_bytes(&path, m).is_some_and(|b| (64 << 10..1 << 20).contains(&b)));
+    (measure, storage.zero_fill_helps())
 }
 
 #[allow(unsafe_code)]
@@ -156,41 +197,105 @@ fn written_extent_bytes(path: &std::path::Path) -> Option<u64> {
     }
 }
 
+/// Bytes of the file between `SEEK_DATA` and the following `SEEK_HOLE`,
+/// over the whole file; `None` if `lseek` refuses them.
+#[allow(unsafe_code)]
+fn data_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).ok()?;
+    let size = libc::off_t::try_from(file.metadata().ok()?.len()).ok()?;
+    let mut total = 0u64;
+    let mut offset: libc::off_t = 0;
+    while offset < size {
+        // SAFETY: `lseek` takes a descriptor and two integers and touches
+        // no memory of this process; the descriptor is `file`'s, open
+        // across the call.
+        let data = unsafe { libc::lseek(file.as_raw_fd(), offset, libc::SEEK_DATA) };
+        if data < 0 {
+            // ENXIO: no data after `offset`.
+            return (io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO))
+                .then_some(total);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(file.as_raw_fd(), data, libc::SEEK_HOLE) };
+        if hole < data {
+            return None;
+        }
+        total += u64::try_from(hole - data).ok()?;
+        offset = hole;
+    }
+    Some(total)
+}
+
 #[test]
 fn the_active_segment_is_zero_filled_ahead_of_the_writer() {
     const SEGMENT: u64 = 16 << 20;
-    // Blocks allocated to the segment after the same commits, without and
-    // with zero-filling (waiting for the filler, which runs behind).
-    let mut allocated = Vec::new();
+    // Checked twice, after the same commits without and with zero-filling
+    // (waiting for the filler, which runs behind): the writes the log made
+    // (on any filesystem: zeros are written at least 4 MiB past the data),
+    // and the bytes of the segment file written, data or zeros, on a
+    // filesystem that shows them apart from reserved space — which every
+    // filesystem where filling is on by default (ext4, XFS) must.
+    let (measure, default_on) = measure_here();
+    assert!(
+        measure.is_some() || !default_on,
+        "zero-filling is on by default here, so written bytes must show"
+    );
+    println!("written bytes measured by {measure:?}");
+    let mut on_disk = Vec::new();
+    let mut zeros_past_data = Vec::new();
     for zero in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let storage: Arc<dyn Storage> = Arc::new(FsStorage::open(dir.path()).unwrap());
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let storage: Arc<dyn Storage> = Arc::new(Zeros(
+            Arc::new(FsStorage::open(dir.path()).unwrap()),
+            OnZeros::Record(Arc::clone(&seen)),
+        ));
         let (mut writer, reader) = open(storage, SEGMENT, Some(zero));
         // About 1 MiB of data: past the point where filling starts.
         let written = write_commits(&mut writer, 400, 0);
         assert_eq!(read_all(&reader), written);
+        assert_eq!(reader.segments().len(), 1, "one segment");
         let path = dir.path().join(segment_file_name(0));
-        let floor = allocated.first().copied().unwrap_or(0) + (4 << 20);
+        let floor = on_disk.first().copied().unwrap_or(0) + (4 << 20);
+        let ahead = || seen.lock().unwrap().zeros_past_data();
+        let disk = || measure.map(|m| written_bytes(&path, m).unwrap());
         let deadline = Instant::now() + Duration::from_secs(10);
-        while zero && allocated_bytes(&path) < floor && Instant::now() < deadline {
+        while zero
+            && (ahead() < 4 << 20 || disk().is_some_and(|b| b < floor))
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
-        allocated.push(allocated_bytes(&path));
+        zeros_past_data.push(ahead());
+        on_disk.extend(disk());
         drop(writer);
         // The zeros are past the end: recovery finds exactly the events.
         let storage: Arc<dyn Storage> = Arc::new(FsStorage::open(dir.path()).unwrap());
         let (_, reader) = open(storage, SEGMENT, Some(zero));
         assert_eq!(read_all(&reader), written);
     }
-    let (without, with) = (allocated[0], allocated[1]);
-    assert!(
-        without < 2 << 20,
-        "without filling about the data's 1 MiB is allocated: {without} bytes"
+    println!("without, with filling: written {on_disk:?}, zeros past the data {zeros_past_data:?}");
+    assert_eq!(
+        zeros_past_data[0], 0,
+        "without filling no zeros are written past the data"
     );
     assert!(
-        with >= without + (4 << 20),
-        "with filling, zeros are allocated ahead of the data: {with} vs {without} bytes"
+        zeros_past_data[1] >= 4 << 20,
+        "with filling, zeros are written at least 4 MiB past the data: {} bytes",
+        zeros_past_data[1]
     );
+    assert_eq!(on_disk.len(), if measure.is_some() { 2 } else { 0 });
+    if let [without, with] = on_disk[..] {
+        assert!(
+            without < 2 << 20,
+            "without filling about the data's 1 MiB is written: {without} bytes"
+        );
+        assert!(
+            with >= without + (4 << 20),
+            "with filling, zeros are written ahead of the data: {with} vs {without} bytes"
+        );
+    }
 }
 
 #[test]
@@ -219,16 +324,35 @@ fn zero_filling_never_touches_what_the_writer_wrote() {
 
 /// What a [`Zeros`] storage does to writes of zeros of 64 KiB or more —
 /// the filler's; everything else passes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum OnZeros {
     Refuse,
     Delay(Duration),
     Panic,
+    /// Notes them, and where the other writes (the log's data) end.
+    Record(Arc<Mutex<Seen>>),
 }
 
-/// Memory storage that meddles with the filler's writes.
+/// The writes a [`Zeros`] storage with [`OnZeros::Record`] saw (of a log
+/// of one segment).
+#[derive(Debug, Default)]
+struct Seen {
+    /// Where the filler's writes of zeros ended.
+    zeros_end: u64,
+    /// Where every other write ended.
+    data_end: u64,
+}
+
+impl Seen {
+    /// Bytes of zeros written past the end of the data.
+    fn zeros_past_data(&self) -> u64 {
+        self.zeros_end.saturating_sub(self.data_end)
+    }
+}
+
+/// Storage that meddles with the filler's writes, or records them.
 #[derive(Debug)]
-struct Zeros(MemStorage, OnZeros);
+struct Zeros(Arc<dyn Storage>, OnZeros);
 
 #[derive(Debug)]
 struct ZerosFile(Arc<dyn StorageFile>, OnZeros);
@@ -238,10 +362,10 @@ impl Storage for Zeros {
         self.0.list()
     }
     fn create(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(ZerosFile(self.0.create(name)?, self.1)))
+        Ok(Arc::new(ZerosFile(self.0.create(name)?, self.1.clone())))
     }
     fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(ZerosFile(self.0.open(name)?, self.1)))
+        Ok(Arc::new(ZerosFile(self.0.open(name)?, self.1.clone())))
     }
     fn remove(&self, name: &str) -> io::Result<()> {
         self.0.remove(name)
@@ -258,6 +382,15 @@ impl Storage for Zeros {
     fn describe(&self) -> String {
         self.0.describe()
     }
+    fn file_path(&self, name: &str) -> Option<std::path::PathBuf> {
+        self.0.file_path(name)
+    }
+    fn zero_fill_helps(&self) -> bool {
+        self.0.zero_fill_helps()
+    }
+    fn allocate_in_steps(&self) -> bool {
+        self.0.allocate_in_steps()
+    }
 }
 
 impl StorageFile for ZerosFile {
@@ -268,17 +401,33 @@ impl StorageFile for ZerosFile {
         self.0.read_exact_at(buf, offset)
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if buf.len() >= 64 << 10 && buf.iter().all(|&b| b == 0) {
-            match self.1 {
+        let zeros = buf.len() >= 64 << 10 && buf.iter().all(|&b| b == 0);
+        if zeros {
+            match &self.1 {
                 OnZeros::Refuse => return Err(io::Error::other("injected: zero fill refused")),
-                OnZeros::Delay(delay) => std::thread::sleep(delay),
+                OnZeros::Delay(delay) => std::thread::sleep(*delay),
                 OnZeros::Panic => panic!("injected: a storage backend panics mid zero fill"),
+                OnZeros::Record(_) => {}
             }
         }
-        self.0.write_all_at(buf, offset)
+        self.0.write_all_at(buf, offset)?;
+        if let OnZeros::Record(seen) = &self.1 {
+            let mut seen = seen.lock().unwrap();
+            let end = offset + buf.len() as u64;
+            let field = if zeros {
+                &mut seen.zeros_end
+            } else {
+                &mut seen.data_end
+            };
+            *field = (*field).max(end);
+        }
+        Ok(())
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.0.allocate(offset, len)
     }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
@@ -290,7 +439,7 @@ impl StorageFile for ZerosFile {
         self.0.map()
     }
     fn reopen(&self) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(ZerosFile(self.0.reopen()?, self.1)))
+        Ok(Arc::new(ZerosFile(self.0.reopen()?, self.1.clone())))
     }
 }
 
@@ -298,7 +447,7 @@ impl StorageFile for ZerosFile {
 fn a_failing_zero_fill_leaves_the_writer_working() {
     const SEGMENT: u64 = 1 << 20;
     let memory = MemStorage::new();
-    let storage: Arc<dyn Storage> = Arc::new(Zeros(memory.handle(), OnZeros::Refuse));
+    let storage: Arc<dyn Storage> = Arc::new(Zeros(Arc::new(memory.handle()), OnZeros::Refuse));
     let (mut writer, reader) = open(Arc::clone(&storage), SEGMENT, Some(true));
     let written = write_commits(&mut writer, 2_000, 0);
     assert!(!writer.is_poisoned());
@@ -360,7 +509,7 @@ fn a_writer_overtaking_the_filler_waits_for_its_chunk() {
     const SEGMENT: u64 = 4 << 20;
     let memory = MemStorage::new();
     let storage: Arc<dyn Storage> = Arc::new(Zeros(
-        memory.handle(),
+        Arc::new(memory.handle()),
         OnZeros::Delay(Duration::from_millis(3)),
     ));
     let (mut writer, reader) = open(Arc::clone(&storage), SEGMENT, Some(true));
@@ -377,7 +526,7 @@ fn a_filler_that_panics_mid_chunk_never_blocks_the_writer() {
     // recorded on unwind too: the writer, reaching it, would wait forever.
     const SEGMENT: u64 = 4 << 20;
     let memory = MemStorage::new();
-    let storage: Arc<dyn Storage> = Arc::new(Zeros(memory.handle(), OnZeros::Panic));
+    let storage: Arc<dyn Storage> = Arc::new(Zeros(Arc::new(memory.handle()), OnZeros::Panic));
     let (done, finished) = std::sync::mpsc::channel();
     let writing = std::thread::spawn(move || {
         let (mut writer, reader) = open(Arc::clone(&storage), SEGMENT, Some(true));

@@ -50,6 +50,7 @@ use annals::{
 };
 
 mod common;
+use common::actors::Actors;
 use common::query_matches as matches;
 use common::Rng;
 
@@ -573,37 +574,42 @@ fn race(durability: Durability) -> WriteStats {
         set_rule(&store, &shared, &stream, Rule::MaxCount(5));
     }
     let barrier = Arc::new(Barrier::new(THREADS + 2));
-    let mut handles: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let (store, shared, barrier) = (store.clone(), shared.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                enforce(&store, &shared, t);
-            })
-        })
-        .collect();
-    handles.push({
+    // An actor that fails stops the race at once; the first failure is
+    // what the test reports (not a join, nor the poisoned locks after it).
+    let mut actors = Actors::new();
+    let stopper = |shared: &Arc<Shared>| {
+        let shared = Arc::clone(shared);
+        move || shared.stop.store(true, SeqCst)
+    };
+    for t in 0..THREADS {
         let (store, shared, barrier) = (store.clone(), shared.clone(), barrier.clone());
-        std::thread::spawn(move || {
+        actors.spawn(format!("enforce-{t}"), stopper(&shared), move || {
+            barrier.wait();
+            enforce(&store, &shared, t);
+        });
+    }
+    {
+        let (store, shared, barrier) = (store.clone(), shared.clone(), barrier.clone());
+        actors.spawn("churn", stopper(&shared), move || {
             barrier.wait();
             churn(&store, &shared);
-        })
-    });
+        });
+    }
     barrier.wait();
     let started = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(50));
         let rewriting = shared.rewriting_compactions.load(SeqCst);
         let elapsed = started.elapsed();
-        if (rewriting >= 30 && elapsed > Duration::from_secs(3)) || elapsed > Duration::from_secs(8)
+        if (rewriting >= 30 && elapsed > Duration::from_secs(3))
+            || elapsed > Duration::from_secs(8)
+            || actors.failed()
         {
             break;
         }
     }
     shared.stop.store(true, SeqCst);
-    for handle in handles {
-        handle.join().unwrap();
-    }
+    actors.join();
     let race = Race::of(&shared);
     let live = check(&store, &shared);
     store.verify().unwrap();
