@@ -22,9 +22,15 @@ pub fn open(dir: &Path, create: bool) -> Result<Store, Failure> {
     if !create {
         // Reading commands change nothing and wait for no one: they work
         // while another process owns the store, and on read-only media.
-        return Store::open_read_only(dir).map_err(Failure::from);
+        return Store::open_read_only_with(dir, options()).map_err(Failure::from);
     }
     open_writable(dir)
+}
+
+/// The options of a command's store: the defaults without the query cache
+/// (a command reads a query once, in pages that would each go through it).
+fn options() -> annals::Options {
+    annals::Options::default().query_cache_bytes(0)
 }
 
 /// Opens an existing store for writing (waiting as [`open`] does) without
@@ -39,7 +45,7 @@ pub fn open_existing(dir: &Path) -> Result<Store, Failure> {
 fn open_writable(dir: &Path) -> Result<Store, Failure> {
     let started = Instant::now();
     loop {
-        match Store::open(dir) {
+        match Store::open_with(dir, options()) {
             Ok(store) => return Ok(store),
             Err(annals::Error::Locked(_)) if started.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(Duration::from_millis(50));

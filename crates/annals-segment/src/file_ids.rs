@@ -67,11 +67,14 @@ impl FileIds {
     }
 
     /// Records the inode under the segment's name: call it before opening
-    /// the name.
-    pub(crate) fn note(&self, position_first: u64) {
-        if let Some(inode) = self.inode(position_first) {
-            self.seen.lock().insert(position_first, inode);
-        }
+    /// the name. Whether it may be another file than the one opened last
+    /// time: none was recorded, or another inode was (not on a storage
+    /// without inodes, where nothing is noticed).
+    pub(crate) fn note(&self, position_first: u64) -> bool {
+        let Some(inode) = self.inode(position_first) else {
+            return false;
+        };
+        self.seen.lock().insert(position_first, inode) != Some(inode)
     }
 
     /// Whether another file is under the segment's name than the one

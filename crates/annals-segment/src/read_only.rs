@@ -7,7 +7,7 @@
 //! extends the view to what the owner has written since, across its
 //! segment rolls.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -98,7 +98,6 @@ pub fn open_read_only(
         segments: parking_lot::RwLock::new(segments),
         visible_end: position_end.into(),
         residents: ResidentSet::following(Arc::clone(&storage), open_segments_max, files),
-        replacements: AtomicU64::new(0),
     });
     let reader = LogReader {
         shared: Arc::clone(&shared),

@@ -28,12 +28,11 @@ pub(crate) struct PublishedLog {
     /// `fdatasync`, or after the `write` when the writer was told to publish
     /// unsynced frames (so not necessarily durable).
     pub(crate) visible_end: AtomicU64,
-    /// The sealed segments kept open (`resident.rs`).
+    /// The sealed segments kept open (`resident.rs`); it also counts the
+    /// replacements of segments by other files (see
+    /// [`LogReader::replacements`]), since a read-only view's load of a
+    /// segment may be one.
     pub(crate) residents: ResidentSet,
-    /// How many times a listed segment was replaced by another file (a
-    /// compaction's rewrite, a merge, or a read-only view following
-    /// either): see [`LogReader::replacements`].
-    pub(crate) replacements: AtomicU64,
 }
 
 impl PublishedLog {
@@ -41,7 +40,7 @@ impl PublishedLog {
     /// (the caller holds or has released the list's write lock): a reader
     /// that loads the new count sees the new list.
     pub(crate) fn count_replacement(&self) {
-        self.replacements.fetch_add(1, Ordering::AcqRel);
+        self.residents.count_replacement();
     }
 
     /// The segment that holds `position`.
@@ -165,13 +164,16 @@ impl LogReader {
 
     /// A count that grows each time a segment of the log is replaced by
     /// another file: a compaction's rewrite (which may erase events), a
-    /// merge, or a read-only view following the owner's. Records read
-    /// while it held one value may differ from what the log holds once it
-    /// holds another; a cache of records read keeps the value it loaded
-    /// *before* reading them and drops them when it changed. A reader
-    /// that loads a value sees every replacement it counts.
+    /// merge, or a read-only view following the owner's — at its refresh,
+    /// or when it loads a sealed segment whose file may not be the one it
+    /// read before (a file under the segment's name never seen, or another
+    /// than last time). Records read while it held one value may differ
+    /// from what the log holds once it holds another; a cache of records
+    /// read keeps the value it loaded *before* reading them and drops them
+    /// when it changed. A reader that loads a value sees every replacement
+    /// it counts.
     pub fn replacements(&self) -> u64 {
-        self.shared.replacements.load(Ordering::Acquire)
+        self.shared.residents.replacements()
     }
 
     /// Calls `visit` with the event at `position`, after verifying its

@@ -25,7 +25,7 @@
 //! the old frame index is gone and the new one not yet renamed in.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -49,6 +49,9 @@ pub(crate) struct ResidentSet {
     /// The log is read-only, beside an owner that may rewrite sealed
     /// segments (see the module comment): the inodes it opened.
     follows_owner: Option<FileIds>,
+    /// How many times a segment was replaced by another file
+    /// ([`LogReader::replacements`](crate::LogReader::replacements)).
+    replacements: AtomicU64,
 }
 
 /// How many times a read-only log looks again at a segment whose files
@@ -65,6 +68,7 @@ impl ResidentSet {
             capacity: capacity.max(1),
             ring: Mutex::new(VecDeque::new()),
             follows_owner: None,
+            replacements: AtomicU64::new(0),
         }
     }
 
@@ -76,6 +80,17 @@ impl ResidentSet {
             follows_owner: Some(files),
             ..Self::new(storage, capacity)
         }
+    }
+
+    /// Counts a replacement of a segment by another file (after the list
+    /// or the load changed: a reader that loads the new count sees it).
+    pub(crate) fn count_replacement(&self) {
+        self.replacements.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The count of replacements.
+    pub(crate) fn replacements(&self) -> u64 {
+        self.replacements.load(Ordering::Acquire)
     }
 
     /// The inodes of a read-only log's segments (`None` for the owner's).
@@ -161,10 +176,17 @@ impl ResidentSet {
     pub(crate) fn load(&self, segment: &Segment) -> Result<Resident> {
         if let Some(files) = &self.follows_owner {
             let mut wait = std::time::Duration::from_millis(1);
+            let mut new_file = false;
             for _ in 0..SWITCH_ATTEMPTS {
                 // Before the open: `file_ids.rs`.
-                files.note(segment.header.position_first);
+                new_file |= files.note(segment.header.position_first);
                 if let Some(resident) = self.load_current(segment)? {
+                    if new_file {
+                        // Perhaps the owner's rewrite of what this view
+                        // read before (and what a cache of its records
+                        // holds): counted before any read of it returns.
+                        self.count_replacement();
+                    }
                     return Ok(resident);
                 }
                 std::thread::sleep(wait);

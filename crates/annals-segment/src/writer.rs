@@ -3,7 +3,7 @@
 //! a new preallocated segment when the active one is full, and refuses all
 //! further writes once a write or fsync has failed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::allocation::{self, Allocation};
@@ -118,7 +118,6 @@ pub fn open_with(
         segments: parking_lot::RwLock::new(segments),
         visible_end: position_next.into(),
         residents: ResidentSet::new(Arc::clone(&storage), open_segments_max),
-        replacements: AtomicU64::new(0),
     });
     let zero = options
         .zero_ahead

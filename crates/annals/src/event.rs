@@ -171,7 +171,8 @@ impl RecordedEvent {
 
 /// An event borrowed from the log while a visitor runs
 /// ([`Store::read_stream_with`](crate::Store::read_stream_with)): its
-/// fields point into the mapped segment, so visiting costs no copy and no
+/// fields point into the mapped segment (or, for a query read, into the
+/// query cache's verified copy), so visiting costs no copy and no
 /// allocation. [`to_recorded`](EventRef::to_recorded) keeps one.
 #[derive(Clone, Copy)]
 pub struct EventRef<'a> {
@@ -232,7 +233,8 @@ impl<'a> EventRef<'a> {
     }
 
     /// An owned copy of the event; data and metadata share the mapped
-    /// segment instead of being copied.
+    /// segment (or the query cache's copy, which they keep alive until
+    /// dropped, outside the cache's budget) instead of being copied.
     pub fn to_recorded(&self) -> RecordedEvent {
         RecordedEvent {
             stream: self.stream.to_owned(),

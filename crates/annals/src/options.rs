@@ -92,8 +92,11 @@ pub struct Options {
     /// (which may erase events) or a merge makes every copy read before it
     /// unusable. An event is copied at its second read (the first notes
     /// its position), so events read once cost a lookup each and are not
-    /// copied; a read's events past its first 1,024 (a scan) are read from
-    /// the log directly. An event of more than a 64th of the budget is not
+    /// copied; once one call has read 1,024 events (a scan; the batch that
+    /// reaches them is read through the cache, up to 1,024 candidates of
+    /// each key it walks) the rest come from the log directly. A scan in
+    /// pages of 1,024, one call each, goes through it page after page:
+    /// turn it off (0) in a process that only scans. An event of more than a 64th of the budget is not
     /// kept. The slots take another 16 bytes per 512 of budget (64 KiB for
     /// the default), allocated at open; the copies' memory only as they
     /// are kept. `docs/DCB.md`, "The query cache".

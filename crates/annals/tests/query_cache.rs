@@ -341,3 +341,74 @@ fn a_scan_goes_through_the_cache_for_its_first_1024_events_only() {
         }
     }
 }
+
+/// A read-only view that loads a segment the owner rewrote since the view
+/// read it (here: read again after the view let it go, one segment open
+/// at a time) counts that as a replacement: copies it cached before are
+/// not served again, even before its refresh. (Reads served wholly from
+/// the cache load nothing: until a load or a refresh they serve what the
+/// view read, as a segment it holds does; `docs/GUARANTEES.md`.)
+#[test]
+fn a_read_only_view_that_loads_a_rewritten_segment_serves_no_copy_read_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = Store::open_with(dir.path(), options(0)).unwrap();
+    for n in 0..120 {
+        append(&owner, if n % 2 == 0 { "gone" } else { "keep" }, n);
+    }
+    let view =
+        Store::open_read_only_with(dir.path(), options(1 << 20).open_segments_max(1)).unwrap();
+    let query = &queries()[0];
+    for _ in 0..2 {
+        assert_eq!(
+            view.read_query(query, 0, usize::MAX).unwrap().events.len(),
+            120
+        );
+    }
+    assert_eq!(view.query_cache_stats().kept, 120);
+    delete_gone_and_compact(&owner);
+    // Every segment loaded again, one at a time: the rewritten ones are
+    // other files than the view read.
+    let model = model(&view, query, 0, usize::MAX);
+    assert!(
+        model.iter().all(|e| e.stream != "gone"),
+        "the log read sees the erasure"
+    );
+    let before = view.query_cache_stats();
+    let read = view.read_query(query, 0, usize::MAX).unwrap();
+    let erased = read.events.iter().filter(|e| e.stream == "gone").count();
+    assert_eq!(erased, 0, "erased events served from copies read before");
+    assert_eq!(read.events, model);
+    assert_eq!(
+        view.query_cache_stats().hits,
+        before.hits,
+        "no copy from before the load served"
+    );
+}
+
+/// Copies a read made before a compaction it raced (here: one its own
+/// visitor ran) are not kept after the compaction dropped the stale
+/// entries: they could never be served, and would hold memory.
+#[test]
+fn copies_read_before_a_compaction_are_not_kept_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options(1 << 20)).unwrap();
+    for n in 0..120 {
+        append(&store, if n % 2 == 0 { "gone" } else { "keep" }, n);
+    }
+    let query = &queries()[0];
+    store.read_query(query, 0, usize::MAX).unwrap();
+    let mut compacted = false;
+    store
+        .read_query_with(query, 0, usize::MAX, |_| {
+            if !compacted {
+                compacted = true;
+                delete_gone_and_compact(&store);
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert!(compacted);
+    let stats = store.query_cache_stats();
+    assert_eq!((stats.entries, stats.bytes), (0, 0), "{stats:?}");
+    check(&store);
+}

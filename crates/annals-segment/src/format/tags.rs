@@ -26,10 +26,13 @@ const _: () = assert!(TAGS_BYTES_MAX <= u16::MAX as usize);
 #[derive(Clone, Copy)]
 pub struct Tags<'a>(Region<'a>);
 
-/// A checked tag region: as text when the whole region is UTF-8 (every
-/// region whose tags are shorter than 128 bytes: its length bytes are
-/// ASCII), so that reading a tag slices it without checking its UTF-8
-/// again; as bytes otherwise, each tag checked as it is read.
+/// A checked tag region, held as its constructor gave it: as bytes from a
+/// log read ([`Tags::from_encoded`]: each tag checked as it is read), as
+/// text from a copy that checked the region once
+/// ([`Tags::from_checked_text`], what [`Tags::to_text`] returns when the
+/// whole region is UTF-8: every region whose tags are shorter than 128
+/// bytes), so that reading a tag slices it without checking its UTF-8
+/// again.
 #[derive(Clone, Copy)]
 enum Region<'a> {
     Text(&'a str),

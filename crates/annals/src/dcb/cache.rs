@@ -83,6 +83,11 @@ pub(crate) struct QueryCache {
     misses: AtomicU64,
     /// Copies put in the table.
     kept: AtomicU64,
+    /// The highest count of replacements a read loaded or a
+    /// [`forget_stale`](QueryCache::forget_stale) was told of: a copy read
+    /// under a lower one is never put in the table (no read loading a
+    /// count now would be served it).
+    latest: AtomicU64,
 }
 
 /// Copies waiting for the table, and the bytes they hold.
@@ -265,8 +270,11 @@ impl QueryCache {
         if budget == 0 {
             return None;
         }
+        // At most 4M slots (64 MiB of them, for a budget of 2 GiB): a
+        // larger budget shares them, rather than allocating slots by the
+        // gigabyte at open.
         let slots = (budget / BYTES_PER_SLOT)
-            .clamp(64, 1 << 30)
+            .clamp(64, 1 << 22)
             .next_power_of_two();
         Some(QueryCache {
             table: RwLock::new(Table {
@@ -282,6 +290,7 @@ impl QueryCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             kept: AtomicU64::new(0),
+            latest: AtomicU64::new(0),
         })
     }
 
@@ -339,8 +348,14 @@ impl QueryCache {
             table.forget_stale(now);
         }
         let waiting = std::mem::take(&mut *self.pending.lock()).copies;
+        let latest = self.latest.load(Ordering::Acquire);
         let mut kept = 0;
         for entry in waiting.into_iter().chain(copies) {
+            // Read before a replacement this cache was told of: stale
+            // already (a read racing a compaction made it).
+            if entry.replacements < latest {
+                continue;
+            }
             kept += u64::from(table.put(self.slot_of(entry.position), entry, self.budget));
         }
         self.kept.fetch_add(kept, Ordering::Relaxed);
@@ -365,6 +380,7 @@ impl QueryCache {
     /// at the next [`keep`](QueryCache::keep). They are never served
     /// either way; this frees their memory.
     pub(crate) fn forget_stale(&self, replacements: u64) {
+        self.latest.fetch_max(replacements, Ordering::AcqRel);
         self.stale_before
             .fetch_max(replacements.saturating_add(1), Ordering::AcqRel);
         self.keep(Vec::new());
@@ -383,6 +399,9 @@ impl QueryCache {
         // Loaded before any event is read: an entry made under it is never
         // served once a replacement is counted.
         let replacements = reader.replacements();
+        if self.latest.load(Ordering::Relaxed) < replacements {
+            self.latest.fetch_max(replacements, Ordering::AcqRel);
+        }
         let mut copies = Vec::new();
         let (mut hits, mut misses_read) = (0u64, 0u64);
         // A closure, so that an error still counts what was read before it.

@@ -50,7 +50,8 @@ impl Store {
     }
 
     /// Like [`read_query`](Store::read_query), handing each matching event
-    /// to `visit` borrowed from the mapped log, until `max` are visited or
+    /// to `visit` borrowed from the mapped log (or from the query cache's
+    /// verified copy of it), until `max` are visited or
     /// `visit` breaks. Returns how far the read covered: the position of
     /// the last event visited if it stopped there, else the last position
     /// of the log it looked at.

@@ -57,7 +57,9 @@ pub struct WriteStats {
 
 /// Figures of the query cache (see [`Store::query_cache_stats`]), since the
 /// store was opened; all 0 when it is off. `hits / (hits + misses)` is the
-/// share of the events `read_query` read that the cache served.
+/// share of the events read through the cache that it served (a scan's
+/// events past its first 1,024 are read from the log directly, and
+/// counted in neither).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct QueryCacheStats {
@@ -70,7 +72,8 @@ pub struct QueryCacheStats {
     /// Events query reads were served from the cache.
     pub hits: u64,
     /// Events query reads read from the log through the cache (each noted
-    /// at its first read, copied at its second).
+    /// at its first read, and copied at a later one if its note is still
+    /// there and it is at most a 64th of the budget).
     pub misses: u64,
     /// Copies put in the cache (a copy replaces the entry in its slot).
     pub kept: u64,

@@ -75,7 +75,7 @@ struct Inner {
     /// Metadata setters take turns per stream (`crate::stream_meta`).
     meta_writes: crate::stream_meta::MetaWriteLocks,
     /// Verified copies of events `read_query` read (`crate::dcb::cache`);
-    /// `None` unless [`Options::query_cache_bytes`] is set.
+    /// `None` when [`Options::query_cache_bytes`] is 0.
     query_cache: Option<crate::dcb::cache::QueryCache>,
 }
 
