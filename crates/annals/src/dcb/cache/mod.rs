@@ -38,19 +38,21 @@
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use annals_segment::{LogReader, Record, Tags};
+use annals_segment::{LogReader, Record};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::QueryCacheStats;
+
+mod entry;
+#[cfg(test)]
+mod tests;
+
+use entry::{Cached, ENTRY_OVERHEAD};
 
 /// Budget bytes per slot.
 const BYTES_PER_SLOT: usize = 512;
-
-/// What an entry costs besides its names and body: the entry itself and
-/// the three allocations' headers.
-const ENTRY_OVERHEAD: usize = 160;
 
 /// Most copies waiting for the table's write lock (see
 /// [`QueryCache::keep`]), in count and in bytes (this share of the
@@ -110,112 +112,6 @@ impl std::fmt::Debug for QueryCache {
             .field("slots", &self.seen.len())
             .field("budget", &self.budget)
             .finish_non_exhaustive()
-    }
-}
-
-/// One event, as its record was verified: its text (the stream's name,
-/// the type's, and the tag region when it is text, as nearly every one
-/// is), a buffer of the rest (the tag region if it is not text, the
-/// metadata, the data) and the fixed fields. Text apart, so that a hit
-/// makes no `&str` by checking bytes again.
-struct Cached {
-    position: u64,
-    /// [`LogReader::replacements`] loaded before the event was read.
-    replacements: u64,
-    text: Box<str>,
-    /// Where the stream's name and the type end in `text`.
-    stream_end: usize,
-    type_end: usize,
-    /// Whether the tag region is the rest of `text` (else it starts
-    /// `body`).
-    tags_in_text: bool,
-    body: Bytes,
-    /// Where the tag region (if in `body`) ends in `body`, and the
-    /// metadata's length after it.
-    tags_end: usize,
-    metadata_len: usize,
-    stream_version: u64,
-    id: [u8; 16],
-    timestamp_us: u64,
-    flags: u16,
-}
-
-impl Cached {
-    fn new(position: u64, replacements: u64, record: &Record<'_>) -> Cached {
-        let tags_text = record.tags.to_text();
-        let tags_bytes = if tags_text.is_some() {
-            &[][..]
-        } else {
-            record.tags.as_bytes()
-        };
-        let mut text = String::with_capacity(
-            record.stream.len() + record.event_type.len() + tags_text.map_or(0, str::len),
-        );
-        text.push_str(record.stream);
-        text.push_str(record.event_type);
-        text.push_str(tags_text.unwrap_or_default());
-        let mut body =
-            Vec::with_capacity(tags_bytes.len() + record.metadata.len() + record.data.len());
-        body.extend_from_slice(tags_bytes);
-        body.extend_from_slice(record.metadata);
-        body.extend_from_slice(record.data);
-        Cached {
-            position,
-            replacements,
-            text: text.into_boxed_str(),
-            stream_end: record.stream.len(),
-            type_end: record.stream.len() + record.event_type.len(),
-            tags_in_text: tags_text.is_some(),
-            body: Bytes::from(body),
-            tags_end: tags_bytes.len(),
-            metadata_len: record.metadata.len(),
-            stream_version: record.stream_version,
-            id: record.id,
-            timestamp_us: record.timestamp_us,
-            flags: record.flags,
-        }
-    }
-
-    /// Bytes it holds, as the budget counts them.
-    fn bytes(&self) -> usize {
-        self.text.len() + self.body.len() + ENTRY_OVERHEAD
-    }
-
-    /// The record again, borrowed from the copy, whose parts were all
-    /// verified when it was read.
-    #[inline]
-    fn record(&self) -> Result<Record<'_>> {
-        self.parts().ok_or_else(|| self.broken())
-    }
-
-    /// [`record`](Cached::record), `None` if the offsets do not fit.
-    #[inline]
-    fn parts(&self) -> Option<Record<'_>> {
-        let (names, tags_text) = self.text.split_at_checked(self.type_end)?;
-        let (stream, event_type) = names.split_at_checked(self.stream_end)?;
-        let (tags, rest) = self.body.split_at_checked(self.tags_end)?;
-        let (metadata, data) = rest.split_at_checked(self.metadata_len)?;
-        Some(Record {
-            stream,
-            stream_version: self.stream_version,
-            id: self.id,
-            timestamp_us: self.timestamp_us,
-            flags: self.flags,
-            event_type,
-            tags: if self.tags_in_text {
-                Tags::from_checked_text(tags_text)
-            } else {
-                Tags::from_checked(tags)
-            },
-            metadata,
-            data,
-        })
-    }
-
-    /// An entry whose offsets do not fit its buffers (never made so).
-    #[cold]
-    fn broken(&self) -> Error {
-        Error::Internal(format!("query cache entry at {}", self.position))
     }
 }
 
@@ -496,176 +392,5 @@ impl EventSource<'_> {
             Some(cache) => cache.with_events(self.reader, positions, visit),
             None => Ok(self.reader.with_events_shared(positions, visit)?),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(data: &[u8]) -> Record<'_> {
-        Record {
-            stream: "s-1",
-            stream_version: 3,
-            id: [7; 16],
-            timestamp_us: 11,
-            flags: 0,
-            event_type: "Changed",
-            tags: Tags::EMPTY,
-            metadata: b"m",
-            data,
-        }
-    }
-
-    /// Reads `record` twice (the second read copies it) and keeps the copy.
-    fn admit(cache: &QueryCache, position: u64, replacements: u64, record: &Record<'_>) {
-        assert!(cache.admit(position, replacements, record).is_none());
-        let copy = cache.admit(position, replacements, record);
-        cache.keep(copy.into_iter().collect());
-    }
-
-    fn held(cache: &QueryCache, position: u64, replacements: u64) -> bool {
-        let table = cache.table.read();
-        table
-            .get(cache.slot_of(position), position, replacements)
-            .is_some()
-    }
-
-    fn used(cache: &QueryCache) -> usize {
-        cache.table.read().used
-    }
-
-    #[test]
-    fn the_entries_stay_within_the_budget_and_a_large_event_is_not_kept() {
-        // 2,048 slots, room for 251 entries of 4,171 bytes.
-        let budget = 1 << 20;
-        let cache = QueryCache::new(budget).unwrap();
-        let data = [0x5a; 4000];
-        for position in 0..10_000 {
-            admit(&cache, position, 0, &record(&data));
-            assert!(used(&cache) <= budget);
-        }
-        let kept = (0..10_000).filter(|&p| held(&cache, p, 0)).count();
-        assert!((200..=251).contains(&kept), "{kept} kept");
-        let large = vec![1u8; budget / 64];
-        admit(&cache, 20_000, 0, &record(&large));
-        assert!(!held(&cache, 20_000, 0));
-    }
-
-    #[test]
-    fn an_entry_read_before_a_replacement_is_not_served_after_it() {
-        let cache = QueryCache::new(1 << 20).unwrap();
-        admit(&cache, 42, 5, &record(b"payload"));
-        {
-            let table = cache.table.read();
-            let hit = table.get(cache.slot_of(42), 42, 5).unwrap();
-            let again = hit.record().unwrap();
-            assert_eq!((again.stream, again.event_type), ("s-1", "Changed"));
-            assert_eq!((again.metadata, again.data), (&b"m"[..], &b"payload"[..]));
-            assert_eq!(
-                (again.stream_version, again.id, again.timestamp_us),
-                (3, [7; 16], 11)
-            );
-        }
-        assert!(!held(&cache, 42, 6));
-        assert!(!held(&cache, 43, 5));
-    }
-
-    /// A copy reads back every part of its record: tags kept as text (the
-    /// names' buffer) and as bytes (a 128-byte tag: the region is not
-    /// UTF-8 as a whole), non-ASCII names and tags, empty parts.
-    #[test]
-    fn a_copy_reads_back_its_record_whether_its_tags_are_text_or_bytes() {
-        let cache = QueryCache::new(1 << 20).unwrap();
-        let long = "t".repeat(annals_segment::format::TAG_BYTES_MAX);
-        let regions: Vec<Vec<u8>> = [
-            vec![],
-            vec!["student:42", "café"],
-            vec!["a", long.as_str(), "日本"],
-        ]
-        .iter()
-        .map(|tags| {
-            let mut region = Vec::new();
-            annals_segment::format::encode_tags(tags, &mut region).unwrap();
-            region
-        })
-        .collect();
-        for (position, region) in (100u64..).zip(&regions) {
-            for (stream, metadata, data) in [("s-ü", &b""[..], &b""[..]), ("s", b"m", b"d")] {
-                let original = Record {
-                    stream,
-                    event_type: "Typé",
-                    tags: Tags::from_encoded(region).unwrap(),
-                    metadata,
-                    data,
-                    ..record(b"")
-                };
-                let position = position * 2 + u64::from(metadata.is_empty());
-                admit(&cache, position, 0, &original);
-                let table = cache.table.read();
-                let hit = table.get(cache.slot_of(position), position, 0).unwrap();
-                let again = hit.record().unwrap();
-                assert_eq!(again, original, "at {position}");
-                assert_eq!(
-                    again.tags.iter().collect::<Vec<_>>(),
-                    original.tags.iter().collect::<Vec<_>>()
-                );
-                assert_eq!(hit.tags_in_text, original.tags.to_text().is_some());
-            }
-        }
-    }
-
-    #[test]
-    fn forgetting_stale_entries_keeps_the_current_ones_and_frees_the_rest() {
-        let cache = QueryCache::new(1 << 20).unwrap();
-        for position in 0..100 {
-            admit(&cache, position, position % 2, &record(b"payload"));
-        }
-        let before = used(&cache);
-        cache.forget_stale(1);
-        assert_eq!((0..100).filter(|&p| held(&cache, p, 1)).count(), 50);
-        assert!((0..100).all(|p| !held(&cache, p, 0)));
-        assert_eq!(used(&cache) * 2, before);
-    }
-
-    #[test]
-    fn copies_made_while_another_read_holds_the_table_wait_for_the_next() {
-        let cache = QueryCache::new(1 << 20).unwrap();
-        assert!(cache.admit(7, 0, &record(b"payload")).is_none());
-        let copy = cache.admit(7, 0, &record(b"payload")).unwrap();
-        {
-            let _reading = cache.table.read();
-            cache.keep(vec![copy]);
-        }
-        assert!(!held(&cache, 7, 0), "kept while the table was read");
-        assert_eq!(cache.pending.lock().copies.len(), 1);
-        cache.keep(Vec::new());
-        assert_eq!(cache.pending.lock().bytes, 0);
-        assert!(held(&cache, 7, 0), "the waiting copy is kept next time");
-        // A stale-drop asked for while the table is read happens next time.
-        {
-            let _reading = cache.table.read();
-            cache.forget_stale(1);
-        }
-        assert!(held(&cache, 7, 0));
-        cache.keep(Vec::new());
-        assert!(!held(&cache, 7, 0));
-        assert_eq!(used(&cache), 0);
-    }
-
-    #[test]
-    fn copies_waiting_for_the_table_stay_within_an_eighth_of_the_budget() {
-        let budget = 1 << 20;
-        let cache = QueryCache::new(budget).unwrap();
-        let data = [0x5a; 4000];
-        let _reading = cache.table.read();
-        for position in 0..1000 {
-            assert!(cache.admit(position, 0, &record(&data)).is_none());
-            let copy = cache.admit(position, 0, &record(&data));
-            cache.keep(copy.into_iter().collect());
-        }
-        let pending = cache.pending.lock();
-        assert!(pending.bytes <= budget / 8, "{} bytes wait", pending.bytes);
-        assert_eq!(pending.copies.len(), budget / 8 / 4171);
     }
 }
