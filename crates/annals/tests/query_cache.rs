@@ -113,6 +113,13 @@ fn cached_reads_equal_the_logs_before_and_after_it_fills() {
     }
 }
 
+/// Appends 120 events, alternately to the streams `gone` and `keep`.
+fn fill_gone_keep(store: &Store) {
+    for n in 0..120 {
+        append(store, if n % 2 == 0 { "gone" } else { "keep" }, n);
+    }
+}
+
 /// Deletes the stream `gone`, appends 80 more events to `keep` (so that
 /// `gone`'s segments are sealed) and compacts: `gone`'s events are erased.
 fn delete_gone_and_compact(store: &Store) {
@@ -131,9 +138,7 @@ fn delete_gone_and_compact(store: &Store) {
 fn a_compaction_that_erases_events_leaves_no_cached_copy_of_them() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path(), options(1 << 20)).unwrap();
-    for n in 0..120 {
-        append(&store, if n % 2 == 0 { "gone" } else { "keep" }, n);
-    }
+    fill_gone_keep(&store);
     let shared = Query::new([QueryItem::new().tags(["shared"])]);
     // The cache now holds `gone`'s events, payloads and all.
     let before = read_twice(&store, &shared);
@@ -152,9 +157,7 @@ fn a_compaction_that_erases_events_leaves_no_cached_copy_of_them() {
 fn a_read_only_view_drops_cached_copies_of_what_the_owner_erased() {
     let dir = tempfile::tempdir().unwrap();
     let owner = Store::open_with(dir.path(), options(0)).unwrap();
-    for n in 0..120 {
-        append(&owner, if n % 2 == 0 { "gone" } else { "keep" }, n);
-    }
+    fill_gone_keep(&owner);
     let reader = Store::open_read_only_with(dir.path(), options(1 << 20)).unwrap();
     let shared = Query::new([QueryItem::new().tags(["shared"])]);
     let before = read_twice(&reader, &shared);
@@ -352,9 +355,7 @@ fn a_scan_goes_through_the_cache_for_its_first_1024_events_only() {
 fn a_read_only_view_that_loads_a_rewritten_segment_serves_no_copy_read_before() {
     let dir = tempfile::tempdir().unwrap();
     let owner = Store::open_with(dir.path(), options(0)).unwrap();
-    for n in 0..120 {
-        append(&owner, if n % 2 == 0 { "gone" } else { "keep" }, n);
-    }
+    fill_gone_keep(&owner);
     let view =
         Store::open_read_only_with(dir.path(), options(1 << 20).open_segments_max(1)).unwrap();
     let query = &queries()[0];
@@ -392,9 +393,7 @@ fn a_read_only_view_that_loads_a_rewritten_segment_serves_no_copy_read_before() 
 fn copies_read_before_a_compaction_are_not_kept_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path(), options(1 << 20)).unwrap();
-    for n in 0..120 {
-        append(&store, if n % 2 == 0 { "gone" } else { "keep" }, n);
-    }
+    fill_gone_keep(&store);
     let query = &queries()[0];
     store.read_query(query, 0, usize::MAX).unwrap();
     let mut compacted = false;
